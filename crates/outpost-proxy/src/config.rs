@@ -1,0 +1,121 @@
+//! The proxy's resolved configuration (the binary turns the TOML file and the
+//! command line into this).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Uri;
+use ipnet::IpNet;
+
+/// A named reverse-proxy site: requests whose Host is `host` go to `origin`.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Host name (without port) the clients use; `*` matches any host.
+    pub host: String,
+    /// Origin base URL: scheme, authority and an optional path prefix.
+    pub origin: Uri,
+}
+
+/// What to do with a Range request for bytes that are not cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeMissPolicy {
+    /// Fetch the missing bytes at once with an upstream Range request.
+    Fetch,
+    /// Fetch the whole object from the start and serve the range when the
+    /// fill reaches it.
+    Wait,
+}
+
+#[derive(Debug, Clone)]
+pub struct FillConfig {
+    /// Keep filling when every client of a fill has gone.
+    pub continue_on_client_abort: bool,
+    pub range_miss: RangeMissPolicy,
+    /// After a range fill, fetch the rest of the object in the background.
+    pub background_fill: bool,
+    /// Upstream range fetches for one object at a time (demanded ranges).
+    pub range_concurrency: usize,
+    /// Size of each background request.
+    pub background_chunk: u64,
+    /// Retries of a dropped or failed upstream fetch before giving up.
+    pub max_retries: u32,
+    pub retry_backoff_initial: Duration,
+    pub retry_backoff_max: Duration,
+    /// Sync and record progress after this many new bytes.
+    pub checkpoint_bytes: u64,
+    /// Time to connect and receive response headers from the origin.
+    pub upstream_header_timeout: Duration,
+    /// A fill whose body stalls this long is treated as dropped.
+    pub upstream_idle_timeout: Duration,
+    /// Serve a stale object when the origin cannot be reached (unless the
+    /// response forbids it with must-revalidate, proxy-revalidate or no-cache).
+    pub serve_stale_on_error: bool,
+}
+
+impl Default for FillConfig {
+    fn default() -> Self {
+        Self {
+            continue_on_client_abort: true,
+            range_miss: RangeMissPolicy::Fetch,
+            background_fill: true,
+            range_concurrency: 2,
+            background_chunk: 8 << 20,
+            max_retries: 10,
+            retry_backoff_initial: Duration::from_millis(200),
+            retry_backoff_max: Duration::from_secs(30),
+            checkpoint_bytes: 16 << 20,
+            upstream_header_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(60),
+            serve_stale_on_error: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Clients allowed to use the edge; everyone else gets 403.
+    pub allowed_clients: Vec<IpNet>,
+    /// Ports CONNECT may reach.
+    pub connect_ports: Vec<u16>,
+    /// A single-site reverse proxy: every request goes to this origin.
+    pub origin: Option<Uri>,
+    pub sites: Vec<Site>,
+    pub fill: FillConfig,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Maximum simultaneous client connections.
+    pub max_connections: usize,
+}
+
+/// Loopback and the private ranges: the LAN of a branch office.
+pub fn default_allowed_clients() -> Vec<IpNet> {
+    [
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .iter()
+    .filter_map(|n| n.parse().ok())
+    .collect()
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 3128))],
+            allowed_clients: default_allowed_clients(),
+            connect_ports: vec![443],
+            origin: None,
+            sites: Vec::new(),
+            fill: FillConfig::default(),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}

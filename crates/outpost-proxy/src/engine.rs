@@ -1,0 +1,716 @@
+//! The cache logic of one request: look up, serve, collapse, revalidate,
+//! fill or pass through.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request, response,
+};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use outpost_http::headers::{FILL_CONTROLLED_REQUEST_HEADERS, add_via, strip_hop_by_hop};
+use outpost_http::policy::{BeforeRequest, policy_for};
+use outpost_http::range::{RangeSpec, parse_range_header};
+use outpost_http::{ByteRange, CacheKey, ContentRange};
+use outpost_store::{Object, Store, StoredHead};
+use tokio::sync::watch;
+
+use crate::config::{ProxyConfig, RangeMissPolicy};
+use crate::fill::{FillContext, ObjectFill, UpstreamTarget};
+use crate::serve::{FillSource, ProxyBody, error_response, object_response};
+use crate::upstream::{Upstream, UpstreamBody};
+
+/// Where a request goes: the origin URL and its cache key.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub upstream_uri: Uri,
+    pub key: CacheKey,
+}
+
+impl Route {
+    pub fn new(upstream_uri: Uri) -> Result<Self, outpost_http::KeyError> {
+        let key = CacheKey::from_uri(&upstream_uri)?;
+        Ok(Self { upstream_uri, key })
+    }
+}
+
+/// Counters by result, for status and metrics.
+#[derive(Default)]
+pub struct EngineStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub collapsed: AtomicU64,
+    pub revalidated: AtomicU64,
+    pub stale: AtomicU64,
+    pub passthrough: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+type PendingMap = HashMap<CacheKey, watch::Receiver<Option<Outcome>>>;
+
+/// What the leader of a collapsed miss or revalidation found.
+#[derive(Clone)]
+enum Outcome {
+    Fill(Arc<ObjectFill>),
+    Refreshed(Arc<Object>),
+    Stale(Arc<Object>),
+    /// Not cacheable: the first waiter takes this response, the others make
+    /// their own request.
+    Passthrough(Arc<Mutex<Option<Response<Incoming>>>>),
+    Failed(String),
+}
+
+pub struct Engine {
+    pub config: ProxyConfig,
+    pub store: Store,
+    pub fills: Arc<FillContext>,
+    upstream: Upstream,
+    pending: Arc<Mutex<PendingMap>>,
+    pub stats: EngineStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn empty_upstream_body() -> UpstreamBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// The client's request headers as sent upstream.
+fn upstream_headers(client: &HeaderMap, for_fill: bool) -> HeaderMap {
+    let mut headers = client.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    if for_fill {
+        for name in FILL_CONTROLLED_REQUEST_HEADERS {
+            headers.remove(name);
+        }
+        // A fill is shared by every client: it must not ask the origin for a
+        // client's private view, nor carry one client's freshness demands.
+        headers.remove(header::CACHE_CONTROL);
+        headers.remove(header::PRAGMA);
+        headers.remove(header::EXPECT);
+    }
+    add_via(&mut headers);
+    headers
+}
+
+/// The end-to-end headers of an origin response, as stored.
+fn stored_headers(origin: &HeaderMap) -> HeaderMap {
+    let mut headers = origin.clone();
+    strip_hop_by_hop(&mut headers);
+    for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE, header::AGE] {
+        headers.remove(name);
+    }
+    headers
+}
+
+fn passthrough_response(resp: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    let framing = parts.headers.get(header::CONTENT_LENGTH).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(cl) = framing {
+        parts.headers.insert(header::CONTENT_LENGTH, cl);
+    }
+    add_via(&mut parts.headers);
+    parts
+        .headers
+        .insert("x-cache", HeaderValue::from_static("PASS"));
+    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed_unsync())
+}
+
+impl Engine {
+    pub fn new(config: ProxyConfig, store: Store) -> Arc<Self> {
+        let upstream = Upstream::new(config.fill.upstream_header_timeout);
+        let fills = FillContext::new(store.clone(), upstream.clone(), config.fill.clone());
+        Arc::new(Self {
+            config,
+            store,
+            fills,
+            upstream,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// Serves one routed request.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        route: Route,
+    ) -> Response<ProxyBody> {
+        let method = req.method().clone();
+        if method == Method::GET {
+            let (parts, _body) = req.into_parts();
+            return self.handle_get(parts, route).await;
+        }
+        if method == Method::HEAD {
+            let now = SystemTime::now();
+            if let Ok(Some(obj)) = self.store.get(&route.key)
+                && obj.is_complete()
+                && matches!(
+                    obj.head()
+                        .policy
+                        .before_request(&self.policy_request(req.headers(), &route), now),
+                    BeforeRequest::Fresh(_)
+                )
+            {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                let (parts, _) = req.into_parts();
+                return object_response(obj, &parts, None, None, "HIT", now);
+            }
+        }
+        let unsafe_method = !matches!(
+            method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let resp = self.forward(req, &route).await;
+        if unsafe_method && (resp.status().is_success() || resp.status().is_redirection()) {
+            self.invalidate(&route, resp.headers());
+        }
+        resp
+    }
+
+    /// RFC 9111 section 4.4: a successful unsafe request invalidates the
+    /// target URI and same-origin Location / Content-Location.
+    fn invalidate(&self, route: &Route, headers: &HeaderMap) {
+        let mut keys = vec![route.key.clone()];
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let Ok(uri) = value.parse::<Uri>() else {
+                continue;
+            };
+            let absolute = if uri.authority().is_some() {
+                uri
+            } else {
+                let mut parts = route.upstream_uri.clone().into_parts();
+                parts.path_and_query = uri.path_and_query().cloned();
+                match Uri::from_parts(parts) {
+                    Ok(u) => u,
+                    Err(_) => continue,
+                }
+            };
+            if let Ok(key) = CacheKey::from_uri(&absolute)
+                && absolute.authority() == route.upstream_uri.authority()
+            {
+                keys.push(key);
+            }
+        }
+        for key in keys {
+            if let Err(e) = self.store.purge(&key) {
+                tracing::warn!(key = %key, error = %e, "invalidation failed");
+            }
+        }
+    }
+
+    fn policy_request(&self, headers: &HeaderMap, route: &Route) -> request::Parts {
+        let (mut parts, ()) = Request::builder()
+            .method(Method::GET)
+            .uri(route.upstream_uri.clone())
+            .body(())
+            .unwrap_or_default()
+            .into_parts();
+        parts.headers = headers.clone();
+        // Clients may address the edge by any name; what identifies the
+        // representation is the origin URL.
+        if let Some(authority) = route.upstream_uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
+        parts.headers.remove(header::RANGE);
+        parts.headers.remove(header::IF_RANGE);
+        parts
+    }
+
+    fn target(&self, client: &HeaderMap, route: &Route) -> UpstreamTarget {
+        UpstreamTarget {
+            uri: route.upstream_uri.clone(),
+            headers: upstream_headers(client, true),
+        }
+    }
+
+    fn serve_fill(
+        &self,
+        fill: Arc<ObjectFill>,
+        parts: &request::Parts,
+        status: &'static str,
+    ) -> Response<ProxyBody> {
+        let source = FillSource {
+            ctx: self.fills.clone(),
+            target: fill.target().clone(),
+        };
+        let guard = fill.reader();
+        object_response(
+            fill.object.clone(),
+            parts,
+            Some(source),
+            Some(guard),
+            status,
+            SystemTime::now(),
+        )
+    }
+
+    async fn handle_get(
+        self: &Arc<Self>,
+        parts: request::Parts,
+        route: Route,
+    ) -> Response<ProxyBody> {
+        let target = self.target(&parts.headers, &route);
+        for _ in 0..4 {
+            let now = SystemTime::now();
+            if let Some(fill) = self.fills.active(&route.key) {
+                self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
+                return self.serve_fill(fill, &parts, "MISS");
+            }
+            let stored = match self.store.get(&route.key) {
+                Ok(stored) => stored,
+                Err(e) => {
+                    tracing::error!(key = %route.key, error = %e, "store lookup failed; treating as a miss");
+                    None
+                }
+            };
+            let mut revalidate = None;
+            if let Some(obj) = stored {
+                let preq = self.policy_request(&parts.headers, &route);
+                match obj.head().policy.before_request(&preq, now) {
+                    BeforeRequest::Fresh(_) if obj.is_complete() => {
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        self.store.touch(&obj);
+                        return object_response(obj, &parts, None, None, "HIT", now);
+                    }
+                    BeforeRequest::Fresh(_) => {
+                        // A fresh partial object (a range fill, or a fill
+                        // interrupted by a restart): serve what is there and
+                        // fetch the rest.
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        let fill = self.fills.attach(obj, target.clone());
+                        return self.serve_fill(fill, &parts, "PARTIAL_HIT");
+                    }
+                    BeforeRequest::Stale {
+                        request,
+                        matches: true,
+                    } if obj.is_complete() => {
+                        revalidate = Some((obj, request.headers));
+                    }
+                    BeforeRequest::Stale { .. } => {}
+                }
+            }
+            let client_range = self.range_to_fetch(&parts.headers);
+            let engine = self.clone();
+            let key = route.key.clone();
+            let (outcome, cache_status) = match revalidate {
+                Some((obj, conditional)) => {
+                    let target = target.clone();
+                    let route = route.clone();
+                    let headers = parts.headers.clone();
+                    (
+                        self.collapse(&key, async move {
+                            engine
+                                .revalidate(obj, conditional, headers, target, route)
+                                .await
+                        })
+                        .await,
+                        "REVALIDATED",
+                    )
+                }
+                None => {
+                    let target = target.clone();
+                    let route = route.clone();
+                    let headers = parts.headers.clone();
+                    (
+                        self.collapse(&key, async move {
+                            engine
+                                .fetch_miss(headers, target, route, client_range)
+                                .await
+                        })
+                        .await,
+                        "MISS",
+                    )
+                }
+            };
+            match outcome {
+                None => continue,
+                Some(Outcome::Fill(fill)) => {
+                    self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                    return self.serve_fill(fill, &parts, "MISS");
+                }
+                Some(Outcome::Refreshed(obj)) => {
+                    self.stats.revalidated.fetch_add(1, Ordering::Relaxed);
+                    self.store.touch(&obj);
+                    return object_response(
+                        obj,
+                        &parts,
+                        None,
+                        None,
+                        cache_status,
+                        SystemTime::now(),
+                    );
+                }
+                Some(Outcome::Stale(obj)) => {
+                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    let mut resp =
+                        object_response(obj, &parts, None, None, "STALE", SystemTime::now());
+                    resp.headers_mut().insert(
+                        header::WARNING,
+                        HeaderValue::from_static("111 outpost \"Revalidation Failed\""),
+                    );
+                    return resp;
+                }
+                Some(Outcome::Passthrough(slot)) => {
+                    self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+                    let taken = lock(&slot).take();
+                    return match taken {
+                        Some(resp) => passthrough_response(resp),
+                        None => self.forward_parts(parts, &route).await,
+                    };
+                }
+                Some(Outcome::Failed(reason)) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return error_response(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("origin unavailable: {reason}"),
+                    );
+                }
+            }
+        }
+        error_response(StatusCode::BAD_GATEWAY, "could not obtain the object")
+    }
+
+    /// The single range to request upstream for a range miss, if the policy
+    /// says to fetch ranges at once.
+    fn range_to_fetch(&self, headers: &HeaderMap) -> Option<ByteRange> {
+        if self.config.fill.range_miss != RangeMissPolicy::Fetch {
+            return None;
+        }
+        let value = headers.get(header::RANGE)?.to_str().ok()?;
+        let specs = parse_range_header(value).ok()?;
+        // Only a single explicit range is worth a partial fetch; suffixes
+        // and multiple ranges take the whole object.
+        match specs.as_slice() {
+            [spec @ RangeSpec::FromTo { .. }] => {
+                let (start, end) = spec.known_start()?;
+                Some(ByteRange::new(start, end.unwrap_or(u64::MAX)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs `work` once for all concurrent callers with the same key; `None`
+    /// means the leader vanished and the caller should look again.
+    async fn collapse(
+        &self,
+        key: &CacheKey,
+        work: impl Future<Output = Outcome> + Send + 'static,
+    ) -> Option<Outcome> {
+        let mut rx = {
+            let mut pending = lock(&self.pending);
+            match pending.get(key) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    pending.insert(key.clone(), rx.clone());
+                    let pending_map = self.pending.clone();
+                    let key = key.clone();
+                    // The leader runs on its own so that a client hanging up
+                    // does not cancel the fetch everyone waits for.
+                    tokio::spawn(async move {
+                        let outcome = work.await;
+                        lock(&pending_map).remove(&key);
+                        let _ = tx.send(Some(outcome));
+                    });
+                    rx
+                }
+            }
+        };
+        match rx.wait_for(|o| o.is_some()).await {
+            Ok(o) => o.clone(),
+            Err(_) => None,
+        }
+    }
+
+    /// Leader of a miss: one upstream request; store the response if it may
+    /// be stored, else hand it over as a passthrough.
+    async fn fetch_miss(
+        self: Arc<Self>,
+        client: HeaderMap,
+        target: UpstreamTarget,
+        route: Route,
+        range: Option<ByteRange>,
+    ) -> Outcome {
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(target.uri.clone());
+        if let Some(h) = builder.headers_mut() {
+            *h = target.headers.clone();
+            if let Some(r) = range {
+                let value = if r.end == u64::MAX {
+                    format!("bytes={}-", r.start)
+                } else {
+                    format!("bytes={}-{}", r.start, r.end - 1)
+                };
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    h.insert(header::RANGE, v);
+                }
+            }
+        }
+        let req = match builder.body(empty_upstream_body()) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        self.fills
+            .stats
+            .upstream_requests
+            .fetch_add(1, Ordering::Relaxed);
+        match self.upstream.send(req).await {
+            Ok(resp) => self.store_response(&client, resp, target, &route),
+            Err(e) => {
+                tracing::warn!(key = %route.key, error = %e, "origin fetch failed");
+                Outcome::Failed(e.to_string())
+            }
+        }
+    }
+
+    /// Decides whether an origin response (200, or 206 to our range) is
+    /// stored; if so creates the object and starts its fill.
+    fn store_response(
+        &self,
+        client: &HeaderMap,
+        resp: Response<Incoming>,
+        target: UpstreamTarget,
+        route: &Route,
+    ) -> Outcome {
+        let status = resp.status();
+        let content_range = if status == StatusCode::PARTIAL_CONTENT {
+            match resp
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(ContentRange::parse)
+            {
+                Some(cr) if cr.complete_len.is_some() => Some(cr),
+                _ => return Outcome::Passthrough(Arc::new(Mutex::new(Some(resp)))),
+            }
+        } else {
+            None
+        };
+        if status != StatusCode::OK && content_range.is_none() {
+            return Outcome::Passthrough(Arc::new(Mutex::new(Some(resp))));
+        }
+        let (rparts, body) = resp.into_parts();
+        // The representation as a whole: a 206 describes a 200 we have not
+        // seen yet, so judge and store it as that 200.
+        let mut whole: response::Parts = Response::new(()).into_parts().0;
+        whole.status = StatusCode::OK;
+        whole.headers = stored_headers(&rparts.headers);
+        let len = match content_range {
+            Some(cr) => cr.complete_len,
+            None if rparts.headers.contains_key(header::TRANSFER_ENCODING) => None,
+            None => rparts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+        };
+        if let Some(len) = len {
+            whole
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        let preq = self.policy_request(client, route);
+        let policy = policy_for(&preq, &whole, SystemTime::now());
+        let storable = policy.is_storable() && !rparts.headers.contains_key(header::SET_COOKIE);
+        if !storable {
+            return Outcome::Passthrough(Arc::new(Mutex::new(Some(Response::from_parts(
+                rparts, body,
+            )))));
+        }
+        whole.headers.remove(header::CONTENT_LENGTH);
+        let head = StoredHead {
+            status: StatusCode::OK,
+            headers: whole.headers,
+            policy,
+        };
+        let obj = match self.store.create(&route.key, head, len) {
+            Ok(obj) => obj,
+            Err(e) => {
+                tracing::error!(key = %route.key, error = %e, "cannot create object; passing the response through");
+                return Outcome::Passthrough(Arc::new(Mutex::new(Some(Response::from_parts(
+                    rparts, body,
+                )))));
+            }
+        };
+        let range = match content_range {
+            Some(cr) => cr.range,
+            None => ByteRange::new(0, len.unwrap_or(u64::MAX)),
+        };
+        let fill = self.fills.attach(obj, target);
+        fill.start_initial(range, body);
+        Outcome::Fill(fill)
+    }
+
+    /// Leader of a revalidation: one conditional request for everyone.
+    async fn revalidate(
+        self: Arc<Self>,
+        obj: Arc<Object>,
+        conditional: HeaderMap,
+        client: HeaderMap,
+        target: UpstreamTarget,
+        route: Route,
+    ) -> Outcome {
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(target.uri.clone());
+        if let Some(h) = builder.headers_mut() {
+            *h = target.headers.clone();
+            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+                if let Some(v) = conditional.get(&name) {
+                    h.insert(name, v.clone());
+                }
+            }
+        }
+        let req = match builder.body(empty_upstream_body()) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        self.fills
+            .stats
+            .upstream_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let head = obj.head();
+        let stale_ok = self.config.fill.serve_stale_on_error && !forbids_stale(&head.headers);
+        let resp = match self.upstream.send(req).await {
+            Ok(resp) => resp,
+            Err(e) if stale_ok => {
+                tracing::warn!(key = %route.key, error = %e, "origin unreachable; serving stale");
+                return Outcome::Stale(obj);
+            }
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            let (rparts, _) = resp.into_parts();
+            // RFC 9111 section 4.3.4: a 304 whose validators contradict ours
+            // is about another representation; fetch the current one. A 304
+            // without validators answers the conditional we sent for ours.
+            if validators_contradict(&head.headers, &rparts.headers) {
+                return self.fetch_miss(client, target, route, None).await;
+            }
+            let mut headers = head.headers.clone();
+            for (name, value) in stored_headers(&rparts.headers).iter() {
+                if !matches!(
+                    name.as_str(),
+                    "content-type" | "content-encoding" | "content-language"
+                ) {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+            let mut merged: response::Parts = Response::new(()).into_parts().0;
+            merged.status = head.status;
+            merged.headers = headers.clone();
+            let preq = self.policy_request(&client, &route);
+            let new_head = StoredHead {
+                status: head.status,
+                headers,
+                policy: policy_for(&preq, &merged, SystemTime::now()),
+            };
+            if let Err(e) = self.store.update_head(&obj, new_head) {
+                tracing::warn!(key = %route.key, error = %e, "could not record revalidation");
+            }
+            return Outcome::Refreshed(obj);
+        }
+        if resp.status().is_server_error() && stale_ok {
+            return Outcome::Stale(obj);
+        }
+        self.store_response(&client, resp, target, &route)
+    }
+
+    /// Forwards a request as is (other methods, uncacheable responses).
+    pub async fn forward(&self, req: Request<Incoming>, route: &Route) -> Response<ProxyBody> {
+        let (parts, body) = req.into_parts();
+        self.forward_with_body(parts, body.boxed_unsync(), route)
+            .await
+    }
+
+    async fn forward_parts(&self, parts: request::Parts, route: &Route) -> Response<ProxyBody> {
+        self.forward_with_body(parts, empty_upstream_body(), route)
+            .await
+    }
+
+    async fn forward_with_body(
+        &self,
+        parts: request::Parts,
+        body: UpstreamBody,
+        route: &Route,
+    ) -> Response<ProxyBody> {
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(route.upstream_uri.clone());
+        if let Some(h) = builder.headers_mut() {
+            *h = upstream_headers(&parts.headers, false);
+            if let Some(cl) = parts.headers.get(header::CONTENT_LENGTH) {
+                h.insert(header::CONTENT_LENGTH, cl.clone());
+            }
+        }
+        let req = match builder.body(body) {
+            Ok(r) => r,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        self.fills
+            .stats
+            .upstream_requests
+            .fetch_add(1, Ordering::Relaxed);
+        match self.upstream.send(req).await {
+            Ok(resp) => passthrough_response(resp),
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(uri = %route.upstream_uri, error = %e, "origin request failed");
+                error_response(StatusCode::BAD_GATEWAY, &format!("origin unavailable: {e}"))
+            }
+        }
+    }
+}
+
+/// Whether a 304's validators name a representation other than the stored
+/// one (a strong ETag mismatch, or a different Last-Modified).
+fn validators_contradict(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
+    let tag = |h: &HeaderMap| {
+        h.get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.trim().trim_start_matches("W/").to_string())
+    };
+    if let (Some(a), Some(b)) = (tag(stored), tag(fresh)) {
+        return a != b;
+    }
+    match (
+        stored.get(header::LAST_MODIFIED),
+        fresh.get(header::LAST_MODIFIED),
+    ) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    }
+}
+
+/// Whether the stored response forbids serving it stale (RFC 9111 4.2.4).
+fn forbids_stale(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let d = d.trim().to_ascii_lowercase();
+            d == "must-revalidate"
+                || d == "proxy-revalidate"
+                || d.starts_with("no-cache")
+                || d == "no-store"
+        })
+}

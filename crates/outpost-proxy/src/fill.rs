@@ -1,0 +1,739 @@
+//! Fill orchestration: one upstream fetch per missing extent of an object,
+//! shared by every client that wants those bytes.
+//!
+//! An [`ObjectFill`] exists while an object is incomplete and someone wants
+//! its bytes. It tracks *claims*: byte ranges an upstream fetch is bringing in
+//! right now. A reader that needs missing bytes calls [`ObjectFill::demand`];
+//! bytes already claimed are simply waited for, the rest are queued and
+//! fetched with upstream Range requests, a few at a time so that the first
+//! ranges finish early instead of all finishing late. When no demand is
+//! pending, the rest of the object is fetched in the background in bounded
+//! chunks, so a later demand never waits long behind a background request.
+//!
+//! Every fetch resumes after a drop with `Range` + `If-Range`, with backoff;
+//! readers see a stall, not an error. An origin that answers with a different
+//! representation (200 to a validated Range request, or other validators)
+//! fails the object: its bytes are dropped and readers are cut off, because
+//! mixing two versions would serve bytes that are not the origin's.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use outpost_http::{ByteRange, CacheKey, ContentRange, RangeSet};
+use outpost_store::{Object, Phase, Store};
+use tokio::time::Instant;
+
+use crate::config::FillConfig;
+use crate::upstream::{Upstream, UpstreamBody};
+
+/// Bytes are handed to readers at least this often while a fill streams...
+const FLUSH_DELAY: Duration = Duration::from_millis(50);
+/// ... or as soon as this many are buffered.
+const FLUSH_BYTES: usize = 256 * 1024;
+
+/// How an upstream request for an object is made.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub uri: Uri,
+    /// End-to-end request headers to send with every fetch (the client's,
+    /// minus hop-by-hop, ranges and validators, plus Via).
+    pub headers: HeaderMap,
+}
+
+/// Why a fetch gave up.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// The origin now serves a different representation.
+    #[error("object changed at the origin: {0}")]
+    Changed(String),
+    #[error("origin unavailable after {attempts} attempts: {last}")]
+    Exhausted { attempts: u32, last: String },
+    #[error("disk: {0}")]
+    Disk(#[from] outpost_store::StoreError),
+    /// Nobody wants the bytes any more and the config says to stop.
+    #[error("abandoned: no client left")]
+    Abandoned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerKind {
+    /// The fetch that created the object (a plain GET or the first range).
+    Initial,
+    Demand,
+    Background,
+}
+
+#[derive(Debug)]
+struct Claim {
+    id: u64,
+    /// Bytes from `cursor` to `end` are on their way (`end` may be
+    /// `u64::MAX` while the length is unknown).
+    cursor: u64,
+    end: u64,
+}
+
+#[derive(Default)]
+struct FillState {
+    claims: Vec<Claim>,
+    next_claim: u64,
+    queue: VecDeque<ByteRange>,
+    demand_workers: usize,
+    background_running: bool,
+    finished: bool,
+}
+
+/// Shared by all fills: where to write and how to fetch.
+pub struct FillContext {
+    pub store: Store,
+    pub upstream: Upstream,
+    pub config: FillConfig,
+    pub fills: Mutex<HashMap<CacheKey, Arc<ObjectFill>>>,
+    pub stats: FillStats,
+}
+
+#[derive(Default)]
+pub struct FillStats {
+    pub active: AtomicUsize,
+    pub completed: AtomicUsize,
+    pub upstream_requests: AtomicUsize,
+    pub upstream_retries: AtomicUsize,
+    pub wan_bytes: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FillContext {
+    pub fn new(store: Store, upstream: Upstream, config: FillConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            upstream,
+            config,
+            fills: Mutex::new(HashMap::new()),
+            stats: FillStats::default(),
+        })
+    }
+
+    /// The running fill of `key`, if any.
+    pub fn active(&self, key: &CacheKey) -> Option<Arc<ObjectFill>> {
+        lock(&self.fills).get(key).cloned()
+    }
+
+    /// The fill of a stored, incomplete object, creating it if needed.
+    pub fn attach(self: &Arc<Self>, obj: Arc<Object>, target: UpstreamTarget) -> Arc<ObjectFill> {
+        let mut fills = lock(&self.fills);
+        if let Some(fill) = fills.get(obj.key())
+            && Arc::ptr_eq(&fill.object, &obj)
+        {
+            return fill.clone();
+        }
+        let fill = Arc::new(ObjectFill {
+            object: obj.clone(),
+            target,
+            ctx: self.clone(),
+            state: Mutex::new(FillState::default()),
+            readers: AtomicUsize::new(0),
+        });
+        fills.insert(obj.key().clone(), fill.clone());
+        self.stats.active.store(fills.len(), Ordering::Relaxed);
+        fill
+    }
+
+    /// Makes sure the missing bytes of `range` of `obj` are being fetched,
+    /// attaching a fill to the object if none runs.
+    pub fn demand(self: &Arc<Self>, obj: &Arc<Object>, target: &UpstreamTarget, range: ByteRange) {
+        if !matches!(obj.phase(), Phase::Filling) {
+            return;
+        }
+        for _ in 0..2 {
+            if self.attach(obj.clone(), target.clone()).demand(range) {
+                return;
+            }
+        }
+    }
+
+    fn detach(&self, fill: &ObjectFill) {
+        let mut fills = lock(&self.fills);
+        if fills
+            .get(fill.object.key())
+            .is_some_and(|f| Arc::ptr_eq(&f.object, &fill.object))
+        {
+            fills.remove(fill.object.key());
+        }
+        self.stats.active.store(fills.len(), Ordering::Relaxed);
+    }
+
+    /// Records progress of every running fill (on shutdown).
+    pub async fn checkpoint_all(&self) {
+        let fills: Vec<Arc<ObjectFill>> = lock(&self.fills).values().cloned().collect();
+        for fill in fills {
+            if let Err(e) = self.store.checkpoint(&fill.object).await {
+                tracing::warn!(key = %fill.object.key(), error = %e, "checkpoint failed");
+            }
+        }
+    }
+
+    /// A snapshot of the running fills: key, bytes present, length.
+    pub fn progress(&self) -> Vec<(String, u64, Option<u64>)> {
+        lock(&self.fills)
+            .values()
+            .map(|f| {
+                let s = f.object.snapshot();
+                (f.object.key().to_string(), s.present.covered(), s.len)
+            })
+            .collect()
+    }
+}
+
+pub struct ObjectFill {
+    pub object: Arc<Object>,
+    target: UpstreamTarget,
+    ctx: Arc<FillContext>,
+    state: Mutex<FillState>,
+    /// Clients currently streaming from this fill.
+    readers: AtomicUsize,
+}
+
+/// Held by a client streaming from a fill; see `continue_on_client_abort`.
+pub struct ReaderGuard(Arc<ObjectFill>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ObjectFill {
+    pub fn target(&self) -> &UpstreamTarget {
+        &self.target
+    }
+
+    pub fn reader(self: &Arc<Self>) -> ReaderGuard {
+        self.readers.fetch_add(1, Ordering::AcqRel);
+        ReaderGuard(self.clone())
+    }
+
+    /// Starts the fetch that created the object, consuming the body of the
+    /// response already received for `range`.
+    pub fn start_initial(self: &Arc<Self>, range: ByteRange, body: Incoming) {
+        let claim = {
+            let mut st = lock(&self.state);
+            self.add_claim(&mut st, range)
+        };
+        let fill = self.clone();
+        tokio::spawn(async move {
+            fill.run_worker(claim, range, Some(body), WorkerKind::Initial)
+                .await
+        });
+    }
+
+    /// Makes sure the missing bytes of `range` are being fetched. Returns
+    /// false if this fill has ended (attach a new one).
+    pub fn demand(self: &Arc<Self>, range: ByteRange) -> bool {
+        let range = match self.object.len() {
+            Some(len) => ByteRange::new(range.start.min(len), range.end.min(len)),
+            None => range,
+        };
+        let missing = self.object.missing(range);
+        let mut st = lock(&self.state);
+        if st.finished {
+            return false;
+        }
+        let busy = Self::busy(&st);
+        for gap in missing {
+            for piece in busy.gaps(gap) {
+                st.queue.push_back(piece);
+            }
+        }
+        self.pump(&mut st);
+        true
+    }
+
+    /// Bytes that are claimed or queued.
+    fn busy(st: &FillState) -> RangeSet {
+        let mut busy = RangeSet::new();
+        for c in &st.claims {
+            if c.cursor < c.end {
+                busy.insert(ByteRange::new(c.cursor, c.end));
+            }
+        }
+        for q in &st.queue {
+            busy.insert(*q);
+        }
+        busy
+    }
+
+    fn add_claim(&self, st: &mut FillState, range: ByteRange) -> u64 {
+        st.next_claim += 1;
+        let id = st.next_claim;
+        st.claims.push(Claim {
+            id,
+            cursor: range.start,
+            end: range.end,
+        });
+        id
+    }
+
+    /// Starts queued demand fetches up to the concurrency limit, then the
+    /// background fill when nothing is demanded.
+    fn pump(self: &Arc<Self>, st: &mut FillState) {
+        let limit = self.ctx.config.range_concurrency.max(1);
+        while st.demand_workers < limit {
+            let Some(next) = st.queue.pop_front() else {
+                break;
+            };
+            let claimed = {
+                let mut claimed = RangeSet::new();
+                for c in &st.claims {
+                    if c.cursor < c.end {
+                        claimed.insert(ByteRange::new(c.cursor, c.end));
+                    }
+                }
+                claimed
+            };
+            let mut pieces = Vec::new();
+            for gap in self.object.missing(next) {
+                pieces.extend(claimed.gaps(gap));
+            }
+            for piece in pieces {
+                let id = self.add_claim(st, piece);
+                st.demand_workers += 1;
+                let fill = self.clone();
+                tokio::spawn(
+                    async move { fill.run_worker(id, piece, None, WorkerKind::Demand).await },
+                );
+            }
+        }
+        if st.queue.is_empty()
+            && st.demand_workers == 0
+            && !st.background_running
+            && self.ctx.config.background_fill
+        {
+            self.start_background(st);
+        }
+    }
+
+    fn start_background(self: &Arc<Self>, st: &mut FillState) {
+        let Some(len) = self.object.len() else { return };
+        let claimed = Self::busy(st);
+        let mut wanted = None;
+        for gap in self.object.missing(ByteRange::new(0, len)) {
+            if let Some(piece) = claimed.gaps(gap).into_iter().next() {
+                wanted = Some(piece);
+                break;
+            }
+        }
+        let Some(piece) = wanted else { return };
+        let chunk = ByteRange::new(
+            piece.start,
+            piece.end.min(
+                piece
+                    .start
+                    .saturating_add(self.ctx.config.background_chunk.max(1)),
+            ),
+        );
+        let id = self.add_claim(st, chunk);
+        st.background_running = true;
+        let fill = self.clone();
+        tokio::spawn(async move {
+            fill.run_worker(id, chunk, None, WorkerKind::Background)
+                .await
+        });
+    }
+
+    async fn run_worker(
+        self: Arc<Self>,
+        claim: u64,
+        range: ByteRange,
+        body: Option<Incoming>,
+        kind: WorkerKind,
+    ) {
+        let result = self.fetch(claim, range, body).await;
+        {
+            let mut st = lock(&self.state);
+            st.claims.retain(|c| c.id != claim);
+            match kind {
+                WorkerKind::Demand => st.demand_workers -= 1,
+                WorkerKind::Background => st.background_running = false,
+                WorkerKind::Initial => {}
+            }
+        }
+        let store = &self.ctx.store;
+        match result {
+            Ok(()) => {
+                if self.object.is_fully_present() {
+                    self.complete().await;
+                } else {
+                    let idle = {
+                        let mut st = lock(&self.state);
+                        if st.finished {
+                            false
+                        } else {
+                            self.pump(&mut st);
+                            // Nothing more will come unless someone asks:
+                            // leave the partial object to the store.
+                            let idle = st.claims.is_empty() && st.queue.is_empty();
+                            st.finished |= idle;
+                            idle
+                        }
+                    };
+                    if idle {
+                        self.park().await;
+                    }
+                }
+            }
+            Err(FetchError::Changed(reason)) => {
+                tracing::warn!(key = %self.object.key(), %reason, "origin changed the object during a fill; dropping it");
+                self.finish_with(|| store.fail(&self.object, &reason, false));
+            }
+            Err(FetchError::Disk(e)) => {
+                tracing::error!(key = %self.object.key(), error = %e, "cannot write object; dropping it");
+                self.finish_with(|| store.fail(&self.object, &e.to_string(), false));
+            }
+            Err(e @ (FetchError::Exhausted { .. } | FetchError::Abandoned)) => {
+                tracing::warn!(key = %self.object.key(), error = %e, "fill stopped; keeping the bytes fetched so far");
+                if let Err(e) = store.checkpoint(&self.object).await {
+                    tracing::warn!(key = %self.object.key(), error = %e, "checkpoint failed");
+                }
+                let reason = e.to_string();
+                self.finish_with(|| store.fail(&self.object, &reason, true));
+            }
+        }
+    }
+
+    /// Ends this fill once: runs `f` and detaches from the context.
+    fn finish_with(&self, f: impl FnOnce()) {
+        let first = {
+            let mut st = lock(&self.state);
+            !std::mem::replace(&mut st.finished, true)
+        };
+        if first {
+            f();
+            self.ctx.detach(self);
+        }
+    }
+
+    async fn complete(self: &Arc<Self>) {
+        {
+            let mut st = lock(&self.state);
+            if st.finished {
+                return;
+            }
+            st.finished = true;
+        }
+        match self.ctx.store.finish(&self.object).await {
+            Ok(true) => {
+                self.ctx.stats.completed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(key = %self.object.key(), len = ?self.object.len(), "object complete");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(key = %self.object.key(), error = %e, "cannot complete object; dropping it");
+                self.ctx.store.fail(&self.object, &e.to_string(), false);
+            }
+        }
+        self.ctx.detach(self);
+    }
+
+    /// Checkpoints a partial object nobody is filling and detaches.
+    async fn park(self: &Arc<Self>) {
+        if let Err(e) = self.ctx.store.checkpoint(&self.object).await {
+            tracing::warn!(key = %self.object.key(), error = %e, "checkpoint failed");
+        }
+        self.ctx.detach(self);
+    }
+
+    fn advance_claim(&self, claim: u64, cursor: u64) {
+        if let Some(c) = lock(&self.state).claims.iter_mut().find(|c| c.id == claim) {
+            c.cursor = cursor;
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let cfg = &self.ctx.config;
+        let factor = 1u32 << failures.saturating_sub(1).min(16);
+        cfg.retry_backoff_initial
+            .saturating_mul(factor)
+            .min(cfg.retry_backoff_max)
+    }
+
+    /// Requests `[cursor, end)` again, validated with If-Range.
+    async fn request_range(&self, cursor: u64, end: u64) -> Result<Incoming, RangeReply> {
+        let head = self.object.head();
+        let mut req = Request::builder()
+            .method(http::Method::GET)
+            .uri(self.target.uri.clone());
+        if let Some(h) = req.headers_mut() {
+            *h = self.target.headers.clone();
+            let range = if end == u64::MAX {
+                format!("bytes={cursor}-")
+            } else {
+                format!("bytes={cursor}-{}", end - 1)
+            };
+            if let Ok(v) = HeaderValue::from_str(&range) {
+                h.insert(header::RANGE, v);
+            }
+            if let Some(validator) = head.if_range_validator() {
+                h.insert(header::IF_RANGE, validator);
+            }
+        }
+        let body: UpstreamBody = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let req = req
+            .body(body)
+            .map_err(|e| RangeReply::Transient(e.to_string()))?;
+        self.ctx
+            .stats
+            .upstream_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .ctx
+            .upstream
+            .send(req)
+            .await
+            .map_err(|e| RangeReply::Transient(e.to_string()))?;
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let cr = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(ContentRange::parse)
+                    .ok_or_else(|| {
+                        RangeReply::Changed("206 without a usable Content-Range".into())
+                    })?;
+                if cr.range.start != cursor {
+                    return Err(RangeReply::Changed(format!(
+                        "asked for bytes from {cursor}, got {}",
+                        cr.range
+                    )));
+                }
+                if let Some(total) = cr.complete_len
+                    && !self.object.set_len(total)
+                {
+                    return Err(RangeReply::Changed(format!(
+                        "length is now {total}, was {:?}",
+                        self.object.len()
+                    )));
+                }
+                if let Some(reason) = validators_differ(&head.headers, resp.headers()) {
+                    return Err(RangeReply::Changed(reason));
+                }
+                Ok(resp.into_body())
+            }
+            StatusCode::OK => Err(RangeReply::Changed(
+                "origin answered a validated Range request with 200".into(),
+            )),
+            StatusCode::RANGE_NOT_SATISFIABLE => Err(RangeReply::Changed(
+                "origin says the range is not satisfiable".into(),
+            )),
+            status if status.is_server_error() => {
+                Err(RangeReply::Transient(format!("origin answered {status}")))
+            }
+            status => Err(RangeReply::Changed(format!(
+                "origin answered {status} to a Range request"
+            ))),
+        }
+    }
+
+    /// Fetches `[range.start, range.end)` into the object, resuming after
+    /// drops. `body` is an already-received response for that range.
+    async fn fetch(
+        &self,
+        claim: u64,
+        range: ByteRange,
+        mut body: Option<Incoming>,
+    ) -> Result<(), FetchError> {
+        let cfg = &self.ctx.config;
+        let mut cursor = range.start;
+        let mut end = range.end;
+        let mut failures = 0u32;
+        let mut last_error;
+        loop {
+            if let Some(len) = self.object.len() {
+                end = end.min(len);
+            }
+            if cursor >= end {
+                return Ok(());
+            }
+            if !cfg.continue_on_client_abort && self.readers.load(Ordering::Acquire) == 0 {
+                return Err(FetchError::Abandoned);
+            }
+            let mut incoming = match body.take() {
+                Some(b) => b,
+                None => {
+                    if failures > 0 {
+                        self.ctx
+                            .stats
+                            .upstream_retries
+                            .fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(self.backoff(failures)).await;
+                    }
+                    match self.request_range(cursor, end).await {
+                        Ok(b) => b,
+                        Err(RangeReply::Changed(reason)) => {
+                            return Err(FetchError::Changed(reason));
+                        }
+                        Err(RangeReply::Transient(reason)) => {
+                            failures += 1;
+                            tracing::debug!(key = %self.object.key(), failures, %reason, "upstream fetch failed");
+                            last_error = reason;
+                            if failures > cfg.max_retries {
+                                return Err(FetchError::Exhausted {
+                                    attempts: failures,
+                                    last: last_error,
+                                });
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let start_cursor = cursor;
+            let outcome = self
+                .stream_body(claim, &mut incoming, &mut cursor, end)
+                .await?;
+            if cursor > start_cursor {
+                failures = 0;
+            }
+            match outcome {
+                BodyEnd::Complete => {
+                    if end == u64::MAX && self.object.len().is_none() {
+                        // A body without a length ended cleanly: that is the length.
+                        self.object.set_len(cursor);
+                        return Ok(());
+                    }
+                    if cursor >= end || self.object.len().is_some_and(|l| cursor >= l) {
+                        return Ok(());
+                    }
+                    last_error = format!("origin closed the body at byte {cursor}");
+                }
+                BodyEnd::Reached => return Ok(()),
+                BodyEnd::Dropped(reason) => last_error = reason,
+            }
+            failures += 1;
+            tracing::info!(key = %self.object.key(), cursor, failures, reason = %last_error, "upstream body interrupted; resuming");
+            if failures > cfg.max_retries {
+                return Err(FetchError::Exhausted {
+                    attempts: failures,
+                    last: last_error,
+                });
+            }
+        }
+    }
+
+    /// Copies a response body into the object from `cursor`, in batches.
+    async fn stream_body(
+        &self,
+        claim: u64,
+        body: &mut Incoming,
+        cursor: &mut u64,
+        end: u64,
+    ) -> Result<BodyEnd, FetchError> {
+        let idle = self.ctx.config.upstream_idle_timeout;
+        let mut pending = BytesMut::new();
+        let mut pending_since: Option<Instant> = None;
+        loop {
+            let deadline = pending_since.map_or_else(|| Instant::now() + idle, |t| t + FLUSH_DELAY);
+            let frame = tokio::time::timeout_at(deadline, body.frame()).await;
+            let end_state = match frame {
+                Err(_) if pending_since.is_some() => {
+                    self.flush(claim, &mut pending, cursor).await?;
+                    pending_since = None;
+                    continue;
+                }
+                Err(_) => Some(BodyEnd::Dropped(format!(
+                    "no data from origin for {idle:?}"
+                ))),
+                Ok(None) => Some(BodyEnd::Complete),
+                Ok(Some(Err(e))) => Some(BodyEnd::Dropped(e.to_string())),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.ctx
+                            .stats
+                            .wan_bytes
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        let room = end.saturating_sub(*cursor + pending.len() as u64);
+                        let take = (data.len() as u64).min(room) as usize;
+                        pending.extend_from_slice(&data[..take]);
+                        pending_since.get_or_insert_with(Instant::now);
+                        if *cursor + pending.len() as u64 >= end {
+                            Some(BodyEnd::Reached)
+                        } else {
+                            None
+                        }
+                    } else {
+                        None
+                    }
+                }
+            };
+            if pending.len() >= FLUSH_BYTES || end_state.is_some() {
+                self.flush(claim, &mut pending, cursor).await?;
+                pending_since = None;
+            }
+            if let Some(state) = end_state {
+                return Ok(state);
+            }
+        }
+    }
+
+    async fn flush(
+        &self,
+        claim: u64,
+        pending: &mut BytesMut,
+        cursor: &mut u64,
+    ) -> Result<(), FetchError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let data = pending.split().freeze();
+        let n = data.len() as u64;
+        let added = self.object.write(*cursor, data).await?;
+        *cursor += n;
+        self.ctx.store.account(added);
+        self.advance_claim(claim, *cursor);
+        if self.ctx.store.unsynced(&self.object) >= self.ctx.config.checkpoint_bytes {
+            self.ctx.store.checkpoint(&self.object).await?;
+        }
+        if matches!(self.object.phase(), Phase::Failed(_)) {
+            return Err(FetchError::Changed(
+                "object was dropped while filling".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+enum BodyEnd {
+    /// The upstream body ended.
+    Complete,
+    /// We have every byte we asked for (the rest of the body is not needed).
+    Reached,
+    Dropped(String),
+}
+
+enum RangeReply {
+    Transient(String),
+    Changed(String),
+}
+
+/// Compares the validators of the stored head with those of a new response
+/// for the same object.
+fn validators_differ(stored: &HeaderMap, fresh: &HeaderMap) -> Option<String> {
+    for name in [header::ETAG, header::LAST_MODIFIED] {
+        if let (Some(a), Some(b)) = (stored.get(&name), fresh.get(&name))
+            && a != b
+        {
+            return Some(format!("{name} changed from {a:?} to {b:?}"));
+        }
+    }
+    None
+}

@@ -1,0 +1,24 @@
+//! The Outpost edge's proxy: listeners and modes (forward, transparent,
+//! reverse), the upstream client, fill orchestration and the hit path.
+//!
+//! A request's life: [`server`] accepts the connection, checks the client
+//! against the ACL and decides the mode; [`engine`] maps the request to a
+//! cache key and either serves it from the store, attaches it to a running
+//! fill, revalidates, or starts a fill ([`fill`]); [`serve`] turns a stored or
+//! filling object into a response (ranges, conditionals, HEAD) whose body
+//! streams from disk as bytes land.
+//!
+//! It never buffers a whole body in memory: fills write in batches of at most
+//! a few hundred KiB and readers read in chunks of the same order.
+
+pub mod config;
+pub mod engine;
+pub mod fill;
+pub mod serve;
+pub mod server;
+mod sys;
+pub mod upstream;
+
+pub use config::{FillConfig, ProxyConfig, RangeMissPolicy, Site};
+pub use engine::Engine;
+pub use server::Server;

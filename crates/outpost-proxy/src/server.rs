@@ -1,0 +1,295 @@
+//! Listeners, connections and modes.
+//!
+//! One listener serves every mode; the mode is decided per request:
+//! - `CONNECT host:port` tunnels bytes (allowed ports only), never cached;
+//! - absolute-form targets (`GET http://host/path`) are forward-proxied;
+//! - with a single `--origin`, every origin-form request is reverse-proxied
+//!   to it; otherwise a `Host` matching a configured site is;
+//! - an origin-form request on a connection the firewall redirected to us
+//!   (its original destination is not our address) is transparent: the
+//!   target is `http://Host/path`, or the original destination when there
+//!   is no Host;
+//! - anything else is refused: the edge is not an open relay.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, header};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, Route};
+use crate::serve::{ProxyBody, empty_body, error_response};
+use crate::sys;
+
+/// Per-connection facts the router needs.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    peer: SocketAddr,
+    /// Set when the connection was redirected to us by the firewall.
+    original_dst: Option<SocketAddr>,
+}
+
+pub struct Server {
+    engine: Arc<Engine>,
+    listeners: Vec<TcpListener>,
+}
+
+impl Server {
+    /// Binds every configured listen address.
+    pub async fn bind(engine: Arc<Engine>) -> std::io::Result<Self> {
+        let mut listeners = Vec::new();
+        for addr in &engine.config.listen {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            listeners.push(listener);
+        }
+        Ok(Self { engine, listeners })
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Accepts connections until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let limit = Arc::new(Semaphore::new(self.engine.config.max_connections.max(1)));
+        let mut tasks = Vec::new();
+        for listener in self.listeners {
+            let engine = self.engine.clone();
+            let shutdown = shutdown.clone();
+            let limit = limit.clone();
+            tasks.push(tokio::spawn(async move {
+                accept_loop(listener, engine, shutdown, limit).await
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    limit: Arc<Semaphore>,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, engine, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+fn allowed(engine: &Engine, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    engine
+        .config
+        .allowed_clients
+        .iter()
+        .any(|net| net.contains(&ip))
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let conn = Conn {
+        peer,
+        original_dst: sys::original_destination(&stream),
+    };
+    let permitted = allowed(&engine, peer.ip());
+    if !permitted {
+        tracing::warn!(client = %peer, "client not in allowed_clients: 403");
+    }
+    let header_timeout = engine.config.header_read_timeout;
+    let service = service_fn(move |req: Request<Incoming>| {
+        let engine = engine.clone();
+        async move {
+            if !permitted {
+                return Ok::<_, Infallible>(error_response(StatusCode::FORBIDDEN, "access denied"));
+            }
+            Ok(dispatch(engine, req, conn).await)
+        }
+    });
+    let io = TokioIo::new(stream);
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        r = connection.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return connect(engine, req, conn).await;
+    }
+    let route = match route(&engine, &req, conn) {
+        Ok(route) => route,
+        Err(resp) => return resp,
+    };
+    tracing::debug!(client = %conn.peer, method = %req.method(), key = %route.key, "request");
+    engine.handle(req, route).await
+}
+
+/// Maps a request to the origin URL it is for.
+fn route(
+    engine: &Engine,
+    req: &Request<Incoming>,
+    conn: Conn,
+) -> Result<Route, Response<ProxyBody>> {
+    let bad = |msg: &str| error_response(StatusCode::BAD_REQUEST, msg);
+    let uri = req.uri();
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let upstream = if uri.scheme().is_some() && uri.authority().is_some() {
+        // Absolute form: forward proxy.
+        uri.clone()
+    } else if let Some(origin) = &engine.config.origin {
+        join_origin(origin, &path).map_err(|e| bad(&e))?
+    } else if let Some(site) = host_header(req).and_then(|host| {
+        let name = host.host().to_ascii_lowercase();
+        engine
+            .config
+            .sites
+            .iter()
+            .find(|s| s.host == "*" || s.host.eq_ignore_ascii_case(&name))
+    }) {
+        join_origin(&site.origin, &path).map_err(|e| bad(&e))?
+    } else if let Some(dst) = conn.original_dst {
+        // Transparent: the firewall sent us a connection meant for `dst`.
+        let authority = match host_header(req) {
+            Some(host) => host,
+            None => Authority::try_from(dst.to_string().as_str())
+                .map_err(|_| bad("bad original destination"))?,
+        };
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| bad(&e.to_string()))?
+    } else {
+        return Err(bad(
+            "not a proxy request: use an absolute URL, or configure a site for this Host",
+        ));
+    };
+    Route::new(upstream).map_err(|e| bad(&e.to_string()))
+}
+
+fn host_header(req: &Request<Incoming>) -> Option<Authority> {
+    req.headers().get(header::HOST)?.to_str().ok()?.parse().ok()
+}
+
+/// `origin` base URL + request path (the base's path is a prefix).
+fn join_origin(origin: &Uri, path: &PathAndQuery) -> Result<Uri, String> {
+    let base = origin.path().trim_end_matches('/');
+    let joined = format!("{base}{}", path.as_str());
+    let mut parts = origin.clone().into_parts();
+    parts.path_and_query = Some(
+        joined
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string())?,
+    );
+    Uri::from_parts(parts).map_err(|e| e.to_string())
+}
+
+/// `CONNECT host:port`: a byte tunnel to an allowed port.
+async fn connect(engine: Arc<Engine>, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let Some(port) = authority.port_u16() else {
+        return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    if !engine.config.connect_ports.contains(&port) {
+        tracing::warn!(client = %conn.peer, target = %authority, "CONNECT to a port not in connect_ports: 403");
+        return error_response(StatusCode::FORBIDDEN, "CONNECT to this port is not allowed");
+    }
+    let upstream = match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        TcpStream::connect(authority.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot connect to {authority}: {e}"),
+            );
+        }
+        Err(_) => {
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("connecting to {authority} timed out"),
+            );
+        }
+    };
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                let mut upstream = upstream;
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(target = %authority, error = %e, "tunnel closed");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(empty_body())
+}

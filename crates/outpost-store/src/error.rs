@@ -1,0 +1,33 @@
+use std::path::PathBuf;
+
+/// What went wrong in the store. Each variant names the file or key involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("object file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cache index: {0}")]
+    Index(#[from] rusqlite::Error),
+    #[error("stored metadata of {key} is unreadable: {reason}")]
+    Metadata { key: String, reason: String },
+    #[error("object {key} failed: {reason}")]
+    ObjectFailed { key: String, reason: String },
+    #[error("store task panicked or was cancelled")]
+    Task,
+}
+
+impl StoreError {
+    pub(crate) fn file(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::File {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

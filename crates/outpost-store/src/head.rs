@@ -1,0 +1,73 @@
+//! The stored response head of an object: status, headers and the freshness
+//! policy computed when it was received.
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use outpost_http::policy::CachePolicy;
+use serde::{Deserialize, Serialize};
+
+/// What the edge keeps of an origin response besides its body.
+#[derive(Debug, Clone)]
+pub struct StoredHead {
+    pub status: StatusCode,
+    /// End-to-end headers only (hop-by-hop ones and the framing headers
+    /// `Content-Length`/`Content-Range` are not kept: the edge sets them).
+    pub headers: HeaderMap,
+    pub policy: CachePolicy,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeadRecord {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    policy: CachePolicy,
+}
+
+impl StoredHead {
+    pub(crate) fn to_json(&self) -> String {
+        let record = HeadRecord {
+            status: self.status.as_u16(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            policy: self.policy.clone(),
+        };
+        // Serialising owned strings, byte vectors and the policy cannot fail.
+        serde_json::to_string(&record).unwrap_or_default()
+    }
+
+    pub(crate) fn from_json(json: &str) -> Result<Self, String> {
+        let record: HeadRecord = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let status = StatusCode::from_u16(record.status).map_err(|e| e.to_string())?;
+        let mut headers = HeaderMap::with_capacity(record.headers.len());
+        for (name, value) in record.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+            let value = HeaderValue::from_bytes(&value).map_err(|e| e.to_string())?;
+            headers.append(name, value);
+        }
+        Ok(Self {
+            status,
+            headers,
+            policy: record.policy,
+        })
+    }
+
+    /// The strong or weak entity tag, if any.
+    pub fn etag(&self) -> Option<&HeaderValue> {
+        self.headers.get(http::header::ETAG)
+    }
+
+    pub fn last_modified(&self) -> Option<&HeaderValue> {
+        self.headers.get(http::header::LAST_MODIFIED)
+    }
+
+    /// The validator to put in `If-Range` when resuming: a strong ETag, else
+    /// Last-Modified (RFC 9110 section 13.1.5 forbids weak tags there).
+    pub fn if_range_validator(&self) -> Option<HeaderValue> {
+        match self.etag() {
+            Some(tag) if !tag.as_bytes().starts_with(b"W/") => Some(tag.clone()),
+            _ => self.last_modified().cloned(),
+        }
+    }
+}

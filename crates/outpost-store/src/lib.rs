@@ -1,0 +1,30 @@
+//! The Outpost edge's disk store.
+//!
+//! Owns the object files, the SQLite index that describes them, the in-memory
+//! state of objects being filled (which byte extents are on disk, who waits
+//! for more), size accounting and eviction. It knows nothing of sockets or of
+//! where bytes come from: the proxy writes fetched bytes in, readers wait for
+//! extents and read them back.
+//!
+//! Invariants:
+//! - a byte is readable (in an object's `present` extents) only after it has
+//!   been written to the object's file;
+//! - the index records an extent only after the file has been synced up to it,
+//!   and marks an object complete only after its whole length is present and
+//!   synced: after a crash or `kill -9`, nothing the index calls complete is
+//!   torn, and partial objects resume from their last checkpoint;
+//! - on open, index and files are reconciled: rows without a sound file and
+//!   files without a row are dropped;
+//! - pinned objects are never evicted; eviction prefers objects that were
+//!   used once (scan resistance) and skips objects being filled or read.
+
+mod error;
+mod head;
+mod index;
+mod object;
+mod store;
+
+pub use error::StoreError;
+pub use head::StoredHead;
+pub use object::{Availability, Object, ObjectSnapshot, Phase};
+pub use store::{EntryInfo, Store, StoreConfig, StoreStats};

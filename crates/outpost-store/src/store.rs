@@ -1,0 +1,646 @@
+//! The store: opening and reconciling a cache directory, finding and creating
+//! objects, checkpoints, completion, pins and eviction.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use outpost_http::{ByteRange, CacheKey, RangeSet};
+
+use crate::error::StoreError;
+use crate::head::StoredHead;
+use crate::index::{Index, Row};
+use crate::object::{Object, Phase, State};
+
+/// Where the store lives and how big it may grow.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    /// Byte limit of the bodies on disk.
+    pub max_bytes: u64,
+    /// Eviction starts above `max_bytes * high_watermark` ...
+    pub high_watermark: f64,
+    /// ... and stops below `max_bytes * low_watermark`.
+    pub low_watermark: f64,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        Self {
+            dir: dir.into(),
+            max_bytes,
+            high_watermark: 0.95,
+            low_watermark: 0.90,
+        }
+    }
+}
+
+/// Figures for status pages and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub objects: u64,
+    pub bytes: u64,
+    pub pinned_bytes: u64,
+    pub max_bytes: u64,
+    pub evictions: u64,
+}
+
+/// One row of `cache ls`.
+#[derive(Debug, Clone)]
+pub struct EntryInfo {
+    pub key: String,
+    pub len: Option<u64>,
+    pub present: u64,
+    pub complete: bool,
+    pub pinned: bool,
+    pub last_access: i64,
+    pub hits: u64,
+}
+
+/// Live objects kept in memory beyond those in use; a bound, not a cache
+/// tuning knob (lookups fall back to the index).
+const LIVE_SOFT_LIMIT: usize = 4096;
+
+struct Inner {
+    config: StoreConfig,
+    objects_dir: PathBuf,
+    index: Mutex<Index>,
+    live: Mutex<HashMap<CacheKey, Arc<Object>>>,
+    used: AtomicU64,
+    next_id: AtomicU64,
+    evicting: AtomicBool,
+    evictions: AtomicU64,
+    access_dirty: Mutex<HashSet<CacheKey>>,
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn object_path(objects_dir: &Path, id: u64) -> PathBuf {
+    objects_dir
+        .join(format!("{:02x}", id & 0xff))
+        .join(format!("{id:016x}"))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `config.dir` and reconciles the
+    /// index with the files. Blocking: call it before serving, or from a
+    /// blocking task.
+    pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
+        let dir_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Dir { path, source }
+        };
+        fs::create_dir_all(&config.dir).map_err(dir_err(&config.dir))?;
+        let objects_dir = config.dir.join("objects");
+        fs::create_dir_all(&objects_dir).map_err(dir_err(&objects_dir))?;
+        let mut index = Index::open(&config.dir.join("index.sqlite"))?;
+        let used = reconcile(&mut index, &objects_dir)?;
+        let next_id = index.max_id()? + 1;
+        let store = Self {
+            inner: Arc::new(Inner {
+                config,
+                objects_dir,
+                index: Mutex::new(index),
+                live: Mutex::new(HashMap::new()),
+                used: AtomicU64::new(used),
+                next_id: AtomicU64::new(next_id),
+                evicting: AtomicBool::new(false),
+                evictions: AtomicU64::new(0),
+                access_dirty: Mutex::new(HashSet::new()),
+            }),
+        };
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The object stored under `key`, complete or partial, if any.
+    pub fn get(&self, key: &CacheKey) -> Result<Option<Arc<Object>>, StoreError> {
+        if let Some(obj) = lock(&self.inner.live).get(key) {
+            return Ok(Some(obj.clone()));
+        }
+        let row = lock(&self.inner.index).get(key.as_str())?;
+        let Some(row) = row else { return Ok(None) };
+        let head = match StoredHead::from_json(&row.head) {
+            Ok(h) => h,
+            Err(reason) => {
+                tracing::warn!(key = %key, %reason, "dropping object with unreadable metadata");
+                self.remove_row_and_file(key.as_str(), row.id);
+                return Ok(None);
+            }
+        };
+        let path = object_path(&self.inner.objects_dir, row.id);
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(key = %key, path = %path.display(), "object file vanished; dropping entry");
+                self.remove_row_and_file(key.as_str(), row.id);
+                return Ok(None);
+            }
+            Err(e) => return Err(StoreError::file(&path, e)),
+        };
+        let state = State {
+            head: Arc::new(head),
+            len: row.len,
+            present: row.extents,
+            phase: if row.complete {
+                Phase::Complete
+            } else {
+                Phase::Filling
+            },
+            pinned: row.pinned,
+            unsynced: 0,
+        };
+        let obj = Arc::new(Object::new(key.clone(), row.id, path, file, state));
+        obj.last_access.store(row.last_access, Ordering::Relaxed);
+        let mut live = lock(&self.inner.live);
+        // Another task may have loaded it meanwhile: keep the first.
+        let obj = live.entry(key.clone()).or_insert(obj).clone();
+        prune_live(&mut live);
+        Ok(Some(obj))
+    }
+
+    /// Creates a new, empty object for `key` with the given head, replacing any
+    /// object stored under that key. Readers of the old object keep reading it.
+    pub fn create(
+        &self,
+        key: &CacheKey,
+        head: StoredHead,
+        len: Option<u64>,
+    ) -> Result<Arc<Object>, StoreError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let path = object_path(&self.inner.objects_dir, id);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| StoreError::file(parent, e))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::file(&path, e))?;
+        let complete = len == Some(0);
+        let row = Row {
+            key: key.as_str().to_string(),
+            id,
+            head: head.to_json(),
+            len,
+            complete,
+            extents: RangeSet::new(),
+            pinned: false,
+            last_access: now_secs(),
+            hits: 0,
+        };
+        let replaced = match lock(&self.inner.index).put(&row) {
+            Ok(replaced) => replaced,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let state = State {
+            head: Arc::new(head),
+            len,
+            present: RangeSet::new(),
+            phase: if complete {
+                Phase::Complete
+            } else {
+                Phase::Filling
+            },
+            pinned: false,
+            unsynced: 0,
+        };
+        let obj = Arc::new(Object::new(key.clone(), id, path, file, state));
+        obj.last_access.store(row.last_access, Ordering::Relaxed);
+        let old = lock(&self.inner.live).insert(key.clone(), obj.clone());
+        if let Some(old_id) = replaced {
+            let old_present = old
+                .as_ref()
+                .filter(|o| o.id() == old_id)
+                .map(|o| o.snapshot().present.covered());
+            self.drop_file(old_id, old_present);
+        }
+        if let Some(old) = old {
+            // Carry the pin over: pre-positioned content stays pinned across
+            // refreshes.
+            if old.snapshot().pinned {
+                let _ = self.set_pinned(key, true);
+            }
+        }
+        Ok(obj)
+    }
+
+    /// Accounts bytes newly written to an object and evicts if needed.
+    pub fn account(&self, added: u64) {
+        if added == 0 {
+            return;
+        }
+        let used = self.inner.used.fetch_add(added, Ordering::Relaxed) + added;
+        let high = (self.inner.config.max_bytes as f64 * self.inner.config.high_watermark) as u64;
+        if used > high && !self.inner.evicting.swap(true, Ordering::AcqRel) {
+            let store = self.clone();
+            let evict = move || {
+                if let Err(e) = store.evict() {
+                    tracing::error!(error = %e, "eviction failed");
+                }
+                store.inner.evicting.store(false, Ordering::Release);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn_blocking(evict);
+                }
+                Err(_) => evict(),
+            }
+        }
+    }
+
+    /// Syncs the object's file and records its present extents in the index,
+    /// so that a crash after this point resumes from here.
+    pub async fn checkpoint(&self, obj: &Arc<Object>) -> Result<(), StoreError> {
+        let (present, len) = {
+            let mut s = obj.state();
+            s.unsynced = 0;
+            (s.present.clone(), s.len)
+        };
+        let file = obj.file();
+        let store = self.clone();
+        let obj2 = obj.clone();
+        tokio::task::spawn_blocking(move || {
+            file.sync_data()
+                .map_err(|e| StoreError::file(obj2.path(), e))?;
+            lock(&store.inner.index).update_extents(
+                obj2.key().as_str(),
+                obj2.id(),
+                len,
+                false,
+                &present,
+            )
+        })
+        .await
+        .map_err(|_| StoreError::Task)?
+    }
+
+    /// Bytes written to the object since its last checkpoint.
+    pub fn unsynced(&self, obj: &Object) -> u64 {
+        obj.state().unsynced
+    }
+
+    /// Marks the object complete if every byte of its length is present:
+    /// syncs the file, then records it in the index. Returns whether it is
+    /// complete now.
+    pub async fn finish(&self, obj: &Arc<Object>) -> Result<bool, StoreError> {
+        let (present, len) = {
+            let s = obj.state();
+            if s.phase == Phase::Complete {
+                return Ok(true);
+            }
+            match s.len {
+                Some(len) if s.present.contains(ByteRange::new(0, len)) => (s.present.clone(), len),
+                _ => return Ok(false),
+            }
+        };
+        let file = obj.file();
+        let store = self.clone();
+        let obj2 = obj.clone();
+        tokio::task::spawn_blocking(move || {
+            let path = obj2.path();
+            let on_disk = file
+                .metadata()
+                .map_err(|e| StoreError::file(path, e))?
+                .len();
+            if on_disk < len {
+                // Never expected: present extents say the bytes were written.
+                return Err(StoreError::file(
+                    path,
+                    std::io::Error::other(format!("file holds {on_disk} bytes, object is {len}")),
+                ));
+            }
+            if on_disk > len {
+                file.set_len(len).map_err(|e| StoreError::file(path, e))?;
+            }
+            file.sync_all().map_err(|e| StoreError::file(path, e))?;
+            lock(&store.inner.index).update_extents(
+                obj2.key().as_str(),
+                obj2.id(),
+                Some(len),
+                true,
+                &present,
+            )
+        })
+        .await
+        .map_err(|_| StoreError::Task)??;
+        {
+            let mut s = obj.state();
+            if s.phase == Phase::Filling {
+                s.phase = Phase::Complete;
+            }
+        }
+        obj.notify();
+        Ok(true)
+    }
+
+    /// Replaces the head of a stored object (after a 304 revalidation).
+    pub fn update_head(&self, obj: &Object, head: StoredHead) -> Result<(), StoreError> {
+        let json = head.to_json();
+        obj.state().head = Arc::new(head);
+        lock(&self.inner.index).update_head(obj.key().as_str(), obj.id(), &json)
+    }
+
+    /// Stops serving `obj`: readers stop, later lookups miss. When `keep_bytes`
+    /// is false the row and file go too.
+    pub fn fail(&self, obj: &Arc<Object>, reason: &str, keep_bytes: bool) {
+        obj.fail(reason);
+        {
+            let mut live = lock(&self.inner.live);
+            if live.get(obj.key()).is_some_and(|o| Arc::ptr_eq(o, obj)) {
+                live.remove(obj.key());
+            }
+        }
+        if !keep_bytes {
+            let covered = obj.snapshot().present.covered();
+            if self.remove_row(obj.key().as_str(), obj.id()) {
+                self.drop_file(obj.id(), Some(covered));
+            }
+        }
+    }
+
+    /// Forgets the in-memory copy of `obj` so that the next lookup reloads
+    /// it from the index (after a fill gave up; its checkpointed bytes stay).
+    pub fn release(&self, obj: &Arc<Object>) {
+        let mut live = lock(&self.inner.live);
+        if live.get(obj.key()).is_some_and(|o| Arc::ptr_eq(o, obj)) {
+            live.remove(obj.key());
+        }
+    }
+
+    /// Removes whatever is stored under `key`. Returns whether anything was.
+    pub fn purge(&self, key: &CacheKey) -> Result<bool, StoreError> {
+        let live = lock(&self.inner.live).remove(key);
+        if let Some(obj) = &live {
+            obj.fail("purged");
+        }
+        let row = lock(&self.inner.index).get(key.as_str())?;
+        let Some(row) = row else {
+            return Ok(live.is_some());
+        };
+        if self.remove_row(key.as_str(), row.id) {
+            self.drop_file(row.id, Some(row.extents.covered()));
+        }
+        Ok(true)
+    }
+
+    /// Pins or unpins `key`. Returns false if nothing is stored under it.
+    pub fn set_pinned(&self, key: &CacheKey, pinned: bool) -> Result<bool, StoreError> {
+        if let Some(obj) = lock(&self.inner.live).get(key) {
+            obj.state().pinned = pinned;
+        }
+        lock(&self.inner.index).set_pinned(key.as_str(), pinned)
+    }
+
+    /// Notes a hit for eviction ordering; written to the index in batches by
+    /// `flush_access`.
+    pub fn touch(&self, obj: &Object) {
+        obj.hits.fetch_add(1, Ordering::Relaxed);
+        obj.last_access.store(now_secs(), Ordering::Relaxed);
+        lock(&self.inner.access_dirty).insert(obj.key().clone());
+    }
+
+    /// Writes the batched hit counts and access times to the index.
+    pub fn flush_access(&self) -> Result<(), StoreError> {
+        let keys: Vec<CacheKey> = lock(&self.inner.access_dirty).drain().collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let updates: Vec<(String, u64, i64, u64)> = {
+            let live = lock(&self.inner.live);
+            keys.iter()
+                .filter_map(|k| live.get(k))
+                .map(|o| {
+                    let hits = o.hits.swap(0, Ordering::Relaxed);
+                    (
+                        o.key().as_str().to_string(),
+                        o.id(),
+                        o.last_access.load(Ordering::Relaxed),
+                        hits,
+                    )
+                })
+                .collect()
+        };
+        lock(&self.inner.index).record_access(&updates)
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let (objects, _, pinned_bytes) = lock(&self.inner.index).totals()?;
+        Ok(StoreStats {
+            objects,
+            bytes: self.inner.used.load(Ordering::Relaxed),
+            pinned_bytes,
+            max_bytes: self.inner.config.max_bytes,
+            evictions: self.inner.evictions.load(Ordering::Relaxed),
+        })
+    }
+
+    pub fn list(&self, limit: usize) -> Result<Vec<EntryInfo>, StoreError> {
+        let rows = lock(&self.inner.index).list(limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| EntryInfo {
+                key: r.key,
+                len: r.len,
+                present: r.extents.covered(),
+                complete: r.complete,
+                pinned: r.pinned,
+                last_access: r.last_access,
+                hits: r.hits,
+            })
+            .collect())
+    }
+
+    /// Evicts until usage is under the low watermark. Blocking.
+    pub fn evict(&self) -> Result<(), StoreError> {
+        let cfg = &self.inner.config;
+        let low = (cfg.max_bytes as f64 * cfg.low_watermark) as u64;
+        // Bring counts and access times up to date so the order is right.
+        self.flush_access()?;
+        let mut skipped: HashSet<String> = HashSet::new();
+        while self.inner.used.load(Ordering::Relaxed) > low {
+            let candidates = lock(&self.inner.index).eviction_candidates(skipped.len() + 64)?;
+            let mut progressed = false;
+            for (key, id, size) in candidates {
+                if skipped.contains(&key) {
+                    continue;
+                }
+                let ckey = CacheKey::from_stored(key.clone());
+                {
+                    let mut live = lock(&self.inner.live);
+                    if let Some(obj) = live.get(&ckey) {
+                        // In use (a reader or a fill holds it) or being filled:
+                        // not now.
+                        if Arc::strong_count(obj) > 1 {
+                            skipped.insert(key);
+                            continue;
+                        }
+                        live.remove(&ckey);
+                    }
+                }
+                if self.remove_row(&key, id) {
+                    self.drop_file(id, Some(size));
+                    self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(key, size, "evicted");
+                }
+                progressed = true;
+                if self.inner.used.load(Ordering::Relaxed) <= low {
+                    break;
+                }
+            }
+            if !progressed {
+                tracing::warn!(
+                    used = self.inner.used.load(Ordering::Relaxed),
+                    limit = cfg.max_bytes,
+                    "cache over its limit but nothing evictable (pinned or in use)"
+                );
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_row(&self, key: &str, id: u64) -> bool {
+        match lock(&self.inner.index).remove(key, id) {
+            Ok(removed) => removed,
+            Err(e) => {
+                tracing::error!(key, error = %e, "could not remove index row");
+                false
+            }
+        }
+    }
+
+    fn remove_row_and_file(&self, key: &str, id: u64) {
+        if self.remove_row(key, id) {
+            self.drop_file(id, None);
+        }
+    }
+
+    /// Deletes an object's file and takes its bytes off the usage figure.
+    fn drop_file(&self, id: u64, accounted: Option<u64>) {
+        let path = object_path(&self.inner.objects_dir, id);
+        if let Err(e) = fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(path = %path.display(), error = %e, "could not delete object file");
+        }
+        if let Some(bytes) = accounted {
+            let _ = self
+                .inner
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(bytes))
+                });
+        }
+    }
+}
+
+/// Drops live entries nobody uses once the map grows past its soft limit.
+fn prune_live(live: &mut HashMap<CacheKey, Arc<Object>>) {
+    if live.len() <= LIVE_SOFT_LIMIT {
+        return;
+    }
+    live.retain(|_, obj| Arc::strong_count(obj) > 1 || obj.phase() == Phase::Filling);
+}
+
+/// Makes index and files agree; returns the bytes the surviving objects hold.
+fn reconcile(index: &mut Index, objects_dir: &Path) -> Result<u64, StoreError> {
+    let rows = index.all()?;
+    let mut known = HashSet::new();
+    let mut used = 0u64;
+    let (mut dropped, mut partial) = (0u32, 0u32);
+    for mut row in rows {
+        let path = object_path(objects_dir, row.id);
+        let file_len = match fs::metadata(&path) {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::file(&path, e)),
+        };
+        let head_ok = StoredHead::from_json(&row.head).is_ok();
+        let sound = match (file_len, row.complete) {
+            (None, _) => false,
+            (Some(_), _) if !head_ok => false,
+            (Some(flen), true) => row.len == Some(flen),
+            (Some(_), false) => true,
+        };
+        if !sound {
+            index.remove(&row.key, row.id)?;
+            let _ = fs::remove_file(&path);
+            dropped += 1;
+            continue;
+        }
+        if !row.complete {
+            // Trust only extents the index recorded, and only as far as the
+            // file actually reaches.
+            let before = row.extents.clone();
+            if let Some(flen) = file_len {
+                row.extents.truncate(flen);
+            }
+            if let Some(len) = row.len {
+                row.extents.truncate(len);
+            }
+            if row.extents != before {
+                index.update_extents(&row.key, row.id, row.len, false, &row.extents)?;
+            }
+            partial += 1;
+        }
+        used += row.extents.covered().max(if row.complete {
+            row.len.unwrap_or(0)
+        } else {
+            0
+        });
+        known.insert(row.id);
+    }
+    // Files with no row: a crash between creating the file and writing the
+    // row, or a row dropped above.
+    let mut orphans = 0u32;
+    if let Ok(dirs) = fs::read_dir(objects_dir) {
+        for dir in dirs.flatten() {
+            let Ok(files) = fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let id = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok());
+                if !id.is_some_and(|id| known.contains(&id)) {
+                    let _ = fs::remove_file(file.path());
+                    orphans += 1;
+                }
+            }
+        }
+    }
+    tracing::info!(
+        objects = known.len(),
+        partial,
+        dropped,
+        orphans,
+        bytes = used,
+        "store reconciled"
+    );
+    Ok(used)
+}

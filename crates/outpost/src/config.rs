@@ -1,0 +1,369 @@
+//! The TOML configuration file: a raw `FileConfig` where every field is
+//! optional and unknown keys are errors, resolved (with the command line on
+//! top) into the proxy's and store's configurations.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytesize::ByteSize;
+use ipnet::IpNet;
+use outpost_proxy::{FillConfig, ProxyConfig, RangeMissPolicy, Site};
+use outpost_store::StoreConfig;
+use serde::{Deserialize, Deserializer};
+
+/// A duration written as "30s", "5m", "200ms".
+#[derive(Debug, Clone, Copy)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\")"
+                ))
+            })
+    }
+}
+
+/// A URL with an http or https scheme and a host.
+#[derive(Debug, Clone)]
+pub struct OriginUrl(pub http::Uri);
+
+impl<'de> Deserialize<'de> for OriginUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_origin(&s)
+            .map(OriginUrl)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn parse_origin(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(format!(
+                "origin URL {s:?} must start with http:// or https://"
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("origin URL {s:?} has no host"));
+    }
+    Ok(uri)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub cache: CacheSection,
+    #[serde(default)]
+    pub fill: FillSection,
+    #[serde(default, rename = "site")]
+    pub sites: Vec<SiteSection>,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<Vec<SocketAddr>>,
+    pub allowed_clients: Option<Vec<IpNet>>,
+    pub connect_ports: Option<Vec<u16>>,
+    pub origin: Option<OriginUrl>,
+    pub header_read_timeout: Option<HumanDuration>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    pub dir: Option<PathBuf>,
+    pub max_size: Option<ByteSize>,
+    pub high_watermark: Option<f64>,
+    pub low_watermark: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RangeMiss {
+    Fetch,
+    Wait,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FillSection {
+    pub continue_on_client_abort: Option<bool>,
+    pub range_miss: Option<RangeMiss>,
+    pub background_fill: Option<bool>,
+    pub range_concurrency: Option<usize>,
+    pub background_chunk: Option<ByteSize>,
+    pub max_retries: Option<u32>,
+    pub retry_backoff_initial: Option<HumanDuration>,
+    pub retry_backoff_max: Option<HumanDuration>,
+    pub checkpoint_every: Option<ByteSize>,
+    pub upstream_header_timeout: Option<HumanDuration>,
+    pub upstream_idle_timeout: Option<HumanDuration>,
+    pub serve_stale_on_error: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    pub host: String,
+    pub origin: OriginUrl,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// A tracing filter: "info", "outpost_proxy=debug,info", ...
+    pub level: Option<String>,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Vec<SocketAddr>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: Option<ByteSize>,
+    pub origin: Option<http::Uri>,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub proxy: ProxyConfig,
+    pub store: StoreConfig,
+    pub log_level: Option<String>,
+}
+
+pub const DEFAULT_CACHE_DIR: &str = "./outpost-cache";
+pub const DEFAULT_CACHE_SIZE: u64 = 10 * 1024 * 1024 * 1024;
+
+impl FileConfig {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let config =
+            Self::parse(&text).with_context(|| format!("config file {}", path.display()))?;
+        config
+            .validate(&text)
+            .with_context(|| format!("config file {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot; errors name the key and its line.
+    pub fn validate(&self, text: &str) -> anyhow::Result<()> {
+        let at = |key: &str| {
+            line_of(text, key)
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default()
+        };
+        let high = self.cache.high_watermark.unwrap_or(0.95);
+        let low = self.cache.low_watermark.unwrap_or(0.90);
+        if !(0.0 < high && high <= 1.0) {
+            bail!(
+                "cache.high_watermark{}: must be in (0, 1], got {high}",
+                at("high_watermark")
+            );
+        }
+        if !(0.0 < low && low < high) {
+            bail!(
+                "cache.low_watermark{}: must be above 0 and below cache.high_watermark ({high}), got {low}",
+                at("low_watermark")
+            );
+        }
+        if self
+            .cache
+            .max_size
+            .is_some_and(|s| s.as_u64() < 1024 * 1024)
+        {
+            bail!("cache.max_size{}: must be at least 1 MiB", at("max_size"));
+        }
+        if self.fill.range_concurrency == Some(0) {
+            bail!(
+                "fill.range_concurrency{}: must be at least 1",
+                at("range_concurrency")
+            );
+        }
+        if self
+            .fill
+            .background_chunk
+            .is_some_and(|c| c.as_u64() < 64 * 1024)
+        {
+            bail!(
+                "fill.background_chunk{}: must be at least 64 KiB",
+                at("background_chunk")
+            );
+        }
+        if self.server.listen.as_ref().is_some_and(Vec::is_empty) {
+            bail!("server.listen{}: needs at least one address", at("listen"));
+        }
+        for site in &self.sites {
+            if site.host.is_empty() {
+                bail!("site.host{}: must not be empty", at("host"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn resolve(self, overrides: &Overrides) -> Resolved {
+        let defaults = ProxyConfig::default();
+        let fill_defaults = FillConfig::default();
+        let f = self.fill;
+        let fill = FillConfig {
+            continue_on_client_abort: f
+                .continue_on_client_abort
+                .unwrap_or(fill_defaults.continue_on_client_abort),
+            range_miss: match f.range_miss {
+                Some(RangeMiss::Wait) => RangeMissPolicy::Wait,
+                Some(RangeMiss::Fetch) => RangeMissPolicy::Fetch,
+                None => fill_defaults.range_miss,
+            },
+            background_fill: f.background_fill.unwrap_or(fill_defaults.background_fill),
+            range_concurrency: f
+                .range_concurrency
+                .unwrap_or(fill_defaults.range_concurrency),
+            background_chunk: f
+                .background_chunk
+                .map_or(fill_defaults.background_chunk, |b| b.as_u64()),
+            max_retries: f.max_retries.unwrap_or(fill_defaults.max_retries),
+            retry_backoff_initial: f
+                .retry_backoff_initial
+                .map_or(fill_defaults.retry_backoff_initial, |d| d.0),
+            retry_backoff_max: f
+                .retry_backoff_max
+                .map_or(fill_defaults.retry_backoff_max, |d| d.0),
+            checkpoint_bytes: f
+                .checkpoint_every
+                .map_or(fill_defaults.checkpoint_bytes, |b| b.as_u64()),
+            upstream_header_timeout: f
+                .upstream_header_timeout
+                .map_or(fill_defaults.upstream_header_timeout, |d| d.0),
+            upstream_idle_timeout: f
+                .upstream_idle_timeout
+                .map_or(fill_defaults.upstream_idle_timeout, |d| d.0),
+            serve_stale_on_error: f
+                .serve_stale_on_error
+                .unwrap_or(fill_defaults.serve_stale_on_error),
+        };
+        let s = self.server;
+        let listen = if overrides.listen.is_empty() {
+            s.listen.unwrap_or(defaults.listen)
+        } else {
+            overrides.listen.clone()
+        };
+        let proxy = ProxyConfig {
+            listen,
+            allowed_clients: s.allowed_clients.unwrap_or(defaults.allowed_clients),
+            connect_ports: s.connect_ports.unwrap_or(defaults.connect_ports),
+            origin: overrides.origin.clone().or(s.origin.map(|o| o.0)),
+            sites: self
+                .sites
+                .into_iter()
+                .map(|site| Site {
+                    host: site.host.to_ascii_lowercase(),
+                    origin: site.origin.0,
+                })
+                .collect(),
+            fill,
+            header_read_timeout: s
+                .header_read_timeout
+                .map_or(defaults.header_read_timeout, |d| d.0),
+            max_connections: s.max_connections.unwrap_or(defaults.max_connections),
+        };
+        let c = self.cache;
+        let dir = overrides
+            .cache_dir
+            .clone()
+            .or(c.dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR));
+        let size = overrides
+            .cache_size
+            .or(c.max_size)
+            .map_or(DEFAULT_CACHE_SIZE, |s| s.as_u64());
+        let mut store = StoreConfig::new(dir, size);
+        store.high_watermark = c.high_watermark.unwrap_or(store.high_watermark);
+        store.low_watermark = c.low_watermark.unwrap_or(store.low_watermark);
+        Resolved {
+            proxy,
+            store,
+            log_level: self.log.level,
+        }
+    }
+}
+
+/// The 1-based line where `key = ` is first set.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let text = include_str!("../../../outpost.example.toml");
+        let config = FileConfig::parse(text).unwrap();
+        config.validate(text).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let text = "[server]\nlisten = [\"127.0.0.1:3128\"]\nlisen = 1\n";
+        let err = FileConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_reported_with_key_and_line() {
+        let text = "[cache]\nmax_size = \"10 GiB\"\nlow_watermark = 0.99\n";
+        let config = FileConfig::parse(text).unwrap();
+        let err = config.validate(text).unwrap_err().to_string();
+        assert!(
+            err.contains("cache.low_watermark") && err.contains("line 3"),
+            "{err}"
+        );
+        let err = FileConfig::parse("[fill]\nupstream_idle_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("invalid duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn command_line_overrides_file() {
+        let config = FileConfig::parse("[cache]\ndir = \"/from/file\"\n").unwrap();
+        let resolved = config.resolve(&Overrides {
+            cache_dir: Some("/from/cli".into()),
+            ..Default::default()
+        });
+        assert_eq!(resolved.store.dir, PathBuf::from("/from/cli"));
+    }
+}

@@ -1,0 +1,177 @@
+//! The `outpost` binary: command line, configuration, wiring and signals.
+//! Everything else lives in the library crates.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytesize::ByteSize;
+use clap::{Parser, Subcommand};
+use outpost_proxy::{Engine, Server};
+use outpost_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{FileConfig, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "outpost",
+    version,
+    about = "Branch-office content engine: an HTTP caching edge for large software packages"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the edge in the foreground (logs to stderr, stops on SIGTERM).
+    Serve(ServeArgs),
+    /// Check a configuration file and report the first error with its key and line.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML); the flags below override it.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Address to listen on (repeatable). Default 127.0.0.1:3128.
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// Cache directory. Default ./outpost-cache.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Cache size limit, e.g. "50 GiB". Default 10 GiB.
+    #[arg(long)]
+    cache_size: Option<ByteSize>,
+    /// Run as a single-site reverse proxy for this origin base URL.
+    #[arg(long, value_parser = parse_origin_arg)]
+    origin: Option<http::Uri>,
+}
+
+fn parse_origin_arg(s: &str) -> Result<http::Uri, String> {
+    config::parse_origin(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig { file } => check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outpost: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    FileConfig::load(file)?;
+    println!("{}: ok", file.display());
+    Ok(())
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .or_else(|| level.map(str::to_string))
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let overrides = Overrides {
+        listen: args.listen,
+        cache_dir: args.cache_dir,
+        cache_size: args.cache_size,
+        origin: args.origin,
+    };
+    let resolved = file.resolve(&overrides);
+    init_logging(resolved.log_level.as_deref());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(run(resolved))
+}
+
+async fn run(resolved: config::Resolved) -> anyhow::Result<()> {
+    let store_config = resolved.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(store_config))
+        .await?
+        .with_context(|| format!("cannot open the cache in {}", resolved.store.dir.display()))?;
+    let engine = Engine::new(resolved.proxy, store.clone());
+    let server = Server::bind(engine.clone()).await?;
+    for addr in server.local_addrs() {
+        match &engine.config.origin {
+            Some(origin) => tracing::info!(%addr, %origin, "listening (reverse proxy)"),
+            None => tracing::info!(%addr, "listening (forward / transparent proxy)"),
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let flusher = {
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                let store = store.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_access()).await
+                {
+                    tracing::warn!(error = %e, "could not record access times");
+                }
+            }
+        })
+    };
+    let server_task = tokio::spawn(server.run(shutdown.clone()));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = server_task.await;
+    let _ = flusher.await;
+    engine.fills.checkpoint_all().await;
+    let _ = tokio::task::spawn_blocking(move || store.flush_access()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
