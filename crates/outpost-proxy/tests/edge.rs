@@ -1,0 +1,595 @@
+//! The edge end to end: a real listener, a real disk store, a fake origin,
+//! clients over loopback sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_proxy::{Engine, ProxyConfig, Server};
+use outpost_store::{Store, StoreConfig};
+use outpost_testkit::{Client, Origin, Resource, content, wait_until};
+use tokio_util::sync::CancellationToken;
+
+struct Edge {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Edge {
+    async fn start(dir: &std::path::Path, config: ProxyConfig) -> Self {
+        Self::start_sized(dir, config, 1 << 34).await
+    }
+
+    async fn start_sized(dir: &std::path::Path, mut config: ProxyConfig, max_bytes: u64) -> Self {
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let store = Store::open(StoreConfig::new(dir, max_bytes)).expect("open store");
+        let engine = Engine::new(config, store);
+        let server = Server::bind(engine.clone()).await.expect("bind");
+        let addr = server.local_addrs()[0];
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        Self {
+            addr,
+            engine,
+            shutdown,
+            task,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.addr)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+        self.engine.fills.checkpoint_all().await;
+        let _ = self.engine.store.flush_access();
+    }
+}
+
+fn reverse(origin: &Origin) -> ProxyConfig {
+    ProxyConfig {
+        origin: Some(origin.url("/").parse().unwrap()),
+        ..ProxyConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_concurrent_clients_cause_one_origin_request() {
+    let origin = Origin::start().await;
+    let body = content(8 << 20, 1);
+    origin.put("/pkg.msi", Resource::new(body.clone()).rate(16 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let client = edge.client();
+    let replies =
+        futures_util::future::join_all((0..40).map(|_| client.get("/pkg.msi", &[]))).await;
+    for reply in replies {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200);
+        assert!(reply.body == body, "a client received wrong bytes");
+    }
+    assert_eq!(origin.count("/pkg.msi"), 1, "{:?}", origin.requests());
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_gets_first_byte_before_fill_ends() {
+    let origin = Origin::start().await;
+    let body = content(4 << 20, 2);
+    // 4 MiB at 2 MiB/s: the fill takes about two seconds.
+    origin.put("/slow.bin", Resource::new(body.clone()).rate(2 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let client = edge.client();
+    let first = tokio::spawn(async move { client.get("/slow.bin", &[]).await });
+    assert!(wait_until(Duration::from_secs(10), || origin.sent_bytes() >= 1 << 20).await);
+    let (head, mut late_body) = client.send("GET", "/slow.bin", &[]).await.unwrap();
+    assert_eq!(head.status, 200);
+    use http_body_util::BodyExt;
+    let frame = late_body.frame().await.unwrap().unwrap();
+    assert!(!frame.into_data().unwrap().is_empty());
+    assert!(
+        origin.sent_bytes() < body.len() as u64,
+        "the late joiner's first byte came only after the fill ended"
+    );
+    let mut rest = Vec::new();
+    // The first frame was read above; the full comparison is on the first client.
+    while let Some(f) = late_body.frame().await {
+        rest.extend_from_slice(&f.unwrap().into_data().unwrap());
+    }
+    let first = first.await.unwrap().unwrap();
+    assert!(first.body == body);
+    assert_eq!(origin.count("/slow.bin"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_on_cold_object_fetches_that_range_at_once_and_fills_the_rest_once() {
+    let origin = Origin::start().await;
+    let len = 16 << 20;
+    let body = content(len, 3);
+    origin.put("/bits.cab", Resource::new(body.clone()).rate(32 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let client = edge.client();
+    let start = 12 << 20;
+    let reply = client
+        .get(
+            "/bits.cab",
+            &[("range", &format!("bytes={}-{}", start, start + 65535))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 206);
+    assert_eq!(
+        reply.header("content-range").unwrap(),
+        format!("bytes {}-{}/{}", start, start + 65535, len)
+    );
+    assert!(reply.body == body.slice(start..start + 65536));
+    let first = &origin.requests_for("/bits.cab")[0];
+    assert_eq!(
+        first.range(),
+        Some(format!("bytes={}-{}", start, start + 65535).as_str()),
+        "the range was not fetched on its own"
+    );
+    // Multiple range requests from different clients, then the whole object.
+    let replies = futures_util::future::join_all((0..8u64).map(|i| {
+        let s = (i as usize) * (2 << 20) + 1000;
+        async move {
+            (
+                s,
+                client
+                    .get(
+                        "/bits.cab",
+                        &[("range", &format!("bytes={}-{}", s, s + 99_999))],
+                    )
+                    .await
+                    .unwrap(),
+            )
+        }
+    }))
+    .await;
+    for (s, r) in replies {
+        assert_eq!(r.status, 206);
+        assert!(r.body == body.slice(s..s + 100_000));
+    }
+    let full = client.get("/bits.cab", &[]).await.unwrap();
+    assert_eq!(full.status, 200);
+    assert!(full.body == body);
+    // Every byte crossed the "WAN" once: the origin planned at most the object plus
+    // the overlap of concurrently requested ranges.
+    let planned: u64 = origin
+        .requests_for("/bits.cab")
+        .iter()
+        .map(|r| r.body_bytes_planned)
+        .sum();
+    assert!(
+        planned <= len as u64 + (1 << 20),
+        "origin sent {planned} bytes for a {len}-byte object"
+    );
+    assert!(
+        origin
+            .requests_for("/bits.cab")
+            .iter()
+            .all(|r| r.status == 206),
+        "a full-object fetch was made"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_resumes_after_the_origin_drops_the_connection() {
+    let origin = Origin::start().await;
+    let body = content(3 << 20, 4);
+    origin.put(
+        "/flaky.iso",
+        Resource::new(body.clone()).drop_after(1 << 20, 2),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = reverse(&origin);
+    config.fill.retry_backoff_initial = Duration::from_millis(10);
+    let edge = Edge::start(dir.path(), config).await;
+    let reply = edge.client().get("/flaky.iso", &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body_error.is_none(), "{:?}", reply.body_error);
+    assert!(reply.body == body, "resumed body differs");
+    let reqs = origin.requests_for("/flaky.iso");
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[1].range(), Some("bytes=1048576-3145727"));
+    assert_eq!(reqs[1].headers.get("if-range").unwrap(), "\"v1\"");
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_a_warm_cache_makes_no_origin_request() {
+    let origin = Origin::start().await;
+    let body = content(1 << 20, 5);
+    origin.put("/warm.exe", Resource::new(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    assert!(edge.client().get("/warm.exe", &[]).await.unwrap().body == body);
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .store
+            .get(&key(&origin, "/warm.exe"))
+            .unwrap()
+            .is_some_and(|o| o.is_complete()))
+        .await
+    );
+    edge.stop().await;
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let reply = edge.client().get("/warm.exe", &[]).await.unwrap();
+    assert_eq!(reply.header("x-cache"), Some("HIT"));
+    assert!(reply.body == body);
+    assert_eq!(origin.count("/warm.exe"), 1);
+    edge.stop().await;
+}
+
+fn key(origin: &Origin, path: &str) -> outpost_http::CacheKey {
+    outpost_http::CacheKey::from_uri(&origin.url(path).parse().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_goes_on_when_the_first_client_hangs_up() {
+    let origin = Origin::start().await;
+    let body = content(4 << 20, 6);
+    origin.put("/abort.msi", Resource::new(body.clone()).rate(8 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let (head, incoming) = edge.client().send("GET", "/abort.msi", &[]).await.unwrap();
+    assert_eq!(head.status, 200);
+    drop(incoming);
+    let k = key(&origin, "/abort.msi");
+    assert!(
+        wait_until(Duration::from_secs(10), || edge
+            .engine
+            .store
+            .get(&k)
+            .unwrap()
+            .is_some_and(|o| o.is_complete()))
+        .await,
+        "fill stopped with its client"
+    );
+    let reply = edge.client().get("/abort.msi", &[]).await.unwrap();
+    assert!(reply.body == body);
+    assert_eq!(origin.count("/abort.msi"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_and_reverse_modes_share_one_cache_entry() {
+    let origin = Origin::start().await;
+    let body = content(100_000, 7);
+    origin.put("/shared.bin", Resource::new(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), ProxyConfig::default()).await;
+    let url = origin.url("/shared.bin");
+    let reply = edge.client().get(&url, &[]).await.unwrap();
+    assert!(reply.body == body);
+    edge.stop().await;
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let reply = edge
+        .client()
+        .get("/shared.bin", &[("host", "whatever.example")])
+        .await
+        .unwrap();
+    assert_eq!(reply.header("x-cache"), Some("HIT"));
+    assert!(reply.body == body);
+    assert_eq!(origin.count("/shared.bin"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_an_open_proxy() {
+    let origin = Origin::start().await;
+    origin.put("/x", Resource::new(content(10, 8)));
+    let dir = tempfile::tempdir().unwrap();
+    // Origin-form request on a plain forward listener: refused.
+    let edge = Edge::start(dir.path(), ProxyConfig::default()).await;
+    let reply = edge.client().get("/x", &[]).await.unwrap();
+    assert_eq!(reply.status, 400);
+    // CONNECT to a port that is not allowed.
+    let reply = edge
+        .client()
+        .request("CONNECT", &origin.addr().to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 403);
+    edge.stop().await;
+    // A client outside allowed_clients.
+    let config = ProxyConfig {
+        allowed_clients: vec!["10.0.0.0/8".parse().unwrap()],
+        ..reverse(&origin)
+    };
+    let edge = Edge::start(dir.path(), config).await;
+    let reply = edge.client().get("/x", &[]).await.unwrap();
+    assert_eq!(reply.status, 403);
+    assert_eq!(origin.count("/x"), 0);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_to_allowed_ports() {
+    let origin = Origin::start().await;
+    origin.put("/t", Resource::new(content(1000, 9)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        connect_ports: vec![origin.addr().port()],
+        ..ProxyConfig::default()
+    };
+    let edge = Edge::start(dir.path(), config).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    s.write_all(format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr()).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET /t HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.unwrap();
+    assert!(String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 200"));
+    assert_eq!(origin.count("/t"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_on_a_complete_object_come_from_disk() {
+    let origin = Origin::start().await;
+    let body = content(50_000, 10);
+    origin.put(
+        "/r.bin",
+        Resource::new(body.clone()).header("content-type", "application/x-msi"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let c = edge.client();
+    assert!(c.get("/r.bin", &[]).await.unwrap().body == body);
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .store
+            .get(&key(&origin, "/r.bin"))
+            .unwrap()
+            .is_some_and(|o| o.is_complete()))
+        .await
+    );
+    let r = c.get("/r.bin", &[("range", "bytes=-100")]).await.unwrap();
+    assert_eq!(r.status, 206);
+    assert!(r.body == body.slice(49_900..));
+    let r = c
+        .get("/r.bin", &[("range", "bytes=0-9,100-109")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap().to_string();
+    assert!(ct.starts_with("multipart/byteranges; boundary="), "{ct}");
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        text.contains("Content-Range: bytes 0-9/50000")
+            && text.contains("Content-Range: bytes 100-109/50000")
+    );
+    assert!(r.body.windows(10).any(|w| w == &body[100..110]));
+    assert_eq!(
+        r.body.len(),
+        r.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    );
+    let r = c.get("/r.bin", &[("range", "bytes=60000-")]).await.unwrap();
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */50000"));
+    // If-Range with another validator: the whole object.
+    let r = c
+        .get("/r.bin", &[("range", "bytes=0-9"), ("if-range", "\"v0\"")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.count("/r.bin"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revalidation_sends_one_conditional_request() {
+    let origin = Origin::start().await;
+    let body = content(200_000, 11);
+    origin.put(
+        "/stale.dat",
+        Resource::new(body.clone())
+            .header("cache-control", "max-age=0")
+            .latency(Duration::from_millis(300)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let c = edge.client();
+    assert!(c.get("/stale.dat", &[]).await.unwrap().body == body);
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .store
+            .get(&key(&origin, "/stale.dat"))
+            .unwrap()
+            .is_some_and(|o| o.is_complete()))
+        .await
+    );
+    let replies = futures_util::future::join_all((0..20).map(|_| c.get("/stale.dat", &[]))).await;
+    for r in replies {
+        let r = r.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == body);
+    }
+    let reqs = origin.requests_for("/stale.dat");
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(reqs[1].is_conditional());
+    assert_eq!(reqs[1].status, 304);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_object_is_refetched_after_expiry() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/av.dat",
+        Resource::new(content(1000, 12))
+            .header("cache-control", "max-age=0")
+            .etag("\"a\""),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let c = edge.client();
+    c.get("/av.dat", &[]).await.unwrap();
+    let new = content(1200, 13);
+    origin.put(
+        "/av.dat",
+        Resource::new(new.clone())
+            .header("cache-control", "max-age=0")
+            .etag("\"b\""),
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .store
+            .get(&key(&origin, "/av.dat"))
+            .unwrap()
+            .is_some_and(|o| o.is_complete()))
+        .await
+    );
+    let r = c.get("/av.dat", &[]).await.unwrap();
+    assert!(r.body == new, "served the old version");
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncacheable_responses_pass_through() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/private",
+        Resource::new(content(1000, 14)).header("cache-control", "private"),
+    );
+    origin.put(
+        "/missing-ok",
+        Resource::new(content(10, 1)).status(http::StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let c = edge.client();
+    for _ in 0..2 {
+        assert_eq!(c.get("/private", &[]).await.unwrap().status, 200);
+        assert_eq!(c.get("/missing-ok", &[]).await.unwrap().status, 500);
+    }
+    assert_eq!(origin.count("/private"), 2);
+    assert_eq!(origin.count("/missing-ok"), 2);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_origin_response_is_cached_with_its_final_length() {
+    let origin = Origin::start().await;
+    let body = content(300_000, 15);
+    origin.put("/chunked", Resource::new(body.clone()).chunked());
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let c = edge.client();
+    assert!(c.get("/chunked", &[]).await.unwrap().body == body);
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .store
+            .get(&key(&origin, "/chunked"))
+            .unwrap()
+            .is_some_and(|o| o.is_complete()))
+        .await
+    );
+    let r = c.get("/chunked", &[]).await.unwrap();
+    assert_eq!(r.header("content-length"), Some("300000"));
+    assert!(r.body == body);
+    assert_eq!(origin.count("/chunked"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_is_forwarded_and_invalidates() {
+    let origin = Origin::start().await;
+    origin.put("/form", Resource::new(content(100, 16)));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let c = edge.client();
+    c.get("/form", &[]).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .store
+            .get(&key(&origin, "/form"))
+            .unwrap()
+            .is_some_and(|o| o.is_complete()))
+        .await
+    );
+    assert_eq!(c.request("POST", "/form", &[]).await.unwrap().status, 200);
+    let r = c.get("/form", &[]).await.unwrap();
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(origin.count("/form"), 3);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_keeps_pinned_objects() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 4 MiB cache: eviction above 3.8 MiB, down to 3.6 MiB.
+    let edge = Edge::start_sized(dir.path(), reverse(&origin), 4 << 20).await;
+    let c = edge.client();
+    let pinned = content(1 << 20, 100);
+    origin.put("/pinned", Resource::new(pinned.clone()));
+    c.get("/pinned", &[]).await.unwrap();
+    let pk = key(&origin, "/pinned");
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .store
+            .get(&pk)
+            .unwrap()
+            .is_some_and(|o| o.is_complete()))
+        .await
+    );
+    assert!(edge.engine.store.set_pinned(&pk, true).unwrap());
+    for i in 0..8 {
+        let path = format!("/filler{i}");
+        origin.put(&path, Resource::new(content(1 << 20, 200 + i)));
+        c.get(&path, &[]).await.unwrap();
+        let k = key(&origin, &path);
+        assert!(
+            wait_until(Duration::from_secs(5), || edge
+                .engine
+                .store
+                .get(&k)
+                .unwrap()
+                .is_none_or(|o| o.is_complete()))
+            .await
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .store
+            .stats()
+            .unwrap()
+            .bytes
+            <= 4 << 20)
+        .await,
+        "cache never went under its limit"
+    );
+    assert!(edge.engine.store.stats().unwrap().evictions > 0);
+    let r = c.get("/pinned", &[]).await.unwrap();
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    assert!(r.body == pinned);
+    edge.stop().await;
+}
