@@ -82,8 +82,8 @@ pub struct ProxyConfig {
     pub origin: Option<Uri>,
     pub sites: Vec<Site>,
     pub fill: FillConfig,
-    /// Time a client has to send its request headers.
-    pub header_read_timeout: Duration,
+    /// Client-side HTTP/1.1 limits (header size and count, timeouts).
+    pub h1: crate::h1::H1Config,
     /// Maximum simultaneous client connections.
     pub max_connections: usize,
 }
@@ -114,7 +114,7 @@ impl Default for ProxyConfig {
             origin: None,
             sites: Vec::new(),
             fill: FillConfig::default(),
-            header_read_timeout: Duration::from_secs(30),
+            h1: crate::h1::H1Config::default(),
             max_connections: 10_000,
         }
     }

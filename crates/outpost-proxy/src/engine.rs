@@ -21,7 +21,8 @@ use tokio::sync::watch;
 
 use crate::config::{ProxyConfig, RangeMissPolicy};
 use crate::fill::{FillContext, ObjectFill, UpstreamTarget};
-use crate::serve::{FillSource, ProxyBody, error_response, object_response};
+use crate::h1::ReqBody;
+use crate::serve::{FillSource, ProxyBody, error_response, object_response, streamed};
 use crate::upstream::{Upstream, UpstreamBody};
 
 /// Where a request goes: the origin URL and its cache key.
@@ -123,7 +124,7 @@ fn passthrough_response(resp: Response<Incoming>) -> Response<ProxyBody> {
     parts
         .headers
         .insert("x-cache", HeaderValue::from_static("PASS"));
-    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed_unsync())
+    Response::from_parts(parts, streamed(body))
 }
 
 impl Engine {
@@ -143,7 +144,7 @@ impl Engine {
     /// Serves one routed request.
     pub async fn handle(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         route: Route,
     ) -> Response<ProxyBody> {
         let method = req.method().clone();
@@ -634,7 +635,7 @@ impl Engine {
     }
 
     /// Forwards a request as is (other methods, uncacheable responses).
-    pub async fn forward(&self, req: Request<Incoming>, route: &Route) -> Response<ProxyBody> {
+    pub async fn forward(&self, req: Request<ReqBody>, route: &Route) -> Response<ProxyBody> {
         let (parts, body) = req.into_parts();
         self.forward_with_body(parts, body.boxed_unsync(), route)
             .await

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod engine;
 pub mod fill;
+pub mod h1;
 pub mod serve;
 pub mod server;
 mod sys;

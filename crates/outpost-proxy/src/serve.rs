@@ -7,31 +7,65 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures_util::stream;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
-use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
-use hyper::body::Frame;
+use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 use outpost_http::range::{RangeError, parse_range_header, resolve_ranges};
 use outpost_http::{ByteRange, ContentRange};
 use outpost_store::{Availability, Object, StoredHead};
 
 use crate::fill::{FillContext, ReaderGuard, UpstreamTarget};
 
-pub type ProxyBody = UnsyncBoxBody<Bytes, std::io::Error>;
+/// A streamed body from elsewhere (the origin, for a passthrough).
+pub type StreamedBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// Largest read handed to the client at once.
-const READ_CHUNK: usize = 256 * 1024;
+/// The body of a response the edge sends.
+pub enum EdgeBody {
+    Empty,
+    Full(Bytes),
+    Stream(StreamedBody),
+    /// Bytes of a stored object: the connection sends them from the file
+    /// (sendfile) as they become available.
+    Object(ObjectStream),
+}
 
-pub fn empty_body() -> ProxyBody {
-    Empty::<Bytes>::new()
+pub type ProxyBody = EdgeBody;
+
+/// Largest piece of a file handed to the connection at once.
+const FILE_PIECE: u64 = 4 * 1024 * 1024;
+
+pub fn empty_body() -> EdgeBody {
+    EdgeBody::Empty
+}
+
+pub fn full_body(data: impl Into<Bytes>) -> EdgeBody {
+    EdgeBody::Full(data.into())
+}
+
+/// An empty streamed body (a request without one).
+pub fn empty_streamed() -> StreamedBody {
+    http_body_util::Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
-pub fn full_body(data: impl Into<Bytes>) -> ProxyBody {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+/// Converts a streamed body as hyper's client produces it.
+pub fn streamed<B>(body: B) -> EdgeBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    EdgeBody::Stream(body.map_err(std::io::Error::other).boxed_unsync())
+}
+
+/// What the connection sends next of an object body.
+pub enum Piece {
+    Data(Bytes),
+    /// `len` bytes of `file` from `offset`, all present on disk.
+    File {
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// A short plain-text response made by the edge itself.
@@ -293,7 +327,8 @@ fn requested_ranges(
     }
 }
 
-struct BodyState {
+/// The remaining segments of an object body, and how to get missing bytes.
+pub struct ObjectStream {
     obj: Arc<Object>,
     segments: VecDeque<Segment>,
     source: Option<FillSource>,
@@ -305,72 +340,68 @@ fn object_body(
     segments: VecDeque<Segment>,
     source: Option<FillSource>,
     guard: Option<ReaderGuard>,
-) -> ProxyBody {
-    let state = BodyState {
+) -> EdgeBody {
+    EdgeBody::Object(ObjectStream {
         obj,
         segments,
         source,
         _guard: guard,
-    };
-    let s = stream::unfold(state, |mut st| async move {
-        match next_chunk(&mut st).await {
-            Ok(Some(chunk)) => Some((Ok(Frame::data(chunk)), st)),
-            Ok(None) => None,
-            Err(e) => Some((Err(e), st)),
-        }
-    });
-    StreamBody::new(s).boxed_unsync()
+    })
 }
 
-async fn next_chunk(st: &mut BodyState) -> std::io::Result<Option<Bytes>> {
-    loop {
-        let Some(segment) = st.segments.front_mut() else {
-            return Ok(None);
-        };
-        let range = match segment {
-            Segment::Static(_) => {
-                if let Some(Segment::Static(bytes)) = st.segments.pop_front() {
-                    return Ok(Some(bytes));
+impl ObjectStream {
+    /// The next piece to send, waiting (and asking the fill) for bytes that
+    /// are not on disk yet. `None` at the end.
+    pub async fn next_piece(&mut self) -> std::io::Result<Option<Piece>> {
+        loop {
+            let Some(segment) = self.segments.front_mut() else {
+                return Ok(None);
+            };
+            let range = match segment {
+                Segment::Static(_) => {
+                    if let Some(Segment::Static(bytes)) = self.segments.pop_front() {
+                        return Ok(Some(Piece::Data(bytes)));
+                    }
+                    continue;
                 }
+                Segment::Range(r) => r,
+            };
+            if range.is_empty() {
+                self.segments.pop_front();
                 continue;
             }
-            Segment::Range(r) => r,
-        };
-        if range.is_empty() {
-            st.segments.pop_front();
-            continue;
-        }
-        match st.obj.availability(range.start) {
-            Availability::Ready(end) if end > range.start => {
-                let n = (end.min(range.end) - range.start).min(READ_CHUNK as u64) as usize;
-                let offset = range.start;
-                range.start += n as u64;
-                let data = st
-                    .obj
-                    .read(offset, n)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                return Ok(Some(data));
-            }
-            Availability::Ready(_) => {
-                let wanted = *range;
-                if let Some(src) = &st.source {
-                    src.ctx.demand(&st.obj, &src.target, wanted);
+            match self.obj.availability(range.start) {
+                Availability::Ready(end) if end > range.start => {
+                    let len = (end.min(range.end) - range.start).min(FILE_PIECE);
+                    let offset = range.start;
+                    range.start += len;
+                    return Ok(Some(Piece::File {
+                        file: self.obj.file(),
+                        offset,
+                        len,
+                    }));
                 }
-                match st.obj.wait_available(wanted.start).await {
-                    Availability::Failed(reason) => return Err(std::io::Error::other(reason)),
-                    _ => continue,
+                Availability::Ready(_) => {
+                    let wanted = *range;
+                    if let Some(src) = &self.source {
+                        src.ctx.demand(&self.obj, &src.target, wanted);
+                    }
+                    if let Availability::Failed(reason) =
+                        self.obj.wait_available(wanted.start).await
+                    {
+                        return Err(std::io::Error::other(reason));
+                    }
                 }
-            }
-            Availability::End => {
-                if range.end != u64::MAX {
-                    return Err(std::io::Error::other(
-                        "object ended before the promised length",
-                    ));
+                Availability::End => {
+                    if range.end != u64::MAX {
+                        return Err(std::io::Error::other(
+                            "object ended before the promised length",
+                        ));
+                    }
+                    self.segments.pop_front();
                 }
-                st.segments.pop_front();
+                Availability::Failed(reason) => return Err(std::io::Error::other(reason)),
             }
-            Availability::Failed(reason) => return Err(std::io::Error::other(reason)),
         }
     }
 }

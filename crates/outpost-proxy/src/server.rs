@@ -11,21 +11,17 @@
 //!   is no Host;
 //! - anything else is refused: the edge is not an open relay.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, header};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Route};
+use crate::h1::{self, ReqBody, Tunnel};
 use crate::serve::{ProxyBody, empty_body, error_response};
 use crate::sys;
 
@@ -142,36 +138,20 @@ async fn serve_connection(
     if !permitted {
         tracing::warn!(client = %peer, "client not in allowed_clients: 403");
     }
-    let header_timeout = engine.config.header_read_timeout;
-    let service = service_fn(move |req: Request<Incoming>| {
+    let h1 = engine.config.h1.clone();
+    h1::serve(stream, &h1, shutdown, |req| {
         let engine = engine.clone();
         async move {
             if !permitted {
-                return Ok::<_, Infallible>(error_response(StatusCode::FORBIDDEN, "access denied"));
+                return error_response(StatusCode::FORBIDDEN, "access denied");
             }
-            Ok(dispatch(engine, req, conn).await)
+            dispatch(engine, req, conn).await
         }
-    });
-    let io = TokioIo::new(stream);
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(true)
-        .max_buf_size(64 * 1024)
-        .serve_connection(io, service)
-        .with_upgrades();
-    tokio::pin!(connection);
-    tokio::select! {
-        r = connection.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-            }
-        }
-        _ = shutdown.cancelled() => {}
-    }
+    })
+    .await;
 }
 
-async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
         return connect(engine, req, conn).await;
     }
@@ -186,7 +166,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>, conn: Conn) -> Re
 /// Maps a request to the origin URL it is for.
 fn route(
     engine: &Engine,
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
     conn: Conn,
 ) -> Result<Route, Response<ProxyBody>> {
     let bad = |msg: &str| error_response(StatusCode::BAD_REQUEST, msg);
@@ -230,7 +210,7 @@ fn route(
     Route::new(upstream).map_err(|e| bad(&e.to_string()))
 }
 
-fn host_header(req: &Request<Incoming>) -> Option<Authority> {
+fn host_header(req: &Request<ReqBody>) -> Option<Authority> {
     req.headers().get(header::HOST)?.to_str().ok()?.parse().ok()
 }
 
@@ -248,7 +228,7 @@ fn join_origin(origin: &Uri, path: &PathAndQuery) -> Result<Uri, String> {
 }
 
 /// `CONNECT host:port`: a byte tunnel to an allowed port.
-async fn connect(engine: Arc<Engine>, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+async fn connect(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Response<ProxyBody> {
     let Some(authority) = req.uri().authority().cloned() else {
         return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
@@ -279,17 +259,7 @@ async fn connect(engine: Arc<Engine>, req: Request<Incoming>, conn: Conn) -> Res
             );
         }
     };
-    tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                let mut upstream = upstream;
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(target = %authority, error = %e, "tunnel closed");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
-        }
-    });
-    Response::new(empty_body())
+    let mut resp = Response::new(empty_body());
+    resp.extensions_mut().insert(Tunnel::new(upstream));
+    resp
 }

@@ -280,7 +280,8 @@ impl Object {
         self.notify();
     }
 
-    pub(crate) fn file(&self) -> Arc<File> {
+    /// The object's file, for sending present bytes with sendfile.
+    pub fn file(&self) -> Arc<File> {
         self.file.clone()
     }
 

@@ -604,10 +604,20 @@ fn reconcile(index: &mut Index, objects_dir: &Path) -> Result<u64, StoreError> {
             if let Some(len) = row.len {
                 row.extents.truncate(len);
             }
-            if row.extents != before {
-                index.update_extents(&row.key, row.id, row.len, false, &row.extents)?;
+            // Every byte was checkpointed but the completion was not recorded
+            // (stopped between the last write and `finish`): complete now.
+            let whole = row.len.is_some_and(|len| {
+                file_len == Some(len) && row.extents.contains(ByteRange::new(0, len))
+            });
+            if whole {
+                row.complete = true;
+                index.update_extents(&row.key, row.id, row.len, true, &row.extents)?;
+            } else {
+                if row.extents != before {
+                    index.update_extents(&row.key, row.id, row.len, false, &row.extents)?;
+                }
+                partial += 1;
             }
-            partial += 1;
         }
         used += row.extents.covered().max(if row.complete {
             row.len.unwrap_or(0)

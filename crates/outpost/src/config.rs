@@ -82,6 +82,9 @@ pub struct ServerSection {
     pub connect_ports: Option<Vec<u16>>,
     pub origin: Option<OriginUrl>,
     pub header_read_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub max_header_size: Option<ByteSize>,
+    pub max_headers: Option<usize>,
     pub max_connections: Option<usize>,
 }
 
@@ -283,9 +286,17 @@ impl FileConfig {
                 })
                 .collect(),
             fill,
-            header_read_timeout: s
-                .header_read_timeout
-                .map_or(defaults.header_read_timeout, |d| d.0),
+            h1: outpost_proxy::h1::H1Config {
+                header_read_timeout: s
+                    .header_read_timeout
+                    .map_or(defaults.h1.header_read_timeout, |d| d.0),
+                idle_timeout: s.idle_timeout.map_or(defaults.h1.idle_timeout, |d| d.0),
+                max_head_bytes: s
+                    .max_header_size
+                    .map_or(defaults.h1.max_head_bytes, |b| b.as_u64() as usize),
+                max_headers: s.max_headers.unwrap_or(defaults.h1.max_headers),
+                body_timeout: defaults.h1.body_timeout,
+            },
             max_connections: s.max_connections.unwrap_or(defaults.max_connections),
         };
         let c = self.cache;

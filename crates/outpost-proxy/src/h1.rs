@@ -1,0 +1,743 @@
+//! The client-side HTTP/1.1 connection: request parsing, framing, keep-alive
+//! and response writing, with stored objects sent by `sendfile`.
+//!
+//! Why our own and not hyper's server: a hit must go from the page cache to
+//! the socket without passing through user space (hyper has no sendfile), and
+//! the front door must reject ambiguous framing (request smuggling) by rules
+//! we state and test. Requests are parsed with `httparse`.
+//!
+//! Framing rules (RFC 9112 section 6): a request with both Transfer-Encoding
+//! and Content-Length, with differing Content-Length values, with a transfer
+//! coding other than a final `chunked`, or with Transfer-Encoding in
+//! HTTP/1.0 is refused and the connection closed. Responses carry
+//! Content-Length when the length is known, else chunked encoding (HTTP/1.1)
+//! or close-delimited bodies (HTTP/1.0).
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::stream;
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::serve::{EdgeBody, Piece, StreamedBody, error_response};
+
+/// The body of a request as the engine sees it.
+pub type ReqBody = StreamedBody;
+
+/// Limits of the client side.
+#[derive(Debug, Clone)]
+pub struct H1Config {
+    /// Time to receive a whole request head once its first byte arrived.
+    pub header_read_timeout: Duration,
+    /// Time an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers).
+    pub max_head_bytes: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// A request body that stalls this long ends the connection.
+    pub body_timeout: Duration,
+}
+
+impl Default for H1Config {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+            body_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Marks a response whose connection becomes a byte tunnel to this stream
+/// once the 200 is written (CONNECT). (Extensions must be `Clone`; the
+/// stream is taken out exactly once.)
+#[derive(Clone)]
+pub struct Tunnel(std::sync::Arc<std::sync::Mutex<Option<TcpStream>>>);
+
+impl Tunnel {
+    pub fn new(stream: TcpStream) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(stream))))
+    }
+
+    fn take(&self) -> Option<TcpStream> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// Why a request head was refused: the status to answer, and why.
+#[derive(Debug)]
+struct Refusal(StatusCode, &'static str);
+
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Serves requests on `stream` until the client closes, an error, or
+/// `shutdown` (between requests).
+pub async fn serve<F, Fut>(
+    stream: TcpStream,
+    config: &H1Config,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Request<ReqBody>) -> Fut,
+    Fut: Future<Output = Response<EdgeBody>>,
+{
+    let mut conn = Conn {
+        stream,
+        buf: BytesMut::with_capacity(8 * 1024),
+    };
+    loop {
+        let head = tokio::select! {
+            h = conn.read_head(config) => h,
+            _ = shutdown.cancelled() => return,
+        };
+        let (parts, framing) = match head {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(Ok(Refusal(status, why))) => {
+                tracing::debug!(%status, why, "refusing request");
+                let resp = error_response(status, why);
+                let _ = conn
+                    .write_response(&Method::GET, Version::HTTP_11, false, resp)
+                    .await;
+                return;
+            }
+            Err(Err(_)) => return,
+        };
+        tracing::trace!(method = %parts.method, uri = %parts.uri, "request head read");
+        let keep_alive = wants_keep_alive(&parts);
+        let method = parts.method.clone();
+        let version = parts.version;
+        let expects_continue = parts
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let (body, pump) = match framing {
+            Framing::None => (crate::serve::empty_streamed(), None),
+            framing => {
+                let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+                let s = stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|item| (item.map(Frame::data), rx))
+                });
+                (StreamBody::new(s).boxed_unsync(), Some((framing, tx)))
+            }
+        };
+        let req = Request::from_parts(parts, body);
+        let (resp, body_ok) = match pump {
+            None => (handler(req).await, true),
+            Some((framing, tx)) => {
+                let pump = conn.pump_body(framing, tx, expects_continue, config.body_timeout);
+                let (resp, ok) = tokio::join!(handler(req), pump);
+                (resp, ok)
+            }
+        };
+        let mut resp = resp;
+        if let Some(upstream) = resp
+            .extensions_mut()
+            .remove::<Tunnel>()
+            .and_then(|t| t.take())
+        {
+            conn.tunnel(upstream).await;
+            return;
+        }
+        match conn
+            .write_response(&method, version, keep_alive && body_ok, resp)
+            .await
+        {
+            Ok(true) => {}
+            _ => return,
+        }
+    }
+}
+
+fn wants_keep_alive(parts: &http::request::Parts) -> bool {
+    let tokens = |name| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let connection = tokens(header::CONNECTION);
+    if connection.iter().any(|t| t == "close") {
+        return false;
+    }
+    parts.version == Version::HTTP_11 || connection.iter().any(|t| t == "keep-alive")
+}
+
+impl Conn {
+    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8 * 1024);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// Reads and checks one request head. `Ok(None)`: the client closed
+    /// between requests (or stayed idle too long).
+    async fn read_head(
+        &mut self,
+        config: &H1Config,
+    ) -> Result<Option<(http::request::Parts, Framing)>, Result<Refusal, io::Error>> {
+        // Tolerate empty lines between requests (RFC 9112 section 2.2).
+        let mut deadline = None;
+        loop {
+            while self.buf.starts_with(b"\r\n") || self.buf.starts_with(b"\n") {
+                let n = if self.buf.starts_with(b"\r\n") { 2 } else { 1 };
+                self.buf.advance(n);
+            }
+            if !self.buf.is_empty() {
+                let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers];
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(&self.buf) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let parsed = build_parts(&req).map_err(Ok)?;
+                        self.buf.advance(n);
+                        return Ok(Some(parsed));
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if self.buf.len() >= config.max_head_bytes {
+                            return Err(Ok(Refusal(
+                                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                "request head too large",
+                            )));
+                        }
+                    }
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return Err(Ok(Refusal(
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            "too many header fields",
+                        )));
+                    }
+                    Err(_) => {
+                        return Err(Ok(Refusal(StatusCode::BAD_REQUEST, "malformed request")));
+                    }
+                }
+                deadline.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + config.header_read_timeout
+                });
+            }
+            let wait = match deadline {
+                Some(d) => d,
+                None => tokio::time::Instant::now() + config.idle_timeout,
+            };
+            match tokio::time::timeout_at(wait, self.fill()).await {
+                Ok(Ok(0)) if self.buf.is_empty() => return Ok(None),
+                Ok(Ok(0)) => return Err(Err(io::ErrorKind::UnexpectedEof.into())),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Err(e)),
+                Err(_) if deadline.is_none() => return Ok(None),
+                Err(_) => {
+                    return Err(Ok(Refusal(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request head not received in time",
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Reads the request body from the connection into `tx`. Returns whether
+    /// the connection is still in sync (the whole body was read).
+    async fn pump_body(
+        &mut self,
+        framing: Framing,
+        tx: mpsc::Sender<io::Result<Bytes>>,
+        expects_continue: bool,
+        timeout: Duration,
+    ) -> bool {
+        if expects_continue
+            && self
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
+            return false;
+        }
+        let mut tx = Some(tx);
+        let result = match framing {
+            Framing::None => Ok(()),
+            Framing::Length(n) => self.pump_exact(n, &mut tx, timeout).await,
+            Framing::Chunked => self.pump_chunked(&mut tx, timeout).await,
+        };
+        if let Err(e) = result {
+            if let Some(tx) = tx {
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string()))).await;
+            }
+            return false;
+        }
+        true
+    }
+
+    async fn send(tx: &mut Option<mpsc::Sender<io::Result<Bytes>>>, data: Bytes) {
+        if let Some(sender) = tx
+            && sender.send(Ok(data)).await.is_err()
+        {
+            // The handler no longer wants the body: keep reading it so the
+            // next request on this connection starts at the right byte.
+            *tx = None;
+        }
+    }
+
+    async fn fill_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        match tokio::time::timeout(timeout, self.fill()).await {
+            Ok(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request body stalled",
+            )),
+        }
+    }
+
+    async fn pump_exact(
+        &mut self,
+        mut left: u64,
+        tx: &mut Option<mpsc::Sender<io::Result<Bytes>>>,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        while left > 0 {
+            if self.buf.is_empty() {
+                self.fill_timeout(timeout).await?;
+            }
+            let n = (self.buf.len() as u64).min(left) as usize;
+            let data = self.buf.split_to(n).freeze();
+            left -= n as u64;
+            Self::send(tx, data).await;
+        }
+        Ok(())
+    }
+
+    async fn pump_chunked(
+        &mut self,
+        tx: &mut Option<mpsc::Sender<io::Result<Bytes>>>,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+        loop {
+            let size = loop {
+                match httparse::parse_chunk_size(&self.buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.buf.advance(used);
+                        break size;
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if self.buf.len() > 1024 {
+                            return Err(invalid("chunk size line too long"));
+                        }
+                        self.fill_timeout(timeout).await?;
+                    }
+                    Err(_) => return Err(invalid("invalid chunk size")),
+                }
+            };
+            if size == 0 {
+                // Trailer section: skip fields until the empty line.
+                loop {
+                    if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        let line_empty = pos == 0;
+                        self.buf.advance(pos + 2);
+                        if line_empty {
+                            return Ok(());
+                        }
+                    } else {
+                        if self.buf.len() > 8192 {
+                            return Err(invalid("trailer too large"));
+                        }
+                        self.fill_timeout(timeout).await?;
+                    }
+                }
+            }
+            let mut left = size;
+            while left > 0 {
+                if self.buf.is_empty() {
+                    self.fill_timeout(timeout).await?;
+                }
+                let n = (self.buf.len() as u64).min(left) as usize;
+                let data = self.buf.split_to(n).freeze();
+                left -= n as u64;
+                Self::send(tx, data).await;
+            }
+            while self.buf.len() < 2 {
+                self.fill_timeout(timeout).await?;
+            }
+            if &self.buf[..2] != b"\r\n" {
+                return Err(invalid("chunk not followed by CRLF"));
+            }
+            self.buf.advance(2);
+        }
+    }
+
+    /// Writes a response. Returns whether the connection can serve another
+    /// request.
+    async fn write_response(
+        &mut self,
+        method: &Method,
+        version: Version,
+        keep_alive: bool,
+        resp: Response<EdgeBody>,
+    ) -> io::Result<bool> {
+        let (parts, body) = resp.into_parts();
+        let status = parts.status;
+        let bodiless = *method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let declared_len = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let known_len = match &body {
+            EdgeBody::Empty => Some(0),
+            EdgeBody::Full(b) => Some(b.len() as u64),
+            _ => None,
+        };
+        let length = declared_len.or(known_len);
+        let chunked = !bodiless && length.is_none() && version == Version::HTTP_11;
+        let keep_alive = keep_alive && (bodiless || length.is_some() || chunked);
+
+        let mut head = BytesMut::with_capacity(512);
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(status.as_str().as_bytes());
+        head.extend_from_slice(b" ");
+        head.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+        head.extend_from_slice(b"\r\n");
+        for (name, value) in parts.headers.iter() {
+            if matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "transfer-encoding" | "content-length"
+            ) {
+                continue;
+            }
+            put_header(&mut head, name, value);
+        }
+        if let Some(len) = length
+            && (!bodiless || declared_len.is_some())
+            && status != StatusCode::NO_CONTENT
+            && !status.is_informational()
+        {
+            put_header(&mut head, &header::CONTENT_LENGTH, &HeaderValue::from(len));
+        }
+        if chunked {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if !keep_alive {
+            head.extend_from_slice(b"connection: close\r\n");
+        } else if version == Version::HTTP_10 {
+            head.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+
+        if bodiless {
+            self.stream.write_all(&head).await?;
+            return Ok(keep_alive);
+        }
+        let mut writer = BodyWriter {
+            stream: &mut self.stream,
+            head: Some(head),
+            chunked,
+            sent: 0,
+        };
+        let complete = match body {
+            EdgeBody::Empty => {
+                writer.data(Bytes::new()).await?;
+                true
+            }
+            EdgeBody::Full(b) => {
+                writer.data(b).await?;
+                true
+            }
+            EdgeBody::Stream(mut s) => loop {
+                match s.frame().await {
+                    None => break true,
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            writer.data(data).await?;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "response body failed; closing the connection");
+                        break false;
+                    }
+                }
+            },
+            EdgeBody::Object(mut obj) => loop {
+                // The head goes out at once: the first bytes of a fill may
+                // be a round trip away, and a client should not wait for them
+                // to see the response start.
+                writer.flush_head().await?;
+                match obj.next_piece().await {
+                    Ok(None) => break true,
+                    Ok(Some(Piece::Data(data))) => writer.data(data).await?,
+                    Ok(Some(Piece::File { file, offset, len })) => {
+                        writer.file(&file, offset, len).await?
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "object body failed; closing the connection");
+                        break false;
+                    }
+                }
+            },
+        };
+        writer.flush_head().await?;
+        if !complete {
+            return Ok(false);
+        }
+        if let Some(len) = length
+            && writer.sent != len
+        {
+            tracing::warn!(
+                declared = len,
+                sent = writer.sent,
+                "body length differs from Content-Length; closing"
+            );
+            return Ok(false);
+        }
+        if chunked {
+            self.stream.write_all(b"0\r\n\r\n").await?;
+        }
+        Ok(keep_alive)
+    }
+
+    /// Splices the client connection and `upstream` (CONNECT), after the 200.
+    async fn tunnel(mut self, mut upstream: TcpStream) {
+        if self
+            .stream
+            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if !self.buf.is_empty() && upstream.write_all(&self.buf).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut upstream).await;
+    }
+}
+
+fn put_header(head: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    head.extend_from_slice(name.as_str().as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value.as_bytes());
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Writes a body after the head, coalescing the head with small first data.
+struct BodyWriter<'a> {
+    stream: &'a mut TcpStream,
+    head: Option<BytesMut>,
+    chunked: bool,
+    sent: u64,
+}
+
+impl BodyWriter<'_> {
+    async fn flush_head(&mut self) -> io::Result<()> {
+        if let Some(head) = self.head.take() {
+            self.stream.write_all(&head).await?;
+            tracing::trace!("response head written");
+        }
+        Ok(())
+    }
+
+    async fn data(&mut self, data: Bytes) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.sent += data.len() as u64;
+        let mut out = self.head.take().unwrap_or_default();
+        if self.chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if out.len() + data.len() <= 64 * 1024 {
+            out.extend_from_slice(&data);
+            if self.chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            return self.stream.write_all(&out).await;
+        }
+        if !out.is_empty() {
+            self.stream.write_all(&out).await?;
+        }
+        self.stream.write_all(&data).await?;
+        if self.chunked {
+            self.stream.write_all(b"\r\n").await?;
+        }
+        Ok(())
+    }
+
+    async fn file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+        if self.chunked {
+            let mut out = self.head.take().unwrap_or_default();
+            out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+            self.stream.write_all(&out).await?;
+        } else {
+            self.flush_head().await?;
+        }
+        sendfile_all(self.stream, file, offset, len).await?;
+        self.sent += len;
+        if self.chunked {
+            self.stream.write_all(b"\r\n").await?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends `len` bytes of `file` from `offset` to the socket.
+async fn sendfile_all(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    mut offset: u64,
+    mut len: u64,
+) -> io::Result<()> {
+    while len > 0 {
+        stream.writable().await?;
+        let count = len.min(1 << 30) as usize;
+        match stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, file, Some(&mut offset), count).map_err(io::Error::from)
+        }) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "object file shorter than its extents",
+                ));
+            }
+            Ok(n) => len -= n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Builds the request head and decides its body framing, refusing anything
+/// ambiguous.
+fn build_parts(
+    req: &httparse::Request<'_, '_>,
+) -> Result<(http::request::Parts, Framing), Refusal> {
+    let bad = |why| Refusal(StatusCode::BAD_REQUEST, why);
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| bad("invalid method"))?;
+    let target = req.path.unwrap_or("");
+    if target.len() > 16 * 1024 {
+        return Err(Refusal(StatusCode::URI_TOO_LONG, "request target too long"));
+    }
+    let uri: Uri = target.parse().map_err(|_| bad("invalid request target"))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => {
+            return Err(Refusal(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "unsupported HTTP version",
+            ));
+        }
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let hosts = headers.get_all(header::HOST).iter().count();
+    if hosts > 1 || (version == Version::HTTP_11 && hosts == 0) {
+        return Err(bad("exactly one Host header is required"));
+    }
+    let te: Vec<String> = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .map(|s| s.to_string())
+                .map_err(|_| bad("invalid Transfer-Encoding"))
+        })
+        .collect::<Result<_, _>>()?;
+    let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    let framing = if !te.is_empty() {
+        if !cl.is_empty() {
+            return Err(bad("both Transfer-Encoding and Content-Length"));
+        }
+        if version == Version::HTTP_10 {
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        let codings: Vec<String> = te
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .collect();
+        match codings.as_slice() {
+            [only] if only == "chunked" => Framing::Chunked,
+            list if list.last().map(String::as_str) != Some("chunked") => {
+                return Err(bad("chunked is not the final transfer coding"));
+            }
+            _ => {
+                return Err(Refusal(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "unsupported transfer coding",
+                ));
+            }
+        }
+    } else if !cl.is_empty() {
+        let mut length: Option<u64> = None;
+        for value in cl {
+            for part in value
+                .to_str()
+                .map_err(|_| bad("invalid Content-Length"))?
+                .split(',')
+            {
+                let part = part.trim();
+                if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad("invalid Content-Length"));
+                }
+                let n: u64 = part.parse().map_err(|_| bad("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(bad("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        }
+        match length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    } else {
+        Framing::None
+    };
+    let mut builder = Request::builder().method(method).uri(uri).version(version);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers;
+    }
+    let (parts, ()) = builder
+        .body(())
+        .map_err(|_| bad("invalid request"))?
+        .into_parts();
+    Ok((parts, framing))
+}
