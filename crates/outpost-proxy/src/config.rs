@@ -58,7 +58,7 @@ impl Default for FillConfig {
             continue_on_client_abort: true,
             range_miss: RangeMissPolicy::Fetch,
             background_fill: true,
-            range_concurrency: 2,
+            range_concurrency: 1,
             background_chunk: 8 << 20,
             max_retries: 10,
             retry_backoff_initial: Duration::from_millis(200),
