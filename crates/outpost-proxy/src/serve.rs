@@ -25,7 +25,7 @@ pub enum EdgeBody {
     Stream(StreamedBody),
     /// Bytes of a stored object: the connection sends them from the file
     /// (sendfile) as they become available.
-    Object(ObjectStream),
+    Object(Box<ObjectStream>),
 }
 
 pub type ProxyBody = EdgeBody;
@@ -224,10 +224,10 @@ fn response_headers(head: &StoredHead, now: SystemTime, cache_status: &'static s
     }
     let age = head.policy.age(now).as_secs();
     headers.insert(header::AGE, HeaderValue::from(age));
-    if !headers.contains_key(header::DATE) {
-        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
-            headers.insert(header::DATE, v);
-        }
+    if !headers.contains_key(header::DATE)
+        && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+    {
+        headers.insert(header::DATE, v);
     }
     outpost_http::headers::add_via(&mut headers);
     headers.insert("x-cache", HeaderValue::from_static(cache_status));
@@ -341,12 +341,12 @@ fn object_body(
     source: Option<FillSource>,
     guard: Option<ReaderGuard>,
 ) -> EdgeBody {
-    EdgeBody::Object(ObjectStream {
+    EdgeBody::Object(Box::new(ObjectStream {
         obj,
         segments,
         source,
         _guard: guard,
-    })
+    }))
 }
 
 impl ObjectStream {

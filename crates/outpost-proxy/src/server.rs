@@ -157,7 +157,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Res
     }
     let route = match route(&engine, &req, conn) {
         Ok(route) => route,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     tracing::debug!(client = %conn.peer, method = %req.method(), key = %route.key, "request");
     engine.handle(req, route).await
@@ -168,8 +168,8 @@ fn route(
     engine: &Engine,
     req: &Request<ReqBody>,
     conn: Conn,
-) -> Result<Route, Response<ProxyBody>> {
-    let bad = |msg: &str| error_response(StatusCode::BAD_REQUEST, msg);
+) -> Result<Route, Box<Response<ProxyBody>>> {
+    let bad = |msg: &str| Box::new(error_response(StatusCode::BAD_REQUEST, msg));
     let uri = req.uri();
     let path = uri
         .path_and_query()
