@@ -282,8 +282,19 @@ impl Engine {
             };
             let mut revalidate = None;
             if let Some(obj) = stored {
+                let head = obj.head();
+                // The common hit: a plain request for a stored response that
+                // does not vary. RFC 9111 then reduces to "is it fresh?".
+                let plain = !parts.headers.contains_key(header::CACHE_CONTROL)
+                    && !parts.headers.contains_key(header::PRAGMA)
+                    && !head.headers.contains_key(header::VARY);
+                if plain && obj.is_complete() && head.is_fresh(now) {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    self.store.touch(&obj);
+                    return object_response(obj, &parts, None, None, "HIT", now);
+                }
                 let preq = self.policy_request(&parts.headers, &route);
-                match obj.head().policy.before_request(&preq, now) {
+                match head.policy.before_request(&preq, now) {
                     BeforeRequest::Fresh(_) if obj.is_complete() => {
                         self.stats.hits.fetch_add(1, Ordering::Relaxed);
                         self.store.touch(&obj);
@@ -536,11 +547,7 @@ impl Engine {
             )))));
         }
         whole.headers.remove(header::CONTENT_LENGTH);
-        let head = StoredHead {
-            status: StatusCode::OK,
-            headers: whole.headers,
-            policy,
-        };
+        let head = StoredHead::new(StatusCode::OK, whole.headers, policy);
         let obj = match self.store.create(&route.key, head, len) {
             Ok(obj) => obj,
             Err(e) => {
@@ -618,11 +625,11 @@ impl Engine {
             merged.status = head.status;
             merged.headers = headers.clone();
             let preq = self.policy_request(&client, &route);
-            let new_head = StoredHead {
-                status: head.status,
+            let new_head = StoredHead::new(
+                head.status,
                 headers,
-                policy: policy_for(&preq, &merged, SystemTime::now()),
-            };
+                policy_for(&preq, &merged, SystemTime::now()),
+            );
             if let Err(e) = self.store.update_head(&obj, new_head) {
                 tracing::warn!(key = %route.key, error = %e, "could not record revalidation");
             }

@@ -34,6 +34,9 @@ use crate::serve::{EdgeBody, Piece, StreamedBody, error_response};
 /// The body of a request as the engine sees it.
 pub type ReqBody = StreamedBody;
 
+/// The most header fields `max_headers` can allow.
+pub const MAX_HEADERS_LIMIT: usize = 256;
+
 /// Limits of the client side.
 #[derive(Debug, Clone)]
 pub struct H1Config {
@@ -212,8 +215,10 @@ impl Conn {
                 self.buf.advance(n);
             }
             if !self.buf.is_empty() {
-                let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers];
-                let mut req = httparse::Request::new(&mut headers);
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
+                let mut req = httparse::Request::new(
+                    &mut headers[..config.max_headers.clamp(1, MAX_HEADERS_LIMIT)],
+                );
                 match req.parse(&self.buf) {
                     Ok(httparse::Status::Complete(n)) => {
                         let parsed = build_parts(&req).map_err(Ok)?;

@@ -201,8 +201,12 @@ pub fn object_response(
     if let Some(len) = content_length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
+    let whole = matches!(segments.front(), Some(Segment::Range(r)) if r.start == 0 && Some(r.end) == snap.len)
+        && segments.len() == 1;
     let body = if req.method == Method::HEAD {
         empty_body()
+    } else if let Some(small) = whole.then(|| obj.small_body()).flatten() {
+        EdgeBody::Full(small)
     } else {
         object_body(obj, segments, source, guard)
     };
@@ -222,7 +226,7 @@ fn response_headers(head: &StoredHead, now: SystemTime, cache_status: &'static s
     ] {
         headers.remove(name);
     }
-    let age = head.policy.age(now).as_secs();
+    let age = head.age(now).as_secs();
     headers.insert(header::AGE, HeaderValue::from(age));
     if !headers.contains_key(header::DATE)
         && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now))

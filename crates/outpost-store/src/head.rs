@@ -1,6 +1,8 @@
 //! The stored response head of an object: status, headers and the freshness
 //! policy computed when it was received.
 
+use std::time::{Duration, SystemTime};
+
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use outpost_http::policy::CachePolicy;
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,11 @@ pub struct StoredHead {
     /// `Content-Length`/`Content-Range` are not kept: the edge sets them).
     pub headers: HeaderMap,
     pub policy: CachePolicy,
+    /// Derived from the policy when the head is made: the instant its age
+    /// was zero, and the instant it stops being fresh. Hits compare against
+    /// these instead of re-parsing dates on every request.
+    born: SystemTime,
+    fresh_until: SystemTime,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -23,6 +30,29 @@ struct HeadRecord {
 }
 
 impl StoredHead {
+    pub fn new(status: StatusCode, headers: HeaderMap, policy: CachePolicy) -> Self {
+        let now = SystemTime::now();
+        let born = now.checked_sub(policy.age(now)).unwrap_or(now);
+        let fresh_until = now + policy.time_to_live(now);
+        Self {
+            status,
+            headers,
+            policy,
+            born,
+            fresh_until,
+        }
+    }
+
+    /// The response's current age (RFC 9111 section 4.2.3).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.born).unwrap_or_default()
+    }
+
+    /// Fresh for a request that sets no freshness requirements of its own.
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        now < self.fresh_until
+    }
+
     pub(crate) fn to_json(&self) -> String {
         let record = HeadRecord {
             status: self.status.as_u16(),
@@ -46,11 +76,7 @@ impl StoredHead {
             let value = HeaderValue::from_bytes(&value).map_err(|e| e.to_string())?;
             headers.append(name, value);
         }
-        Ok(Self {
-            status,
-            headers,
-            policy: record.policy,
-        })
+        Ok(Self::new(status, headers, record.policy))
     }
 
     /// The strong or weak entity tag, if any.

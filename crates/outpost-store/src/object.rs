@@ -4,8 +4,8 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use outpost_http::{ByteRange, CacheKey, RangeSet};
@@ -66,6 +66,10 @@ pub struct Object {
     version: watch::Sender<u64>,
     pub(crate) hits: AtomicU64,
     pub(crate) last_access: AtomicI64,
+    pub(crate) access_dirty: AtomicBool,
+    /// The body of a small complete object, kept in memory (see `small_body`).
+    small: OnceLock<Option<Bytes>>,
+    small_budget: Arc<crate::store::SmallBudget>,
 }
 
 impl std::fmt::Debug for Object {
@@ -78,7 +82,14 @@ impl std::fmt::Debug for Object {
 }
 
 impl Object {
-    pub(crate) fn new(key: CacheKey, id: u64, path: PathBuf, file: File, state: State) -> Self {
+    pub(crate) fn new(
+        key: CacheKey,
+        id: u64,
+        path: PathBuf,
+        file: File,
+        state: State,
+        small_budget: Arc<crate::store::SmallBudget>,
+    ) -> Self {
         let (version, _) = watch::channel(0);
         Self {
             key,
@@ -89,6 +100,9 @@ impl Object {
             version,
             hits: AtomicU64::new(0),
             last_access: AtomicI64::new(0),
+            access_dirty: AtomicBool::new(false),
+            small: OnceLock::new(),
+            small_budget,
         }
     }
 
@@ -285,10 +299,51 @@ impl Object {
         self.file.clone()
     }
 
+    /// The whole body of a small complete object, read once and kept in
+    /// memory, so a hit is one write of head and body. `None` for objects
+    /// above `SMALL_BODY_MAX`, incomplete ones, or when the memory budget
+    /// for small bodies is used up.
+    pub fn small_body(&self) -> Option<Bytes> {
+        let len = {
+            let s = self.state();
+            if s.phase != Phase::Complete {
+                return None;
+            }
+            s.len?
+        };
+        if len > crate::store::SMALL_BODY_MAX {
+            return None;
+        }
+        self.small
+            .get_or_init(|| {
+                if !self.small_budget.reserve(len) {
+                    return None;
+                }
+                let mut buf = vec![0u8; len as usize];
+                match self.file.read_exact_at(&mut buf, 0) {
+                    Ok(()) => Some(Bytes::from(buf)),
+                    Err(e) => {
+                        self.small_budget.release(len);
+                        tracing::warn!(path = %self.path.display(), error = %e, "cannot read small object");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
     /// Whether every byte of the known length is present.
     pub fn is_fully_present(&self) -> bool {
         let s = self.state();
         s.len
             .is_some_and(|l| s.present.contains(ByteRange::new(0, l)))
+    }
+}
+
+impl Drop for Object {
+    fn drop(&mut self) {
+        if let Some(Some(body)) = self.small.get() {
+            self.small_budget.release(body.len() as u64);
+        }
     }
 }

@@ -60,6 +60,32 @@ pub struct EntryInfo {
     pub hits: u64,
 }
 
+/// Complete objects up to this size are served from a copy in memory.
+pub const SMALL_BODY_MAX: u64 = 16 * 1024;
+/// Memory for those copies, in all.
+const SMALL_BODIES_BUDGET: u64 = 8 * 1024 * 1024;
+
+/// Bytes of memory that small-body copies may still take.
+pub(crate) struct SmallBudget(AtomicU64);
+
+impl SmallBudget {
+    fn new(bytes: u64) -> Self {
+        Self(AtomicU64::new(bytes))
+    }
+
+    pub(crate) fn reserve(&self, n: u64) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::AcqRel);
+    }
+}
+
 /// Live objects kept in memory beyond those in use; a bound, not a cache
 /// tuning knob (lookups fall back to the index).
 const LIVE_SOFT_LIMIT: usize = 4096;
@@ -74,6 +100,7 @@ struct Inner {
     evicting: AtomicBool,
     evictions: AtomicU64,
     access_dirty: Mutex<HashSet<CacheKey>>,
+    small_budget: Arc<SmallBudget>,
 }
 
 /// A handle on the store; cheap to clone.
@@ -125,6 +152,7 @@ impl Store {
                 evicting: AtomicBool::new(false),
                 evictions: AtomicU64::new(0),
                 access_dirty: Mutex::new(HashSet::new()),
+                small_budget: Arc::new(SmallBudget::new(SMALL_BODIES_BUDGET)),
             }),
         };
         Ok(store)
@@ -171,7 +199,14 @@ impl Store {
             pinned: row.pinned,
             unsynced: 0,
         };
-        let obj = Arc::new(Object::new(key.clone(), row.id, path, file, state));
+        let obj = Arc::new(Object::new(
+            key.clone(),
+            row.id,
+            path,
+            file,
+            state,
+            self.inner.small_budget.clone(),
+        ));
         obj.last_access.store(row.last_access, Ordering::Relaxed);
         let mut live = lock(&self.inner.live);
         // Another task may have loaded it meanwhile: keep the first.
@@ -230,7 +265,14 @@ impl Store {
             pinned: false,
             unsynced: 0,
         };
-        let obj = Arc::new(Object::new(key.clone(), id, path, file, state));
+        let obj = Arc::new(Object::new(
+            key.clone(),
+            id,
+            path,
+            file,
+            state,
+            self.inner.small_budget.clone(),
+        ));
         obj.last_access.store(row.last_access, Ordering::Relaxed);
         let old = lock(&self.inner.live).insert(key.clone(), obj.clone());
         if let Some(old_id) = replaced {
@@ -422,7 +464,10 @@ impl Store {
     pub fn touch(&self, obj: &Object) {
         obj.hits.fetch_add(1, Ordering::Relaxed);
         obj.last_access.store(now_secs(), Ordering::Relaxed);
-        lock(&self.inner.access_dirty).insert(obj.key().clone());
+        // Only the first hit of a flush interval takes the shared lock.
+        if !obj.access_dirty.swap(true, Ordering::AcqRel) {
+            lock(&self.inner.access_dirty).insert(obj.key().clone());
+        }
     }
 
     /// Writes the batched hit counts and access times to the index.
@@ -436,6 +481,7 @@ impl Store {
             keys.iter()
                 .filter_map(|k| live.get(k))
                 .map(|o| {
+                    o.access_dirty.store(false, Ordering::Release);
                     let hits = o.hits.swap(0, Ordering::Relaxed);
                     (
                         o.key().as_str().to_string(),

@@ -17,6 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{FileConfig, Overrides};
 
+// The hit path allocates small, short-lived buffers (headers, keys) on many
+// threads; glibc's malloc showed up as 15 % of a 4 KiB-hit profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "outpost",
