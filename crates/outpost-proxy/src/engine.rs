@@ -484,7 +484,10 @@ impl Engine {
             .upstream_requests
             .fetch_add(1, Ordering::Relaxed);
         match self.upstream.send(req).await {
-            Ok(resp) => self.store_response(&client, resp, target, &route),
+            Ok(resp) => {
+                tracing::trace!(key = %route.key, status = %resp.status(), "origin response head");
+                self.store_response(&client, resp, target, &route)
+            }
             Err(e) => {
                 tracing::warn!(key = %route.key, error = %e, "origin fetch failed");
                 Outcome::Failed(e.to_string())
