@@ -493,23 +493,22 @@ impl Conn {
                     }
                 }
             },
-            EdgeBody::Object(mut obj) => loop {
+            EdgeBody::Object(obj) if obj.is_complete() => {
+                // Every byte is on disk: cork the socket so the head and the
+                // file data leave in full segments (nginx's tcp_nopush).
+                let sock = socket2::SockRef::from(&*writer.stream);
+                let _ = sock.set_tcp_cork(true);
+                let result = send_object(&mut writer, obj).await;
+                let _ = socket2::SockRef::from(&*writer.stream).set_tcp_cork(false);
+                result?
+            }
+            EdgeBody::Object(obj) => {
                 // The head goes out at once: the first bytes of a fill may
                 // be a round trip away, and a client should not wait for them
                 // to see the response start.
                 writer.flush_head().await?;
-                match obj.next_piece().await {
-                    Ok(None) => break true,
-                    Ok(Some(Piece::Data(data))) => writer.data(data).await?,
-                    Ok(Some(Piece::File { file, offset, len })) => {
-                        writer.file(&file, offset, len).await?
-                    }
-                    Err(e) => {
-                        tracing::info!(error = %e, "object body failed; closing the connection");
-                        break false;
-                    }
-                }
-            },
+                send_object(&mut writer, obj).await?
+            }
         };
         writer.flush_head().await?;
         if !complete {
@@ -612,6 +611,25 @@ impl BodyWriter<'_> {
             self.stream.write_all(b"\r\n").await?;
         }
         Ok(())
+    }
+}
+
+/// Sends an object body; `Ok(false)` if it failed part way (the connection
+/// must then be closed: the declared length cannot be met).
+async fn send_object(
+    writer: &mut BodyWriter<'_>,
+    mut obj: Box<crate::serve::ObjectStream>,
+) -> io::Result<bool> {
+    loop {
+        match obj.next_piece().await {
+            Ok(None) => return Ok(true),
+            Ok(Some(Piece::Data(data))) => writer.data(data).await?,
+            Ok(Some(Piece::File { file, offset, len })) => writer.file(&file, offset, len).await?,
+            Err(e) => {
+                tracing::info!(error = %e, "object body failed; closing the connection");
+                return Ok(false);
+            }
+        }
     }
 }
 

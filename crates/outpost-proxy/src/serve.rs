@@ -354,6 +354,11 @@ fn object_body(
 }
 
 impl ObjectStream {
+    /// Whether every byte of the object is on disk (nothing to wait for).
+    pub fn is_complete(&self) -> bool {
+        self.obj.is_complete()
+    }
+
     /// The next piece to send, waiting (and asking the fill) for bytes that
     /// are not on disk yet. `None` at the end.
     pub async fn next_piece(&mut self) -> std::io::Result<Option<Piece>> {
