@@ -6,7 +6,9 @@ Measures, on loopback:
     (curl to /dev/null);
   * 4 KiB cache hits per second (wrk, 64 connections, keep-alive);
   * each cache's peak RSS (sum over its processes, sampled every 50 ms).
-Prints a markdown table with outpost/nginx ratios.
+Each figure is the median of --rounds rounds that alternate the caches'
+order (this 2-core machine's speed drifts by tens of percent between
+minutes). Prints a markdown table with outpost/nginx ratios.
 
 Needs: nginx, curl, wrk (apt-get install -y nginx curl wrk) and a release build
 (cargo build --release). Run from the project root: python3 bench/hit.py
@@ -15,6 +17,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,6 +161,7 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--outpost", default="./target/release/outpost")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     for tool in ("nginx", "curl", "wrk"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -188,22 +192,30 @@ def main():
         outpost = subprocess.Popen([args.outpost, "serve", "--listen", f"127.0.0.1:{OUTPOST_PORT}", "--cache-dir", f"{d}/outpost-cache",
                                     "--origin", f"http://127.0.0.1:{ORIGIN_PORT}"], stderr=open(f"{d}/outpost.log", "w"))
         procs += [nginx, outpost]
-        results = {}
-        for name, proc, port, hit in (("nginx", nginx, NGINX_PORT, "x-cache-status: hit"), ("outpost", outpost, OUTPOST_PORT, "x-cache: hit")):
+        caches = (("nginx", nginx, NGINX_PORT, "x-cache-status: hit"), ("outpost", outpost, OUTPOST_PORT, "x-cache: hit"))
+        for name, proc, port, hit in caches:
             wait_http(f"http://127.0.0.1:{port}/small.bin")
             warm(port, "/big.bin", hit)
             warm(port, "/small.bin", hit)
-            sampler = Sampler(proc.pid)
-            sampler.start()
-            r = {}
-            r["1 client, 1 GiB (MiB/s)"] = throughput(port, "/big.bin", 1, size)
-            r["16 clients, 1 GiB (MiB/s)"] = throughput(port, "/big.bin", 16, size)
-            r["4 KiB hits/s"] = small_hits(port, "/small.bin", args.seconds)
-            sampler.stop = True
-            sampler.join()
-            r["peak RSS (MiB)"] = sampler.peak / 1024
-            results[name] = r
-        print(f"\nobject {args.size_mib} MiB, wrk {args.seconds}s x 64 connections, loopback, {os.cpu_count()} CPUs\n")
+        samples = {name: {} for name, *_ in caches}
+        peaks = {}
+        for rnd in range(args.rounds):
+            # Alternate the order so drift in the machine's speed hits both.
+            order = caches if rnd % 2 == 0 else caches[::-1]
+            for name, proc, port, hit in order:
+                sampler = Sampler(proc.pid)
+                sampler.start()
+                r = samples[name]
+                r.setdefault("1 client, 1 GiB (MiB/s)", []).append(throughput(port, "/big.bin", 1, size))
+                r.setdefault("16 clients, 1 GiB (MiB/s)", []).append(throughput(port, "/big.bin", 16, size))
+                r.setdefault("4 KiB hits/s", []).append(small_hits(port, "/small.bin", args.seconds))
+                sampler.stop = True
+                sampler.join()
+                peaks[name] = max(peaks.get(name, 0), sampler.peak / 1024)
+        results = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in samples.items()}
+        for name in results:
+            results[name]["peak RSS (MiB)"] = peaks[name]
+        print(f"\nobject {args.size_mib} MiB, wrk {args.seconds}s x 64 connections, loopback, {os.cpu_count()} CPUs, median of {args.rounds} alternating rounds\n")
         print("| figure | nginx | outpost | outpost/nginx |")
         print("|---|---|---|---|")
         for key in results["nginx"]:

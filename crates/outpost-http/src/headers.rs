@@ -51,6 +51,10 @@ pub const VIA: &str = "1.1 outpost";
 
 /// Appends our `Via` entry to any existing ones.
 pub fn add_via(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::VIA) {
+        headers.insert(header::VIA, http::HeaderValue::from_static(VIA));
+        return;
+    }
     let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.is_empty() => format!("{existing}, {VIA}"),
         _ => VIA.to_string(),

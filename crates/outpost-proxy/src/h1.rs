@@ -110,10 +110,13 @@ pub async fn serve<F, Fut>(
         stream,
         buf: BytesMut::with_capacity(8 * 1024),
     };
+    // One registration for the connection's life, not one per request.
+    let stopping = shutdown.cancelled();
+    tokio::pin!(stopping);
     loop {
         let head = tokio::select! {
             h = conn.read_head(config) => h,
-            _ = shutdown.cancelled() => return,
+            _ = &mut stopping => return,
         };
         let (parts, framing) = match head {
             Ok(Some(h)) => h,

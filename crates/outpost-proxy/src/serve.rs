@@ -104,7 +104,7 @@ pub fn object_response(
     cache_status: &'static str,
     now: SystemTime,
 ) -> Response<ProxyBody> {
-    let snap = obj.snapshot();
+    let snap = obj.head_and_len();
     let head = &snap.head;
     let mut headers = response_headers(head, now, cache_status);
     if let Some(status) = client_conditional(
@@ -267,13 +267,13 @@ fn header_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTi
 /// the stored representation: `Some(304 or 412)` or `None` to proceed.
 fn client_conditional(req: &HeaderMap, head: &StoredHead, safe: bool) -> Option<StatusCode> {
     let etag = head.etag();
-    let last_modified = header_date(&head.headers, header::LAST_MODIFIED);
+    let last_modified = || header_date(&head.headers, header::LAST_MODIFIED);
     if let Some(im) = req.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         if !etag_matches(im, etag, false) {
             return Some(StatusCode::PRECONDITION_FAILED);
         }
     } else if let Some(ius) = header_date(req, header::IF_UNMODIFIED_SINCE)
-        && last_modified.is_none_or(|lm| lm > ius)
+        && last_modified().is_none_or(|lm| lm > ius)
     {
         return Some(StatusCode::PRECONDITION_FAILED);
     }
@@ -286,7 +286,8 @@ fn client_conditional(req: &HeaderMap, head: &StoredHead, safe: bool) -> Option<
             });
         }
     } else if safe
-        && let (Some(ims), Some(lm)) = (header_date(req, header::IF_MODIFIED_SINCE), last_modified)
+        && let Some(ims) = header_date(req, header::IF_MODIFIED_SINCE)
+        && let Some(lm) = last_modified()
         && lm <= ims
     {
         return Some(StatusCode::NOT_MODIFIED);

@@ -26,5 +26,5 @@ mod store;
 
 pub use error::StoreError;
 pub use head::StoredHead;
-pub use object::{Availability, Object, ObjectSnapshot, Phase};
+pub use object::{Availability, HeadAndLen, Object, ObjectSnapshot, Phase};
 pub use store::{EntryInfo, Store, StoreConfig, StoreStats};

@@ -37,6 +37,13 @@ pub enum Availability {
     Failed(String),
 }
 
+/// An object's head and length, read together.
+#[derive(Debug, Clone)]
+pub struct HeadAndLen {
+    pub head: Arc<StoredHead>,
+    pub len: Option<u64>,
+}
+
 /// A consistent copy of an object's state.
 #[derive(Debug, Clone)]
 pub struct ObjectSnapshot {
@@ -135,6 +142,15 @@ impl Object {
             phase: s.phase.clone(),
             present: s.present.clone(),
             pinned: s.pinned,
+        }
+    }
+
+    /// Head and length without copying the extents (the hit path).
+    pub fn head_and_len(&self) -> HeadAndLen {
+        let s = self.state();
+        HeadAndLen {
+            head: s.head.clone(),
+            len: s.len,
         }
     }
 
