@@ -19,6 +19,8 @@ pub enum StoreError {
     Metadata { key: String, reason: String },
     #[error("object {key} failed: {reason}")]
     ObjectFailed { key: String, reason: String },
+    #[error("not enough free disk space in {path} for {needed} more bytes ({available} free)")]
+    NoSpace { path: PathBuf, needed: u64, available: u64 },
     #[error("store task panicked or was cancelled")]
     Task,
 }

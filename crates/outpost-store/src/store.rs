@@ -60,6 +60,9 @@ pub struct EntryInfo {
     pub hits: u64,
 }
 
+/// Free space always left on the cache's file system.
+const DISK_RESERVE: u64 = 64 * 1024 * 1024;
+
 /// Complete objects up to this size are served from a copy in memory.
 pub const SMALL_BODY_MAX: u64 = 16 * 1024;
 /// Memory for those copies, in all.
@@ -223,6 +226,7 @@ impl Store {
         head: StoredHead,
         len: Option<u64>,
     ) -> Result<Arc<Object>, StoreError> {
+        self.check_space(len.unwrap_or(0))?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let path = object_path(&self.inner.objects_dir, id);
         if let Some(parent) = path.parent() {
@@ -290,6 +294,17 @@ impl Store {
             }
         }
         Ok(obj)
+    }
+
+    /// Refuses a new object when the file system cannot hold it plus a
+    /// reserve: a full disk must turn caching off, not break downloads.
+    fn check_space(&self, needed: u64) -> Result<(), StoreError> {
+        let Ok(vfs) = rustix::fs::statvfs(&self.inner.objects_dir) else { return Ok(()) };
+        let available = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+        if available < needed.saturating_add(DISK_RESERVE) {
+            return Err(StoreError::NoSpace { path: self.inner.objects_dir.clone(), needed, available });
+        }
+        Ok(())
     }
 
     /// Accounts bytes newly written to an object and evicts if needed.
