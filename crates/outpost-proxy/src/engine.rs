@@ -72,6 +72,7 @@ pub struct Engine {
     upstream: Upstream,
     pending: Arc<Mutex<PendingMap>>,
     pub stats: EngineStats,
+    access_log: std::sync::OnceLock<Arc<crate::access_log::AccessLog>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,7 +139,17 @@ impl Engine {
             upstream,
             pending: Arc::new(Mutex::new(HashMap::new())),
             stats: EngineStats::default(),
+            access_log: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Logs every request from now on (set once, at startup).
+    pub fn set_access_log(&self, log: Arc<crate::access_log::AccessLog>) {
+        let _ = self.access_log.set(log);
+    }
+
+    pub fn access_log(&self) -> Option<&crate::access_log::AccessLog> {
+        self.access_log.get().map(|l| &**l)
     }
 
     /// Serves one routed request.

@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::{AccessLog, AccessRecord};
 use crate::serve::{EdgeBody, Piece, StreamedBody, error_response};
 
 /// The body of a request as the engine sees it.
@@ -63,6 +65,11 @@ impl Default for H1Config {
         }
     }
 }
+
+/// The URL to log for a request (the origin URL it was routed to), when the
+/// router knows it; otherwise the request target is logged.
+#[derive(Clone)]
+pub struct LogUrl(pub String);
 
 /// Marks a response whose connection becomes a byte tunnel to this stream
 /// once the 200 is written (CONNECT). (Extensions must be `Clone`; the
@@ -101,6 +108,7 @@ pub async fn serve<F, Fut>(
     stream: TcpStream,
     config: &H1Config,
     shutdown: CancellationToken,
+    log: Option<(&AccessLog, IpAddr)>,
     handler: F,
 ) where
     F: Fn(Request<ReqBody>) -> Fut,
@@ -132,6 +140,8 @@ pub async fn serve<F, Fut>(
             Err(Err(_)) => return,
         };
         tracing::trace!(method = %parts.method, uri = %parts.uri, "request head read");
+        let started = std::time::Instant::now();
+        let logged = log.map(|_| (parts.method.to_string(), parts.uri.to_string()));
         let keep_alive = wants_keep_alive(&parts);
         let method = parts.method.clone();
         let version = parts.version;
@@ -167,12 +177,43 @@ pub async fn serve<F, Fut>(
             conn.tunnel(upstream).await;
             return;
         }
-        match conn
+        let facts = logged.map(|(m, uri)| {
+            let url = resp
+                .extensions()
+                .get::<LogUrl>()
+                .map_or(uri, |u| u.0.clone());
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            (
+                m,
+                url,
+                resp.status().as_u16(),
+                header("x-cache"),
+                header("content-type"),
+            )
+        });
+        let (keep_open, sent) = conn
             .write_response(&method, version, keep_alive && body_ok, resp)
             .await
-        {
-            Ok(true) => {}
-            _ => return,
+            .unwrap_or((false, 0));
+        if let (Some((log, client)), Some((m, url, status, cache, ctype))) = (log, facts) {
+            log.record(&AccessRecord {
+                client,
+                method: &m,
+                url: &url,
+                status,
+                bytes: sent,
+                elapsed: started.elapsed(),
+                cache: cache.as_deref(),
+                content_type: ctype.as_deref(),
+            });
+        }
+        if !keep_open {
+            return;
         }
     }
 }
@@ -410,7 +451,7 @@ impl Conn {
         version: Version,
         keep_alive: bool,
         resp: Response<EdgeBody>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<(bool, u64)> {
         let (parts, body) = resp.into_parts();
         let status = parts.status;
         let bodiless = *method == Method::HEAD
@@ -465,7 +506,7 @@ impl Conn {
 
         if bodiless {
             self.stream.write_all(&head).await?;
-            return Ok(keep_alive);
+            return Ok((keep_alive, 0));
         }
         let mut writer = BodyWriter {
             stream: &mut self.stream,
@@ -514,8 +555,9 @@ impl Conn {
             }
         };
         writer.flush_head().await?;
+        let sent = writer.sent;
         if !complete {
-            return Ok(false);
+            return Ok((false, sent));
         }
         if let Some(len) = length
             && writer.sent != len
@@ -525,12 +567,12 @@ impl Conn {
                 sent = writer.sent,
                 "body length differs from Content-Length; closing"
             );
-            return Ok(false);
+            return Ok((false, sent));
         }
         if chunked {
             self.stream.write_all(b"0\r\n\r\n").await?;
         }
-        Ok(keep_alive)
+        Ok((keep_alive, sent))
     }
 
     /// Splices the client connection and `upstream` (CONNECT), after the 200.

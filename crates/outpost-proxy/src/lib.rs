@@ -11,6 +11,7 @@
 //! It never buffers a whole body in memory: fills write in batches of at most
 //! a few hundred KiB and readers read in chunks of the same order.
 
+pub mod access_log;
 pub mod config;
 pub mod engine;
 pub mod fill;

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Route};
-use crate::h1::{self, ReqBody, Tunnel};
+use crate::h1::{self, LogUrl, ReqBody, Tunnel};
 use crate::serve::{ProxyBody, empty_body, error_response};
 use crate::sys;
 
@@ -139,7 +139,8 @@ async fn serve_connection(
         tracing::warn!(client = %peer, "client not in allowed_clients: 403");
     }
     let h1 = engine.config.h1.clone();
-    h1::serve(stream, &h1, shutdown, |req| {
+    let log = engine.access_log().map(|l| (l, peer.ip()));
+    h1::serve(stream, &h1, shutdown, log, |req| {
         let engine = engine.clone();
         async move {
             if !permitted {
@@ -160,7 +161,10 @@ async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Res
         Err(resp) => return *resp,
     };
     tracing::debug!(client = %conn.peer, method = %req.method(), key = %route.key, "request");
-    engine.handle(req, route).await
+    let url = route.key.to_string();
+    let mut resp = engine.handle(req, route).await;
+    resp.extensions_mut().insert(LogUrl(url));
+    resp
 }
 
 /// Maps a request to the origin URL it is for.

@@ -20,7 +20,11 @@ pub enum StoreError {
     #[error("object {key} failed: {reason}")]
     ObjectFailed { key: String, reason: String },
     #[error("not enough free disk space in {path} for {needed} more bytes ({available} free)")]
-    NoSpace { path: PathBuf, needed: u64, available: u64 },
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
     #[error("store task panicked or was cancelled")]
     Task,
 }

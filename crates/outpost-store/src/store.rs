@@ -299,10 +299,16 @@ impl Store {
     /// Refuses a new object when the file system cannot hold it plus a
     /// reserve: a full disk must turn caching off, not break downloads.
     fn check_space(&self, needed: u64) -> Result<(), StoreError> {
-        let Ok(vfs) = rustix::fs::statvfs(&self.inner.objects_dir) else { return Ok(()) };
+        let Ok(vfs) = rustix::fs::statvfs(&self.inner.objects_dir) else {
+            return Ok(());
+        };
         let available = vfs.f_bavail.saturating_mul(vfs.f_frsize);
         if available < needed.saturating_add(DISK_RESERVE) {
-            return Err(StoreError::NoSpace { path: self.inner.objects_dir.clone(), needed, available });
+            return Err(StoreError::NoSpace {
+                path: self.inner.objects_dir.clone(),
+                needed,
+                available,
+            });
         }
         Ok(())
     }

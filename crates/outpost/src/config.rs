@@ -72,6 +72,8 @@ pub struct FileConfig {
     pub sites: Vec<SiteSection>,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub admin: AdminSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,7 +135,35 @@ pub struct SiteSection {
 pub struct LogSection {
     /// A tracing filter: "info", "outpost_proxy=debug,info", ...
     pub level: Option<String>,
+    /// Access log file, or "-" for stdout. Unset: no access log.
+    pub access_log: Option<String>,
+    pub access_log_format: Option<AccessFormat>,
 }
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    Squid,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Admin API address. Default 127.0.0.1:3180.
+    pub listen: Option<SocketAddr>,
+    /// File holding the bearer token; required when `listen` is not loopback.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The admin API's resolved settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:3180";
 
 /// Command-line values that override the file.
 #[derive(Debug, Default, Clone)]
@@ -142,6 +172,8 @@ pub struct Overrides {
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<ByteSize>,
     pub origin: Option<http::Uri>,
+    pub access_log: Option<String>,
+    pub admin: Option<SocketAddr>,
 }
 
 /// Everything `serve` needs.
@@ -150,6 +182,9 @@ pub struct Resolved {
     pub proxy: ProxyConfig,
     pub store: StoreConfig,
     pub log_level: Option<String>,
+    /// Access log target ("-" = stdout) and format.
+    pub access_log: Option<(String, AccessFormat)>,
+    pub admin: AdminConfig,
 }
 
 pub const DEFAULT_CACHE_DIR: &str = "./outpost-cache";
@@ -312,10 +347,29 @@ impl FileConfig {
         let mut store = StoreConfig::new(dir, size);
         store.high_watermark = c.high_watermark.unwrap_or(store.high_watermark);
         store.low_watermark = c.low_watermark.unwrap_or(store.low_watermark);
+        let access_log = overrides
+            .access_log
+            .clone()
+            .or(self.log.access_log)
+            .map(|target| {
+                (
+                    target,
+                    self.log.access_log_format.unwrap_or(AccessFormat::Squid),
+                )
+            });
+        let admin = AdminConfig {
+            listen: overrides
+                .admin
+                .or(self.admin.listen)
+                .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("default admin address")),
+            token_file: self.admin.token_file,
+        };
         Resolved {
             proxy,
             store,
             log_level: self.log.level,
+            access_log,
+            admin,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The `outpost` binary: command line, configuration, wiring and signals.
 //! Everything else lives in the library crates.
 
+mod admin;
+mod cli;
 mod config;
 
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
+use outpost_proxy::access_log::{AccessLog, LogFormat, LogTarget};
 use outpost_proxy::{Engine, Server};
 use outpost_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +45,27 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Show what a running edge holds and does (via its admin API).
+    Status(cli::Target),
+    /// Remove an object from a running edge's cache.
+    Purge {
+        /// The object's URL, e.g. http://fileserver/pkgs/app.msi
+        url: String,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Pin an object: never evicted.
+    Pin {
+        url: String,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Unpin an object: evictable again.
+    Unpin {
+        url: String,
+        #[command(flatten)]
+        target: cli::Target,
+    },
 }
 
 #[derive(clap::Args)]
@@ -61,6 +85,12 @@ struct ServeArgs {
     /// Run as a single-site reverse proxy for this origin base URL.
     #[arg(long, value_parser = parse_origin_arg)]
     origin: Option<http::Uri>,
+    /// Access log file ("-" for stdout), Squid format unless the config says json.
+    #[arg(long)]
+    access_log: Option<String>,
+    /// Admin API address. Default 127.0.0.1:3180.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
 }
 
 fn parse_origin_arg(s: &str) -> Result<http::Uri, String> {
@@ -72,6 +102,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Status(target) => cli::status(&target),
+        Command::Purge { url, target } => cli::action(&target, "purge", &url),
+        Command::Pin { url, target } => cli::action(&target, "pin", &url),
+        Command::Unpin { url, target } => cli::action(&target, "unpin", &url),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,6 +145,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir,
         cache_size: args.cache_size,
         origin: args.origin,
+        access_log: args.access_log,
+        admin: args.admin,
     };
     let resolved = file.resolve(&overrides);
     init_logging(resolved.log_level.as_deref());
@@ -127,6 +163,27 @@ async fn run(resolved: config::Resolved) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("cannot open the cache in {}", resolved.store.dir.display()))?;
     let engine = Engine::new(resolved.proxy, store.clone());
+    let access_log = match &resolved.access_log {
+        Some((target, format)) => {
+            let target = if target == "-" {
+                LogTarget::Stdout
+            } else {
+                LogTarget::File(target.into())
+            };
+            let format = match format {
+                config::AccessFormat::Squid => LogFormat::Squid,
+                config::AccessFormat::Json => LogFormat::Json,
+            };
+            let log = std::sync::Arc::new(AccessLog::open(target, format)?);
+            engine.set_access_log(log.clone());
+            Some(log)
+        }
+        None => None,
+    };
+    let (admin_listener, admin) = admin::bind(&resolved.admin, engine.clone()).await?;
+    if let Ok(addr) = admin_listener.local_addr() {
+        tracing::info!(admin = %addr, "admin API listening");
+    }
     let server = Server::bind(engine.clone()).await?;
     for addr in server.local_addrs() {
         match &engine.config.origin {
@@ -154,10 +211,24 @@ async fn run(resolved: config::Resolved) -> anyhow::Result<()> {
         })
     };
     let server_task = tokio::spawn(server.run(shutdown.clone()));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin, shutdown.clone()));
+    if let Some(log) = access_log {
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+                return;
+            };
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening the access log");
+                log.reopen();
+            }
+        });
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     let _ = server_task.await;
+    let _ = admin_task.await;
     let _ = flusher.await;
     engine.fills.checkpoint_all().await;
     let _ = tokio::task::spawn_blocking(move || store.flush_access()).await;

@@ -13,6 +13,7 @@ use outpost_testkit::{Client, Origin, Resource, content, wait_until};
 struct EdgeProcess {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
 }
 
 impl EdgeProcess {
@@ -22,6 +23,7 @@ impl EdgeProcess {
             .args(["serve", "--listen", "127.0.0.1:0", "--cache-dir"])
             .arg(cache)
             .args(["--origin", &origin.url("/")])
+            .args(["--admin", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -32,21 +34,33 @@ impl EdgeProcess {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split("addr=")
-                    .nth(1)
-                    .and_then(|r| r.split_whitespace().next())
-                {
-                    let _ = tx.send(strip_ansi(addr));
+                for field in ["admin=", "addr="] {
+                    if let Some(addr) = line
+                        .split(field)
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                    {
+                        let _ = tx.send((field, strip_ansi(addr)));
+                    }
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("outpost did not report its address");
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
+            let (field, value) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("outpost did not report its addresses");
+            let parsed: SocketAddr = value.parse().expect("address");
+            if field == "admin=" {
+                admin = Some(parsed)
+            } else {
+                addr = Some(parsed)
+            }
+        }
         Self {
             child,
-            addr: addr.parse().expect("address"),
+            addr: addr.unwrap(),
+            admin: admin.unwrap(),
         }
     }
 
@@ -226,4 +240,154 @@ fn check_config_reports_key_and_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 5") && err.contains("max_size"), "{err}");
+}
+
+fn outpost(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(args)
+        .output()
+        .expect("run outpost")
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+/// GET on the admin API.
+async fn admin_get(addr: &SocketAddr, path: &str) -> String {
+    let reply = Client::new(*addr).get(path, &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    String::from_utf8(reply.body.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_access_log_and_admin_commands_agree_with_the_origin() {
+    let origin = Origin::start().await;
+    origin.put("/a.msi", Resource::new(content(300_000, 4)));
+    origin.put(
+        "/b.cab",
+        Resource::new(content(100_000, 5)).header("cache-control", "max-age=0"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    let edge = EdgeProcess::start(
+        &dir.path().join("cache"),
+        &origin,
+        &["--access-log", log_path.to_str().unwrap()],
+    );
+    let client = Client::new(edge.addr);
+    let admin = edge.admin.to_string();
+
+    // A miss, then two hits once the object is complete, then revalidations.
+    assert_eq!(
+        client.get("/a.msi", &[]).await.unwrap().header("x-cache"),
+        Some("MISS")
+    );
+    let mut hits = 0;
+    for _ in 0..200 {
+        if client.get("/a.msi", &[]).await.unwrap().header("x-cache") == Some("HIT") {
+            hits += 1;
+            if hits == 2 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(hits, 2);
+    client.get("/b.cab", &[]).await.unwrap();
+    let mut revalidated = false;
+    for _ in 0..200 {
+        if client.get("/b.cab", &[]).await.unwrap().header("x-cache") == Some("REVALIDATED") {
+            revalidated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(revalidated);
+
+    let metrics = admin_get(&edge.admin, "/metrics").await;
+    let status = outpost(&["status", "--json", "--admin", &admin]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let hit = metric(&metrics, "outpost_requests_total{result=\"hit\"}");
+    let miss = metric(&metrics, "outpost_requests_total{result=\"miss\"}");
+    let reval = metric(&metrics, "outpost_requests_total{result=\"revalidated\"}");
+    let collapsed = metric(&metrics, "outpost_requests_total{result=\"collapsed\"}");
+    assert_eq!(status["requests"]["hit"].as_u64().unwrap(), hit);
+    assert!(hit >= 2 && reval >= 1);
+    // Each origin request for the objects is one miss or one revalidation.
+    let origin_requests = (origin.count("/a.msi") + origin.count("/b.cab")) as u64;
+    assert_eq!(origin_requests, miss + reval, "{metrics}");
+
+    // The access log says the same, line by line.
+    let total = hit + miss + reval + collapsed;
+    assert!(
+        wait_until(
+            Duration::from_secs(5),
+            || std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .lines()
+                .count() as u64
+                >= total
+        )
+        .await,
+        "access log incomplete"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let count = |code: &str| log.lines().filter(|l| l.contains(code)).count() as u64;
+    assert_eq!(count(" TCP_HIT/200 "), hit, "{log}");
+    assert_eq!(count(" TCP_MISS/200 "), miss + collapsed, "{log}");
+    assert_eq!(count(" TCP_REFRESH_UNMODIFIED/200 "), reval, "{log}");
+    assert!(
+        log.contains(&format!("GET {}", origin.url("/a.msi"))),
+        "{log}"
+    );
+
+    // purge through the CLI: the next request is a miss again.
+    let out = outpost(&["purge", &origin.url("/a.msi"), "--admin", &admin]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        client.get("/a.msi", &[]).await.unwrap().header("x-cache"),
+        Some("MISS")
+    );
+    // A command with no edge behind it says so.
+    let out = outpost(&["status", "--admin", "127.0.0.1:9"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
+
+#[test]
+fn admin_api_off_loopback_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "0.0.0.0:0",
+            "--cache-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("token_file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,0 +1,425 @@
+//! The admin API: health, readiness, Prometheus metrics, a JSON status
+//! document, and purge/pin actions.
+//!
+//! Bound to loopback by default. On any other address a bearer token is
+//! required (read from `admin.token_file`, compared in constant time); with
+//! no token configured the edge refuses to start rather than expose it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use outpost_http::CacheKey;
+use outpost_proxy::Engine;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AdminConfig;
+
+pub struct Admin {
+    engine: Arc<Engine>,
+    token: Option<String>,
+    started: Instant,
+    listen: Vec<SocketAddr>,
+}
+
+/// Binds the admin listener; fails if it would be reachable from elsewhere
+/// without a token.
+pub async fn bind(
+    config: &AdminConfig,
+    engine: Arc<Engine>,
+) -> anyhow::Result<(TcpListener, Arc<Admin>)> {
+    let token = match &config.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("admin token file {}", path.display()))?;
+            let token = text.trim().to_string();
+            if token.len() < 16 {
+                bail!(
+                    "admin token in {} is shorter than 16 characters",
+                    path.display()
+                );
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    if !config.listen.ip().is_loopback() && token.is_none() {
+        bail!(
+            "admin.listen {} is not loopback: set admin.token_file so the admin API is not open to the network",
+            config.listen
+        );
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", config.listen))?;
+    let listen = engine.config.listen.clone();
+    Ok((
+        listener,
+        Arc::new(Admin {
+            engine,
+            token,
+            started: Instant::now(),
+            listen,
+        }),
+    ))
+}
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    text(status, format!("{value:#}\n"), "application/json")
+}
+
+/// Equal-length-independent comparison that does not stop at the first
+/// difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+impl Admin {
+    fn authorized(&self, req: &Request<Incoming>, peer: SocketAddr) -> bool {
+        match &self.token {
+            None => peer.ip().is_loopback(),
+            Some(token) => req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes())),
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        // Liveness is harmless to expose; everything else needs authority.
+        if path == "/healthz" {
+            return text(StatusCode::OK, "ok\n", "text/plain");
+        }
+        if !self.authorized(&req, peer) {
+            tracing::warn!(client = %peer, path, "admin request without a valid token: 401");
+            return text(StatusCode::UNAUTHORIZED, "unauthorized\n", "text/plain");
+        }
+        let url = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("url="))
+                .map(percent_decode)
+        });
+        match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/readyz") => text(StatusCode::OK, "ready\n", "text/plain"),
+            (Method::GET, "/metrics") => self.metrics(),
+            (Method::GET, "/status") => self.status(),
+            (Method::POST, "/purge") => self.act(url, |engine, key| {
+                engine
+                    .store
+                    .purge(key)
+                    .map(|done| serde_json::json!({ "purged": done }))
+            }),
+            (Method::POST, "/pin") => self.act(url, |engine, key| {
+                engine
+                    .store
+                    .set_pinned(key, true)
+                    .map(|done| serde_json::json!({ "pinned": done }))
+            }),
+            (Method::POST, "/unpin") => self.act(url, |engine, key| {
+                engine
+                    .store
+                    .set_pinned(key, false)
+                    .map(|done| serde_json::json!({ "unpinned": done }))
+            }),
+            (_, "/readyz" | "/metrics" | "/status" | "/purge" | "/pin" | "/unpin") => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+                "text/plain",
+            ),
+            _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
+        }
+    }
+
+    fn act(
+        &self,
+        url: Option<String>,
+        f: impl FnOnce(&Engine, &CacheKey) -> Result<serde_json::Value, outpost_store::StoreError>,
+    ) -> Response<Full<Bytes>> {
+        let Some(url) = url else {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": "give the object as ?url=http://host/path" }),
+            );
+        };
+        let key = match url
+            .parse::<http::Uri>()
+            .map_err(|e| e.to_string())
+            .and_then(|u| CacheKey::from_uri(&u).map_err(|e| e.to_string()))
+        {
+            Ok(k) => k,
+            Err(e) => return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": e })),
+        };
+        match f(&self.engine, &key) {
+            Ok(mut v) => {
+                v["url"] = serde_json::Value::String(key.to_string());
+                json(StatusCode::OK, v)
+            }
+            Err(e) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": e.to_string() }),
+            ),
+        }
+    }
+
+    fn status(&self) -> Response<Full<Bytes>> {
+        let e = &self.engine;
+        let s = &e.stats;
+        let store = e.store.stats().unwrap_or_default();
+        let hits = s.hits.load(Ordering::Relaxed);
+        let served = hits
+            + s.misses.load(Ordering::Relaxed)
+            + s.collapsed.load(Ordering::Relaxed)
+            + s.revalidated.load(Ordering::Relaxed)
+            + s.stale.load(Ordering::Relaxed)
+            + s.passthrough.load(Ordering::Relaxed);
+        let fills: Vec<serde_json::Value> = e
+            .fills
+            .progress()
+            .into_iter()
+            .map(|(url, present, len)| serde_json::json!({ "url": url, "bytes": present, "length": len }))
+            .collect();
+        json(
+            StatusCode::OK,
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_seconds": self.started.elapsed().as_secs(),
+                "listeners": self.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "reverse_origin": e.config.origin.as_ref().map(|o| o.to_string()),
+                "cache": {
+                    "bytes_used": store.bytes,
+                    "bytes_limit": store.max_bytes,
+                    "objects": store.objects,
+                    "pinned_bytes": store.pinned_bytes,
+                    "evictions": store.evictions,
+                },
+                "requests": {
+                    "hit": hits,
+                    "miss": s.misses.load(Ordering::Relaxed),
+                    "collapsed": s.collapsed.load(Ordering::Relaxed),
+                    "revalidated": s.revalidated.load(Ordering::Relaxed),
+                    "stale": s.stale.load(Ordering::Relaxed),
+                    "passthrough": s.passthrough.load(Ordering::Relaxed),
+                    "error": s.errors.load(Ordering::Relaxed),
+                },
+                "hit_ratio": if served == 0 { 0.0 } else { hits as f64 / served as f64 },
+                "wan_bytes": e.fills.stats.wan_bytes.load(Ordering::Relaxed),
+                "active_fills": fills,
+                "channels": [],
+            }),
+        )
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let e = &self.engine;
+        let s = &e.stats;
+        let f = &e.fills.stats;
+        let mut registry = Registry::with_prefix("outpost");
+        let requests = Family::<Vec<(String, String)>, Counter>::default();
+        for (result, value) in [
+            ("hit", &s.hits),
+            ("miss", &s.misses),
+            ("collapsed", &s.collapsed),
+            ("revalidated", &s.revalidated),
+            ("stale", &s.stale),
+            ("passthrough", &s.passthrough),
+            ("error", &s.errors),
+        ] {
+            requests
+                .get_or_create(&vec![("result".into(), result.into())])
+                .inc_by(value.load(Ordering::Relaxed));
+        }
+        registry.register("requests", "Client requests by cache result", requests);
+        let counter = |v: u64| {
+            let c = Counter::<u64>::default();
+            c.inc_by(v);
+            c
+        };
+        let gauge = |v: u64| {
+            let g = Gauge::<i64>::default();
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            g
+        };
+        registry.register(
+            "wan_body_bytes",
+            "Body bytes fetched from origins",
+            counter(f.wan_bytes.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests sent to origins",
+            counter(f.upstream_requests.load(Ordering::Relaxed) as u64),
+        );
+        registry.register(
+            "upstream_retries",
+            "Upstream fetches retried after a drop or an error",
+            counter(f.upstream_retries.load(Ordering::Relaxed) as u64),
+        );
+        registry.register(
+            "fills_completed",
+            "Objects completed by fills",
+            counter(f.completed.load(Ordering::Relaxed) as u64),
+        );
+        registry.register(
+            "fills_active",
+            "Fills running now",
+            gauge(e.fills.progress().len() as u64),
+        );
+        if let Ok(store) = e.store.stats() {
+            registry.register("cache_bytes", "Bytes of bodies on disk", gauge(store.bytes));
+            registry.register(
+                "cache_limit_bytes",
+                "Configured cache size",
+                gauge(store.max_bytes),
+            );
+            registry.register(
+                "cache_objects",
+                "Objects in the index",
+                gauge(store.objects),
+            );
+            registry.register(
+                "cache_pinned_bytes",
+                "Bytes of pinned objects",
+                gauge(store.pinned_bytes),
+            );
+            registry.register(
+                "cache_evictions",
+                "Objects evicted",
+                counter(store.evictions),
+            );
+        }
+        if let Some(log) = e.access_log() {
+            registry.register(
+                "access_log_dropped_lines",
+                "Access log lines dropped because the writer fell behind",
+                counter(log.dropped.load(Ordering::Relaxed)),
+            );
+        }
+        let mut out = String::new();
+        if encode(&mut out, &registry).is_err() {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics encoding failed\n",
+                "text/plain",
+            );
+        }
+        text(
+            StatusCode::OK,
+            out,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnop"));
+        assert!(!constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnoq"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn decodes_query_values() {
+        assert_eq!(percent_decode("http%3A%2F%2Fh%2Fa%20b"), "http://h/a b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
