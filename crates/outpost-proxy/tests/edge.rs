@@ -666,3 +666,107 @@ async fn transparent_connections_are_proxied_by_host_and_share_the_cache() {
     assert_eq!(origin.count("/t.msi"), 1);
     edge.stop().await;
 }
+
+/// Sends raw bytes and returns everything the edge answers until it closes
+/// the connection (or `wait` passes).
+async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(wait, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_or_oversized_requests_are_refused_and_the_edge_keeps_serving() {
+    let origin = Origin::start().await;
+    origin.put("/ok", Resource::new(content(100, 18)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = reverse(&origin);
+    config.h1.header_read_timeout = Duration::from_millis(300);
+    config.h1.max_head_bytes = 8 * 1024;
+    config.h1.max_headers = 20;
+    let edge = Edge::start(dir.path(), config).await;
+    let many_headers: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("CL and TE together", b"POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("differing Content-Length", b"POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde".to_vec(), "HTTP/1.1 400"),
+        ("Content-Length list that disagrees", b"POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\nabcde".to_vec(), "HTTP/1.1 400"),
+        ("chunked not final", b"POST /ok HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("unknown coding", b"POST /ok HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec(), "HTTP/1.1 501"),
+        ("TE in HTTP/1.0", b"POST /ok HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("obs-fold", b"GET /ok HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("space before colon", b"GET /ok HTTP/1.1\r\nHost : a\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("bare LF inside a header value", b"GET /ok HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("no Host in HTTP/1.1", b"GET /ok HTTP/1.1\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("two Host headers", b"GET /ok HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("oversized head", format!("GET /ok HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "x".repeat(9000)).into_bytes(), "HTTP/1.1 431"),
+        ("too many headers", format!("GET /ok HTTP/1.1\r\nHost: a\r\n{many_headers}\r\n").into_bytes(), "HTTP/1.1 431"),
+        ("slow head (slowloris)", b"GET /ok HTTP/1.1\r\nHost: a\r\n".to_vec(), "HTTP/1.1 408"),
+    ];
+    for (name, request, expected) in cases {
+        let (answer, closed) = raw_exchange(edge.addr, &request, Duration::from_secs(3)).await;
+        assert!(
+            answer.starts_with(expected),
+            "{name}: expected {expected}, got {answer:?}"
+        );
+        assert!(
+            closed,
+            "{name}: connection left open after a refused request"
+        );
+    }
+    assert_eq!(
+        origin.count("/ok"),
+        0,
+        "a refused request reached the origin"
+    );
+    // Invalid chunk sizes in a body: the request never completes upstream.
+    let (answer, closed) = raw_exchange(
+        edge.addr,
+        b"POST /ok HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(closed, "connection kept after a bad chunk: {answer:?}");
+    assert_eq!(
+        origin.count("/ok"),
+        0,
+        "a request with a malformed chunked body reached the origin whole"
+    );
+    // And the edge still serves others, on keep-alive connections too.
+    let (answer, closed) = raw_exchange(edge.addr, b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Duration::from_secs(3)).await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    assert!(closed);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_request_bodies_are_forwarded_and_100_continue_answered() {
+    let origin = Origin::start().await;
+    origin.put("/upload", Resource::new(content(10, 19)).no_cache_headers());
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let (answer, _) = raw_exchange(
+        edge.addr,
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"),
+        "{answer:?}"
+    );
+    let posted = origin.requests_for("/upload");
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].method, http::Method::POST);
+    assert_eq!(&posted[0].body[..], b"hello world");
+    edge.stop().await;
+}

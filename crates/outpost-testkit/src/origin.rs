@@ -108,6 +108,9 @@ pub struct RecordedRequest {
     pub status: StatusCode,
     /// Body bytes the origin sent (or started to send) in its answer.
     pub body_bytes_planned: u64,
+    /// The request body as received (requests whose body did not arrive
+    /// whole are not recorded at all).
+    pub body: Bytes,
 }
 
 impl RecordedRequest {
@@ -223,13 +226,18 @@ fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
 }
 
 async fn respond(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let path = req
-        .uri()
+    let (parts, incoming) = req.into_parts();
+    let Ok(collected) = incoming.collect().await else {
+        return text(StatusCode::BAD_REQUEST, "incomplete request body");
+    };
+    let request_body = collected.to_bytes();
+    let path = parts
+        .uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let method = req.method().clone();
-    let headers = req.headers().clone();
+    let method = parts.method.clone();
+    let headers = parts.headers.clone();
     let record = |status: StatusCode, planned: u64| {
         st.log.lock().unwrap().push(RecordedRequest {
             method: method.clone(),
@@ -237,6 +245,7 @@ async fn respond(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             headers: headers.clone(),
             status,
             body_bytes_planned: planned,
+            body: request_body.clone(),
         });
     };
     let resource = {
