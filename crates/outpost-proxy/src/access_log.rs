@@ -117,15 +117,25 @@ impl AccessLog {
 fn open_target(target: &LogTarget) -> std::io::Result<Box<dyn Write + Send>> {
     Ok(match target {
         LogTarget::Stdout => Box::new(std::io::stdout()),
-        LogTarget::File(path) => Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display()))
-                })?,
-        ),
+        LogTarget::File(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("access log directory {}: {e}", dir.display()),
+                    )
+                })?;
+            }
+            Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display()))
+                    })?,
+            )
+        }
     })
 }
 
