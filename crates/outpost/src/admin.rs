@@ -163,6 +163,7 @@ impl Admin {
             (Method::GET, "/readyz") => text(StatusCode::OK, "ready\n", "text/plain"),
             (Method::GET, "/metrics") => self.metrics(),
             (Method::GET, "/status") => self.status(),
+            (Method::GET, "/cache") => self.cache_list(req.uri().query()),
             (Method::POST, "/purge") => self.act(url, |engine, key| {
                 engine
                     .store
@@ -181,11 +182,13 @@ impl Admin {
                     .set_pinned(key, false)
                     .map(|done| serde_json::json!({ "unpinned": done }))
             }),
-            (_, "/readyz" | "/metrics" | "/status" | "/purge" | "/pin" | "/unpin") => text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed\n",
-                "text/plain",
-            ),
+            (_, "/readyz" | "/metrics" | "/status" | "/cache" | "/purge" | "/pin" | "/unpin") => {
+                text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed\n",
+                    "text/plain",
+                )
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
         }
     }
@@ -219,6 +222,37 @@ impl Admin {
                 serde_json::json!({ "error": e.to_string() }),
             ),
         }
+    }
+
+    fn cache_list(&self, query: Option<&str>) -> Response<Full<Bytes>> {
+        let glob = query
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("glob=")))
+            .map(percent_decode);
+        let entries = match self.engine.store.list(100_000) {
+            Ok(e) => e,
+            Err(e) => {
+                return json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({ "error": e.to_string() }),
+                );
+            }
+        };
+        let objects: Vec<serde_json::Value> = entries
+            .into_iter()
+            .filter(|e| glob.as_deref().is_none_or(|g| glob_match(g, &e.key)))
+            .map(|e| {
+                serde_json::json!({
+                    "url": e.key,
+                    "size": e.present,
+                    "length": e.len,
+                    "complete": e.complete,
+                    "pinned": e.pinned,
+                    "hits": e.hits,
+                    "last_access": e.last_access,
+                })
+            })
+            .collect();
+        json(StatusCode::OK, serde_json::json!({ "objects": objects }))
     }
 
     fn status(&self) -> Response<Full<Bytes>> {
@@ -370,6 +404,27 @@ impl Admin {
     }
 }
 
+/// `*` matches any run of characters (including `/`); everything else
+/// matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -414,6 +469,16 @@ mod tests {
         assert!(!constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnoq"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("http://h/pkgs/*.msi", "http://h/pkgs/a/b.msi"));
+        assert!(!glob_match("http://h/pkgs/*.msi", "http://h/pkgs/b.cab"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("http://h/x", "http://h/x"));
+        assert!(glob_match("*a*b*", "xaybz"));
+        assert!(!glob_match("*a*b", "xbya"));
     }
 
     #[test]

@@ -82,16 +82,27 @@ pub fn status(target: &Target) -> anyhow::Result<()> {
         println!("{s:#}");
         return Ok(());
     }
+    // Every line fits an 80-column terminal.
+    macro_rules! out {
+        ($($arg:tt)*) => {{
+            let line = format!($($arg)*);
+            if line.chars().count() > 80 {
+                println!("{}...", line.chars().take(77).collect::<String>());
+            } else {
+                println!("{line}");
+            }
+        }};
+    }
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     let cache = &s["cache"];
     let (used, limit) = (n(&cache["bytes_used"]), n(&cache["bytes_limit"]));
-    println!(
+    out!(
         "outpost {}  up {}s  listening {}",
         s["version"].as_str().unwrap_or("?"),
         n(&s["uptime_seconds"]),
         s["listeners"]
     );
-    println!(
+    out!(
         "cache   {} {} / {} ({} objects, {} pinned)",
         bar(used, limit, 20),
         human(used),
@@ -100,21 +111,24 @@ pub fn status(target: &Target) -> anyhow::Result<()> {
         human(n(&cache["pinned_bytes"]))
     );
     let r = &s["requests"];
-    println!(
-        "hits    {:.1} %  (hit {}  miss {}  collapsed {}  revalidated {}  stale {}  pass {}  error {})",
+    out!(
+        "hits    {:.1} %  hit {}  miss {}  joined {}  revalidated {}",
         s["hit_ratio"].as_f64().unwrap_or(0.0) * 100.0,
         n(&r["hit"]),
         n(&r["miss"]),
         n(&r["collapsed"]),
         n(&r["revalidated"]),
+    );
+    out!(
+        "        stale {}  passed through {}  errors {}",
         n(&r["stale"]),
         n(&r["passthrough"]),
         n(&r["error"])
     );
-    println!("wan     {} fetched from origins", human(n(&s["wan_bytes"])));
+    out!("wan     {} fetched from origins", human(n(&s["wan_bytes"])));
     let fills = s["active_fills"].as_array().cloned().unwrap_or_default();
     if fills.is_empty() {
-        println!("fills   none active");
+        out!("fills   none active");
     }
     for f in fills {
         let (done, len) = (n(&f["bytes"]), f["length"].as_u64());
@@ -125,30 +139,68 @@ pub fn status(target: &Target) -> anyhow::Result<()> {
             url.to_string()
         };
         match len {
-            Some(len) => println!(
+            Some(len) => out!(
                 "fill    {} {:>3}% {short}",
                 bar(done, len, 20),
                 done * 100 / len.max(1)
             ),
-            None => println!("fill    {} {short}", human(done)),
+            None => out!("fill    {} {short}", human(done)),
         }
     }
     if limit > 0 && used * 100 / limit >= 95 {
-        println!("warning: cache is {}% full", used * 100 / limit);
+        out!("warning: cache is {}% full", used * 100 / limit);
     }
     Ok(())
 }
 
-pub fn action(target: &Target, verb: &str, url: &str) -> anyhow::Result<()> {
-    let encoded: String = url
-        .bytes()
+/// `cache ls`: what is stored, one line per object.
+pub fn cache_ls(target: &Target, glob: Option<&str>) -> anyhow::Result<()> {
+    let path = match glob {
+        Some(g) => format!("/cache?glob={}", encode(g)),
+        None => "/cache".to_string(),
+    };
+    let v = call(target, Method::GET, &path)?;
+    if target.json {
+        println!("{v:#}");
+        return Ok(());
+    }
+    for e in v["objects"].as_array().cloned().unwrap_or_default() {
+        let n = |k: &str| e[k].as_u64().unwrap_or(0);
+        let state = if e["complete"].as_bool() == Some(true) {
+            "complete"
+        } else {
+            "partial"
+        };
+        let pin = if e["pinned"].as_bool() == Some(true) {
+            "pinned"
+        } else {
+            ""
+        };
+        println!(
+            "{:>10} {:<8} {:<6} hits {:<5} {}",
+            human(n("size")),
+            state,
+            pin,
+            n("hits"),
+            e["url"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 (b as char).to_string()
             }
             b => format!("%{b:02X}"),
         })
-        .collect();
+        .collect()
+}
+
+pub fn action(target: &Target, verb: &str, url: &str) -> anyhow::Result<()> {
+    let encoded = encode(url);
     let v = call(target, Method::POST, &format!("/{verb}?url={encoded}"))?;
     if target.json {
         println!("{v:#}");

@@ -60,9 +60,23 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
+    /// What the running edge stores.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Unpin an object: evictable again.
     Unpin {
         url: String,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List stored objects: size, state, pin, hits, URL.
+    Ls {
+        /// Only URLs matching this glob (`*` matches anything).
+        glob: Option<String>,
         #[command(flatten)]
         target: cli::Target,
     },
@@ -103,6 +117,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Status(target) => cli::status(&target),
+        Command::Cache(CacheCommand::Ls { glob, target }) => {
+            cli::cache_ls(&target, glob.as_deref())
+        }
         Command::Purge { url, target } => cli::action(&target, "purge", &url),
         Command::Pin { url, target } => cli::action(&target, "pin", &url),
         Command::Unpin { url, target } => cli::action(&target, "unpin", &url),

@@ -352,6 +352,21 @@ async fn metrics_access_log_and_admin_commands_agree_with_the_origin() {
         "{log}"
     );
 
+    // The human status fits an 80-column terminal; cache ls filters by glob.
+    let out = outpost(&["status", "--admin", &admin]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("hits") && text.contains("cache"), "{text}");
+    assert!(
+        text.lines().all(|l| l.chars().count() <= 80),
+        "status wider than 80 columns:\n{text}"
+    );
+    let out = outpost(&["cache", "ls", "*/a.msi", "--admin", &admin]);
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listing.contains("/a.msi") && listing.contains("complete") && !listing.contains("/b.cab"),
+        "{listing}"
+    );
+
     // purge through the CLI: the next request is a miss again.
     let out = outpost(&["purge", &origin.url("/a.msi"), "--admin", &admin]);
     assert!(
