@@ -423,16 +423,7 @@ impl Conn {
                     }
                 }
             }
-            let mut left = size;
-            while left > 0 {
-                if self.buf.is_empty() {
-                    self.fill_timeout(timeout).await?;
-                }
-                let n = (self.buf.len() as u64).min(left) as usize;
-                let data = self.buf.split_to(n).freeze();
-                left -= n as u64;
-                Self::send(tx, data).await;
-            }
+            self.pump_exact(size, tx, timeout).await?;
             while self.buf.len() < 2 {
                 self.fill_timeout(timeout).await?;
             }
