@@ -22,6 +22,8 @@ pub(crate) struct Row {
     pub pinned: bool,
     pub last_access: i64,
     pub hits: u64,
+    /// SHA-256 of the complete body, once computed.
+    pub sha256: Option<String>,
 }
 
 pub(crate) struct Index {
@@ -60,6 +62,9 @@ impl Index {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Added after the first schema; ignore "duplicate column" on indexes
+        // that already have it.
+        let _ = conn.execute("ALTER TABLE objects ADD COLUMN sha256 TEXT", []);
         Ok(Self { conn })
     }
 
@@ -75,11 +80,12 @@ impl Index {
             pinned: r.get::<_, i64>(6)? != 0,
             last_access: r.get(7)?,
             hits: r.get::<_, i64>(8)? as u64,
+            sha256: r.get(9)?,
         })
     }
 
     const COLUMNS: &'static str =
-        "key, id, head, len, complete, extents, pinned, last_access, hits";
+        "key, id, head, len, complete, extents, pinned, last_access, hits, sha256";
 
     pub fn get(&self, key: &str) -> Result<Option<Row>, StoreError> {
         let sql = format!("SELECT {} FROM objects WHERE key = ?1", Self::COLUMNS);
@@ -154,6 +160,13 @@ impl Index {
                 extents_json(extents),
                 extents.covered() as i64
             ])?;
+        Ok(())
+    }
+
+    pub fn set_digest(&self, key: &str, id: u64, sha256: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE objects SET sha256 = ?3 WHERE key = ?1 AND id = ?2")?
+            .execute(params![key, id as i64, sha256])?;
         Ok(())
     }
 

@@ -48,6 +48,41 @@ pub struct StoreStats {
     pub evictions: u64,
 }
 
+/// What `verify` found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub checked: u64,
+    pub digests_checked: u64,
+    /// Objects dropped, with the reason.
+    pub dropped: Vec<(String, String)>,
+}
+
+/// Hex SHA-256 of the first `len` bytes of `file`.
+fn sha256_file(file: &std::fs::File, len: u64) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < len {
+        let want = ((len - offset) as usize).min(buf.len());
+        let n = file.read_at(&mut buf[..want], offset)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "file shorter than the object",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// One row of `cache ls`.
 #[derive(Debug, Clone)]
 pub struct EntryInfo {
@@ -58,6 +93,7 @@ pub struct EntryInfo {
     pub pinned: bool,
     pub last_access: i64,
     pub hits: u64,
+    pub sha256: Option<String>,
 }
 
 /// Free space always left on the cache's file system.
@@ -249,6 +285,7 @@ impl Store {
             pinned: false,
             last_access: now_secs(),
             hits: 0,
+            sha256: None,
         };
         let replaced = match lock(&self.inner.index).put(&row) {
             Ok(replaced) => replaced,
@@ -419,7 +456,65 @@ impl Store {
             }
         }
         obj.notify();
+        // Record the body's digest for `cache verify`, off the fill's path
+        // (the bytes are still in the page cache).
+        let store = self.clone();
+        let obj2 = obj.clone();
+        tokio::task::spawn_blocking(move || match sha256_file(&obj2.file(), len) {
+            Ok(digest) => {
+                if let Err(e) =
+                    lock(&store.inner.index).set_digest(obj2.key().as_str(), obj2.id(), &digest)
+                {
+                    tracing::warn!(key = %obj2.key(), error = %e, "cannot record digest");
+                }
+            }
+            Err(e) => tracing::warn!(key = %obj2.key(), error = %e, "cannot digest object"),
+        });
         Ok(true)
+    }
+
+    /// Re-reads every complete object and drops those whose file no longer
+    /// matches its recorded length or SHA-256. Blocking; returns what it
+    /// checked and what it dropped.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let rows = lock(&self.inner.index).all()?;
+        let mut report = VerifyReport::default();
+        for row in rows.into_iter().filter(|r| r.complete) {
+            report.checked += 1;
+            let path = object_path(&self.inner.objects_dir, row.id);
+            let len = row.len.unwrap_or(0);
+            let problem = match std::fs::File::open(&path) {
+                Err(e) => Some(format!("cannot open: {e}")),
+                Ok(file) => match file.metadata().map(|m| m.len()) {
+                    Ok(on_disk) if on_disk != len => {
+                        Some(format!("file holds {on_disk} bytes, object is {len}"))
+                    }
+                    Err(e) => Some(format!("cannot stat: {e}")),
+                    Ok(_) => match (&row.sha256, sha256_file(&file, len)) {
+                        (Some(want), Ok(got)) if *want != got => {
+                            Some(format!("SHA-256 {got} differs from recorded {want}"))
+                        }
+                        (_, Err(e)) => Some(format!("cannot read: {e}")),
+                        _ => None,
+                    },
+                },
+            };
+            if row.sha256.is_some() {
+                report.digests_checked += 1;
+            }
+            if let Some(reason) = problem {
+                tracing::warn!(key = row.key, %reason, "verify: dropping object");
+                let key = CacheKey::from_stored(row.key.clone());
+                if let Some(obj) = lock(&self.inner.live).remove(&key) {
+                    obj.fail(&reason);
+                }
+                if self.remove_row(&row.key, row.id) {
+                    self.drop_file(row.id, Some(row.extents.covered().max(len)));
+                }
+                report.dropped.push((row.key, reason));
+            }
+        }
+        Ok(report)
     }
 
     /// Replaces the head of a stored object (after a 304 revalidation).
@@ -539,6 +634,7 @@ impl Store {
                 pinned: r.pinned,
                 last_access: r.last_access,
                 hits: r.hits,
+                sha256: r.sha256,
             })
             .collect())
     }

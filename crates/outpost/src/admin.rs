@@ -164,6 +164,7 @@ impl Admin {
             (Method::GET, "/metrics") => self.metrics(),
             (Method::GET, "/status") => self.status(),
             (Method::GET, "/cache") => self.cache_list(req.uri().query()),
+            (Method::POST, "/verify") => self.verify().await,
             (Method::POST, "/purge") => self.act(url, |engine, key| {
                 engine
                     .store
@@ -182,13 +183,15 @@ impl Admin {
                     .set_pinned(key, false)
                     .map(|done| serde_json::json!({ "unpinned": done }))
             }),
-            (_, "/readyz" | "/metrics" | "/status" | "/cache" | "/purge" | "/pin" | "/unpin") => {
-                text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed\n",
-                    "text/plain",
-                )
-            }
+            (
+                _,
+                "/readyz" | "/metrics" | "/status" | "/cache" | "/verify" | "/purge" | "/pin"
+                | "/unpin",
+            ) => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+                "text/plain",
+            ),
             _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
         }
     }
@@ -248,11 +251,34 @@ impl Admin {
                     "complete": e.complete,
                     "pinned": e.pinned,
                     "hits": e.hits,
+                    "sha256": e.sha256,
                     "last_access": e.last_access,
                 })
             })
             .collect();
         json(StatusCode::OK, serde_json::json!({ "objects": objects }))
+    }
+
+    async fn verify(&self) -> Response<Full<Bytes>> {
+        let store = self.engine.store.clone();
+        match tokio::task::spawn_blocking(move || store.verify()).await {
+            Ok(Ok(report)) => json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "checked": report.checked,
+                    "digests_checked": report.digests_checked,
+                    "dropped": report.dropped.iter().map(|(url, why)| serde_json::json!({ "url": url, "reason": why })).collect::<Vec<_>>(),
+                }),
+            ),
+            Ok(Err(e)) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": e.to_string() }),
+            ),
+            Err(_) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": "verify task failed" }),
+            ),
+        }
     }
 
     fn status(&self) -> Response<Full<Bytes>> {

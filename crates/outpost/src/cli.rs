@@ -188,6 +188,34 @@ pub fn cache_ls(target: &Target, glob: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cache verify`: checks every complete object; exit status 1 if any was bad.
+pub fn cache_verify(target: &Target) -> anyhow::Result<()> {
+    let v = call(target, Method::POST, "/verify")?;
+    if target.json {
+        println!("{v:#}");
+    } else {
+        println!(
+            "checked {} objects ({} with a recorded SHA-256)",
+            v["checked"].as_u64().unwrap_or(0),
+            v["digests_checked"].as_u64().unwrap_or(0)
+        );
+        for d in v["dropped"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "dropped {}: {}",
+                d["url"].as_str().unwrap_or("?"),
+                d["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    if v["dropped"].as_array().is_some_and(|d| !d.is_empty()) {
+        bail!(
+            "{} damaged object(s) dropped",
+            v["dropped"].as_array().map_or(0, Vec::len)
+        );
+    }
+    Ok(())
+}
+
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -73,6 +73,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheCommand {
+    /// Re-check every complete object against its recorded length and
+    /// SHA-256; drop (and report) the ones that no longer match.
+    Verify {
+        #[command(flatten)]
+        target: cli::Target,
+    },
     /// List stored objects: size, state, pin, hits, URL.
     Ls {
         /// Only URLs matching this glob (`*` matches anything).
@@ -120,6 +126,7 @@ fn main() -> ExitCode {
         Command::Cache(CacheCommand::Ls { glob, target }) => {
             cli::cache_ls(&target, glob.as_deref())
         }
+        Command::Cache(CacheCommand::Verify { target }) => cli::cache_verify(&target),
         Command::Purge { url, target } => cli::action(&target, "purge", &url),
         Command::Pin { url, target } => cli::action(&target, "pin", &url),
         Command::Unpin { url, target } => cli::action(&target, "unpin", &url),

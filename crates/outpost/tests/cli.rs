@@ -406,3 +406,57 @@ fn admin_api_off_loopback_needs_a_token() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_verify_finds_and_drops_a_corrupted_body() {
+    let origin = Origin::start().await;
+    let body = content(500_000, 6);
+    origin.put("/v.msi", Resource::new(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let edge = EdgeProcess::start(&cache, &origin, &[]);
+    let client = Client::new(edge.addr);
+    let admin = edge.admin.to_string();
+    assert!(client.get("/v.msi", &[]).await.unwrap().body == body);
+    // Wait until the digest is recorded.
+    let mut recorded = false;
+    for _ in 0..300 {
+        let out = outpost(&["cache", "ls", "--json", "--admin", &admin]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["objects"][0]["sha256"].is_string() {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(recorded, "digest never recorded");
+    let clean = outpost(&["cache", "verify", "--admin", &admin]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+
+    // Flip one byte of the stored body behind the edge's back.
+    let file = std::fs::read_dir(cache.join("objects"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .next()
+        .expect("an object file");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[1234] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let out = outpost(&["cache", "verify", "--admin", &admin]);
+    assert!(!out.status.success(), "verify missed the corruption");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("dropped") && report.contains("/v.msi") && report.contains("SHA-256"),
+        "{report}"
+    );
+    let reply = client.get("/v.msi", &[]).await.unwrap();
+    assert_eq!(reply.header("x-cache"), Some("MISS"));
+    assert!(reply.body == body);
+    assert_eq!(origin.count("/v.msi"), 2);
+}
