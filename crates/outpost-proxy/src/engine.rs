@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::config::{ProxyConfig, RangeMissPolicy};
 use crate::fill::{FillContext, ObjectFill, UpstreamTarget};
 use crate::h1::ReqBody;
-use crate::serve::{FillSource, ProxyBody, error_response, object_response, streamed};
+use crate::serve::{EdgeBody, FillSource, error_response, object_response, streamed};
 use crate::upstream::{Upstream, UpstreamBody};
 
 /// Where a request goes: the origin URL and its cache key.
@@ -114,7 +114,7 @@ fn stored_headers(origin: &HeaderMap) -> HeaderMap {
     headers
 }
 
-fn passthrough_response(resp: Response<Incoming>) -> Response<ProxyBody> {
+fn passthrough_response(resp: Response<Incoming>) -> Response<EdgeBody> {
     let (mut parts, body) = resp.into_parts();
     let framing = parts.headers.get(header::CONTENT_LENGTH).cloned();
     strip_hop_by_hop(&mut parts.headers);
@@ -157,7 +157,7 @@ impl Engine {
         self: &Arc<Self>,
         req: Request<ReqBody>,
         route: Route,
-    ) -> Response<ProxyBody> {
+    ) -> Response<EdgeBody> {
         let method = req.method().clone();
         if method == Method::GET {
             let (parts, _body) = req.into_parts();
@@ -256,7 +256,7 @@ impl Engine {
         fill: Arc<ObjectFill>,
         parts: &request::Parts,
         status: &'static str,
-    ) -> Response<ProxyBody> {
+    ) -> Response<EdgeBody> {
         let source = FillSource {
             ctx: self.fills.clone(),
             target: fill.target().clone(),
@@ -276,7 +276,7 @@ impl Engine {
         self: &Arc<Self>,
         parts: request::Parts,
         route: Route,
-    ) -> Response<ProxyBody> {
+    ) -> Response<EdgeBody> {
         let target = self.target(&parts.headers, &route);
         for _ in 0..4 {
             let now = SystemTime::now();
@@ -656,13 +656,12 @@ impl Engine {
     }
 
     /// Forwards a request as is (other methods, uncacheable responses).
-    pub async fn forward(&self, req: Request<ReqBody>, route: &Route) -> Response<ProxyBody> {
+    pub async fn forward(&self, req: Request<ReqBody>, route: &Route) -> Response<EdgeBody> {
         let (parts, body) = req.into_parts();
-        self.forward_with_body(parts, body.boxed_unsync(), route)
-            .await
+        self.forward_with_body(parts, body, route).await
     }
 
-    async fn forward_parts(&self, parts: request::Parts, route: &Route) -> Response<ProxyBody> {
+    async fn forward_parts(&self, parts: request::Parts, route: &Route) -> Response<EdgeBody> {
         self.forward_with_body(parts, empty_upstream_body(), route)
             .await
     }
@@ -672,7 +671,7 @@ impl Engine {
         parts: request::Parts,
         body: UpstreamBody,
         route: &Route,
-    ) -> Response<ProxyBody> {
+    ) -> Response<EdgeBody> {
         let mut builder = Request::builder()
             .method(parts.method.clone())
             .uri(route.upstream_uri.clone());

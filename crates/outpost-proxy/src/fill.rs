@@ -99,7 +99,6 @@ pub struct FillContext {
 
 #[derive(Default)]
 pub struct FillStats {
-    pub active: AtomicUsize,
     pub completed: AtomicUsize,
     pub upstream_requests: AtomicUsize,
     pub upstream_retries: AtomicUsize,
@@ -142,7 +141,6 @@ impl FillContext {
             readers: AtomicUsize::new(0),
         });
         fills.insert(obj.key().clone(), fill.clone());
-        self.stats.active.store(fills.len(), Ordering::Relaxed);
         fill
     }
 
@@ -167,7 +165,6 @@ impl FillContext {
         {
             fills.remove(fill.object.key());
         }
-        self.stats.active.store(fills.len(), Ordering::Relaxed);
     }
 
     /// Records progress of every running fill (on shutdown).
@@ -256,14 +253,18 @@ impl ObjectFill {
         true
     }
 
+    /// Bytes that running fetches are bringing in.
+    fn claimed(st: &FillState) -> RangeSet {
+        let mut claimed = RangeSet::new();
+        for c in st.claims.iter().filter(|c| c.cursor < c.end) {
+            claimed.insert(ByteRange::new(c.cursor, c.end));
+        }
+        claimed
+    }
+
     /// Bytes that are claimed or queued.
     fn busy(st: &FillState) -> RangeSet {
-        let mut busy = RangeSet::new();
-        for c in &st.claims {
-            if c.cursor < c.end {
-                busy.insert(ByteRange::new(c.cursor, c.end));
-            }
-        }
+        let mut busy = Self::claimed(st);
         for q in &st.queue {
             busy.insert(*q);
         }
@@ -289,15 +290,7 @@ impl ObjectFill {
             let Some(next) = st.queue.pop_front() else {
                 break;
             };
-            let claimed = {
-                let mut claimed = RangeSet::new();
-                for c in &st.claims {
-                    if c.cursor < c.end {
-                        claimed.insert(ByteRange::new(c.cursor, c.end));
-                    }
-                }
-                claimed
-            };
+            let claimed = Self::claimed(st);
             let mut pieces = Vec::new();
             for gap in self.object.missing(next) {
                 pieces.extend(claimed.gaps(gap));

@@ -28,8 +28,6 @@ pub enum EdgeBody {
     Object(Box<ObjectStream>),
 }
 
-pub type ProxyBody = EdgeBody;
-
 /// Largest piece of a file handed to the connection at once.
 const FILE_PIECE: u64 = 4 * 1024 * 1024;
 
@@ -69,7 +67,7 @@ pub enum Piece {
 }
 
 /// A short plain-text response made by the edge itself.
-pub fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+pub fn error_response(status: StatusCode, message: &str) -> Response<EdgeBody> {
     let mut resp = Response::new(full_body(format!("{message}\n")));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -103,7 +101,7 @@ pub fn object_response(
     guard: Option<ReaderGuard>,
     cache_status: &'static str,
     now: SystemTime,
-) -> Response<ProxyBody> {
+) -> Response<EdgeBody> {
     let snap = obj.head_and_len();
     let head = &snap.head;
     let mut headers = response_headers(head, now, cache_status);

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Route};
 use crate::h1::{self, LogUrl, ReqBody, Tunnel};
-use crate::serve::{ProxyBody, empty_body, error_response};
+use crate::serve::{EdgeBody, empty_body, error_response};
 use crate::sys;
 
 /// Per-connection facts the router needs.
@@ -152,7 +152,7 @@ async fn serve_connection(
     .await;
 }
 
-async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Response<ProxyBody> {
+async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Response<EdgeBody> {
     if req.method() == Method::CONNECT {
         return connect(engine, req, conn).await;
     }
@@ -172,7 +172,7 @@ fn route(
     engine: &Engine,
     req: &Request<ReqBody>,
     conn: Conn,
-) -> Result<Route, Box<Response<ProxyBody>>> {
+) -> Result<Route, Box<Response<EdgeBody>>> {
     let bad = |msg: &str| Box::new(error_response(StatusCode::BAD_REQUEST, msg));
     let uri = req.uri();
     let path = uri
@@ -232,7 +232,7 @@ fn join_origin(origin: &Uri, path: &PathAndQuery) -> Result<Uri, String> {
 }
 
 /// `CONNECT host:port`: a byte tunnel to an allowed port.
-async fn connect(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Response<ProxyBody> {
+async fn connect(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Response<EdgeBody> {
     let Some(authority) = req.uri().authority().cloned() else {
         return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };

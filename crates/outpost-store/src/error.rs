@@ -15,10 +15,6 @@ pub enum StoreError {
     },
     #[error("cache index: {0}")]
     Index(#[from] rusqlite::Error),
-    #[error("stored metadata of {key} is unreadable: {reason}")]
-    Metadata { key: String, reason: String },
-    #[error("object {key} failed: {reason}")]
-    ObjectFailed { key: String, reason: String },
     #[error("not enough free disk space in {path} for {needed} more bytes ({available} free)")]
     NoSpace {
         path: PathBuf,
