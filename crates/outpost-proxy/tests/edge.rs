@@ -38,6 +38,18 @@ impl Edge {
         }
     }
 
+    /// Waits until the object stored under `key` is complete.
+    async fn completes(&self, key: &outpost_http::CacheKey, deadline: Duration) -> bool {
+        wait_until(deadline, || {
+            self.engine
+                .store
+                .get(key)
+                .unwrap()
+                .is_some_and(|o| o.is_complete())
+        })
+        .await
+    }
+
     fn client(&self) -> Client {
         Client::new(self.addr)
     }
@@ -90,7 +102,14 @@ async fn late_joiner_gets_first_byte_before_fill_ends() {
     let (head, mut late_body) = client.send("GET", "/slow.bin", &[]).await.unwrap();
     assert_eq!(head.status, 200);
     use http_body_util::BodyExt;
-    let mut late = late_body.frame().await.unwrap().unwrap().into_data().unwrap().to_vec();
+    let mut late = late_body
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap()
+        .to_vec();
     assert!(!late.is_empty());
     assert!(
         origin.sent_bytes() < body.len() as u64,
@@ -212,13 +231,8 @@ async fn restart_with_a_warm_cache_makes_no_origin_request() {
     let edge = Edge::start(dir.path(), reverse(&origin)).await;
     assert!(edge.client().get("/warm.exe", &[]).await.unwrap().body == body);
     assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .store
-            .get(&key(&origin, "/warm.exe"))
-            .unwrap()
-            .is_some_and(|o| o.is_complete()))
-        .await
+        edge.completes(&key(&origin, "/warm.exe"), Duration::from_secs(5))
+            .await
     );
     edge.stop().await;
     let edge = Edge::start(dir.path(), reverse(&origin)).await;
@@ -245,13 +259,7 @@ async fn fill_goes_on_when_the_first_client_hangs_up() {
     drop(incoming);
     let k = key(&origin, "/abort.msi");
     assert!(
-        wait_until(Duration::from_secs(10), || edge
-            .engine
-            .store
-            .get(&k)
-            .unwrap()
-            .is_some_and(|o| o.is_complete()))
-        .await,
+        edge.completes(&k, Duration::from_secs(10)).await,
         "fill stopped with its client"
     );
     let reply = edge.client().get("/abort.msi", &[]).await.unwrap();
@@ -353,13 +361,8 @@ async fn ranges_on_a_complete_object_come_from_disk() {
     let c = edge.client();
     assert!(c.get("/r.bin", &[]).await.unwrap().body == body);
     assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .store
-            .get(&key(&origin, "/r.bin"))
-            .unwrap()
-            .is_some_and(|o| o.is_complete()))
-        .await
+        edge.completes(&key(&origin, "/r.bin"), Duration::from_secs(5))
+            .await
     );
     let r = c.get("/r.bin", &[("range", "bytes=-100")]).await.unwrap();
     assert_eq!(r.status, 206);
@@ -412,13 +415,8 @@ async fn concurrent_revalidation_sends_one_conditional_request() {
     let c = edge.client();
     assert!(c.get("/stale.dat", &[]).await.unwrap().body == body);
     assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .store
-            .get(&key(&origin, "/stale.dat"))
-            .unwrap()
-            .is_some_and(|o| o.is_complete()))
-        .await
+        edge.completes(&key(&origin, "/stale.dat"), Duration::from_secs(5))
+            .await
     );
     let replies = futures_util::future::join_all((0..20).map(|_| c.get("/stale.dat", &[]))).await;
     for r in replies {
@@ -454,13 +452,8 @@ async fn changed_object_is_refetched_after_expiry() {
             .etag("\"b\""),
     );
     assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .store
-            .get(&key(&origin, "/av.dat"))
-            .unwrap()
-            .is_some_and(|o| o.is_complete()))
-        .await
+        edge.completes(&key(&origin, "/av.dat"), Duration::from_secs(5))
+            .await
     );
     let r = c.get("/av.dat", &[]).await.unwrap();
     assert!(r.body == new, "served the old version");
@@ -500,13 +493,8 @@ async fn chunked_origin_response_is_cached_with_its_final_length() {
     let c = edge.client();
     assert!(c.get("/chunked", &[]).await.unwrap().body == body);
     assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .store
-            .get(&key(&origin, "/chunked"))
-            .unwrap()
-            .is_some_and(|o| o.is_complete()))
-        .await
+        edge.completes(&key(&origin, "/chunked"), Duration::from_secs(5))
+            .await
     );
     let r = c.get("/chunked", &[]).await.unwrap();
     assert_eq!(r.header("content-length"), Some("300000"));
@@ -524,13 +512,8 @@ async fn post_is_forwarded_and_invalidates() {
     let c = edge.client();
     c.get("/form", &[]).await.unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .store
-            .get(&key(&origin, "/form"))
-            .unwrap()
-            .is_some_and(|o| o.is_complete()))
-        .await
+        edge.completes(&key(&origin, "/form"), Duration::from_secs(5))
+            .await
     );
     assert_eq!(c.request("POST", "/form", &[]).await.unwrap().status, 200);
     let r = c.get("/form", &[]).await.unwrap();
@@ -550,15 +533,7 @@ async fn eviction_keeps_pinned_objects() {
     origin.put("/pinned", Resource::new(pinned.clone()));
     c.get("/pinned", &[]).await.unwrap();
     let pk = key(&origin, "/pinned");
-    assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .store
-            .get(&pk)
-            .unwrap()
-            .is_some_and(|o| o.is_complete()))
-        .await
-    );
+    assert!(edge.completes(&pk, Duration::from_secs(5)).await);
     assert!(edge.engine.store.set_pinned(&pk, true).unwrap());
     for i in 0..8 {
         let path = format!("/filler{i}");
@@ -651,13 +626,8 @@ async fn transparent_connections_are_proxied_by_host_and_share_the_cache() {
         "the request did not go through the edge"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .store
-            .get(&key(&origin, "/t.msi"))
-            .unwrap()
-            .is_some_and(|o| o.is_complete()))
-        .await
+        edge.completes(&key(&origin, "/t.msi"), Duration::from_secs(5))
+            .await
     );
     // The same URL through forward mode is the same entry.
     let reply = edge.client().get(&origin.url("/t.msi"), &[]).await.unwrap();
