@@ -86,6 +86,13 @@ pub struct ProxyConfig {
     pub h1: crate::h1::H1Config,
     /// Maximum simultaneous client connections.
     pub max_connections: usize,
+    /// WAN rate limits by class and time of day.
+    pub wan: crate::wan::WanPolicy,
+    /// The local wall clock the WAN windows follow.
+    pub local_clock: crate::wan::LocalClock,
+    /// Other host names of an origin (lower case, no port) mapped to the one
+    /// the cache key uses, so every name hits the same copy.
+    pub host_aliases: std::collections::HashMap<String, String>,
 }
 
 /// Loopback and the private ranges: the LAN of a branch office.
@@ -116,6 +123,9 @@ impl Default for ProxyConfig {
             fill: FillConfig::default(),
             h1: crate::h1::H1Config::default(),
             max_connections: 10_000,
+            wan: crate::wan::WanPolicy::default(),
+            local_clock: crate::wan::WanShaper::utc_clock(),
+            host_aliases: std::collections::HashMap::new(),
         }
     }
 }

@@ -24,6 +24,8 @@ use crate::fill::{FillContext, ObjectFill, UpstreamTarget};
 use crate::h1::ReqBody;
 use crate::serve::{EdgeBody, FillSource, error_response, object_response, streamed};
 use crate::upstream::{Upstream, UpstreamBody};
+use crate::wan::WanShaper;
+use outpost_shaper::Class;
 
 /// Where a request goes: the origin URL and its cache key.
 #[derive(Debug, Clone)]
@@ -55,7 +57,7 @@ type PendingMap = HashMap<CacheKey, watch::Receiver<Option<Outcome>>>;
 
 /// What the leader of a collapsed miss or revalidation found.
 #[derive(Clone)]
-enum Outcome {
+pub(crate) enum Outcome {
     Fill(Arc<ObjectFill>),
     Refreshed(Arc<Object>),
     Stale(Arc<Object>),
@@ -69,13 +71,16 @@ pub struct Engine {
     pub config: ProxyConfig,
     pub store: Store,
     pub fills: Arc<FillContext>,
-    upstream: Upstream,
+    pub(crate) upstream: Upstream,
     pending: Arc<Mutex<PendingMap>>,
     pub stats: EngineStats,
     access_log: std::sync::OnceLock<Arc<crate::access_log::AccessLog>>,
+    /// URLs whose body failed a pre-positioning digest check: refused
+    /// until a sync finds a good copy (key -> reason).
+    quarantined: Mutex<HashMap<CacheKey, String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -131,7 +136,13 @@ fn passthrough_response(resp: Response<Incoming>) -> Response<EdgeBody> {
 impl Engine {
     pub fn new(config: ProxyConfig, store: Store) -> Arc<Self> {
         let upstream = Upstream::new(config.fill.upstream_header_timeout);
-        let fills = FillContext::new(store.clone(), upstream.clone(), config.fill.clone());
+        let shaper = WanShaper::new(config.wan.clone(), config.local_clock.clone());
+        let fills = FillContext::new(
+            store.clone(),
+            upstream.clone(),
+            config.fill.clone(),
+            shaper,
+        );
         Arc::new(Self {
             config,
             store,
@@ -140,6 +151,7 @@ impl Engine {
             pending: Arc::new(Mutex::new(HashMap::new())),
             stats: EngineStats::default(),
             access_log: std::sync::OnceLock::new(),
+            quarantined: Mutex::new(HashMap::new()),
         })
     }
 
@@ -152,6 +164,20 @@ impl Engine {
         self.access_log.get().map(|l| &**l)
     }
 
+    /// Refuses `key` to clients (its body failed a digest check), or lifts
+    /// the refusal with `None`.
+    pub fn set_quarantined(&self, key: &CacheKey, reason: Option<String>) {
+        let mut q = lock(&self.quarantined);
+        match reason {
+            Some(r) => {
+                q.insert(key.clone(), r);
+            }
+            None => {
+                q.remove(key);
+            }
+        }
+    }
+
     /// Serves one routed request.
     pub async fn handle(
         self: &Arc<Self>,
@@ -159,6 +185,21 @@ impl Engine {
         route: Route,
     ) -> Response<EdgeBody> {
         let method = req.method().clone();
+        if matches!(method, Method::GET | Method::HEAD) {
+            let quarantined = lock(&self.quarantined).get(&route.key).cloned();
+            if let Some(reason) = quarantined {
+                // Serving it, even from the origin, would hand PCs a package
+                // that is not the one the admin published.
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let mut resp = error_response(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("quarantined by pre-positioning: {reason}"),
+                );
+                resp.headers_mut()
+                    .insert("x-outpost-quarantine", HeaderValue::from_static("digest-mismatch"));
+                return resp;
+            }
+        }
         if method == Method::GET {
             let (parts, _body) = req.into_parts();
             return self.handle_get(parts, route).await;
@@ -248,6 +289,8 @@ impl Engine {
         UpstreamTarget {
             uri: route.upstream_uri.clone(),
             headers: upstream_headers(client, true),
+            class: Class::Interactive,
+            group: None,
         }
     }
 
@@ -261,6 +304,7 @@ impl Engine {
             ctx: self.fills.clone(),
             target: fill.target().clone(),
         };
+        fill.promote();
         let guard = fill.reader();
         object_response(
             fill.object.clone(),
@@ -430,7 +474,7 @@ impl Engine {
 
     /// Runs `work` once for all concurrent callers with the same key; `None`
     /// means the leader vanished and the caller should look again.
-    async fn collapse(
+    pub(crate) async fn collapse(
         &self,
         key: &CacheKey,
         work: impl Future<Output = Outcome> + Send + 'static,
@@ -463,7 +507,7 @@ impl Engine {
 
     /// Leader of a miss: one upstream request; store the response if it may
     /// be stored, else hand it over as a passthrough.
-    async fn fetch_miss(
+    pub(crate) async fn fetch_miss(
         self: Arc<Self>,
         client: HeaderMap,
         target: UpstreamTarget,
@@ -494,7 +538,7 @@ impl Engine {
             .stats
             .upstream_requests
             .fetch_add(1, Ordering::Relaxed);
-        match self.upstream.send(req).await {
+        match self.upstream.send_as(req, target.class).await {
             Ok(resp) => {
                 tracing::trace!(key = %route.key, status = %resp.status(), "origin response head");
                 self.store_response(&client, resp, target, &route)
@@ -581,7 +625,7 @@ impl Engine {
     }
 
     /// Leader of a revalidation: one conditional request for everyone.
-    async fn revalidate(
+    pub(crate) async fn revalidate(
         self: Arc<Self>,
         obj: Arc<Object>,
         conditional: HeaderMap,
@@ -610,7 +654,7 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
         let head = obj.head();
         let stale_ok = self.config.fill.serve_stale_on_error && !forbids_stale(&head.headers);
-        let resp = match self.upstream.send(req).await {
+        let resp = match self.upstream.send_as(req, target.class).await {
             Ok(resp) => resp,
             Err(e) if stale_ok => {
                 tracing::warn!(key = %route.key, error = %e, "origin unreachable; serving stale");

@@ -17,7 +17,7 @@
 //! mixing two versions would serve bytes that are not the origin's.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ use tokio::time::Instant;
 
 use crate::config::FillConfig;
 use crate::upstream::{Upstream, UpstreamBody};
+use crate::wan::WanShaper;
+use outpost_shaper::{BucketId, Class};
 
 /// Bytes are handed to readers at least this often while a fill streams...
 const FLUSH_DELAY: Duration = Duration::from_millis(50);
@@ -44,6 +46,10 @@ pub struct UpstreamTarget {
     /// End-to-end request headers to send with every fetch (the client's,
     /// minus hop-by-hop, ranges and validators, plus Via).
     pub headers: HeaderMap,
+    /// Who waits for these bytes: a client, or only pre-positioning.
+    pub class: Class,
+    /// The shaper bucket of the channel that asked, for bulk fetches.
+    pub group: Option<BucketId>,
 }
 
 /// Why a fetch gave up.
@@ -95,6 +101,7 @@ pub struct FillContext {
     pub config: FillConfig,
     pub fills: Mutex<HashMap<CacheKey, Arc<ObjectFill>>>,
     pub stats: FillStats,
+    pub shaper: Arc<WanShaper>,
 }
 
 #[derive(Default)]
@@ -110,13 +117,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl FillContext {
-    pub fn new(store: Store, upstream: Upstream, config: FillConfig) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        upstream: Upstream,
+        config: FillConfig,
+        shaper: Arc<WanShaper>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             upstream,
             config,
             fills: Mutex::new(HashMap::new()),
             stats: FillStats::default(),
+            shaper,
         })
     }
 
@@ -135,6 +148,7 @@ impl FillContext {
         }
         let fill = Arc::new(ObjectFill {
             object: obj.clone(),
+            interactive: AtomicBool::new(target.class == Class::Interactive),
             target,
             ctx: self.clone(),
             state: Mutex::new(FillState::default()),
@@ -151,7 +165,11 @@ impl FillContext {
             return;
         }
         for _ in 0..2 {
-            if self.attach(obj.clone(), target.clone()).demand(range) {
+            let fill = self.attach(obj.clone(), target.clone());
+            if target.class == Class::Interactive {
+                fill.promote();
+            }
+            if fill.demand(range) {
                 return;
             }
         }
@@ -196,6 +214,8 @@ pub struct ObjectFill {
     state: Mutex<FillState>,
     /// Clients currently streaming from this fill.
     readers: AtomicUsize,
+    /// A client waits for this fill (else only pre-positioning does).
+    interactive: AtomicBool,
 }
 
 /// Held by a client streaming from a fill; see `continue_on_client_abort`.
@@ -210,6 +230,20 @@ impl Drop for ReaderGuard {
 impl ObjectFill {
     pub fn target(&self) -> &UpstreamTarget {
         &self.target
+    }
+
+    /// A client now waits for this fill: its reads leave the
+    /// pre-positioning class for the client class.
+    pub fn promote(&self) {
+        self.interactive.store(true, Ordering::Relaxed);
+    }
+
+    pub fn class(&self) -> Class {
+        if self.interactive.load(Ordering::Relaxed) {
+            Class::Interactive
+        } else {
+            Class::Bulk
+        }
     }
 
     pub fn reader(self: &Arc<Self>) -> ReaderGuard {
@@ -490,7 +524,7 @@ impl ObjectFill {
         let resp = self
             .ctx
             .upstream
-            .send(req)
+            .send_as(req, self.class())
             .await
             .map_err(|e| RangeReply::Transient(e.to_string()))?;
         match resp.status() {
@@ -632,11 +666,14 @@ impl ObjectFill {
         end: u64,
     ) -> Result<BodyEnd, FetchError> {
         let idle = self.ctx.config.upstream_idle_timeout;
+        let shaper = &self.ctx.shaper;
+        let flow = FlowId(shaper.flow(), shaper);
         let mut pending = BytesMut::new();
         let mut pending_since: Option<Instant> = None;
         loop {
             let deadline = pending_since.map_or_else(|| Instant::now() + idle, |t| t + FLUSH_DELAY);
             let frame = tokio::time::timeout_at(deadline, body.frame()).await;
+            let mut received = 0;
             let end_state = match frame {
                 Err(_) if pending_since.is_some() => {
                     self.flush(claim, &mut pending, cursor).await?;
@@ -654,6 +691,7 @@ impl ObjectFill {
                             .stats
                             .wan_bytes
                             .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        received = data.len() as u64;
                         let room = end.saturating_sub(*cursor + pending.len() as u64);
                         let take = (data.len() as u64).min(room) as usize;
                         pending.extend_from_slice(&data[..take]);
@@ -674,6 +712,15 @@ impl ObjectFill {
             }
             if let Some(state) = end_state {
                 return Ok(state);
+            }
+            if received > 0
+                && let Err(wait) =
+                    shaper.try_charge(self.class(), self.target.group, flow.0, received)
+            {
+                // Readers get what is here before the fill pauses.
+                self.flush(claim, &mut pending, cursor).await?;
+                pending_since = None;
+                wait.wait().await;
             }
         }
     }
@@ -702,6 +749,15 @@ impl ObjectFill {
             ));
         }
         Ok(())
+    }
+}
+
+/// One upstream body's fair-queueing identity, forgotten when it ends.
+struct FlowId<'a>(u64, &'a Arc<WanShaper>);
+
+impl Drop for FlowId<'_> {
+    fn drop(&mut self) {
+        self.1.end_flow(self.0);
     }
 }
 

@@ -16,10 +16,12 @@ pub mod config;
 pub mod engine;
 pub mod fill;
 pub mod h1;
+pub mod prefetch;
 pub mod serve;
 pub mod server;
 mod sys;
 pub mod upstream;
+pub mod wan;
 
 pub use config::{FillConfig, ProxyConfig, RangeMissPolicy, Site};
 pub use engine::Engine;

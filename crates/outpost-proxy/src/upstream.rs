@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use outpost_shaper::Class;
 
 pub type UpstreamBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -23,15 +24,26 @@ pub enum UpstreamError {
     Timeout(Duration),
 }
 
+type PooledClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// Receive buffer of pre-positioning connections. The shaper paces reads;
+/// a small buffer makes the origin's sending follow that pace instead of
+/// filling megabytes of kernel buffer at full link speed first.
+const BULK_RECEIVE_BUFFER: usize = 256 * 1024;
+
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
+    client: PooledClient,
+    /// Its own pool, so that paced connections never carry client misses.
+    bulk: PooledClient,
     header_timeout: Duration,
 }
 
-impl Upstream {
-    pub fn new(header_timeout: Duration) -> Self {
-        let mut http = HttpConnector::new();
+fn pooled_client(receive_buffer: Option<usize>) -> PooledClient {
+    let mut http = HttpConnector::new();
+    if let Some(size) = receive_buffer {
+        http.set_recv_buffer_size(Some(size));
+    }
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -46,12 +58,17 @@ impl Upstream {
             }
         };
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}
+
+impl Upstream {
+    pub fn new(header_timeout: Duration) -> Self {
         Self {
-            client,
+            client: pooled_client(None),
+            bulk: pooled_client(Some(BULK_RECEIVE_BUFFER)),
             header_timeout,
         }
     }
@@ -61,7 +78,20 @@ impl Upstream {
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.header_timeout, self.client.request(req)).await {
+        self.send_as(req, Class::Interactive).await
+    }
+
+    /// Sends `req` on the connection pool of `class`.
+    pub async fn send_as(
+        &self,
+        req: Request<UpstreamBody>,
+        class: Class,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let client = match class {
+            Class::Interactive => &self.client,
+            Class::Bulk => &self.bulk,
+        };
+        match tokio::time::timeout(self.header_timeout, client.request(req)).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(UpstreamError::Timeout(self.header_timeout)),
         }

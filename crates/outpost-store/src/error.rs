@@ -21,6 +21,8 @@ pub enum StoreError {
         needed: u64,
         available: u64,
     },
+    #[error("body SHA-256 is {actual}, expected {expected}")]
+    DigestMismatch { expected: String, actual: String },
     #[error("store task panicked or was cancelled")]
     Task,
 }

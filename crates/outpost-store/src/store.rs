@@ -140,6 +140,11 @@ struct Inner {
     evictions: AtomicU64,
     access_dirty: Mutex<HashSet<CacheKey>>,
     small_budget: Arc<SmallBudget>,
+    /// SHA-256 (lower-case hex) that the next completion of a key must
+    /// match, as a pre-positioning manifest states it.
+    expected_digests: Mutex<HashMap<CacheKey, String>>,
+    /// Completions refused for a wrong digest: key -> (expected, actual).
+    digest_mismatches: Mutex<HashMap<CacheKey, (String, String)>>,
 }
 
 /// A handle on the store; cheap to clone.
@@ -192,6 +197,8 @@ impl Store {
                 evictions: AtomicU64::new(0),
                 access_dirty: Mutex::new(HashSet::new()),
                 small_budget: Arc::new(SmallBudget::new(SMALL_BODIES_BUDGET)),
+                expected_digests: Mutex::new(HashMap::new()),
+                digest_mismatches: Mutex::new(HashMap::new()),
             }),
         };
         Ok(store)
@@ -422,6 +429,8 @@ impl Store {
         let file = obj.file();
         let store = self.clone();
         let obj2 = obj.clone();
+        let expected = lock(&self.inner.expected_digests).get(obj.key()).cloned();
+        let checked = expected.is_some();
         tokio::task::spawn_blocking(move || {
             let path = obj2.path();
             let on_disk = file
@@ -438,14 +447,27 @@ impl Store {
             if on_disk > len {
                 file.set_len(len).map_err(|e| StoreError::file(path, e))?;
             }
+            // A body that must match a known digest is checked before it
+            // can be served as complete, never after.
+            let digest = match expected {
+                Some(expected) => {
+                    let actual = sha256_file(&file, len).map_err(|e| StoreError::file(path, e))?;
+                    if !actual.eq_ignore_ascii_case(&expected) {
+                        lock(&store.inner.digest_mismatches)
+                            .insert(obj2.key().clone(), (expected.clone(), actual.clone()));
+                        return Err(StoreError::DigestMismatch { expected, actual });
+                    }
+                    Some(actual)
+                }
+                None => None,
+            };
             file.sync_all().map_err(|e| StoreError::file(path, e))?;
-            lock(&store.inner.index).update_extents(
-                obj2.key().as_str(),
-                obj2.id(),
-                Some(len),
-                true,
-                &present,
-            )
+            let index = lock(&store.inner.index);
+            index.update_extents(obj2.key().as_str(), obj2.id(), Some(len), true, &present)?;
+            if let Some(digest) = digest {
+                index.set_digest(obj2.key().as_str(), obj2.id(), &digest)?;
+            }
+            Ok(())
         })
         .await
         .map_err(|_| StoreError::Task)??;
@@ -456,6 +478,9 @@ impl Store {
             }
         }
         obj.notify();
+        if checked {
+            return Ok(true);
+        }
         // Record the body's digest for `cache verify`, off the fill's path
         // (the bytes are still in the page cache).
         let store = self.clone();
@@ -471,6 +496,34 @@ impl Store {
             Err(e) => tracing::warn!(key = %obj2.key(), error = %e, "cannot digest object"),
         });
         Ok(true)
+    }
+
+    /// Requires the next completion of `key` to have this SHA-256 (hex), or
+    /// lifts the requirement with `None`. A completion that does not match
+    /// fails the object and is reported by [`Store::take_digest_mismatch`].
+    pub fn expect_digest(&self, key: &CacheKey, sha256: Option<&str>) {
+        let mut expected = lock(&self.inner.expected_digests);
+        match sha256 {
+            Some(d) => {
+                expected.insert(key.clone(), d.to_ascii_lowercase());
+            }
+            None => {
+                expected.remove(key);
+            }
+        }
+    }
+
+    /// The (expected, actual) digests of the last refused completion of `key`.
+    pub fn take_digest_mismatch(&self, key: &CacheKey) -> Option<(String, String)> {
+        lock(&self.inner.digest_mismatches).remove(key)
+    }
+
+    /// The recorded SHA-256 of the complete object under `key`, if known.
+    pub fn digest(&self, key: &CacheKey) -> Result<Option<String>, StoreError> {
+        Ok(lock(&self.inner.index)
+            .get(key.as_str())?
+            .filter(|r| r.complete)
+            .and_then(|r| r.sha256))
     }
 
     /// Re-reads every complete object and drops those whose file no longer

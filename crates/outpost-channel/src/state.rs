@@ -1,0 +1,155 @@
+//! What the edge remembers of its channels across restarts (SQLite, beside
+//! the store's index): the files each channel holds, quarantined files, and
+//! each sync run, so that a run cut short by a crash is resumed.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::ChannelError;
+
+pub(crate) struct ChannelDb {
+    conn: Connection,
+}
+
+/// A file a channel has synced (or tried to).
+#[derive(Debug, Clone)]
+pub(crate) struct FileRow {
+    pub url: String,
+    pub key: String,
+    pub len: Option<u64>,
+    pub sha256: Option<String>,
+    /// "ok", "error" or "quarantined".
+    pub state: String,
+    pub detail: Option<String>,
+    pub updated: i64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS channel_files (
+    channel TEXT NOT NULL,
+    url TEXT NOT NULL,
+    key TEXT NOT NULL,
+    len INTEGER,
+    sha256 TEXT,
+    state TEXT NOT NULL,
+    detail TEXT,
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (channel, url)
+);
+CREATE TABLE IF NOT EXISTS channel_runs (
+    channel TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    started INTEGER NOT NULL,
+    finished INTEGER,
+    summary TEXT,
+    PRIMARY KEY (channel, run)
+);
+";
+
+impl ChannelDb {
+    pub fn open(path: &Path) -> Result<Self, ChannelError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    pub fn files(&self, channel: &str) -> Result<Vec<FileRow>, ChannelError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT url, key, len, sha256, state, detail, updated FROM channel_files WHERE channel = ?1 ORDER BY url",
+        )?;
+        let rows = stmt
+            .query_map(params![channel], |r| {
+                Ok(FileRow {
+                    url: r.get(0)?,
+                    key: r.get(1)?,
+                    len: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    sha256: r.get(3)?,
+                    state: r.get(4)?,
+                    detail: r.get(5)?,
+                    updated: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn put_file(&self, channel: &str, row: &FileRow) -> Result<(), ChannelError> {
+        self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO channel_files (channel, url, key, len, sha256, state, detail, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            channel,
+            row.url,
+            row.key,
+            row.len.map(|v| v as i64),
+            row.sha256,
+            row.state,
+            row.detail,
+            row.updated
+        ])?;
+        Ok(())
+    }
+
+    pub fn remove_file(&self, channel: &str, url: &str) -> Result<(), ChannelError> {
+        self.conn
+            .prepare_cached("DELETE FROM channel_files WHERE channel = ?1 AND url = ?2")?
+            .execute(params![channel, url])?;
+        Ok(())
+    }
+
+    /// Whether a channel other than `channel` holds `key`.
+    pub fn held_elsewhere(&self, channel: &str, key: &str) -> Result<bool, ChannelError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM channel_files WHERE key = ?1 AND channel != ?2 AND state = 'ok' LIMIT 1")?
+            .query_row(params![key, channel], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    pub fn start_run(&self, channel: &str, started: i64) -> Result<u64, ChannelError> {
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT MAX(run) FROM channel_runs WHERE channel = ?1")?
+            .query_row(params![channel], |r| r.get(0))?;
+        let run = last.unwrap_or(0) + 1;
+        self.conn
+            .prepare_cached("INSERT INTO channel_runs (channel, run, started) VALUES (?1, ?2, ?3)")?
+            .execute(params![channel, run, started])?;
+        Ok(run as u64)
+    }
+
+    pub fn finish_run(&self, channel: &str, run: u64, finished: i64, summary: &str) -> Result<(), ChannelError> {
+        self.conn
+            .prepare_cached("UPDATE channel_runs SET finished = ?3, summary = ?4 WHERE channel = ?1 AND run = ?2")?
+            .execute(params![channel, run as i64, finished, summary])?;
+        Ok(())
+    }
+
+    /// The last finished run's summary (JSON), if any.
+    pub fn last_summary(&self, channel: &str) -> Result<Option<String>, ChannelError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT summary FROM channel_runs WHERE channel = ?1 AND finished IS NOT NULL ORDER BY run DESC LIMIT 1",
+            )?
+            .query_row(params![channel], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// Runs that started and never finished (the edge stopped during them).
+    /// They are marked finished as interrupted; returns whether any was.
+    pub fn take_interrupted(&self, channel: &str, now: i64) -> Result<bool, ChannelError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE channel_runs SET finished = ?2, summary = '{\"result\":\"interrupted\"}' WHERE channel = ?1 AND finished IS NULL",
+            )?
+            .execute(params![channel, now])?;
+        Ok(n > 0)
+    }
+}

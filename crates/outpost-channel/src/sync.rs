@@ -1,0 +1,793 @@
+//! Channel sync runs and their schedules.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use http::{StatusCode, Uri};
+use outpost_http::CacheKey;
+use outpost_proxy::Engine;
+use outpost_proxy::prefetch::{PrefetchError, PrefetchOutcome, PrefetchRequest};
+use outpost_shaper::{BucketId, Rate, RateRule, RateSchedule, TimeWindow};
+use serde::Serialize;
+use tokio::sync::watch;
+use url::Url;
+
+use crate::ChannelError;
+use crate::cron::CronSchedule;
+use crate::listing::{ListingLink, parse_listing, parse_manifest};
+use crate::state::{ChannelDb, FileRow};
+
+/// Largest listing page or manifest read.
+const MAX_DOCUMENT: usize = 16 << 20;
+/// A crawl stops (and reports) past this many folders or files.
+const MAX_DIRS: usize = 20_000;
+const MAX_FILES: usize = 200_000;
+/// Problems kept per channel for status.
+const MAX_PROBLEMS: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A folder whose HTML directory listings are crawled.
+    Listing,
+    /// A JSON or text file naming the files.
+    Manifest,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub source: Url,
+    pub kind: SourceKind,
+    /// Globs on the path below the source folder; empty = everything.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub schedule: Option<CronSchedule>,
+    /// The channel's own limit (within the pre-positioning class).
+    pub rate: Rate,
+    /// Transfers run only inside this window (else at any time).
+    pub window: Option<TimeWindow>,
+    /// Check SHA-256 where the manifest gives one.
+    pub verify: bool,
+    /// Other host names PCs use for the source's host.
+    pub aliases: Vec<String>,
+    /// Files fetched at once.
+    pub concurrency: usize,
+}
+
+impl ChannelConfig {
+    /// The folder the channel covers: the source itself for a listing, the
+    /// manifest's folder otherwise.
+    pub fn base(&self) -> Url {
+        match self.kind {
+            SourceKind::Listing => self.source.clone(),
+            SourceKind::Manifest => self.source.join("./").unwrap_or_else(|_| self.source.clone()),
+        }
+    }
+
+    fn shaper_schedule(&self) -> RateSchedule {
+        match &self.window {
+            None => RateSchedule::constant(self.rate),
+            Some(window) => RateSchedule {
+                default: Rate::bytes_per_sec(0.0),
+                rules: vec![RateRule {
+                    window: window.clone(),
+                    rate: self.rate,
+                }],
+            },
+        }
+    }
+}
+
+/// A file a sync could not bring in, or refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileProblem {
+    pub url: String,
+    pub error: String,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct RunSummary {
+    pub run: u64,
+    pub started: i64,
+    pub finished: i64,
+    /// "ok", "errors" (some files failed), "failed" (the source could not
+    /// be listed) or "interrupted".
+    pub result: String,
+    pub message: Option<String>,
+    pub files: u64,
+    pub fetched: u64,
+    pub not_modified: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+    pub quarantined: u64,
+    pub removed: u64,
+    /// Body bytes brought over the WAN by this run.
+    pub fetched_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveFile {
+    pub url: String,
+    pub bytes: u64,
+    pub len: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunProgress {
+    pub run: u64,
+    pub started: i64,
+    /// "listing", "syncing" or "waiting for window".
+    pub phase: String,
+    pub files_total: u64,
+    pub files_done: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    /// Bytes per second fetched since the run started.
+    pub rate: f64,
+    pub eta_secs: Option<u64>,
+    pub active: Vec<ActiveFile>,
+}
+
+/// One channel as `outpost channels` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelStatus {
+    pub name: String,
+    pub source: String,
+    pub kind: SourceKind,
+    pub schedule: Option<String>,
+    pub rate: String,
+    pub window: Option<String>,
+    /// The limit in force now (bytes/s; `None` = unlimited; 0 = outside
+    /// the window).
+    pub limit_now: Option<f64>,
+    pub files_total: u64,
+    pub files_present: u64,
+    pub bytes_total: u64,
+    pub bytes_present: u64,
+    pub pinned_files: u64,
+    pub quarantined: Vec<FileProblem>,
+    pub errors: Vec<FileProblem>,
+    pub running: Option<RunProgress>,
+    pub last_run: Option<RunSummary>,
+    /// Local time of the next scheduled run.
+    pub next_run: Option<String>,
+}
+
+struct RunState {
+    run: u64,
+    started: i64,
+    started_at: std::time::Instant,
+    phase: String,
+    files_total: u64,
+    files_done: u64,
+    bytes_total: u64,
+    bytes_done: u64,
+    fetched_bytes: u64,
+    active: HashMap<String, (CacheKey, Option<u64>)>,
+}
+
+struct Channel {
+    config: ChannelConfig,
+    group: BucketId,
+    includes: Option<GlobSet>,
+    excludes: GlobSet,
+    run: Mutex<Option<RunState>>,
+    /// Sends the number of the last finished run.
+    finished: watch::Sender<u64>,
+    next_run: Mutex<Option<chrono::NaiveDateTime>>,
+}
+
+/// The channels of one edge.
+pub struct Channels {
+    engine: Arc<Engine>,
+    db: Mutex<ChannelDb>,
+    channels: Vec<Arc<Channel>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn glob_set(patterns: &[String]) -> Result<GlobSet, ChannelError> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p)?);
+    }
+    Ok(b.build()?)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A file a source names.
+#[derive(Debug, Clone)]
+struct SourceFile {
+    url: Url,
+    size: Option<u64>,
+    sha256: Option<String>,
+}
+
+fn to_uri(url: &Url) -> Result<Uri, String> {
+    url.as_str().parse().map_err(|e| format!("{url}: {e}"))
+}
+
+impl Channel {
+    fn wanted(&self, url: &Url) -> bool {
+        let base = self.config.base();
+        let rel = percent_decode(url.path().strip_prefix(base.path()).unwrap_or(url.path()));
+        self.includes.as_ref().is_none_or(|g| g.is_match(&rel)) && !self.excludes.is_match(&rel)
+    }
+}
+
+impl Channels {
+    /// Opens the channel database in `dir`, registers each channel with the
+    /// WAN shaper, re-applies quarantines and starts schedules; runs cut
+    /// short by a stop are started again at once.
+    pub fn start(
+        engine: Arc<Engine>,
+        configs: Vec<ChannelConfig>,
+        dir: &Path,
+    ) -> Result<Arc<Self>, ChannelError> {
+        let db = ChannelDb::open(&dir.join("channels.sqlite"))?;
+        let mut channels = Vec::new();
+        let mut resume = Vec::new();
+        for config in configs {
+            for row in db.files(&config.name)? {
+                if row.state == "quarantined" {
+                    engine.set_quarantined(
+                        &CacheKey::from_stored(row.key.clone()),
+                        row.detail.clone().or(Some("digest mismatch".into())),
+                    );
+                }
+            }
+            if db.take_interrupted(&config.name, now_secs())? {
+                resume.push(config.name.clone());
+            }
+            let group = engine.fills.shaper.add_group(config.shaper_schedule());
+            let includes = if config.include.is_empty() {
+                None
+            } else {
+                Some(glob_set(&config.include)?)
+            };
+            let excludes = glob_set(&config.exclude)?;
+            channels.push(Arc::new(Channel {
+                config,
+                group,
+                includes,
+                excludes,
+                run: Mutex::new(None),
+                finished: watch::channel(0).0,
+                next_run: Mutex::new(None),
+            }));
+        }
+        let this = Arc::new(Self {
+            engine,
+            db: Mutex::new(db),
+            channels,
+        });
+        for ch in &this.channels {
+            if ch.config.schedule.is_some() {
+                let this2 = this.clone();
+                let ch = ch.clone();
+                tokio::spawn(async move { this2.schedule_loop(ch).await });
+            }
+        }
+        for name in resume {
+            tracing::info!(channel = %name, "resuming a sync interrupted by the last stop");
+            let _ = this.sync(&name);
+        }
+        Ok(this)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.channels.iter().map(|c| c.config.name.clone()).collect()
+    }
+
+    fn channel(&self, name: &str) -> Result<&Arc<Channel>, ChannelError> {
+        self.channels
+            .iter()
+            .find(|c| c.config.name == name)
+            .ok_or_else(|| ChannelError::Unknown(name.to_string()))
+    }
+
+    /// Starts a sync of `name` unless one runs; returns the run's number.
+    pub fn sync(self: &Arc<Self>, name: &str) -> Result<u64, ChannelError> {
+        let ch = self.channel(name)?.clone();
+        let mut run = lock(&ch.run);
+        if let Some(r) = run.as_ref() {
+            return Ok(r.run);
+        }
+        let started = now_secs();
+        let id = lock(&self.db).start_run(name, started)?;
+        *run = Some(RunState {
+            run: id,
+            started,
+            started_at: std::time::Instant::now(),
+            phase: "listing".into(),
+            files_total: 0,
+            files_done: 0,
+            bytes_total: 0,
+            bytes_done: 0,
+            fetched_bytes: 0,
+            active: HashMap::new(),
+        });
+        drop(run);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let summary = this.run(&ch, id, started).await;
+            tracing::info!(channel = %ch.config.name, run = id, result = %summary.result, files = summary.files, fetched = summary.fetched, fetched_bytes = summary.fetched_bytes, "channel sync finished");
+            let json = serde_json::to_string(&summary).unwrap_or_default();
+            if let Err(e) = lock(&this.db).finish_run(&ch.config.name, id, summary.finished, &json) {
+                tracing::error!(channel = %ch.config.name, error = %e, "cannot record sync result");
+            }
+            *lock(&ch.run) = None;
+            ch.finished.send_replace(id);
+        });
+        Ok(id)
+    }
+
+    /// Waits until run `run` of `name` has finished.
+    pub async fn wait(&self, name: &str, run: u64) -> Result<(), ChannelError> {
+        let mut rx = self.channel(name)?.finished.subscribe();
+        let _ = rx.wait_for(|&done| done >= run).await;
+        Ok(())
+    }
+
+    async fn schedule_loop(self: Arc<Self>, ch: Arc<Channel>) {
+        let Some(schedule) = ch.config.schedule.clone() else { return };
+        loop {
+            let now = chrono::Local::now().naive_local();
+            let Some(next) = schedule.next_after(now) else {
+                tracing::warn!(channel = %ch.config.name, %schedule, "schedule never fires");
+                return;
+            };
+            *lock(&ch.next_run) = Some(next);
+            // Sleep in short steps: the wall clock may jump (NTP, DST).
+            loop {
+                let now = chrono::Local::now().naive_local();
+                if now >= next {
+                    break;
+                }
+                let left = (next - now).to_std().unwrap_or(Duration::from_secs(1));
+                tokio::time::sleep(left.min(Duration::from_secs(30))).await;
+            }
+            match self.sync(&ch.config.name) {
+                Ok(run) => {
+                    let _ = self.wait(&ch.config.name, run).await;
+                }
+                Err(e) => tracing::error!(channel = %ch.config.name, error = %e, "cannot start scheduled sync"),
+            }
+        }
+    }
+
+    /// Lists the source: every file it names, and whether the listing is
+    /// complete (only then may files missing from it be unpinned).
+    async fn list(&self, ch: &Channel) -> Result<(Vec<SourceFile>, Vec<String>), String> {
+        let config = &ch.config;
+        match config.kind {
+            SourceKind::Manifest => {
+                let body = self.fetch_document(&config.source).await?;
+                let entries = parse_manifest(&body, &config.source).map_err(|e| e.to_string())?;
+                Ok((
+                    entries
+                        .into_iter()
+                        .map(|e| SourceFile {
+                            url: e.url,
+                            size: e.size,
+                            sha256: e.sha256,
+                        })
+                        .collect(),
+                    Vec::new(),
+                ))
+            }
+            SourceKind::Listing => {
+                let base = config.base();
+                let mut files = Vec::new();
+                let mut problems = Vec::new();
+                let mut queue = VecDeque::from([base.clone()]);
+                let mut seen = HashSet::from([base.to_string()]);
+                let mut dirs = 0;
+                while let Some(dir) = queue.pop_front() {
+                    dirs += 1;
+                    if dirs > MAX_DIRS || files.len() > MAX_FILES {
+                        problems.push(format!("listing stopped after {MAX_DIRS} folders / {MAX_FILES} files"));
+                        break;
+                    }
+                    let body = match self.fetch_document(&dir).await {
+                        Ok(b) => b,
+                        // The root must list; a subfolder failing makes
+                        // the listing incomplete.
+                        Err(e) if dir == base => return Err(e),
+                        Err(e) => {
+                            problems.push(format!("{dir}: {e}"));
+                            continue;
+                        }
+                    };
+                    let html = String::from_utf8_lossy(&body);
+                    for link in parse_listing(&html, &dir, &base) {
+                        match link {
+                            ListingLink::Dir(u) => {
+                                if seen.insert(u.to_string()) {
+                                    queue.push_back(u);
+                                }
+                            }
+                            ListingLink::File(u) => {
+                                if seen.insert(u.to_string()) {
+                                    files.push(SourceFile {
+                                        url: u,
+                                        size: None,
+                                        sha256: None,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok((files, problems))
+            }
+        }
+    }
+
+    async fn fetch_document(&self, url: &Url) -> Result<bytes::Bytes, String> {
+        let uri = to_uri(url)?;
+        let uri = self.engine.canonical_uri(uri);
+        match self.engine.fetch_document(&uri, MAX_DOCUMENT).await {
+            Ok((StatusCode::OK, _, body)) => Ok(body),
+            Ok((status, _, _)) => Err(format!("{url}: origin answered {status}")),
+            Err(e) => Err(format!("{url}: {e}")),
+        }
+    }
+
+    async fn run(self: &Arc<Self>, ch: &Arc<Channel>, run: u64, started: i64) -> RunSummary {
+        let name = &ch.config.name;
+        let mut summary = RunSummary {
+            run,
+            started,
+            ..Default::default()
+        };
+        let (files, problems) = match self.list(ch).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(channel = %name, error = %e, "cannot list the channel's source");
+                summary.result = "failed".into();
+                summary.message = Some(format!("cannot list the source: {e}"));
+                summary.finished = now_secs();
+                return summary;
+            }
+        };
+        let complete_listing = problems.is_empty();
+        let files: Vec<SourceFile> = files.into_iter().filter(|f| ch.wanted(&f.url)).collect();
+        let known: HashMap<String, FileRow> = lock(&self.db)
+            .files(name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.url.clone(), r))
+            .collect();
+        {
+            let mut r = lock(&ch.run);
+            if let Some(r) = r.as_mut() {
+                r.phase = "syncing".into();
+                r.files_total = files.len() as u64;
+                r.bytes_total = files
+                    .iter()
+                    .map(|f| f.size.or_else(|| known.get(f.url.as_str()).and_then(|k| k.len)).unwrap_or(0))
+                    .sum();
+            }
+        }
+        let sem = Arc::new(tokio::sync::Semaphore::new(ch.config.concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for file in files.iter().cloned() {
+            let permit = match sem.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => break,
+            };
+            let this = self.clone();
+            let ch = ch.clone();
+            let previous = known.get(file.url.as_str()).cloned();
+            tasks.spawn(async move {
+                let _permit = permit;
+                this.sync_file(&ch, file, previous).await
+            });
+            while let Some(done) = tasks.try_join_next() {
+                tally(&mut summary, done);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            tally(&mut summary, done);
+        }
+        summary.files = files.len() as u64;
+        // Files that left the source: no longer pinned, ordinary cache.
+        if complete_listing {
+            let listed: HashSet<&str> = files.iter().map(|f| f.url.as_str()).collect();
+            for (url, row) in &known {
+                if listed.contains(url.as_str()) {
+                    continue;
+                }
+                let key = CacheKey::from_stored(row.key.clone());
+                let db = lock(&self.db);
+                if !db.held_elsewhere(name, &row.key).unwrap_or(true)
+                    && let Err(e) = self.engine.store.set_pinned(&key, false)
+                {
+                    tracing::warn!(channel = %name, key = %key, error = %e, "cannot unpin");
+                }
+                if row.state == "quarantined" {
+                    self.engine.set_quarantined(&key, None);
+                }
+                if let Err(e) = db.remove_file(name, url) {
+                    tracing::warn!(channel = %name, error = %e, "cannot forget a removed file");
+                }
+                summary.removed += 1;
+            }
+        }
+        if let Some(r) = lock(&ch.run).as_ref() {
+            summary.fetched_bytes = r.fetched_bytes;
+        }
+        summary.finished = now_secs();
+        summary.result = if summary.failed + summary.quarantined > 0 || !complete_listing {
+            "errors".into()
+        } else {
+            "ok".into()
+        };
+        if !complete_listing {
+            summary.message = Some(format!(
+                "listing incomplete, nothing unpinned: {}",
+                problems.join("; ")
+            ));
+        }
+        summary
+    }
+
+    async fn sync_file(
+        self: &Arc<Self>,
+        ch: &Arc<Channel>,
+        file: SourceFile,
+        previous: Option<FileRow>,
+    ) -> FileResult {
+        let name = &ch.config.name;
+        let url = file.url.to_string();
+        let uri = match to_uri(&file.url) {
+            Ok(u) => self.engine.canonical_uri(u),
+            Err(e) => {
+                tracing::warn!(channel = %name, %url, error = %e, "bad URL in source");
+                return FileResult::Failed;
+            }
+        };
+        let key = match CacheKey::from_uri(&uri) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(channel = %name, %url, error = %e, "bad URL in source");
+                return FileResult::Failed;
+            }
+        };
+        let before = self
+            .engine
+            .store
+            .get(&key)
+            .ok()
+            .flatten()
+            .map_or(0, |o| if o.is_complete() { o.len().unwrap_or(0) } else { o.snapshot().present.covered() });
+        if let Some(r) = lock(&ch.run).as_mut() {
+            r.active.insert(url.clone(), (key.clone(), file.size));
+        }
+        // Pin first, so that cache pressure cannot take a partial copy
+        // while the rest comes in.
+        let _ = self.engine.store.set_pinned(&key, true);
+        let request = PrefetchRequest {
+            uri,
+            group: Some(ch.group),
+            sha256: if ch.config.verify { file.sha256.clone() } else { None },
+        };
+        let result = self.engine.prefetch(&request).await;
+        let now = now_secs();
+        let mut row = FileRow {
+            url: url.clone(),
+            key: key.to_string(),
+            len: None,
+            sha256: None,
+            state: "ok".into(),
+            detail: None,
+            updated: now,
+        };
+        let outcome = match result {
+            Ok(done) => {
+                row.len = Some(done.len);
+                row.sha256 = done.sha256.clone();
+                if let Err(e) = self.engine.store.set_pinned(&done.key, true) {
+                    tracing::warn!(channel = %name, key = %done.key, error = %e, "cannot pin");
+                }
+                self.engine.set_quarantined(&done.key, None);
+                let fetched = match done.outcome {
+                    PrefetchOutcome::Fetched => done.len.saturating_sub(before.min(done.len)),
+                    _ => 0,
+                };
+                if let Some(r) = lock(&ch.run).as_mut() {
+                    r.fetched_bytes += fetched;
+                    if file.size.is_none() && previous.as_ref().and_then(|p| p.len).is_none() {
+                        r.bytes_total += done.len;
+                    }
+                }
+                FileResult::Done(done.outcome)
+            }
+            Err(PrefetchError::DigestMismatch { expected, actual }) => {
+                let detail = format!("SHA-256 {actual} differs from the manifest's {expected}");
+                tracing::error!(channel = %name, %url, %detail, "quarantined");
+                row.state = "quarantined".into();
+                row.detail = Some(detail.clone());
+                self.engine.set_quarantined(&key, Some(detail));
+                let _ = self.engine.store.set_pinned(&key, false);
+                FileResult::Quarantined
+            }
+            Err(e) => {
+                tracing::warn!(channel = %name, %url, error = %e, "file sync failed");
+                row.state = "error".into();
+                row.detail = Some(e.to_string());
+                // Keep what an earlier sync stored (still pinned).
+                if let Some(p) = &previous {
+                    row.len = p.len;
+                    row.sha256 = p.sha256.clone();
+                }
+                if previous.as_ref().is_none_or(|p| p.state != "ok") {
+                    let _ = self.engine.store.set_pinned(&key, false);
+                }
+                FileResult::Failed
+            }
+        };
+        if let Err(e) = lock(&self.db).put_file(name, &row) {
+            tracing::error!(channel = %name, error = %e, "cannot record synced file");
+        }
+        if let Some(r) = lock(&ch.run).as_mut() {
+            r.active.remove(&url);
+            r.files_done += 1;
+            r.bytes_done += row.len.unwrap_or(0);
+        }
+        outcome
+    }
+
+    /// Every channel's state.
+    pub fn status(&self) -> Vec<ChannelStatus> {
+        self.channels.iter().map(|ch| self.channel_status(ch)).collect()
+    }
+
+    fn channel_status(&self, ch: &Channel) -> ChannelStatus {
+        let config = &ch.config;
+        let (rows, last) = {
+            let db = lock(&self.db);
+            (
+                db.files(&config.name).unwrap_or_default(),
+                db.last_summary(&config.name).ok().flatten(),
+            )
+        };
+        let mut status = ChannelStatus {
+            name: config.name.clone(),
+            source: config.source.to_string(),
+            kind: config.kind,
+            schedule: config.schedule.as_ref().map(|s| s.to_string()),
+            rate: config.rate.to_string(),
+            window: config.window.as_ref().map(|w| w.to_string()),
+            limit_now: self.engine.fills.shaper.group_limit(ch.group),
+            files_total: rows.len() as u64,
+            files_present: 0,
+            bytes_total: 0,
+            bytes_present: 0,
+            pinned_files: 0,
+            quarantined: Vec::new(),
+            errors: Vec::new(),
+            running: None,
+            last_run: last.and_then(|s| serde_json::from_str(&s).ok()),
+            next_run: lock(&ch.next_run).map(|t| t.format("%Y-%m-%d %H:%M").to_string()),
+        };
+        for row in &rows {
+            status.bytes_total += row.len.unwrap_or(0);
+            let key = CacheKey::from_stored(row.key.clone());
+            let stored = self.engine.store.get(&key).ok().flatten();
+            if let Some(obj) = &stored
+                && obj.is_complete()
+            {
+                status.files_present += 1;
+                status.bytes_present += obj.len().unwrap_or(0);
+                if obj.snapshot().pinned {
+                    status.pinned_files += 1;
+                }
+            }
+            let problem = || FileProblem {
+                url: row.url.clone(),
+                error: row.detail.clone().unwrap_or_default(),
+                at: row.updated,
+            };
+            match row.state.as_str() {
+                "quarantined" => status.quarantined.push(problem()),
+                "error" if status.errors.len() < MAX_PROBLEMS => status.errors.push(problem()),
+                _ => {}
+            }
+        }
+        if let Some(r) = lock(&ch.run).as_ref() {
+            let elapsed = r.started_at.elapsed().as_secs_f64().max(0.001);
+            let mut active_bytes = 0;
+            let active: Vec<ActiveFile> = r
+                .active
+                .iter()
+                .map(|(url, (key, size))| {
+                    let (bytes, len) = self
+                        .engine
+                        .store
+                        .get(key)
+                        .ok()
+                        .flatten()
+                        .map_or((0, *size), |o| (o.snapshot().present.covered(), o.len().or(*size)));
+                    active_bytes += bytes;
+                    ActiveFile {
+                        url: url.clone(),
+                        bytes,
+                        len,
+                    }
+                })
+                .collect();
+            let rate = r.fetched_bytes as f64 / elapsed;
+            let bytes_done = r.bytes_done + active_bytes;
+            let remaining = r.bytes_total.saturating_sub(bytes_done);
+            let paused = status.limit_now == Some(0.0);
+            status.running = Some(RunProgress {
+                run: r.run,
+                started: r.started,
+                phase: if paused && r.phase == "syncing" {
+                    "waiting for window".into()
+                } else {
+                    r.phase.clone()
+                },
+                files_total: r.files_total,
+                files_done: r.files_done,
+                bytes_total: r.bytes_total.max(bytes_done),
+                bytes_done,
+                rate,
+                eta_secs: (rate > 1.0 && r.bytes_total > 0).then(|| (remaining as f64 / rate) as u64),
+                active,
+            });
+        }
+        status
+    }
+}
+
+enum FileResult {
+    Done(PrefetchOutcome),
+    Quarantined,
+    Failed,
+}
+
+fn tally(summary: &mut RunSummary, done: Result<FileResult, tokio::task::JoinError>) {
+    match done {
+        Ok(FileResult::Done(PrefetchOutcome::Fetched)) => summary.fetched += 1,
+        Ok(FileResult::Done(PrefetchOutcome::NotModified)) => summary.not_modified += 1,
+        Ok(FileResult::Done(PrefetchOutcome::Unchanged)) => summary.unchanged += 1,
+        Ok(FileResult::Quarantined) => summary.quarantined += 1,
+        Ok(FileResult::Failed) | Err(_) => summary.failed += 1,
+    }
+}

@@ -1,0 +1,307 @@
+//! Pre-positioning's way into the engine: bring one URL into the store
+//! through the same lookup, collapse and fill machinery as client requests,
+//! so that a client asking meanwhile attaches to the running fill (and a
+//! sync finding a client's fill running simply waits for it).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use outpost_http::headers::add_via;
+use outpost_http::{ByteRange, CacheKey};
+use outpost_shaper::{BucketId, Class};
+use outpost_store::{Object, Phase};
+
+use crate::engine::{Engine, Outcome, Route};
+use crate::fill::UpstreamTarget;
+use crate::upstream::UpstreamBody;
+
+/// What a sync wants of one URL.
+#[derive(Debug, Clone)]
+pub struct PrefetchRequest {
+    pub uri: Uri,
+    /// The channel's shaper bucket.
+    pub group: Option<BucketId>,
+    /// SHA-256 (hex) the body must have; a stored copy with this digest
+    /// needs no request at all.
+    pub sha256: Option<String>,
+}
+
+/// How the URL came to be in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefetchOutcome {
+    /// The stored copy matches the expected digest: nothing was asked.
+    Unchanged,
+    /// The origin answered 304 to a conditional request.
+    NotModified,
+    /// The body was fetched (whole, or the part that was missing).
+    Fetched,
+}
+
+#[derive(Debug, Clone)]
+pub struct Prefetched {
+    pub key: CacheKey,
+    pub outcome: PrefetchOutcome,
+    pub len: u64,
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrefetchError {
+    #[error("invalid URL: {0}")]
+    Url(String),
+    #[error("origin answered {0}")]
+    Status(StatusCode),
+    #[error("origin unavailable: {0}")]
+    Upstream(String),
+    #[error("the origin's response may not be stored ({0})")]
+    NotStorable(String),
+    #[error("fill failed: {0}")]
+    Failed(String),
+    #[error("SHA-256 mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { expected: String, actual: String },
+}
+
+fn empty_body() -> UpstreamBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+impl Engine {
+    /// Rewrites an alias host to the host the cache key uses.
+    pub fn canonical_uri(&self, uri: Uri) -> Uri {
+        let Some(authority) = uri.authority() else {
+            return uri;
+        };
+        let host = authority.host().to_ascii_lowercase();
+        let Some(canonical) = self.config.host_aliases.get(&host) else {
+            return uri;
+        };
+        let new_authority = match authority.port() {
+            Some(port) => format!("{canonical}:{port}"),
+            None => canonical.clone(),
+        };
+        let mut parts = uri.clone().into_parts();
+        match new_authority.parse() {
+            Ok(a) => {
+                parts.authority = Some(a);
+                Uri::from_parts(parts).unwrap_or(uri)
+            }
+            Err(_) => uri,
+        }
+    }
+
+    /// Fetches a small document (a directory listing, a manifest) without
+    /// caching it, on the pre-positioning connection pool, up to `limit`
+    /// bytes.
+    pub async fn fetch_document(
+        &self,
+        uri: &Uri,
+        limit: usize,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), PrefetchError> {
+        let mut headers = HeaderMap::new();
+        add_via(&mut headers);
+        let mut req = Request::builder().method(Method::GET).uri(uri.clone());
+        if let Some(h) = req.headers_mut() {
+            *h = headers;
+        }
+        let req = req
+            .body(empty_body())
+            .map_err(|e| PrefetchError::Url(e.to_string()))?;
+        self.fills
+            .stats
+            .upstream_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .upstream
+            .send_as(req, Class::Bulk)
+            .await
+            .map_err(|e| PrefetchError::Upstream(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| PrefetchError::Upstream(format!("reading {uri}: {e}")))?
+            .to_bytes();
+        self.fills
+            .stats
+            .wan_bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok((parts.status, parts.headers, body))
+    }
+
+    /// Makes sure the current representation of `req.uri` is stored
+    /// complete, checking with the origin (conditionally when a copy is
+    /// stored) unless the copy matches the expected digest.
+    pub async fn prefetch(self: &Arc<Self>, req: &PrefetchRequest) -> Result<Prefetched, PrefetchError> {
+        let uri = self.canonical_uri(req.uri.clone());
+        let route = Route::new(uri).map_err(|e| PrefetchError::Url(e.to_string()))?;
+        let key = route.key.clone();
+        let mut headers = HeaderMap::new();
+        add_via(&mut headers);
+        let target = UpstreamTarget {
+            uri: route.upstream_uri.clone(),
+            headers,
+            class: Class::Bulk,
+            group: req.group,
+        };
+        let expected = req.sha256.as_deref().map(str::to_ascii_lowercase);
+        self.store.expect_digest(&key, expected.as_deref());
+        let result = self.prefetch_inner(&route, target, expected.as_deref()).await;
+        self.store.expect_digest(&key, None);
+        result
+    }
+
+    async fn prefetch_inner(
+        self: &Arc<Self>,
+        route: &Route,
+        target: UpstreamTarget,
+        expected: Option<&str>,
+    ) -> Result<Prefetched, PrefetchError> {
+        let key = &route.key;
+        for _ in 0..4 {
+            if let Some(fill) = self.fills.active(key) {
+                let _reader = fill.reader();
+                let obj = fill.object.clone();
+                return self.wait_complete(&obj, PrefetchOutcome::Fetched).await;
+            }
+            let stored = self.store.get(key).ok().flatten();
+            let outcome = match stored {
+                Some(obj) if obj.is_complete() => {
+                    if let Some(want) = expected
+                        && self.store.digest(key).ok().flatten().as_deref() == Some(want)
+                    {
+                        return Ok(Prefetched {
+                            key: key.clone(),
+                            outcome: PrefetchOutcome::Unchanged,
+                            len: obj.len().unwrap_or(0),
+                            sha256: Some(want.to_string()),
+                        });
+                    }
+                    let head = obj.head();
+                    let mut conditional = HeaderMap::new();
+                    if let Some(etag) = head.etag() {
+                        conditional.insert(header::IF_NONE_MATCH, etag.clone());
+                    }
+                    if let Some(lm) = head.last_modified() {
+                        conditional.insert(header::IF_MODIFIED_SINCE, lm.clone());
+                    }
+                    if conditional.is_empty() && expected.is_none() {
+                        // No way to ask "has it changed?": the stored copy is
+                        // kept until a client's request revalidates it.
+                        return Ok(Prefetched {
+                            key: key.clone(),
+                            outcome: PrefetchOutcome::Unchanged,
+                            len: obj.len().unwrap_or(0),
+                            sha256: self.store.digest(key).ok().flatten(),
+                        });
+                    }
+                    let engine = self.clone();
+                    let (target, route2) = (target.clone(), route.clone());
+                    self.collapse(key, async move {
+                        engine
+                            .revalidate(obj, conditional, HeaderMap::new(), target, route2)
+                            .await
+                    })
+                    .await
+                }
+                Some(obj) if matches!(obj.phase(), Phase::Filling) => {
+                    // A partial copy (a client's range, or a sync cut short
+                    // by a restart): fetch just what is missing.
+                    let fill = self.fills.attach(obj.clone(), target.clone());
+                    let _reader = fill.reader();
+                    if fill.demand(ByteRange::new(0, obj.len().unwrap_or(u64::MAX))) {
+                        return self.wait_complete(&obj, PrefetchOutcome::Fetched).await;
+                    }
+                    continue;
+                }
+                _ => {
+                    let engine = self.clone();
+                    let (target, route2) = (target.clone(), route.clone());
+                    self.collapse(key, async move {
+                        engine
+                            .fetch_miss(HeaderMap::new(), target, route2, None)
+                            .await
+                    })
+                    .await
+                }
+            };
+            match outcome {
+                None => continue,
+                Some(Outcome::Fill(fill)) => {
+                    let _reader = fill.reader();
+                    let obj = fill.object.clone();
+                    return self.wait_complete(&obj, PrefetchOutcome::Fetched).await;
+                }
+                Some(Outcome::Refreshed(obj)) => {
+                    return Ok(Prefetched {
+                        key: key.clone(),
+                        outcome: PrefetchOutcome::NotModified,
+                        len: obj.len().unwrap_or(0),
+                        sha256: self.store.digest(key).ok().flatten(),
+                    });
+                }
+                Some(Outcome::Stale(_)) => {
+                    return Err(PrefetchError::Upstream(
+                        "origin unreachable (the stored copy is kept)".into(),
+                    ));
+                }
+                Some(Outcome::Passthrough(slot)) => {
+                    let status = crate::engine::lock(&slot)
+                        .take()
+                        .map(|r| r.status());
+                    return Err(match status {
+                        Some(s) if !s.is_success() => PrefetchError::Status(s),
+                        Some(s) => PrefetchError::NotStorable(format!("status {s}, or headers forbid storing")),
+                        None => PrefetchError::NotStorable("response not storable".into()),
+                    });
+                }
+                Some(Outcome::Failed(reason)) => return Err(PrefetchError::Upstream(reason)),
+            }
+        }
+        Err(PrefetchError::Failed("the object kept changing under the sync".into()))
+    }
+
+    /// Waits until `obj` is complete or has failed.
+    async fn wait_complete(
+        &self,
+        obj: &Arc<Object>,
+        outcome: PrefetchOutcome,
+    ) -> Result<Prefetched, PrefetchError> {
+        let mut changes = obj.subscribe();
+        loop {
+            match obj.phase() {
+                Phase::Complete => {
+                    return Ok(Prefetched {
+                        key: obj.key().clone(),
+                        outcome,
+                        len: obj.len().unwrap_or(0),
+                        sha256: self.store.digest(obj.key()).ok().flatten(),
+                    });
+                }
+                Phase::Failed(reason) => {
+                    if let Some((expected, actual)) = self.store.take_digest_mismatch(obj.key()) {
+                        return Err(PrefetchError::DigestMismatch { expected, actual });
+                    }
+                    return Err(PrefetchError::Failed(reason));
+                }
+                Phase::Filling => {
+                    // A fill that stopped with bytes missing parks the object
+                    // (Filling, no fill running): nothing more will come.
+                    if self.fills.active(obj.key()).is_none_or(|f| !Arc::ptr_eq(&f.object, obj))
+                        && !obj.is_fully_present()
+                    {
+                        return Err(PrefetchError::Failed("the fill stopped before the end".into()));
+                    }
+                }
+            }
+            if changes.changed().await.is_err() {
+                return Err(PrefetchError::Failed("object dropped".into()));
+            }
+        }
+    }
+}
