@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use outpost_channel::Channels;
 use outpost_http::CacheKey;
 use outpost_proxy::Engine;
 use prometheus_client::encoding::text::encode;
@@ -33,6 +34,7 @@ use crate::config::AdminConfig;
 
 pub struct Admin {
     engine: Arc<Engine>,
+    channels: Arc<Channels>,
     token: Option<String>,
     started: Instant,
     listen: Vec<SocketAddr>,
@@ -43,6 +45,7 @@ pub struct Admin {
 pub async fn bind(
     config: &AdminConfig,
     engine: Arc<Engine>,
+    channels: Arc<Channels>,
 ) -> anyhow::Result<(TcpListener, Arc<Admin>)> {
     let token = match &config.token_file {
         Some(path) => {
@@ -73,6 +76,7 @@ pub async fn bind(
         listener,
         Arc::new(Admin {
             engine,
+            channels,
             token,
             started: Instant::now(),
             listen,
@@ -164,6 +168,18 @@ impl Admin {
             (Method::GET, "/metrics") => self.metrics(),
             (Method::GET, "/status") => self.status(),
             (Method::GET, "/cache") => self.cache_list(req.uri().query()),
+            (Method::GET, "/channels") => json(
+                StatusCode::OK,
+                serde_json::to_value(self.channels.status()).unwrap_or_default(),
+            ),
+            (Method::POST, "/channels/sync") => {
+                let name = req.uri().query().and_then(|q| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("name="))
+                        .map(percent_decode)
+                });
+                self.start_sync(name)
+            }
             (Method::POST, "/verify") => self.verify().await,
             (Method::POST, "/purge") => self.act(url, |engine, key| {
                 engine
@@ -186,7 +202,7 @@ impl Admin {
             (
                 _,
                 "/readyz" | "/metrics" | "/status" | "/cache" | "/verify" | "/purge" | "/pin"
-                | "/unpin",
+                | "/unpin" | "/channels" | "/channels/sync",
             ) => text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed\n",
@@ -281,6 +297,34 @@ impl Admin {
         }
     }
 
+    /// Starts a sync of one channel, or of all; answers with the run
+    /// numbers to wait for.
+    fn start_sync(&self, name: Option<String>) -> Response<Full<Bytes>> {
+        let names = match name {
+            Some(n) => vec![n],
+            None => self.channels.names(),
+        };
+        let mut runs = Vec::new();
+        for name in names {
+            match self.channels.sync(&name) {
+                Ok(run) => runs.push(serde_json::json!({ "channel": name, "run": run })),
+                Err(e @ outpost_channel::ChannelError::Unknown(_)) => {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        serde_json::json!({ "error": e.to_string() }),
+                    );
+                }
+                Err(e) => {
+                    return json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({ "error": e.to_string() }),
+                    );
+                }
+            }
+        }
+        json(StatusCode::ACCEPTED, serde_json::json!({ "runs": runs }))
+    }
+
     fn status(&self) -> Response<Full<Bytes>> {
         let e = &self.engine;
         let s = &e.stats;
@@ -324,7 +368,8 @@ impl Admin {
                 "hit_ratio": if served == 0 { 0.0 } else { hits as f64 / served as f64 },
                 "wan_bytes": e.fills.stats.wan_bytes.load(Ordering::Relaxed),
                 "active_fills": fills,
-                "channels": [],
+                "wan": e.fills.shaper.status(),
+                "channels": self.channels.status(),
             }),
         )
     }
@@ -407,6 +452,7 @@ impl Admin {
                 counter(store.evictions),
             );
         }
+        self.register_wan_and_channels(&mut registry);
         if let Some(log) = e.access_log() {
             registry.register(
                 "access_log_dropped_lines",
@@ -427,6 +473,104 @@ impl Admin {
             out,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )
+    }
+}
+
+impl Admin {
+    fn register_wan_and_channels(&self, registry: &mut Registry) {
+        type Labels = Vec<(String, String)>;
+        let wan_bytes = Family::<Labels, Counter>::default();
+        let wan_rate = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let wan_limit = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let wan_queued = Family::<Labels, Gauge>::default();
+        for class in self.engine.fills.shaper.status() {
+            let labels = vec![("class".to_string(), class.class.to_string())];
+            wan_bytes.get_or_create(&labels).inc_by(class.bytes_total);
+            wan_rate.get_or_create(&labels).set(class.rate);
+            wan_limit
+                .get_or_create(&labels)
+                .set(class.limit.unwrap_or(-1.0));
+            wan_queued
+                .get_or_create(&labels)
+                .set(class.queued_reads as i64);
+        }
+        registry.register(
+            "wan_class_bytes",
+            "Upstream body bytes read, by traffic class",
+            wan_bytes,
+        );
+        registry.register(
+            "wan_class_rate_bytes_per_second",
+            "Upstream read rate over the last 5 s, by traffic class",
+            wan_rate,
+        );
+        registry.register(
+            "wan_class_limit_bytes_per_second",
+            "Limit in force now, by class (-1: unlimited)",
+            wan_limit,
+        );
+        registry.register(
+            "wan_class_queued_reads",
+            "Upstream reads waiting for the shaper, by class",
+            wan_queued,
+        );
+        let files = Family::<Labels, Gauge>::default();
+        let bytes = Family::<Labels, Gauge>::default();
+        let quarantined = Family::<Labels, Gauge>::default();
+        let running = Family::<Labels, Gauge>::default();
+        let last_ok = Family::<Labels, Gauge>::default();
+        let last_finished = Family::<Labels, Gauge>::default();
+        for ch in self.channels.status() {
+            let with = |k: &str, v: &str| {
+                vec![
+                    ("channel".to_string(), ch.name.clone()),
+                    (k.to_string(), v.to_string()),
+                ]
+            };
+            let name = vec![("channel".to_string(), ch.name.clone())];
+            files
+                .get_or_create(&with("state", "present"))
+                .set(ch.files_present as i64);
+            files
+                .get_or_create(&with("state", "total"))
+                .set(ch.files_total as i64);
+            bytes
+                .get_or_create(&with("state", "present"))
+                .set(ch.bytes_present as i64);
+            bytes
+                .get_or_create(&with("state", "total"))
+                .set(ch.bytes_total as i64);
+            quarantined
+                .get_or_create(&name)
+                .set(ch.quarantined.len() as i64);
+            running
+                .get_or_create(&name)
+                .set(i64::from(ch.running.is_some()));
+            if let Some(last) = &ch.last_run {
+                last_ok
+                    .get_or_create(&name)
+                    .set(i64::from(last.result == "ok"));
+                last_finished.get_or_create(&name).set(last.finished);
+            }
+        }
+        registry.register("channel_files", "Files of each channel", files);
+        registry.register("channel_bytes", "Bytes of each channel", bytes);
+        registry.register(
+            "channel_quarantined_files",
+            "Files refused for a digest mismatch",
+            quarantined,
+        );
+        registry.register("channel_sync_running", "1 while a sync runs", running);
+        registry.register(
+            "channel_last_sync_ok",
+            "1 if the last sync finished without errors",
+            last_ok,
+        );
+        registry.register(
+            "channel_last_sync_finished_seconds",
+            "Unix time the last sync finished",
+            last_finished,
+        );
     }
 }
 

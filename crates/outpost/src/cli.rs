@@ -243,3 +243,250 @@ pub fn action(target: &Target, verb: &str, url: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+fn short_url(url: &str, width: usize) -> String {
+    if url.chars().count() > width {
+        let tail: String = url
+            .chars()
+            .rev()
+            .take(width - 3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("...{tail}")
+    } else {
+        url.to_string()
+    }
+}
+
+fn rate_text(bytes_per_sec: f64) -> String {
+    let bits = bytes_per_sec * 8.0;
+    if bits >= 1e6 {
+        format!("{:.1} Mbit/s", bits / 1e6)
+    } else {
+        format!("{:.0} kbit/s", bits / 1e3)
+    }
+}
+
+fn eta_text(secs: Option<u64>) -> String {
+    match secs {
+        Some(s) if s >= 3600 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        Some(s) => format!("{}m{:02}s", s / 60, s % 60),
+        None => "-".into(),
+    }
+}
+
+/// `channels`: each channel's state, one block per channel.
+pub fn channels(target: &Target) -> anyhow::Result<()> {
+    let v = call(target, Method::GET, "/channels")?;
+    if target.json {
+        println!("{v:#}");
+        return Ok(());
+    }
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no channels configured");
+    }
+    for ch in list {
+        print_channel(&ch);
+    }
+    Ok(())
+}
+
+fn print_channel(ch: &serde_json::Value) {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    println!(
+        "{}  {}",
+        ch["name"].as_str().unwrap_or("?"),
+        short_url(ch["source"].as_str().unwrap_or("?"), 60)
+    );
+    println!(
+        "  files {}/{}  bytes {} / {}  rate {}{}",
+        n(&ch["files_present"]),
+        n(&ch["files_total"]),
+        human(n(&ch["bytes_present"])),
+        human(n(&ch["bytes_total"])),
+        ch["rate"].as_str().unwrap_or("?"),
+        ch["window"]
+            .as_str()
+            .map(|w| format!(" in {w}"))
+            .unwrap_or_default()
+    );
+    let last = &ch["last_run"];
+    if last.is_object() {
+        println!(
+            "  last sync #{} {}: {} fetched, {} unchanged, {} failed, {} quarantined, {} removed",
+            n(&last["run"]),
+            last["result"].as_str().unwrap_or("?"),
+            n(&last["fetched"]),
+            n(&last["not_modified"]) + n(&last["unchanged"]),
+            n(&last["failed"]),
+            n(&last["quarantined"]),
+            n(&last["removed"])
+        );
+        if let Some(msg) = last["message"].as_str() {
+            println!("  {}", short_url(msg, 76));
+        }
+    } else {
+        println!("  never synced");
+    }
+    if let Some(next) = ch["next_run"].as_str() {
+        println!("  next sync {next}");
+    }
+    let running = &ch["running"];
+    if running.is_object() {
+        println!(
+            "  syncing #{} ({}): {}/{} files, {} / {}, {}, ETA {}",
+            n(&running["run"]),
+            running["phase"].as_str().unwrap_or("?"),
+            n(&running["files_done"]),
+            n(&running["files_total"]),
+            human(n(&running["bytes_done"])),
+            human(n(&running["bytes_total"])),
+            rate_text(running["rate"].as_f64().unwrap_or(0.0)),
+            eta_text(running["eta_secs"].as_u64())
+        );
+    }
+    for q in ch["quarantined"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "  QUARANTINED {}",
+            short_url(q["url"].as_str().unwrap_or("?"), 64)
+        );
+        println!("    {}", short_url(q["error"].as_str().unwrap_or(""), 74));
+    }
+    for e in ch["errors"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "  error {}: {}",
+            short_url(e["url"].as_str().unwrap_or("?"), 40),
+            short_url(e["error"].as_str().unwrap_or(""), 30)
+        );
+    }
+}
+
+/// `sync [NAME]`: starts a sync on the edge and follows it to the end, with
+/// progress bars on a terminal and plain lines otherwise.
+pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let path = match name {
+        Some(n) => format!("/channels/sync?name={}", encode(n)),
+        None => "/channels/sync".to_string(),
+    };
+    let started = call(target, Method::POST, &path)?;
+    let runs: Vec<(String, u64)> = started["runs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                r["channel"].as_str().unwrap_or("?").to_string(),
+                r["run"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    if runs.is_empty() {
+        bail!("no channels configured on the edge");
+    }
+    let tty = std::io::stderr().is_terminal() && !target.json;
+    let multi = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:12} [{bar:20}] {bytes}/{total_bytes} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("#>-");
+    let bars: Vec<indicatif::ProgressBar> = runs
+        .iter()
+        .map(|(name, _)| {
+            let bar = multi.add(indicatif::ProgressBar::new(0));
+            bar.set_style(style.clone());
+            bar.set_prefix(name.clone());
+            if !tty {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            bar
+        })
+        .collect();
+    let mut done = vec![None; runs.len()];
+    let mut last_line = std::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        let list = call(target, Method::GET, "/channels")?;
+        let list = list.as_array().cloned().unwrap_or_default();
+        let plain_due = !tty && last_line.elapsed() >= Duration::from_secs(5);
+        for (i, (name, run)) in runs.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            let Some(ch) = list.iter().find(|c| c["name"] == name.as_str()) else {
+                continue;
+            };
+            let running = &ch["running"];
+            if running["run"].as_u64() == Some(*run) {
+                let n = |k: &str| running[k].as_u64().unwrap_or(0);
+                let msg = format!(
+                    "{}/{} files {} ETA {} {}",
+                    n("files_done"),
+                    n("files_total"),
+                    rate_text(running["rate"].as_f64().unwrap_or(0.0)),
+                    eta_text(running["eta_secs"].as_u64()),
+                    running["phase"].as_str().unwrap_or("")
+                );
+                bars[i].set_length(n("bytes_total"));
+                bars[i].set_position(n("bytes_done"));
+                bars[i].set_message(msg.clone());
+                if plain_due {
+                    println!(
+                        "{name}: {} / {}, {msg}",
+                        human(n("bytes_done")),
+                        human(n("bytes_total"))
+                    );
+                }
+            } else if ch["last_run"]["run"].as_u64().is_some_and(|r| r >= *run) {
+                let last = ch["last_run"].clone();
+                bars[i].finish_with_message(format!(
+                    "{}",
+                    last["result"].as_str().unwrap_or("?")
+                ));
+                done[i] = Some(last);
+            }
+        }
+        if plain_due {
+            last_line = std::time::Instant::now();
+        }
+        if done.iter().all(Option::is_some) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut failed = 0;
+    for ((name, _), last) in runs.iter().zip(&done) {
+        let last = last.clone().unwrap_or_default();
+        if target.json {
+            println!("{last:#}");
+        } else {
+            let n = |k: &str| last[k].as_u64().unwrap_or(0);
+            println!(
+                "{name}: sync #{} {}: {} files, {} fetched ({}), {} unchanged, {} failed, {} quarantined, {} removed",
+                n("run"),
+                last["result"].as_str().unwrap_or("?"),
+                n("files"),
+                n("fetched"),
+                human(n("fetched_bytes")),
+                n("not_modified") + n("unchanged"),
+                n("failed"),
+                n("quarantined"),
+                n("removed")
+            );
+            if let Some(msg) = last["message"].as_str() {
+                println!("  {msg}");
+            }
+        }
+        if last["result"] != "ok" {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} channel sync(s) did not finish cleanly");
+    }
+    Ok(())
+}

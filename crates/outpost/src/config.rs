@@ -10,6 +10,9 @@ use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use ipnet::IpNet;
 use outpost_proxy::{FillConfig, ProxyConfig, RangeMissPolicy, Site};
+use outpost_channel::{ChannelConfig, SourceKind};
+use outpost_proxy::wan::{LocalClock, WanPolicy};
+use outpost_shaper::{LocalTime, Rate, RateRule, RateSchedule};
 use outpost_store::StoreConfig;
 use serde::{Deserialize, Deserializer};
 
@@ -59,6 +62,46 @@ pub fn parse_origin(s: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
+/// Implements `Deserialize` for a wrapper around a type parsed from a
+/// string, so that a bad value is reported with its key and line.
+macro_rules! from_str_value {
+    ($name:ident, $inner:ty) => {
+        #[derive(Debug, Clone)]
+        pub struct $name(pub $inner);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse::<$inner>()
+                    .map($name)
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+from_str_value!(RateValue, outpost_shaper::Rate);
+from_str_value!(WindowValue, outpost_shaper::TimeWindow);
+from_str_value!(CronValue, outpost_channel::CronSchedule);
+
+/// An http or https URL.
+#[derive(Debug, Clone)]
+pub struct UrlValue(pub url::Url);
+
+impl<'de> Deserialize<'de> for UrlValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let url = url::Url::parse(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid URL {s:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(serde::de::Error::custom(format!(
+                "URL {s:?} must be http:// or https:// with a host"
+            )));
+        }
+        Ok(UrlValue(url))
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -74,6 +117,74 @@ pub struct FileConfig {
     pub log: LogSection,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub wan: WanSection,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<ChannelSection>,
+}
+
+/// WAN bandwidth policy for all upstream traffic.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WanSection {
+    /// Site-wide limit. Default unlimited.
+    pub rate: Option<RateValue>,
+    /// Limit for fetches a client waits for. Default unlimited.
+    pub interactive_rate: Option<RateValue>,
+    /// Limit for pre-positioning, all channels together. Default unlimited.
+    pub prepos_rate: Option<RateValue>,
+    /// Time-of-day rules; the first whose window matches wins.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<WanRuleSection>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WanClass {
+    Site,
+    Interactive,
+    Prepos,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WanRuleSection {
+    /// Which limit the rule sets.
+    pub class: WanClass,
+    /// "mon-fri 08:00-18:00", "22:00-06:00", "sat,sun".
+    pub when: WindowValue,
+    pub rate: RateValue,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKindValue {
+    Listing,
+    Manifest,
+}
+
+/// A pre-positioning channel.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSection {
+    pub name: String,
+    /// A folder URL (ending in "/") whose listings are crawled, or a
+    /// manifest URL.
+    pub source: UrlValue,
+    /// Default: "listing" when the source ends in "/", else "manifest".
+    pub kind: Option<SourceKindValue>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    /// Cron expression in the edge's local time.
+    pub schedule: Option<CronValue>,
+    pub rate: Option<RateValue>,
+    /// Transfers only inside this window.
+    pub window: Option<WindowValue>,
+    /// Check SHA-256 where the manifest gives one. Default true.
+    pub verify: Option<bool>,
+    pub aliases: Option<Vec<String>>,
+    /// Files fetched at once. Default 2.
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +296,7 @@ pub struct Resolved {
     /// Access log target ("-" = stdout) and format.
     pub access_log: Option<(String, AccessFormat)>,
     pub admin: AdminConfig,
+    pub channels: Vec<ChannelConfig>,
 }
 
 pub const DEFAULT_CACHE_DIR: &str = "./outpost-cache";
@@ -258,6 +370,44 @@ impl FileConfig {
                 bail!("site.host{}: must not be empty", at("host"));
             }
         }
+        let mut names = std::collections::HashSet::new();
+        for ch in &self.channels {
+            let valid = !ch.name.is_empty()
+                && ch
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                bail!(
+                    "channel.name{}: {:?} must be letters, digits, '-', '_' or '.'",
+                    at("name"),
+                    ch.name
+                );
+            }
+            if !names.insert(ch.name.as_str()) {
+                bail!("channel.name: {:?} is used twice", ch.name);
+            }
+            if ch.concurrency == Some(0) {
+                bail!(
+                    "channel {:?}: concurrency{} must be at least 1",
+                    ch.name,
+                    at("concurrency")
+                );
+            }
+            for pattern in ch.include.iter().chain(ch.exclude.iter()).flatten() {
+                if let Err(e) = globset::Glob::new(pattern) {
+                    bail!("channel {:?}: bad pattern {pattern:?}: {e}", ch.name);
+                }
+            }
+            for alias in ch.aliases.iter().flatten() {
+                if alias.is_empty() || alias.contains(['/', ':', ' ']) {
+                    bail!(
+                        "channel {:?}: alias {alias:?} must be a bare host name",
+                        ch.name
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
@@ -308,6 +458,9 @@ impl FileConfig {
             overrides.listen.clone()
         };
         let proxy = ProxyConfig {
+            wan: WanPolicy::default(),
+            local_clock: outpost_proxy::wan::WanShaper::utc_clock(),
+            host_aliases: Default::default(),
             listen,
             allowed_clients: s.allowed_clients.unwrap_or(defaults.allowed_clients),
             connect_ports: s.connect_ports.unwrap_or(defaults.connect_ports),
@@ -334,6 +487,19 @@ impl FileConfig {
             },
             max_connections: s.max_connections.unwrap_or(defaults.max_connections),
         };
+        let mut proxy = proxy;
+        proxy.wan = wan_policy(&self.wan);
+        proxy.local_clock = local_clock();
+        let channels: Vec<ChannelConfig> = self.channels.into_iter().map(channel_config).collect();
+        for ch in &channels {
+            if let Some(host) = ch.source.host_str() {
+                for alias in &ch.aliases {
+                    proxy
+                        .host_aliases
+                        .insert(alias.to_ascii_lowercase(), host.to_ascii_lowercase());
+                }
+            }
+        }
         let c = self.cache;
         let dir = overrides
             .cache_dir
@@ -370,7 +536,64 @@ impl FileConfig {
             log_level: self.log.level,
             access_log,
             admin,
+            channels,
         }
+    }
+}
+
+fn wan_policy(wan: &WanSection) -> WanPolicy {
+    let schedule = |class: WanClass, default: &Option<RateValue>| RateSchedule {
+        default: default.as_ref().map_or(Rate::UNLIMITED, |r| r.0),
+        rules: wan
+            .rules
+            .iter()
+            .filter(|r| r.class == class)
+            .map(|r| RateRule {
+                window: r.when.0.clone(),
+                rate: r.rate.0,
+            })
+            .collect(),
+    };
+    WanPolicy {
+        site: schedule(WanClass::Site, &wan.rate),
+        interactive: schedule(WanClass::Interactive, &wan.interactive_rate),
+        prepos: schedule(WanClass::Prepos, &wan.prepos_rate),
+    }
+}
+
+/// The machine's local time zone, as windows and schedules use it.
+fn local_clock() -> LocalClock {
+    use chrono::{Datelike, Timelike};
+    LocalClock(std::sync::Arc::new(|| {
+        let now = chrono::Local::now();
+        LocalTime::new(
+            now.weekday().num_days_from_monday() as u8,
+            now.hour() as u8,
+            now.minute() as u8,
+        )
+    }))
+}
+
+fn channel_config(ch: ChannelSection) -> ChannelConfig {
+    let source = ch.source.0;
+    let kind = match ch.kind {
+        Some(SourceKindValue::Listing) => SourceKind::Listing,
+        Some(SourceKindValue::Manifest) => SourceKind::Manifest,
+        None if source.path().ends_with('/') => SourceKind::Listing,
+        None => SourceKind::Manifest,
+    };
+    ChannelConfig {
+        name: ch.name,
+        source,
+        kind,
+        include: ch.include.unwrap_or_default(),
+        exclude: ch.exclude.unwrap_or_default(),
+        schedule: ch.schedule.map(|s| s.0),
+        rate: ch.rate.map_or(Rate::UNLIMITED, |r| r.0),
+        window: ch.window.map(|w| w.0),
+        verify: ch.verify.unwrap_or(true),
+        aliases: ch.aliases.unwrap_or_default(),
+        concurrency: ch.concurrency.unwrap_or(2),
     }
 }
 

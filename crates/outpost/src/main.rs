@@ -14,6 +14,7 @@ use anyhow::Context;
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 use outpost_proxy::access_log::{AccessLog, LogFormat, LogTarget};
+use outpost_channel::Channels;
 use outpost_proxy::{Engine, Server};
 use outpost_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +70,15 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
+    /// Run a pre-positioning sync now (one channel, or all) and follow it.
+    Sync {
+        /// The channel's name; all channels when omitted.
+        channel: Option<String>,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Each pre-positioning channel's state.
+    Channels(cli::Target),
 }
 
 #[derive(Subcommand)]
@@ -130,6 +140,8 @@ fn main() -> ExitCode {
         Command::Purge { url, target } => cli::action(&target, "purge", &url),
         Command::Pin { url, target } => cli::action(&target, "pin", &url),
         Command::Unpin { url, target } => cli::action(&target, "unpin", &url),
+        Command::Sync { channel, target } => cli::sync(&target, channel.as_deref()),
+        Command::Channels(target) => cli::channels(&target),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -187,6 +199,8 @@ async fn run(resolved: config::Resolved) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("cannot open the cache in {}", resolved.store.dir.display()))?;
     let engine = Engine::new(resolved.proxy, store.clone());
+    let channels = Channels::start(engine.clone(), resolved.channels.clone(), &resolved.store.dir)
+        .context("cannot start the channels")?;
     let access_log = match &resolved.access_log {
         Some((target, format)) => {
             let target = if target == "-" {
@@ -204,7 +218,7 @@ async fn run(resolved: config::Resolved) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let (admin_listener, admin) = admin::bind(&resolved.admin, engine.clone()).await?;
+    let (admin_listener, admin) = admin::bind(&resolved.admin, engine.clone(), channels).await?;
     if let Ok(addr) = admin_listener.local_addr() {
         tracing::info!(admin = %addr, "admin API listening");
     }
