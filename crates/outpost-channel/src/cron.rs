@@ -24,7 +24,9 @@ pub struct CronSchedule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid schedule {text:?}: {reason} (expected cron fields \"minute hour day month weekday\", e.g. \"0 2 * * *\")")]
+#[error(
+    "invalid schedule {text:?}: {reason} (expected cron fields \"minute hour day month weekday\", e.g. \"0 2 * * *\")"
+)]
 pub struct CronError {
     text: String,
     reason: String,
@@ -48,7 +50,13 @@ fn parse_value(v: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> R
 }
 
 /// Parses one field into a bit set of allowed values.
-fn parse_field(field: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> Result<(u64, bool), String> {
+fn parse_field(
+    field: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    name_base: u32,
+) -> Result<(u64, bool), String> {
     let mut bits = 0u64;
     let mut restricted = true;
     for part in field.split(',') {
@@ -68,7 +76,10 @@ fn parse_field(field: &str, min: u32, max: u32, names: &[&str], name_base: u32) 
             }
             (min, max)
         } else if let Some((a, b)) = range.split_once('-') {
-            (parse_value(a, min, max, names, name_base)?, parse_value(b, min, max, names, name_base)?)
+            (
+                parse_value(a, min, max, names, name_base)?,
+                parse_value(b, min, max, names, name_base)?,
+            )
         } else {
             let v = parse_value(range, min, max, names, name_base)?;
             (v, if part.contains('/') { max } else { v })
@@ -108,7 +119,8 @@ impl FromStr for CronSchedule {
         let (hours, _) = parse_field(fields[1], 0, 23, &[], 0).map_err(err)?;
         let (days, days_restricted) = parse_field(fields[2], 1, 31, &[], 0).map_err(err)?;
         let (months, _) = parse_field(fields[3], 1, 12, &MONTHS, 1).map_err(err)?;
-        let (mut weekdays, weekdays_restricted) = parse_field(fields[4], 0, 7, &WEEKDAYS, 0).map_err(err)?;
+        let (mut weekdays, weekdays_restricted) =
+            parse_field(fields[4], 0, 7, &WEEKDAYS, 0).map_err(err)?;
         if weekdays & (1 << 7) != 0 {
             weekdays |= 1; // 7 is Sunday too
         }
@@ -174,35 +186,79 @@ mod tests {
     use chrono::NaiveDate;
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> NaiveDateTime {
-        NaiveDate::from_ymd_opt(y, mo, d).unwrap().and_hms_opt(h, mi, 0).unwrap()
+        NaiveDate::from_ymd_opt(y, mo, d)
+            .unwrap()
+            .and_hms_opt(h, mi, 0)
+            .unwrap()
     }
 
     fn next(expr: &str, from: NaiveDateTime) -> NaiveDateTime {
-        expr.parse::<CronSchedule>().unwrap().next_after(from).unwrap()
+        expr.parse::<CronSchedule>()
+            .unwrap()
+            .next_after(from)
+            .unwrap()
     }
 
     #[test]
     fn nightly_and_stepped_schedules() {
-        assert_eq!(next("0 2 * * *", at(2026, 11, 24, 3, 0)), at(2026, 11, 25, 2, 0));
-        assert_eq!(next("0 2 * * *", at(2026, 11, 24, 1, 59)), at(2026, 11, 24, 2, 0));
-        assert_eq!(next("*/15 * * * *", at(2026, 11, 24, 3, 7)), at(2026, 11, 24, 3, 15));
-        assert_eq!(next("@hourly", at(2026, 12, 31, 23, 30)), at(2027, 1, 1, 0, 0));
+        assert_eq!(
+            next("0 2 * * *", at(2026, 11, 24, 3, 0)),
+            at(2026, 11, 25, 2, 0)
+        );
+        assert_eq!(
+            next("0 2 * * *", at(2026, 11, 24, 1, 59)),
+            at(2026, 11, 24, 2, 0)
+        );
+        assert_eq!(
+            next("*/15 * * * *", at(2026, 11, 24, 3, 7)),
+            at(2026, 11, 24, 3, 15)
+        );
+        assert_eq!(
+            next("@hourly", at(2026, 12, 31, 23, 30)),
+            at(2027, 1, 1, 0, 0)
+        );
     }
 
     #[test]
     fn weekdays_months_and_either_day_rule() {
         // 2026-11-24 is a Tuesday.
-        assert_eq!(next("30 22 * * mon-fri", at(2026, 11, 27, 23, 0)), at(2026, 11, 30, 22, 30));
-        assert_eq!(next("0 0 * * 7", at(2026, 11, 24, 0, 0)), at(2026, 11, 29, 0, 0));
-        assert_eq!(next("0 3 1 feb *", at(2026, 11, 24, 0, 0)), at(2027, 2, 1, 3, 0));
+        assert_eq!(
+            next("30 22 * * mon-fri", at(2026, 11, 27, 23, 0)),
+            at(2026, 11, 30, 22, 30)
+        );
+        assert_eq!(
+            next("0 0 * * 7", at(2026, 11, 24, 0, 0)),
+            at(2026, 11, 29, 0, 0)
+        );
+        assert_eq!(
+            next("0 3 1 feb *", at(2026, 11, 24, 0, 0)),
+            at(2027, 2, 1, 3, 0)
+        );
         // Day 1 of the month or any Friday.
-        assert_eq!(next("0 0 1 * fri", at(2026, 11, 24, 0, 0)), at(2026, 11, 27, 0, 0));
-        assert!("0 0 31 2 *".parse::<CronSchedule>().unwrap().next_after(at(2026, 1, 1, 0, 0)).is_none());
+        assert_eq!(
+            next("0 0 1 * fri", at(2026, 11, 24, 0, 0)),
+            at(2026, 11, 27, 0, 0)
+        );
+        assert!(
+            "0 0 31 2 *"
+                .parse::<CronSchedule>()
+                .unwrap()
+                .next_after(at(2026, 1, 1, 0, 0))
+                .is_none()
+        );
     }
 
     #[test]
     fn rejects_bad_expressions() {
-        for bad in ["", "* * * *", "60 * * * *", "* 24 * * *", "*/0 * * * *", "5-1 * * * *", "0 0 * * funday"] {
+        for bad in [
+            "",
+            "* * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "0 0 * * funday",
+        ] {
             assert!(bad.parse::<CronSchedule>().is_err(), "{bad:?} parsed");
         }
     }

@@ -59,7 +59,9 @@ fn decode_entities(s: &str) -> String {
             "quot" => Some('"'),
             "apos" => Some('\''),
             _ if entity.starts_with("#x") || entity.starts_with("#X") => {
-                u32::from_str_radix(&entity[2..], 16).ok().and_then(char::from_u32)
+                u32::from_str_radix(&entity[2..], 16)
+                    .ok()
+                    .and_then(char::from_u32)
             }
             _ if entity.starts_with('#') => entity[1..].parse().ok().and_then(char::from_u32),
             _ => None,
@@ -92,7 +94,9 @@ pub fn hrefs(html: &str) -> Vec<String> {
         if !lb.get(start).is_some_and(|c| c.is_ascii_whitespace()) {
             continue;
         }
-        let Some(tag_len) = lower[start..].find('>') else { break };
+        let Some(tag_len) = lower[start..].find('>') else {
+            break;
+        };
         let tag_end = start + tag_len;
         let mut i = start;
         while i < tag_end {
@@ -121,7 +125,9 @@ pub fn hrefs(html: &str) -> Vec<String> {
             let (value_start, value_end) = match lb.get(i) {
                 Some(&q @ (b'"' | b'\'')) => {
                     let vs = i + 1;
-                    let ve = lower[vs..tag_end].find(q as char).map_or(tag_end, |e| vs + e);
+                    let ve = lower[vs..tag_end]
+                        .find(q as char)
+                        .map_or(tag_end, |e| vs + e);
                     i = ve + 1;
                     (vs, ve)
                 }
@@ -148,7 +154,8 @@ pub fn hrefs(html: &str) -> Vec<String> {
 /// Whether `url` lies under `base` (same origin, path prefix).
 pub fn is_under(url: &Url, base: &Url) -> bool {
     url.scheme() == base.scheme()
-        && url.host_str().map(str::to_ascii_lowercase) == base.host_str().map(str::to_ascii_lowercase)
+        && url.host_str().map(str::to_ascii_lowercase)
+            == base.host_str().map(str::to_ascii_lowercase)
         && url.port_or_known_default() == base.port_or_known_default()
         && url.path().starts_with(base.path())
 }
@@ -161,7 +168,9 @@ pub fn parse_listing(html: &str, page: &Url, base: &Url) -> Vec<ListingLink> {
         if href.is_empty() || href.starts_with('#') || href.starts_with('?') {
             continue;
         }
-        let Ok(mut url) = page.join(&href) else { continue };
+        let Ok(mut url) = page.join(&href) else {
+            continue;
+        };
         url.set_fragment(None);
         if url.query().is_some() || !matches!(url.scheme(), "http" | "https") {
             continue;
@@ -244,7 +253,9 @@ pub fn parse_manifest(body: &[u8], manifest: &Url) -> Result<Vec<ManifestEntry>,
                 if let Some(d) = &sha256
                     && !is_sha256(d)
                 {
-                    return Err(ManifestError::Json(format!("{path}: sha256 {d:?} is not 64 hex digits")));
+                    return Err(ManifestError::Json(format!(
+                        "{path}: sha256 {d:?} is not 64 hex digits"
+                    )));
                 }
                 Ok(ManifestEntry {
                     url: resolve(manifest, &path)?,
@@ -260,7 +271,10 @@ pub fn parse_manifest(body: &[u8], manifest: &Url) -> Result<Vec<ManifestEntry>,
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let err = |reason: String| ManifestError::Line { line: i + 1, reason };
+        let err = |reason: String| ManifestError::Line {
+            line: i + 1,
+            reason,
+        };
         let words: Vec<&str> = line.split_whitespace().collect();
         let (path, size, sha256) = if words.len() >= 2 && is_sha256(words[0]) {
             // sha256sum: "<digest>  path" or "<digest> *path" (binary mode).

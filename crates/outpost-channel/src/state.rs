@@ -122,7 +122,13 @@ impl ChannelDb {
         Ok(run as u64)
     }
 
-    pub fn finish_run(&self, channel: &str, run: u64, finished: i64, summary: &str) -> Result<(), ChannelError> {
+    pub fn finish_run(
+        &self,
+        channel: &str,
+        run: u64,
+        finished: i64,
+        summary: &str,
+    ) -> Result<(), ChannelError> {
         self.conn
             .prepare_cached("UPDATE channel_runs SET finished = ?3, summary = ?4 WHERE channel = ?1 AND run = ?2")?
             .execute(params![channel, run as i64, finished, summary])?;

@@ -64,7 +64,10 @@ impl ChannelConfig {
     pub fn base(&self) -> Url {
         match self.kind {
             SourceKind::Listing => self.source.clone(),
-            SourceKind::Manifest => self.source.join("./").unwrap_or_else(|_| self.source.clone()),
+            SourceKind::Manifest => self
+                .source
+                .join("./")
+                .unwrap_or_else(|_| self.source.clone()),
         }
     }
 
@@ -216,7 +219,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+            && let Ok(v) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            )
         {
             out.push(v);
             i += 3;
@@ -309,7 +315,10 @@ impl Channels {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.channels.iter().map(|c| c.config.name.clone()).collect()
+        self.channels
+            .iter()
+            .map(|c| c.config.name.clone())
+            .collect()
     }
 
     fn channel(&self, name: &str) -> Result<&Arc<Channel>, ChannelError> {
@@ -346,7 +355,8 @@ impl Channels {
             let summary = this.run(&ch, id, started).await;
             tracing::info!(channel = %ch.config.name, run = id, result = %summary.result, files = summary.files, fetched = summary.fetched, fetched_bytes = summary.fetched_bytes, "channel sync finished");
             let json = serde_json::to_string(&summary).unwrap_or_default();
-            if let Err(e) = lock(&this.db).finish_run(&ch.config.name, id, summary.finished, &json) {
+            if let Err(e) = lock(&this.db).finish_run(&ch.config.name, id, summary.finished, &json)
+            {
                 tracing::error!(channel = %ch.config.name, error = %e, "cannot record sync result");
             }
             *lock(&ch.run) = None;
@@ -363,7 +373,9 @@ impl Channels {
     }
 
     async fn schedule_loop(self: Arc<Self>, ch: Arc<Channel>) {
-        let Some(schedule) = ch.config.schedule.clone() else { return };
+        let Some(schedule) = ch.config.schedule.clone() else {
+            return;
+        };
         loop {
             let now = chrono::Local::now().naive_local();
             let Some(next) = schedule.next_after(now) else {
@@ -384,7 +396,9 @@ impl Channels {
                 Ok(run) => {
                     let _ = self.wait(&ch.config.name, run).await;
                 }
-                Err(e) => tracing::error!(channel = %ch.config.name, error = %e, "cannot start scheduled sync"),
+                Err(e) => {
+                    tracing::error!(channel = %ch.config.name, error = %e, "cannot start scheduled sync")
+                }
             }
         }
     }
@@ -419,7 +433,9 @@ impl Channels {
                 while let Some(dir) = queue.pop_front() {
                     dirs += 1;
                     if dirs > MAX_DIRS || files.len() > MAX_FILES {
-                        problems.push(format!("listing stopped after {MAX_DIRS} folders / {MAX_FILES} files"));
+                        problems.push(format!(
+                            "listing stopped after {MAX_DIRS} folders / {MAX_FILES} files"
+                        ));
                         break;
                     }
                     let body = match self.fetch_document(&dir).await {
@@ -499,7 +515,11 @@ impl Channels {
                 r.files_total = files.len() as u64;
                 r.bytes_total = files
                     .iter()
-                    .map(|f| f.size.or_else(|| known.get(f.url.as_str()).and_then(|k| k.len)).unwrap_or(0))
+                    .map(|f| {
+                        f.size
+                            .or_else(|| known.get(f.url.as_str()).and_then(|k| k.len))
+                            .unwrap_or(0)
+                    })
                     .sum();
             }
         }
@@ -588,13 +608,13 @@ impl Channels {
                 return FileResult::Failed;
             }
         };
-        let before = self
-            .engine
-            .store
-            .get(&key)
-            .ok()
-            .flatten()
-            .map_or(0, |o| if o.is_complete() { o.len().unwrap_or(0) } else { o.snapshot().present.covered() });
+        let before = self.engine.store.get(&key).ok().flatten().map_or(0, |o| {
+            if o.is_complete() {
+                o.len().unwrap_or(0)
+            } else {
+                o.snapshot().present.covered()
+            }
+        });
         if let Some(r) = lock(&ch.run).as_mut() {
             r.active.insert(url.clone(), (key.clone(), file.size));
         }
@@ -604,7 +624,11 @@ impl Channels {
         let request = PrefetchRequest {
             uri,
             group: Some(ch.group),
-            sha256: if ch.config.verify { file.sha256.clone() } else { None },
+            sha256: if ch.config.verify {
+                file.sha256.clone()
+            } else {
+                None
+            },
         };
         let result = self.engine.prefetch(&request).await;
         let now = now_secs();
@@ -674,7 +698,10 @@ impl Channels {
 
     /// Every channel's state.
     pub fn status(&self) -> Vec<ChannelStatus> {
-        self.channels.iter().map(|ch| self.channel_status(ch)).collect()
+        self.channels
+            .iter()
+            .map(|ch| self.channel_status(ch))
+            .collect()
     }
 
     fn channel_status(&self, ch: &Channel) -> ChannelStatus {
@@ -742,7 +769,9 @@ impl Channels {
                         .get(key)
                         .ok()
                         .flatten()
-                        .map_or((0, *size), |o| (o.snapshot().present.covered(), o.len().or(*size)));
+                        .map_or((0, *size), |o| {
+                            (o.snapshot().present.covered(), o.len().or(*size))
+                        });
                     active_bytes += bytes;
                     ActiveFile {
                         url: url.clone(),
@@ -768,7 +797,8 @@ impl Channels {
                 bytes_total: r.bytes_total.max(bytes_done),
                 bytes_done,
                 rate,
-                eta_secs: (rate > 1.0 && r.bytes_total > 0).then(|| (remaining as f64 / rate) as u64),
+                eta_secs: (rate > 1.0 && r.bytes_total > 0)
+                    .then(|| (remaining as f64 / rate) as u64),
                 active,
             });
         }

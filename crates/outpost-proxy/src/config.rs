@@ -90,8 +90,8 @@ pub struct ProxyConfig {
     pub wan: crate::wan::WanPolicy,
     /// The local wall clock the WAN windows follow.
     pub local_clock: crate::wan::LocalClock,
-    /// Other host names of an origin (lower case, no port) mapped to the one
-    /// the cache key uses, so every name hits the same copy.
+    /// Other host names of an origin (lower case, no port) mapped to the
+    /// origin's authority (`host[:port]`), so every name hits the same copy.
     pub host_aliases: std::collections::HashMap<String, String>,
 }
 

@@ -137,12 +137,7 @@ impl Engine {
     pub fn new(config: ProxyConfig, store: Store) -> Arc<Self> {
         let upstream = Upstream::new(config.fill.upstream_header_timeout);
         let shaper = WanShaper::new(config.wan.clone(), config.local_clock.clone());
-        let fills = FillContext::new(
-            store.clone(),
-            upstream.clone(),
-            config.fill.clone(),
-            shaper,
-        );
+        let fills = FillContext::new(store.clone(), upstream.clone(), config.fill.clone(), shaper);
         Arc::new(Self {
             config,
             store,
@@ -195,8 +190,10 @@ impl Engine {
                     StatusCode::BAD_GATEWAY,
                     &format!("quarantined by pre-positioning: {reason}"),
                 );
-                resp.headers_mut()
-                    .insert("x-outpost-quarantine", HeaderValue::from_static("digest-mismatch"));
+                resp.headers_mut().insert(
+                    "x-outpost-quarantine",
+                    HeaderValue::from_static("digest-mismatch"),
+                );
                 return resp;
             }
         }

@@ -38,6 +38,10 @@ use outpost_shaper::{BucketId, Class};
 const FLUSH_DELAY: Duration = Duration::from_millis(50);
 /// ... or as soon as this many are buffered.
 const FLUSH_BYTES: usize = 256 * 1024;
+/// A slow fill (a WAN-speed one) records its progress at least this often,
+/// once it has a flush's worth of new bytes, so that a crash costs at most
+/// this much transfer time rather than `checkpoint_bytes`.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How an upstream request for an object is made.
 #[derive(Debug, Clone)]
@@ -149,6 +153,7 @@ impl FillContext {
         let fill = Arc::new(ObjectFill {
             object: obj.clone(),
             interactive: AtomicBool::new(target.class == Class::Interactive),
+            last_checkpoint: Mutex::new(Instant::now()),
             target,
             ctx: self.clone(),
             state: Mutex::new(FillState::default()),
@@ -216,6 +221,7 @@ pub struct ObjectFill {
     readers: AtomicUsize,
     /// A client waits for this fill (else only pre-positioning does).
     interactive: AtomicBool,
+    last_checkpoint: Mutex<Instant>,
 }
 
 /// Held by a client streaming from a fill; see `continue_on_client_abort`.
@@ -740,7 +746,12 @@ impl ObjectFill {
         *cursor += n;
         self.ctx.store.account(added);
         self.advance_claim(claim, *cursor);
-        if self.ctx.store.unsynced(&self.object) >= self.ctx.config.checkpoint_bytes {
+        let unsynced = self.ctx.store.unsynced(&self.object);
+        let due = unsynced >= self.ctx.config.checkpoint_bytes
+            || (unsynced >= FLUSH_BYTES as u64
+                && lock(&self.last_checkpoint).elapsed() >= CHECKPOINT_INTERVAL);
+        if due {
+            *lock(&self.last_checkpoint) = Instant::now();
             self.ctx.store.checkpoint(&self.object).await?;
         }
         if matches!(self.object.phase(), Phase::Failed(_)) {

@@ -72,7 +72,8 @@ fn empty_body() -> UpstreamBody {
 }
 
 impl Engine {
-    /// Rewrites an alias host to the host the cache key uses.
+    /// Rewrites an alias host name to the authority (host and port) of the
+    /// origin it names, so that every name shares one cache entry.
     pub fn canonical_uri(&self, uri: Uri) -> Uri {
         let Some(authority) = uri.authority() else {
             return uri;
@@ -81,12 +82,8 @@ impl Engine {
         let Some(canonical) = self.config.host_aliases.get(&host) else {
             return uri;
         };
-        let new_authority = match authority.port() {
-            Some(port) => format!("{canonical}:{port}"),
-            None => canonical.clone(),
-        };
         let mut parts = uri.clone().into_parts();
-        match new_authority.parse() {
+        match canonical.parse() {
             Ok(a) => {
                 parts.authority = Some(a);
                 Uri::from_parts(parts).unwrap_or(uri)
@@ -137,7 +134,10 @@ impl Engine {
     /// Makes sure the current representation of `req.uri` is stored
     /// complete, checking with the origin (conditionally when a copy is
     /// stored) unless the copy matches the expected digest.
-    pub async fn prefetch(self: &Arc<Self>, req: &PrefetchRequest) -> Result<Prefetched, PrefetchError> {
+    pub async fn prefetch(
+        self: &Arc<Self>,
+        req: &PrefetchRequest,
+    ) -> Result<Prefetched, PrefetchError> {
         let uri = self.canonical_uri(req.uri.clone());
         let route = Route::new(uri).map_err(|e| PrefetchError::Url(e.to_string()))?;
         let key = route.key.clone();
@@ -151,7 +151,9 @@ impl Engine {
         };
         let expected = req.sha256.as_deref().map(str::to_ascii_lowercase);
         self.store.expect_digest(&key, expected.as_deref());
-        let result = self.prefetch_inner(&route, target, expected.as_deref()).await;
+        let result = self
+            .prefetch_inner(&route, target, expected.as_deref())
+            .await;
         self.store.expect_digest(&key, None);
         result
     }
@@ -251,19 +253,21 @@ impl Engine {
                     ));
                 }
                 Some(Outcome::Passthrough(slot)) => {
-                    let status = crate::engine::lock(&slot)
-                        .take()
-                        .map(|r| r.status());
+                    let status = crate::engine::lock(&slot).take().map(|r| r.status());
                     return Err(match status {
                         Some(s) if !s.is_success() => PrefetchError::Status(s),
-                        Some(s) => PrefetchError::NotStorable(format!("status {s}, or headers forbid storing")),
+                        Some(s) => PrefetchError::NotStorable(format!(
+                            "status {s}, or headers forbid storing"
+                        )),
                         None => PrefetchError::NotStorable("response not storable".into()),
                     });
                 }
                 Some(Outcome::Failed(reason)) => return Err(PrefetchError::Upstream(reason)),
             }
         }
-        Err(PrefetchError::Failed("the object kept changing under the sync".into()))
+        Err(PrefetchError::Failed(
+            "the object kept changing under the sync".into(),
+        ))
     }
 
     /// Waits until `obj` is complete or has failed.
@@ -292,10 +296,15 @@ impl Engine {
                 Phase::Filling => {
                     // A fill that stopped with bytes missing parks the object
                     // (Filling, no fill running): nothing more will come.
-                    if self.fills.active(obj.key()).is_none_or(|f| !Arc::ptr_eq(&f.object, obj))
+                    if self
+                        .fills
+                        .active(obj.key())
+                        .is_none_or(|f| !Arc::ptr_eq(&f.object, obj))
                         && !obj.is_fully_present()
                     {
-                        return Err(PrefetchError::Failed("the fill stopped before the end".into()));
+                        return Err(PrefetchError::Failed(
+                            "the fill stopped before the end".into(),
+                        ));
                     }
                 }
             }

@@ -203,7 +203,11 @@ impl WanShaper {
     }
 
     fn refresh(&self, inner: &mut Inner, now: Instant, force: bool) {
-        if !force && inner.rates_at.is_some_and(|t| now.duration_since(t) < SCHEDULE_TICK) {
+        if !force
+            && inner
+                .rates_at
+                .is_some_and(|t| now.duration_since(t) < SCHEDULE_TICK)
+        {
             return;
         }
         inner.rates_at = Some(now);

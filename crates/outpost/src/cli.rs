@@ -443,10 +443,7 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
                 }
             } else if ch["last_run"]["run"].as_u64().is_some_and(|r| r >= *run) {
                 let last = ch["last_run"].clone();
-                bars[i].finish_with_message(format!(
-                    "{}",
-                    last["result"].as_str().unwrap_or("?")
-                ));
+                bars[i].finish_with_message(last["result"].as_str().unwrap_or("?").to_string());
                 done[i] = Some(last);
             }
         }

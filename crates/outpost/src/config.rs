@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use ipnet::IpNet;
-use outpost_proxy::{FillConfig, ProxyConfig, RangeMissPolicy, Site};
 use outpost_channel::{ChannelConfig, SourceKind};
 use outpost_proxy::wan::{LocalClock, WanPolicy};
+use outpost_proxy::{FillConfig, ProxyConfig, RangeMissPolicy, Site};
 use outpost_shaper::{LocalTime, Rate, RateRule, RateSchedule};
 use outpost_store::StoreConfig;
 use serde::{Deserialize, Deserializer};
@@ -493,10 +493,14 @@ impl FileConfig {
         let channels: Vec<ChannelConfig> = self.channels.into_iter().map(channel_config).collect();
         for ch in &channels {
             if let Some(host) = ch.source.host_str() {
+                let authority = match ch.source.port() {
+                    Some(port) => format!("{}:{port}", host.to_ascii_lowercase()),
+                    None => host.to_ascii_lowercase(),
+                };
                 for alias in &ch.aliases {
                     proxy
                         .host_aliases
-                        .insert(alias.to_ascii_lowercase(), host.to_ascii_lowercase());
+                        .insert(alias.to_ascii_lowercase(), authority.clone());
                 }
             }
         }

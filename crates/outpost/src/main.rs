@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
-use outpost_proxy::access_log::{AccessLog, LogFormat, LogTarget};
 use outpost_channel::Channels;
+use outpost_proxy::access_log::{AccessLog, LogFormat, LogTarget};
 use outpost_proxy::{Engine, Server};
 use outpost_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -199,8 +199,12 @@ async fn run(resolved: config::Resolved) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("cannot open the cache in {}", resolved.store.dir.display()))?;
     let engine = Engine::new(resolved.proxy, store.clone());
-    let channels = Channels::start(engine.clone(), resolved.channels.clone(), &resolved.store.dir)
-        .context("cannot start the channels")?;
+    let channels = Channels::start(
+        engine.clone(),
+        resolved.channels.clone(),
+        &resolved.store.dir,
+    )
+    .context("cannot start the channels")?;
     let access_log = match &resolved.access_log {
         Some((target, format)) => {
             let target = if target == "-" {
