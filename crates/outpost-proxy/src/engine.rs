@@ -135,7 +135,10 @@ fn passthrough_response(resp: Response<Incoming>) -> Response<EdgeBody> {
 
 impl Engine {
     pub fn new(config: ProxyConfig, store: Store) -> Arc<Self> {
-        let upstream = Upstream::new(config.fill.upstream_header_timeout);
+        let upstream = Upstream::new(
+            config.fill.upstream_header_timeout,
+            config.wan.bulk_receive_buffer,
+        );
         let shaper = WanShaper::new(config.wan.clone(), config.local_clock.clone());
         let fills = FillContext::new(store.clone(), upstream.clone(), config.fill.clone(), shaper);
         Arc::new(Self {

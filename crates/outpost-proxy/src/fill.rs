@@ -717,6 +717,9 @@ impl ObjectFill {
                 pending_since = None;
             }
             if let Some(state) = end_state {
+                if received > 0 {
+                    shaper.charge_last(self.class(), self.target.group, received);
+                }
                 return Ok(state);
             }
             if received > 0

@@ -26,11 +26,6 @@ pub enum UpstreamError {
 
 type PooledClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// Receive buffer of pre-positioning connections. The shaper paces reads;
-/// a small buffer makes the origin's sending follow that pace instead of
-/// filling megabytes of kernel buffer at full link speed first.
-const BULK_RECEIVE_BUFFER: usize = 256 * 1024;
-
 #[derive(Clone)]
 pub struct Upstream {
     client: PooledClient,
@@ -65,10 +60,14 @@ fn pooled_client(receive_buffer: Option<usize>) -> PooledClient {
 }
 
 impl Upstream {
-    pub fn new(header_timeout: Duration) -> Self {
+    /// `bulk_receive_buffer` sizes the kernel buffer of pre-positioning
+    /// connections: the shaper paces reads, and a small buffer makes the
+    /// origin's sending follow that pace instead of filling the buffer at
+    /// link speed first.
+    pub fn new(header_timeout: Duration, bulk_receive_buffer: Option<usize>) -> Self {
         Self {
             client: pooled_client(None),
-            bulk: pooled_client(Some(BULK_RECEIVE_BUFFER)),
+            bulk: pooled_client(bulk_receive_buffer),
             header_timeout,
         }
     }

@@ -22,6 +22,10 @@ pub struct WanPolicy {
     pub interactive: RateSchedule,
     /// Pre-positioning.
     pub prepos: RateSchedule,
+    /// Kernel receive buffer of pre-positioning connections; `None` lets
+    /// the kernel size it. Whatever a buffer holds arrives at link speed
+    /// before pacing applies, so a slow limit wants a small buffer.
+    pub bulk_receive_buffer: Option<usize>,
 }
 
 impl Default for WanPolicy {
@@ -30,7 +34,17 @@ impl Default for WanPolicy {
             site: RateSchedule::unlimited(),
             interactive: RateSchedule::unlimited(),
             prepos: RateSchedule::unlimited(),
+            bulk_receive_buffer: None,
         }
+    }
+}
+
+impl WanPolicy {
+    /// A receive buffer of about a quarter second at the slowest limit
+    /// that pre-positioning may run under (at least 32 KiB, which still
+    /// covers the bandwidth-delay product of a few Mbit/s WAN).
+    pub fn receive_buffer_for(slowest: Option<f64>) -> Option<usize> {
+        slowest.map(|bytes_per_sec| ((bytes_per_sec / 4.0) as usize).clamp(32 << 10, 4 << 20))
     }
 }
 
@@ -49,6 +63,14 @@ impl std::fmt::Debug for LocalClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "LocalClock({:?})", self.now())
     }
+}
+
+/// Limits are rates on the link: each payload byte costs its share of
+/// TCP/IP and Ethernet framing too (1514-byte frames carry 1448 bytes).
+const WIRE_OVERHEAD: f64 = 1514.0 / 1448.0;
+
+fn wire_bytes(payload: u64) -> u64 {
+    (payload as f64 * WIRE_OVERHEAD).ceil() as u64
 }
 
 /// Rates re-read from the schedules at most this often.
@@ -251,7 +273,7 @@ impl WanShaper {
         if inner.core.is_unshaped(class, group) {
             return Ok(());
         }
-        let ticket = inner.core.request(class, flow, group, bytes);
+        let ticket = inner.core.request(class, flow, group, wire_bytes(bytes));
         inner.core.poll(now);
         if inner.core.take_granted(ticket) {
             return Ok(());
@@ -260,6 +282,18 @@ impl WanShaper {
             shaper: self.clone(),
             ticket: Some(ticket),
         })
+    }
+
+    /// Accounts `bytes` that end a flow: charged at once, without waiting
+    /// (whoever reads next through the same buckets waits for them).
+    pub fn charge_last(&self, class: Class, group: Option<BucketId>, bytes: u64) {
+        self.bytes[class as usize].fetch_add(bytes, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        inner.meters[class as usize].record(now, bytes);
+        if !inner.core.is_unshaped(class, group) {
+            inner.core.debit(class, group, wire_bytes(bytes), now);
+        }
     }
 
     /// Accounts `bytes` and waits until they may pass.

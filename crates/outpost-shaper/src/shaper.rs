@@ -211,6 +211,25 @@ impl Shaper {
         Ticket(ticket)
     }
 
+    /// Charges `bytes` at once, without queueing: for the last read of a
+    /// flow, which has nothing left to wait for but must still be paid
+    /// for by whoever reads through these buckets next.
+    pub fn debit(&mut self, class: Class, group: Option<BucketId>, bytes: u64, now: Instant) {
+        let burst = self.burst;
+        for b in [Some(SITE), Some(class_bucket(class)), group]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(bucket) = self.buckets.get_mut(b.0) {
+                bucket.refill(now, burst);
+                if bucket.rate.is_some() {
+                    bucket.tokens -= bytes as f64;
+                }
+                bucket.granted += bytes;
+            }
+        }
+    }
+
     /// Grants every request that can be granted at `now`. Returns when a
     /// waiting request may become grantable, if any waits on a bucket that
     /// refills (a paused bucket only changes with [`set_rate`]).
@@ -509,5 +528,13 @@ mod tests {
         shaper.cancel(b);
         assert_eq!(shaper.poll(t0), None);
         assert_eq!(shaper.queued(Class::Bulk), (0, 0));
+        // A flow's last read is charged without waiting; the next reader
+        // pays for it.
+        let t1 = t0 + Duration::from_secs(1);
+        shaper.debit(Class::Bulk, None, 250_000, t1);
+        let c = shaper.request(Class::Bulk, 3, None, 1);
+        let wait = shaper.poll(t1).expect("c waits for the debit");
+        assert!(within(wait.duration_since(t1).as_secs_f64(), 2.0, 0.001));
+        assert!(!shaper.take_granted(c));
     }
 }

@@ -435,7 +435,7 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
                 bars[i].set_position(n("bytes_done"));
                 bars[i].set_message(msg.clone());
                 if plain_due {
-                    println!(
+                    eprintln!(
                         "{name}: {} / {}, {msg}",
                         human(n("bytes_done")),
                         human(n("bytes_total"))

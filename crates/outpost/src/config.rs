@@ -489,7 +489,24 @@ impl FileConfig {
         };
         let mut proxy = proxy;
         proxy.wan = wan_policy(&self.wan);
+        let channel_limits = self
+            .channels
+            .iter()
+            .filter_map(|c| c.rate.as_ref().and_then(|r| r.0.limit()));
         proxy.local_clock = local_clock();
+        let site_and_prepos = [&proxy.wan.site, &proxy.wan.prepos]
+            .into_iter()
+            .flat_map(|s| {
+                std::iter::once(s.default)
+                    .chain(s.rules.iter().map(|r| r.rate))
+                    .filter_map(|r| r.limit())
+            })
+            .filter(|&r| r > 0.0);
+        let slowest = channel_limits
+            .filter(|&r| r > 0.0)
+            .chain(site_and_prepos)
+            .reduce(f64::min);
+        proxy.wan.bulk_receive_buffer = WanPolicy::receive_buffer_for(slowest);
         let channels: Vec<ChannelConfig> = self.channels.into_iter().map(channel_config).collect();
         for ch in &channels {
             if let Some(host) = ch.source.host_str() {
@@ -562,6 +579,7 @@ fn wan_policy(wan: &WanSection) -> WanPolicy {
         site: schedule(WanClass::Site, &wan.rate),
         interactive: schedule(WanClass::Interactive, &wan.interactive_rate),
         prepos: schedule(WanClass::Prepos, &wan.prepos_rate),
+        bulk_receive_buffer: None,
     }
 }
 
