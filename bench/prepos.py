@@ -10,7 +10,9 @@ asks for, from the origin's own access log and the WAN link's counters:
   2. a second sync with nothing changed: body bytes / library bytes;
   3. one file changed and one deleted: refetched and unpinned?
   4. SIGKILL mid-sync, restart: origin body bytes over both lives / library;
-  5. the channel limited to 2 Mbit/s: measured WAN rate with no PC traffic,
+  5. a manifest channel (sha256sum format) with one wrong digest: is the
+     file quarantined, listed, and refused to a PC?
+  6. the channel limited to 2 Mbit/s: measured WAN rate with no PC traffic,
      then a PC's cold download through the edge against the remaining
      capacity.
 
@@ -121,7 +123,10 @@ name = "lib"
 source = "http://%s/lib/"
 rate = "%s"
 concurrency = 2
-""" % (EDGE, ORIGIN, WORK, ADMIN, ORIGIN, self.rate))
+[[channel]]
+name = "sums"
+source = "http://%s/lib/SHA256SUMS"
+""" % (EDGE, ORIGIN, WORK, ADMIN, ORIGIN, self.rate, ORIGIN))
         return path
 
     def start(self):
@@ -140,8 +145,8 @@ concurrency = 2
         return nsexec(NS_BRANCH, [self.binary] + args + ["--admin", ADMIN],
                       capture_output=True, text=True, check=check)
 
-    def channel(self):
-        return json.loads(self.cli(["channels", "--json"]).stdout)[0]
+    def channel(self, name="lib"):
+        return [c for c in json.loads(self.cli(["channels", "--json"]).stdout) if c["name"] == name][0]
 
     def sync(self):
         r = self.cli(["sync", "lib", "--json"], check=False)
@@ -213,6 +218,30 @@ def main():
                               "deleted_still_pinned": bool(deleted_entry and deleted_entry[0]["pinned"])}
         log("changed + deleted: refetched %s; deleted file pinned: %s; summary fetched=%s removed=%s"
             % (fetched, results["changed"]["deleted_still_pinned"], s.get("fetched"), s.get("removed")))
+        # 5: a manifest with one wrong digest.
+        import hashlib
+        sums = []
+        for i, p in enumerate(paths[10:13]):
+            with open(p, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            if i == 1:
+                digest = "0" * 64
+            sums.append("%s  %s" % (digest, os.path.relpath(p, LIB_DIR)))
+        with open(os.path.join(LIB_DIR, "SHA256SUMS"), "w") as f:
+            f.write("\n".join(sums) + "\n")
+        os.chmod(os.path.join(LIB_DIR, "SHA256SUMS"), 0o644)
+        bad_path = paths[11][len("/tmp/bh-data"):]
+        edge.cli(["purge", "http://%s%s" % (ORIGIN, bad_path)])
+        r = edge.cli(["sync", "sums", "--json"], check=False)
+        sums_ch = [c for c in json.loads(edge.cli(["channels", "--json"]).stdout) if c["name"] == "sums"][0]
+        pc = nsexec(NS_CLIENTS, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                 "-H", "Host: origin.bh.test", "http://%s:3128%s" % (EDGE, bad_path)],
+                    capture_output=True, text=True)
+        results["digest"] = {"sync_exit": r.returncode, "quarantined": [q["url"] for q in sums_ch["quarantined"]],
+                             "pc_status": pc.stdout.strip()}
+        log("manifest with a wrong digest: sync exit %d, quarantined %s, PC gets HTTP %s"
+            % (r.returncode, results["digest"]["quarantined"], pc.stdout.strip()))
+        os.remove(os.path.join(LIB_DIR, "SHA256SUMS"))
     finally:
         edge.kill(signal.SIGTERM)
 
@@ -245,7 +274,7 @@ def main():
         % (last.get("result"), total / library))
     edge.kill(signal.SIGTERM)
 
-    # 5: the channel at 2 Mbit/s; alone, then beside a PC's cold download.
+    # 6: the channel at 2 Mbit/s; alone, then beside a PC's cold download.
     make_library(args.files, args.mib, seed=3)
     edge.wipe()
     edge.rate = args.rate

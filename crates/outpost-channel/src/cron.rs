@@ -9,7 +9,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{Datelike, Duration, NaiveDateTime, Timelike};
+use chrono::{Datelike, Duration, Timelike};
+
+pub use chrono::NaiveDateTime;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CronSchedule {

@@ -143,10 +143,16 @@ struct Site {
 
 impl Site {
     async fn start(dir: &Path, channels: Vec<ChannelConfig>, max_bytes: u64) -> Self {
-        let config = ProxyConfig {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            ..ProxyConfig::default()
-        };
+        Self::start_with(dir, channels, max_bytes, ProxyConfig::default()).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        channels: Vec<ChannelConfig>,
+        max_bytes: u64,
+        mut config: ProxyConfig,
+    ) -> Self {
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         let store = Store::open(StoreConfig::new(dir, max_bytes)).expect("open store");
         let engine = Engine::new(config, store);
         let server = Server::bind(engine.clone()).await.expect("bind");
@@ -164,7 +170,7 @@ impl Site {
 
     async fn sync(&self, name: &str) -> RunSummary {
         let run = self.channels.sync(name).expect("start sync");
-        tokio::time::timeout(Duration::from_secs(60), self.channels.wait(name, run))
+        tokio::time::timeout(Duration::from_secs(20), self.channels.wait(name, run))
             .await
             .expect("sync finishes")
             .unwrap();
@@ -635,4 +641,49 @@ fn a_sync_cut_by_a_stop_resumes_on_restart_without_refetching() {
         assert_eq!(reply.body, lib.files["/lib/c.iso"].0);
     });
     drop(origin);
+}
+
+#[tokio::test]
+async fn a_partial_copy_of_an_older_version_is_replaced_not_mixed() {
+    let origin = Origin::start().await;
+    let old = content(1_000_000, 1);
+    let new = content(1_000_000, 2);
+    origin.put(
+        "/lib/app.msi",
+        Resource::new(old.clone())
+            .no_cache_headers()
+            .etag("\"old\""),
+    );
+    origin.put(
+        "/lib/",
+        Resource::new(Bytes::from_static(b"<a href=\"app.msi\">app.msi</a>")).no_cache_headers(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ProxyConfig::default();
+    config.fill.background_fill = false;
+    let site = Site::start_with(dir.path(), vec![channel(&origin, "/lib/")], 1 << 30, config).await;
+    // A PC's range request leaves the first 100 kB of the old version.
+    let reply = Client::new(site.addr)
+        .get(&origin.url("/lib/app.msi"), &[("range", "bytes=0-99999")])
+        .await
+        .unwrap();
+    assert_eq!(reply.body, old.slice(0..100_000));
+    assert_eq!(site.stored(&origin, "/lib/app.msi"), Some((false, false)));
+    origin.put(
+        "/lib/app.msi",
+        Resource::new(new.clone())
+            .no_cache_headers()
+            .etag("\"new\""),
+    );
+    let summary = site.sync("lib").await;
+    assert_eq!(
+        (summary.result.as_str(), summary.fetched),
+        ("ok", 1),
+        "{summary:?}"
+    );
+    let reply = Client::new(site.addr)
+        .get(&origin.url("/lib/app.msi"), &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.body, new, "only bytes of the current version");
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{
@@ -113,13 +113,17 @@ fn upstream_headers(client: &HeaderMap, for_fill: bool) -> HeaderMap {
 fn stored_headers(origin: &HeaderMap) -> HeaderMap {
     let mut headers = origin.clone();
     strip_hop_by_hop(&mut headers);
-    for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE, header::AGE] {
+    // Age stays until the policy has read it (RFC 9111 section 4.2.3); the
+    // stored head drops it, since the edge computes Age for each response.
+    for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
         headers.remove(name);
     }
     headers
 }
 
-fn passthrough_response(resp: Response<Incoming>) -> Response<EdgeBody> {
+/// An origin response passed to the client as is (minus hop-by-hop
+/// headers), its body paced by the WAN shaper's client class.
+fn passthrough_response(resp: Response<Incoming>, shaper: &Arc<WanShaper>) -> Response<EdgeBody> {
     let (mut parts, body) = resp.into_parts();
     let framing = parts.headers.get(header::CONTENT_LENGTH).cloned();
     strip_hop_by_hop(&mut parts.headers);
@@ -130,7 +134,10 @@ fn passthrough_response(resp: Response<Incoming>) -> Response<EdgeBody> {
     parts
         .headers
         .insert("x-cache", HeaderValue::from_static("PASS"));
-    Response::from_parts(parts, streamed(body))
+    Response::from_parts(
+        parts,
+        streamed(crate::wan::ShapedBody::new(body, shaper.clone())),
+    )
 }
 
 impl Engine {
@@ -367,10 +374,34 @@ impl Engine {
                         request,
                         matches: true,
                     } if obj.is_complete() => {
+                        if let Some(window) =
+                            directive_secs(&head.headers, "stale-while-revalidate")
+                            && head.staleness(now) <= Duration::from_secs(window)
+                            && !demands_validation(&parts.headers)
+                        {
+                            // RFC 5861: answer now from the stale copy, and
+                            // refresh it for the next client.
+                            self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                            self.refresh_in_background(
+                                obj.clone(),
+                                request.headers,
+                                &parts,
+                                &route,
+                            );
+                            return object_response(obj, &parts, None, None, "STALE", now);
+                        }
+                        if only_if_cached(&parts.headers) {
+                            return gateway_timeout();
+                        }
                         revalidate = Some((obj, request.headers));
                     }
                     BeforeRequest::Stale { .. } => {}
                 }
+            }
+            if only_if_cached(&parts.headers) {
+                // RFC 9111 section 5.2.1.7: nothing usable is stored, and the
+                // client forbids asking the origin.
+                return gateway_timeout();
             }
             let client_range = self.range_to_fetch(&parts.headers);
             let engine = self.clone();
@@ -437,7 +468,7 @@ impl Engine {
                     self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
                     let taken = lock(&slot).take();
                     return match taken {
-                        Some(resp) => passthrough_response(resp),
+                        Some(resp) => passthrough_response(resp, &self.fills.shaper),
                         None => self.forward_parts(parts, &route).await,
                     };
                 }
@@ -451,6 +482,35 @@ impl Engine {
             }
         }
         error_response(StatusCode::BAD_GATEWAY, "could not obtain the object")
+    }
+
+    /// Revalidates `obj` for later clients (stale-while-revalidate), joined
+    /// with any revalidation already running for the key.
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        obj: Arc<Object>,
+        conditional: HeaderMap,
+        parts: &request::Parts,
+        route: &Route,
+    ) {
+        let engine = self.clone();
+        let target = self.target(&parts.headers, route);
+        let client = parts.headers.clone();
+        let route = route.clone();
+        tokio::spawn(async move {
+            let key = route.key.clone();
+            let inner = engine.clone();
+            let outcome = engine
+                .collapse(&key, async move {
+                    inner
+                        .revalidate(obj, conditional, client, target, route)
+                        .await
+                })
+                .await;
+            // A changed object starts a fill; nobody waits for it here, and
+            // the fill goes on by itself.
+            drop(outcome);
+        });
     }
 
     /// The single range to request upstream for a range miss, if the policy
@@ -573,14 +633,26 @@ impl Engine {
         } else {
             None
         };
-        if status != StatusCode::OK && content_range.is_none() {
+        // Other statuses are stored when RFC 9111 allows (cacheable by
+        // default, or explicit freshness); 204 and 304 carry no body to keep.
+        if content_range.is_none()
+            && matches!(
+                status,
+                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
+            )
+            || status.is_informational()
+        {
             return Outcome::Passthrough(Arc::new(Mutex::new(Some(resp))));
         }
         let (rparts, body) = resp.into_parts();
         // The representation as a whole: a 206 describes a 200 we have not
         // seen yet, so judge and store it as that 200.
         let mut whole: response::Parts = Response::new(()).into_parts().0;
-        whole.status = StatusCode::OK;
+        whole.status = if content_range.is_some() {
+            StatusCode::OK
+        } else {
+            status
+        };
         whole.headers = stored_headers(&rparts.headers);
         let len = match content_range {
             Some(cr) => cr.complete_len,
@@ -605,7 +677,8 @@ impl Engine {
             )))));
         }
         whole.headers.remove(header::CONTENT_LENGTH);
-        let head = StoredHead::new(StatusCode::OK, whole.headers, policy);
+        whole.headers.remove(header::AGE);
+        let head = StoredHead::new(whole.status, whole.headers, policy);
         let obj = match self.store.create(&route.key, head, len) {
             Ok(obj) => obj,
             Err(e) => {
@@ -653,7 +726,15 @@ impl Engine {
             .upstream_requests
             .fetch_add(1, Ordering::Relaxed);
         let head = obj.head();
-        let stale_ok = self.config.fill.serve_stale_on_error && !forbids_stale(&head.headers);
+        // Stale on error: when the admin switch says so, or within the
+        // response's or the request's stale-if-error window (RFC 5861);
+        // never against must-revalidate, proxy-revalidate or no-cache.
+        let staleness = head.staleness(SystemTime::now());
+        let within = |h: &HeaderMap| {
+            directive_secs(h, "stale-if-error").is_some_and(|w| staleness <= Duration::from_secs(w))
+        };
+        let stale_ok = !forbids_stale(&head.headers)
+            && (self.config.fill.serve_stale_on_error || within(&head.headers) || within(&client));
         let resp = match self.upstream.send_as(req, target.class).await {
             Ok(resp) => resp,
             Err(e) if stale_ok => {
@@ -683,11 +764,9 @@ impl Engine {
             merged.status = head.status;
             merged.headers = headers.clone();
             let preq = self.policy_request(&client, &route);
-            let new_head = StoredHead::new(
-                head.status,
-                headers,
-                policy_for(&preq, &merged, SystemTime::now()),
-            );
+            let policy = policy_for(&preq, &merged, SystemTime::now());
+            headers.remove(header::AGE);
+            let new_head = StoredHead::new(head.status, headers, policy);
             if let Err(e) = self.store.update_head(&obj, new_head) {
                 tracing::warn!(key = %route.key, error = %e, "could not record revalidation");
             }
@@ -734,7 +813,7 @@ impl Engine {
             .upstream_requests
             .fetch_add(1, Ordering::Relaxed);
         match self.upstream.send(req).await {
-            Ok(resp) => passthrough_response(resp),
+            Ok(resp) => passthrough_response(resp, &self.fills.shaper),
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(uri = %route.upstream_uri, error = %e, "origin request failed");
@@ -762,6 +841,58 @@ fn validators_contradict(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
         (Some(a), Some(b)) => a != b,
         _ => false,
     }
+}
+
+/// The value in seconds of a `Cache-Control` directive such as
+/// `stale-while-revalidate=60`.
+fn directive_secs(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|d| {
+            let (k, v) = d.trim().split_once('=')?;
+            if k.trim().eq_ignore_ascii_case(name) {
+                v.trim().trim_matches('"').parse().ok()
+            } else {
+                None
+            }
+        })
+}
+
+fn has_directive(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let d = d.trim();
+            let key = d.split('=').next().unwrap_or(d).trim();
+            key.eq_ignore_ascii_case(name)
+        })
+}
+
+fn only_if_cached(request: &HeaderMap) -> bool {
+    has_directive(request, "only-if-cached")
+}
+
+/// The client wants the origin asked (no-cache, max-age=0, Pragma).
+fn demands_validation(request: &HeaderMap) -> bool {
+    has_directive(request, "no-cache")
+        || directive_secs(request, "max-age") == Some(0)
+        || request
+            .get(header::PRAGMA)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("no-cache"))
+}
+
+fn gateway_timeout() -> Response<EdgeBody> {
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "not cached, and the request says only-if-cached",
+    )
 }
 
 /// Whether the stored response forbids serving it stale (RFC 9111 4.2.4).

@@ -426,6 +426,12 @@ impl ObjectFill {
                 tracing::warn!(key = %self.object.key(), %reason, "origin changed the object during a fill; dropping it");
                 self.finish_with(|| store.fail(&self.object, &reason, false));
             }
+            Err(FetchError::Disk(outpost_store::StoreError::Task)) => {
+                // The runtime is shutting down under us: what is on disk
+                // stays for the next start to resume.
+                tracing::info!(key = %self.object.key(), "fill stopped by shutdown; keeping its bytes");
+                self.finish_with(|| store.fail(&self.object, "edge shutting down", true));
+            }
             Err(FetchError::Disk(e)) => {
                 tracing::error!(key = %self.object.key(), error = %e, "cannot write object; dropping it");
                 self.finish_with(|| store.fail(&self.object, &e.to_string(), false));
@@ -467,6 +473,12 @@ impl ObjectFill {
                 tracing::info!(key = %self.object.key(), len = ?self.object.len(), "object complete");
             }
             Ok(false) => {}
+            Err(outpost_store::StoreError::Task) => {
+                // Shutting down: reconcile completes it at the next start.
+                self.ctx
+                    .store
+                    .fail(&self.object, "edge shutting down", true);
+            }
             Err(e) => {
                 tracing::error!(key = %self.object.key(), error = %e, "cannot complete object; dropping it");
                 self.ctx.store.fail(&self.object, &e.to_string(), false);

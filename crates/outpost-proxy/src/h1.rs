@@ -89,9 +89,11 @@ impl Tunnel {
 
 /// Why a request head was refused: the status to answer, and why.
 #[derive(Debug)]
-struct Refusal(StatusCode, &'static str);
+pub struct Refusal(pub StatusCode, pub &'static str);
 
-enum Framing {
+/// How a request's body is delimited.
+#[derive(Debug)]
+pub enum Framing {
     None,
     Length(u64),
     Chunked,
@@ -259,33 +261,13 @@ impl Conn {
                 self.buf.advance(n);
             }
             if !self.buf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
-                let mut req = httparse::Request::new(
-                    &mut headers[..config.max_headers.clamp(1, MAX_HEADERS_LIMIT)],
-                );
-                match req.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        let parsed = build_parts(&req).map_err(Ok)?;
+                match parse_request_head(&self.buf, config) {
+                    Ok(Some((parts, framing, n))) => {
                         self.buf.advance(n);
-                        return Ok(Some(parsed));
+                        return Ok(Some((parts, framing)));
                     }
-                    Ok(httparse::Status::Partial) => {
-                        if self.buf.len() >= config.max_head_bytes {
-                            return Err(Ok(Refusal(
-                                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                                "request head too large",
-                            )));
-                        }
-                    }
-                    Err(httparse::Error::TooManyHeaders) => {
-                        return Err(Ok(Refusal(
-                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            "too many header fields",
-                        )));
-                    }
-                    Err(_) => {
-                        return Err(Ok(Refusal(StatusCode::BAD_REQUEST, "malformed request")));
-                    }
+                    Ok(None) => {}
+                    Err(refusal) => return Err(Ok(refusal)),
                 }
                 deadline.get_or_insert_with(|| {
                     tokio::time::Instant::now() + config.header_read_timeout
@@ -694,6 +676,34 @@ async fn sendfile_all(
         }
     }
     Ok(())
+}
+
+/// Parses one request head at the start of `buf`: `Ok(None)` while it is
+/// incomplete, the head, its body framing and its length in bytes once it
+/// is complete, or the refusal to answer. Pure, so that it can be fuzzed.
+pub fn parse_request_head(
+    buf: &[u8],
+    config: &H1Config,
+) -> Result<Option<(http::request::Parts, Framing, usize)>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
+    let mut req =
+        httparse::Request::new(&mut headers[..config.max_headers.clamp(1, MAX_HEADERS_LIMIT)]);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            let (parts, framing) = build_parts(&req)?;
+            Ok(Some((parts, framing, n)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= config.max_head_bytes => Err(Refusal(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        )),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(Refusal(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many header fields",
+        )),
+        Err(_) => Err(Refusal(StatusCode::BAD_REQUEST, "malformed request")),
+    }
 }
 
 /// Builds the request head and decides its body framing, refusing anything

@@ -216,10 +216,20 @@ impl Engine {
                     // by a restart): fetch just what is missing.
                     let fill = self.fills.attach(obj.clone(), target.clone());
                     let _reader = fill.reader();
-                    if fill.demand(ByteRange::new(0, obj.len().unwrap_or(u64::MAX))) {
-                        return self.wait_complete(&obj, PrefetchOutcome::Fetched).await;
+                    if !fill.demand(ByteRange::new(0, obj.len().unwrap_or(u64::MAX))) {
+                        continue;
                     }
-                    continue;
+                    match self.wait_complete(&obj, PrefetchOutcome::Fetched).await {
+                        // The partial copy was of an older version (the
+                        // origin refused our If-Range): it is gone, fetch
+                        // the current one.
+                        Err(PrefetchError::Failed(_))
+                            if matches!(obj.phase(), Phase::Failed(_)) =>
+                        {
+                            continue;
+                        }
+                        result => return result,
+                    }
                 }
                 _ => {
                     let engine = self.clone();

@@ -387,3 +387,75 @@ impl Drop for ShapeWait {
         }
     }
 }
+
+/// A passthrough body (an uncacheable response on its way to a client),
+/// charged to the interactive class frame by frame: each frame goes out at
+/// once, and the next waits for the shaper's grant.
+pub struct ShapedBody<B> {
+    inner: B,
+    shaper: Arc<WanShaper>,
+    flow: u64,
+    wait: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl<B> ShapedBody<B> {
+    pub fn new(inner: B, shaper: Arc<WanShaper>) -> Self {
+        let flow = shaper.flow();
+        Self {
+            inner,
+            shaper,
+            flow,
+            wait: None,
+        }
+    }
+}
+
+impl<B> Drop for ShapedBody<B> {
+    fn drop(&mut self) {
+        self.shaper.end_flow(self.flow);
+    }
+}
+
+impl<B> http_body::Body for ShapedBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if let Some(wait) = self.wait.as_mut() {
+            match wait.as_mut().poll(cx) {
+                Poll::Ready(()) => self.wait = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(f) => f,
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+            && !data.is_empty()
+        {
+            let len = data.len() as u64;
+            let flow = self.flow;
+            if let Err(wait) = self.shaper.try_charge(Class::Interactive, None, flow, len) {
+                self.wait = Some(Box::pin(wait.wait()));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.wait.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -20,6 +20,42 @@ pub struct StoredHead {
     /// these instead of re-parsing dates on every request.
     born: SystemTime,
     fresh_until: SystemTime,
+    /// When it became (or becomes) stale: `born` plus its freshness
+    /// lifetime. Unlike `fresh_until` this lies in the past for a response
+    /// that arrived already stale (its Age beyond its max-age).
+    stale_since: SystemTime,
+}
+
+/// The explicit freshness lifetime (s-maxage, max-age, Expires - Date),
+/// for responses that arrive with no lifetime left.
+fn explicit_lifetime(headers: &HeaderMap) -> Duration {
+    let directive = |name: &str| {
+        headers
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find_map(|d| {
+                let (k, v) = d.trim().split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().trim_matches('"').parse::<u64>().ok())
+                    .flatten()
+            })
+    };
+    if let Some(secs) = directive("s-maxage").or_else(|| directive("max-age")) {
+        return Duration::from_secs(secs);
+    }
+    let date = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+    };
+    match (date(http::header::EXPIRES), date(http::header::DATE)) {
+        (Some(expires), Some(date)) => expires.duration_since(date).unwrap_or_default(),
+        _ => Duration::ZERO,
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -33,19 +69,34 @@ impl StoredHead {
     pub fn new(status: StatusCode, headers: HeaderMap, policy: CachePolicy) -> Self {
         let now = SystemTime::now();
         let born = now.checked_sub(policy.age(now)).unwrap_or(now);
-        let fresh_until = now + policy.time_to_live(now);
+        let ttl = policy.time_to_live(now);
+        let fresh_until = now + ttl;
+        let lifetime = if ttl.is_zero() {
+            explicit_lifetime(&headers)
+        } else {
+            ttl + policy.age(now)
+        };
+        let stale_since = (born + lifetime).min(fresh_until);
         Self {
             status,
             headers,
             policy,
             born,
             fresh_until,
+            stale_since,
         }
     }
 
     /// The response's current age (RFC 9111 section 4.2.3).
     pub fn age(&self, now: SystemTime) -> Duration {
         now.duration_since(self.born).unwrap_or_default()
+    }
+
+    /// How long the response has been stale at `now` (zero while fresh),
+    /// counted from the end of its freshness lifetime, even when that ended
+    /// before it reached us.
+    pub fn staleness(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.stale_since).unwrap_or_default()
     }
 
     /// Fresh for a request that sets no freshness requirements of its own.

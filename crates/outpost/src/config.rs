@@ -668,6 +668,77 @@ mod tests {
     }
 
     #[test]
+    fn channels_and_wan_rules_resolve() {
+        let text = r#"
+[wan]
+rate = "18 Mbit/s"
+[[wan.rule]]
+class = "prepos"
+when = "mon-fri 08:00-18:00"
+rate = "256 kbit/s"
+[[channel]]
+name = "packages"
+source = "http://fileserver.corp.example:8080/packages/"
+schedule = "0 1 * * *"
+rate = "2 Mbit/s"
+window = "19:00-07:00"
+aliases = ["fileserver"]
+[[channel]]
+name = "av"
+source = "http://fileserver.corp.example/av/SHA256SUMS"
+"#;
+        let config = FileConfig::parse(text).unwrap();
+        config.validate(text).unwrap();
+        let r = config.resolve(&Overrides::default());
+        assert_eq!(r.channels.len(), 2);
+        assert_eq!(r.channels[0].kind, SourceKind::Listing);
+        assert_eq!(r.channels[1].kind, SourceKind::Manifest);
+        assert_eq!(r.channels[0].rate.limit(), Some(250_000.0));
+        assert_eq!(
+            r.proxy.host_aliases.get("fileserver").map(String::as_str),
+            Some("fileserver.corp.example:8080")
+        );
+        let weekday_noon = LocalTime::new(2, 12, 0);
+        assert_eq!(r.proxy.wan.prepos.at(weekday_noon).limit(), Some(32_000.0));
+        assert_eq!(r.proxy.wan.site.at(weekday_noon).limit(), Some(2_250_000.0));
+        // The slowest limit (256 kbit/s) sizes the bulk receive buffers.
+        assert_eq!(r.proxy.wan.bulk_receive_buffer, Some(32 << 10));
+    }
+
+    #[test]
+    fn bad_channel_values_name_key_and_line() {
+        let err = FileConfig::parse(
+            "[[channel]]\nname = \"x\"\nsource = \"http://h/\"\nrate = \"fast\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 4") && err.contains("invalid rate"),
+            "{err}"
+        );
+        let err = FileConfig::parse("[[channel]]\nname = \"x\"\nsource = \"ftp://h/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("http"), "{err}");
+        let err = FileConfig::parse(
+            "[[channel]]\nname = \"x\"\nsource = \"http://h/\"\nschedule = \"every night\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 4") && err.contains("invalid schedule"),
+            "{err}"
+        );
+        let text = "[[channel]]\nname = \"a\"\nsource = \"http://h/\"\n[[channel]]\nname = \"a\"\nsource = \"http://h/b/\"\n";
+        let err = FileConfig::parse(text)
+            .unwrap()
+            .validate(text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("used twice"), "{err}");
+    }
+
+    #[test]
     fn command_line_overrides_file() {
         let config = FileConfig::parse("[cache]\ndir = \"/from/file\"\n").unwrap();
         let resolved = config.resolve(&Overrides {

@@ -3,7 +3,7 @@
 
 mod admin;
 mod cli;
-mod config;
+use outpost::config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -168,6 +168,10 @@ fn init_logging(level: Option<&str>) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
 }
 

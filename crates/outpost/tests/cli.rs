@@ -460,3 +460,103 @@ async fn cache_verify_finds_and_drops_a_corrupted_body() {
     assert!(reply.body == body);
     assert_eq!(origin.count("/v.msi"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_and_channels_commands_drive_a_channel_on_the_running_edge() {
+    let origin = Origin::start().await;
+    let a = content(300_000, 1);
+    let b = content(500_000, 2);
+    origin.put("/pkgs/a.msi", Resource::new(a.clone()).no_cache_headers());
+    origin.put(
+        "/pkgs/sub/b.msi",
+        Resource::new(b.clone()).no_cache_headers(),
+    );
+    origin.put(
+        "/pkgs/",
+        Resource::new(bytes::Bytes::from_static(
+            b"<pre><a href=\"../\">../</a>\n<a href=\"a.msi\">a.msi</a>\n<a href=\"sub/\">sub/</a></pre>",
+        ))
+        .no_cache_headers(),
+    );
+    origin.put(
+        "/pkgs/sub/",
+        Resource::new(bytes::Bytes::from_static(b"<a href=\"b.msi\">b.msi</a>")).no_cache_headers(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[channel]]\nname = \"pkgs\"\nsource = \"{}\"\nrate = \"40 Mbit/s\"\naliases = [\"fileserver\"]\n",
+            origin.url("/pkgs/")
+        ),
+    )
+    .unwrap();
+    let edge = EdgeProcess::start(
+        &dir.path().join("cache"),
+        &origin,
+        &["--config", config.to_str().unwrap()],
+    );
+    let admin = edge.admin.to_string();
+
+    let out = outpost(&["sync", "pkgs", "--admin", &admin]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sync #1 ok") && stdout.contains("2 fetched"),
+        "{stdout}"
+    );
+
+    let out = outpost(&["channels", "--json", "--admin", &admin]);
+    assert!(out.status.success());
+    let channels: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ch = &channels[0];
+    assert_eq!(ch["name"], "pkgs");
+    assert_eq!(
+        (ch["files_present"].as_u64(), ch["files_total"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(ch["bytes_present"].as_u64(), Some(800_000));
+    assert_eq!(ch["pinned_files"].as_u64(), Some(2));
+    assert_eq!(ch["last_run"]["result"], "ok");
+
+    // Served at the files' own URLs, also by the alias name, from disk.
+    let client = Client::new(edge.addr);
+    let reply = client.get("/pkgs/sub/b.msi", &[]).await.unwrap();
+    assert_eq!(
+        (reply.body == b, reply.header("x-cache")),
+        (true, Some("HIT"))
+    );
+    let proxied = client
+        .get("http://fileserver/pkgs/a.msi", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (proxied.body == a, proxied.header("x-cache")),
+        (true, Some("HIT"))
+    );
+    assert_eq!(origin.count("/pkgs/a.msi"), 1);
+
+    // Human output fits a terminal and names the state.
+    let out = outpost(&["channels", "--admin", &admin]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("files 2/2") && text.contains("last sync #1 ok"),
+        "{text}"
+    );
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+
+    let metrics = admin_get(&edge.admin, "/metrics").await;
+    assert!(
+        metrics.contains("outpost_channel_files{channel=\"pkgs\",state=\"present\"} 2"),
+        "{metrics}"
+    );
+
+    let out = outpost(&["sync", "nosuch", "--admin", &admin]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no channel named"));
+}

@@ -1,0 +1,682 @@
+//! HTTP caching rules (RFC 9111, RFC 5861), one case per rule: what the
+//! origin sends, what clients ask in order, what each client sees and how
+//! many requests reach the origin. Each case runs against a fresh edge and
+//! origin; a failing rule names itself.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+use outpost_proxy::{Engine, ProxyConfig, Server};
+use outpost_store::{Store, StoreConfig};
+use outpost_testkit::{Client, Origin, Resource, content, wait_until};
+use tokio_util::sync::CancellationToken;
+
+const PATH: &str = "/r";
+
+fn http_date(offset_secs: i64) -> String {
+    let now = SystemTime::now();
+    let t = if offset_secs >= 0 {
+        now + Duration::from_secs(offset_secs as u64)
+    } else {
+        now - Duration::from_secs((-offset_secs) as u64)
+    };
+    httpdate::fmt_http_date(t)
+}
+
+/// What a client request must get.
+struct Expect {
+    status: u16,
+    /// `X-Cache` verdict, when the rule is about it.
+    cache: Option<&'static str>,
+    /// The body must be this resource's (seed) content.
+    body_seed: Option<u64>,
+}
+
+enum Step {
+    Get(Vec<(&'static str, String)>, Expect),
+    Request(&'static str, &'static str, Vec<(&'static str, String)>, u16),
+    /// Changes what the origin serves.
+    Origin(Box<dyn Fn(&Origin) + Send + Sync>),
+    /// Waits (with a deadline) until the origin saw this many requests for
+    /// PATH: background work (stale-while-revalidate) happens.
+    OriginSees(usize),
+}
+
+struct Case {
+    rule: &'static str,
+    resource: Resource,
+    config: fn(&mut ProxyConfig),
+    steps: Vec<Step>,
+    /// Requests for PATH the origin saw in the end.
+    origin_requests: usize,
+    /// How many of those were conditional.
+    conditional: Option<usize>,
+}
+
+fn get(headers: &[(&'static str, &str)], status: u16, cache: Option<&'static str>) -> Step {
+    Step::Get(
+        headers.iter().map(|(n, v)| (*n, v.to_string())).collect(),
+        Expect {
+            status,
+            cache,
+            body_seed: None,
+        },
+    )
+}
+
+fn get_body(seed: u64, cache: &'static str) -> Step {
+    Step::Get(
+        Vec::new(),
+        Expect {
+            status: 200,
+            cache: Some(cache),
+            body_seed: Some(seed),
+        },
+    )
+}
+
+fn res(cache_control: &str) -> Resource {
+    Resource::new(content(2000, 1)).header("cache-control", cache_control)
+}
+
+fn no_config(_: &mut ProxyConfig) {}
+
+fn no_stale_on_error(c: &mut ProxyConfig) {
+    c.fill.serve_stale_on_error = false;
+}
+
+fn origin_down() -> Step {
+    Step::Origin(Box::new(|o: &Origin| {
+        o.put(
+            PATH,
+            Resource::new(content(10, 9)).status(StatusCode::INTERNAL_SERVER_ERROR),
+        )
+    }))
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            rule: "max-age: fresh responses are hits",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "s-maxage overrides max-age in a shared cache",
+            resource: res("max-age=3600, s-maxage=0"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "no-store responses are never stored",
+            resource: res("no-store"),
+            config: no_config,
+            steps: vec![get(&[], 200, Some("PASS")), get(&[], 200, Some("PASS"))],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "private responses are not stored by a shared cache",
+            resource: res("private, max-age=3600"),
+            config: no_config,
+            steps: vec![get(&[], 200, Some("PASS")), get(&[], 200, Some("PASS"))],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "no-cache responses are stored but validated on every use",
+            resource: res("no-cache"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires in the future gives freshness",
+            resource: Resource::new(content(2000, 1))
+                .no_cache_headers()
+                .header("expires", &http_date(3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Expires in the past means stale",
+            resource: Resource::new(content(2000, 1))
+                .no_cache_headers()
+                .header("expires", &http_date(-3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Age from upstream counts against max-age",
+            resource: res("max-age=60").header("age", "120"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "heuristic freshness from Last-Modified alone",
+            resource: {
+                let mut r = Resource::new(content(2000, 1)).no_cache_headers();
+                r.last_modified = Some(http_date(-30 * 86_400));
+                r
+            },
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "no freshness information and no validators: fetched again",
+            resource: {
+                let mut r = Resource::new(content(2000, 1)).no_cache_headers();
+                r.etag = None;
+                r.last_modified = None;
+                r
+            },
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "MISS")],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "404 is cacheable by default",
+            resource: Resource::new(content(100, 1))
+                .status(StatusCode::NOT_FOUND)
+                .header("cache-control", "max-age=600"),
+            config: no_config,
+            steps: vec![get(&[], 404, Some("MISS")), get(&[], 404, Some("HIT"))],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "301 is cacheable by default",
+            resource: Resource::new(content(10, 1))
+                .status(StatusCode::MOVED_PERMANENTLY)
+                .header("location", "/elsewhere")
+                .header("cache-control", "max-age=600"),
+            config: no_config,
+            steps: vec![get(&[], 301, Some("MISS")), get(&[], 301, Some("HIT"))],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "302 is stored only with explicit freshness",
+            resource: Resource::new(content(10, 1))
+                .no_cache_headers()
+                .status(StatusCode::FOUND)
+                .header("location", "/elsewhere"),
+            config: no_config,
+            steps: vec![get(&[], 302, Some("PASS")), get(&[], 302, Some("PASS"))],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "500 is not stored",
+            resource: Resource::new(content(10, 1)).status(StatusCode::INTERNAL_SERVER_ERROR),
+            config: no_config,
+            steps: vec![get(&[], 500, None), get(&[], 500, None)],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "request max-age=0 forces validation",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(&[("cache-control", "max-age=0")], 200, Some("REVALIDATED")),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "request no-cache forces validation",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(&[("cache-control", "no-cache")], 200, Some("REVALIDATED")),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Pragma: no-cache (HTTP/1.0) forces validation",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(&[("pragma", "no-cache")], 200, Some("REVALIDATED")),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "request min-fresh beyond the remaining lifetime forces validation",
+            resource: res("max-age=60"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(
+                    &[("cache-control", "min-fresh=600")],
+                    200,
+                    Some("REVALIDATED"),
+                ),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "request max-stale accepts a stale response",
+            resource: res("max-age=60").header("age", "120"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(&[("cache-control", "max-stale=3600")], 200, Some("HIT")),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "must-revalidate forbids max-stale",
+            resource: res("max-age=60, must-revalidate").header("age", "120"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(
+                    &[("cache-control", "max-stale=3600")],
+                    200,
+                    Some("REVALIDATED"),
+                ),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "only-if-cached on a miss is 504 without asking the origin",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get(&[("cache-control", "only-if-cached")], 504, None),
+                get_body(1, "MISS"),
+                get(&[("cache-control", "only-if-cached")], 200, Some("HIT")),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "immutable fresh responses are hits",
+            resource: res("max-age=3600, immutable"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "stale-while-revalidate answers at once and refreshes behind",
+            resource: res("max-age=1, stale-while-revalidate=3600").header("age", "10"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get_body(1, "STALE"),
+                Step::OriginSees(2),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "stale-while-revalidate does not stretch past its window",
+            resource: res("max-age=1, stale-while-revalidate=5").header("age", "100"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "stale-if-error serves stale when the origin fails",
+            resource: res("max-age=1, stale-if-error=3600").header("age", "10"),
+            config: no_stale_on_error,
+            steps: vec![get_body(1, "MISS"), origin_down(), get_body(1, "STALE")],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "without stale-if-error (and the admin switch off) an error is passed on",
+            resource: res("max-age=1").header("age", "10"),
+            config: no_stale_on_error,
+            steps: vec![get_body(1, "MISS"), origin_down(), get(&[], 500, None)],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "the admin switch serves stale when the origin fails",
+            resource: res("max-age=1").header("age", "10"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), origin_down(), get_body(1, "STALE")],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "must-revalidate is never served stale, even on error",
+            resource: res("max-age=1, must-revalidate").header("age", "10"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), origin_down(), get(&[], 500, None)],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "a 304 keeps the body and updates the stored headers",
+            resource: res("max-age=0").header("x-version", "1"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                Step::Origin(Box::new(|o: &Origin| {
+                    o.put(
+                        PATH,
+                        Resource::new(content(2000, 1))
+                            .header("cache-control", "max-age=3600")
+                            .header("x-version", "2"),
+                    )
+                })),
+                get_body(1, "REVALIDATED"),
+                get_body(1, "HIT"),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "a 200 to revalidation replaces the body",
+            resource: res("max-age=0"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                Step::Origin(Box::new(|o: &Origin| {
+                    o.put(
+                        PATH,
+                        Resource::new(content(2000, 2))
+                            .etag("\"v2\"")
+                            .header("cache-control", "max-age=3600"),
+                    )
+                })),
+                get_body(2, "MISS"),
+                get_body(2, "HIT"),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "If-None-Match matching the stored ETag is answered 304 from the cache",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(&[("if-none-match", "\"v1\"")], 304, Some("HIT")),
+                get(&[("if-none-match", "\"other\"")], 200, Some("HIT")),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "If-Modified-Since not older than Last-Modified is 304",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(
+                    &[("if-modified-since", "Mon, 02 Nov 2026 10:00:00 GMT")],
+                    304,
+                    Some("HIT"),
+                ),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "If-Match that does not match is 412",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(&[("if-match", "\"other\"")], 412, None),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "If-Range with another validator gets the whole body",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(
+                    &[("range", "bytes=0-9"), ("if-range", "\"other\"")],
+                    200,
+                    Some("HIT"),
+                ),
+                get(
+                    &[("range", "bytes=0-9"), ("if-range", "\"v1\"")],
+                    206,
+                    Some("HIT"),
+                ),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "an unsatisfiable range is 416",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(&[("range", "bytes=5000-6000")], 416, None),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Vary: * is never served from the cache",
+            resource: res("max-age=3600").header("vary", "*"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get(&[], 200, None)],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "Set-Cookie responses are not stored",
+            resource: res("max-age=3600").header("set-cookie", "session=1"),
+            config: no_config,
+            steps: vec![get(&[], 200, Some("PASS")), get(&[], 200, Some("PASS"))],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "an Authorization request is not stored without public",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get(&[("authorization", "Basic dTpw")], 200, Some("PASS")),
+                get(&[("authorization", "Basic dTpw")], 200, Some("PASS")),
+            ],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "a successful POST invalidates the stored response",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                Step::Request("POST", PATH, Vec::new(), 200),
+                get_body(1, "MISS"),
+            ],
+            origin_requests: 3,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "DELETE's Location invalidates that URL too",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                Step::Origin(Box::new(|o: &Origin| {
+                    o.put(
+                        "/other",
+                        Resource::new(content(10, 5)).header("location", PATH),
+                    )
+                })),
+                Step::Request("DELETE", "/other", Vec::new(), 200),
+                get_body(1, "MISS"),
+            ],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "HEAD is answered from the stored headers",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                Step::Request("HEAD", PATH, Vec::new(), 200),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+    ]
+}
+
+async fn run(case: &Case) -> Result<(), String> {
+    let origin = Origin::start().await;
+    origin.put(PATH, case.resource.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ProxyConfig {
+        origin: Some(origin.url("/").parse().unwrap()),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        ..ProxyConfig::default()
+    };
+    (case.config)(&mut config);
+    let store = Store::open(StoreConfig::new(dir.path(), 1 << 30)).unwrap();
+    let engine: Arc<Engine> = Engine::new(config, store);
+    let server = Server::bind(engine.clone()).await.unwrap();
+    let client = Client::new(server.local_addrs()[0]);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    let result = async {
+        for (i, step) in case.steps.iter().enumerate() {
+            match step {
+                Step::Get(headers, expect) => {
+                    let h: Vec<(&str, &str)> =
+                        headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                    let reply = client.get(PATH, &h).await.map_err(|e| e.to_string())?;
+                    if reply.status.as_u16() != expect.status {
+                        return Err(format!(
+                            "step {i}: status {} (x-cache {:?}), expected {}",
+                            reply.status,
+                            reply.header("x-cache"),
+                            expect.status
+                        ));
+                    }
+                    if let Some(c) = expect.cache
+                        && reply.header("x-cache") != Some(c)
+                    {
+                        return Err(format!(
+                            "step {i}: x-cache {:?}, expected {c}",
+                            reply.header("x-cache")
+                        ));
+                    }
+                    if let Some(seed) = expect.body_seed
+                        && reply.body != content(2000, seed)
+                    {
+                        return Err(format!("step {i}: wrong body"));
+                    }
+                    if reply.header("x-cache") == Some("HIT") && reply.header("age").is_none() {
+                        return Err(format!("step {i}: a hit without Age"));
+                    }
+                    if reply.header("via").is_none() {
+                        return Err(format!("step {i}: no Via"));
+                    }
+                    // The next step starts once this object's fill has
+                    // recorded it complete (its last bytes reach the client
+                    // a moment before).
+                    let key = outpost_http::CacheKey::from_uri(&origin.url(PATH).parse().unwrap())
+                        .unwrap();
+                    if !wait_until(Duration::from_secs(10), || {
+                        engine.fills.active(&key).is_none()
+                    })
+                    .await
+                    {
+                        return Err(format!("step {i}: fill never finished"));
+                    }
+                }
+                Step::Request(method, path, headers, status) => {
+                    let h: Vec<(&str, &str)> =
+                        headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                    let reply = client
+                        .request(method, path, &h)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if reply.status.as_u16() != *status {
+                        return Err(format!("step {i}: {method} got {}", reply.status));
+                    }
+                    if *method == "HEAD" && !reply.body.is_empty() {
+                        return Err(format!("step {i}: HEAD with a body"));
+                    }
+                }
+                Step::Origin(change) => change(&origin),
+                Step::OriginSees(n) => {
+                    if !wait_until(Duration::from_secs(10), || origin.count(PATH) >= *n).await {
+                        return Err(format!("step {i}: origin saw {}", origin.count(PATH)));
+                    }
+                }
+            }
+        }
+        let reqs = origin.requests_for(PATH);
+        if reqs.len() != case.origin_requests {
+            return Err(format!(
+                "origin saw {} requests for {PATH}, expected {}",
+                reqs.len(),
+                case.origin_requests
+            ));
+        }
+        if let Some(n) = case.conditional {
+            let got = reqs.iter().filter(|r| r.is_conditional()).count();
+            if got != n {
+                return Err(format!("{got} conditional requests, expected {n}"));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    shutdown.cancel();
+    let _ = task.await;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_caching_rule_holds() {
+    let mut failures = Vec::new();
+    let cases = cases();
+    for case in &cases {
+        if let Err(e) = run(case).await {
+            failures.push(format!("{}: {e}", case.rule));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rules broken:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}

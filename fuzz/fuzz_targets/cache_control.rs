@@ -1,0 +1,46 @@
+//! Freshness and storability from arbitrary request and response headers
+//! (Cache-Control, Expires, Date, Age, Last-Modified, Vary, Pragma ...):
+//! the policy never panics, and a stored head's freshness is consistent.
+#![no_main]
+
+use std::time::{Duration, SystemTime};
+
+use libfuzzer_sys::fuzz_target;
+use outpost_http::policy::policy_for;
+
+fn headers(text: &str, into: &mut http::HeaderMap) {
+    for line in text.split('\n') {
+        if let Some((name, value)) = line.split_once(':')
+            && let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.trim().as_bytes()),
+                http::HeaderValue::from_str(value.trim()),
+            )
+        {
+            into.append(n, v);
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (req_text, resp_text) = text.split_once("\n\n").unwrap_or(("", text));
+    let (mut req, ()) = http::Request::builder()
+        .uri("http://origin.test/pkg.msi")
+        .body(())
+        .unwrap()
+        .into_parts();
+    req.headers.insert(http::header::HOST, http::HeaderValue::from_static("origin.test"));
+    headers(req_text, &mut req.headers);
+    let (mut resp, ()) = http::Response::builder().status(200).body(()).unwrap().into_parts();
+    headers(resp_text, &mut resp.headers);
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+    let policy = policy_for(&req, &resp, now);
+    let _ = policy.is_storable();
+    let ttl = policy.time_to_live(now);
+    let _ = policy.before_request(&req, now + ttl);
+    let head = outpost_store::StoredHead::new(http::StatusCode::OK, resp.headers.clone(), policy);
+    let _ = head.age(now);
+    let _ = head.is_fresh(now);
+});
