@@ -36,6 +36,11 @@ fuzz_target!(|data: &[u8]| {
     let (mut resp, ()) = http::Response::builder().status(200).body(()).unwrap().into_parts();
     headers(resp_text, &mut resp.headers);
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+    for headers in [&req.headers, &resp.headers] {
+        let _ = outpost_http::cache_control::directives(headers).count();
+        let _ = outpost_http::cache_control::seconds(headers, "max-age");
+        let _ = outpost_http::cache_control::forbids_stale(headers);
+    }
     let policy = policy_for(&req, &resp, now);
     let _ = policy.is_storable();
     let ttl = policy.time_to_live(now);

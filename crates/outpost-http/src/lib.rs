@@ -10,6 +10,7 @@
 //!   returns an error or `None` instead;
 //! - nothing here reads the clock: callers pass `now`.
 
+pub mod cache_control;
 pub mod headers;
 pub mod key;
 pub mod policy;

@@ -12,6 +12,7 @@ use http::{
 };
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use outpost_http::cache_control::{self, forbids_stale};
 use outpost_http::headers::{FILL_CONTROLLED_REQUEST_HEADERS, add_via, strip_hop_by_hop};
 use outpost_http::policy::{BeforeRequest, policy_for};
 use outpost_http::range::{RangeSpec, parse_range_header};
@@ -375,7 +376,7 @@ impl Engine {
                         matches: true,
                     } if obj.is_complete() => {
                         if let Some(window) =
-                            directive_secs(&head.headers, "stale-while-revalidate")
+                            cache_control::seconds(&head.headers, "stale-while-revalidate")
                             && head.staleness(now) <= Duration::from_secs(window)
                             && !demands_validation(&parts.headers)
                         {
@@ -731,7 +732,8 @@ impl Engine {
         // never against must-revalidate, proxy-revalidate or no-cache.
         let staleness = head.staleness(SystemTime::now());
         let within = |h: &HeaderMap| {
-            directive_secs(h, "stale-if-error").is_some_and(|w| staleness <= Duration::from_secs(w))
+            cache_control::seconds(h, "stale-if-error")
+                .is_some_and(|w| staleness <= Duration::from_secs(w))
         };
         let stale_ok = !forbids_stale(&head.headers)
             && (self.config.fill.serve_stale_on_error || within(&head.headers) || within(&client));
@@ -843,45 +845,14 @@ fn validators_contradict(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
     }
 }
 
-/// The value in seconds of a `Cache-Control` directive such as
-/// `stale-while-revalidate=60`.
-fn directive_secs(headers: &HeaderMap, name: &str) -> Option<u64> {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|d| {
-            let (k, v) = d.trim().split_once('=')?;
-            if k.trim().eq_ignore_ascii_case(name) {
-                v.trim().trim_matches('"').parse().ok()
-            } else {
-                None
-            }
-        })
-}
-
-fn has_directive(headers: &HeaderMap, name: &str) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| {
-            let d = d.trim();
-            let key = d.split('=').next().unwrap_or(d).trim();
-            key.eq_ignore_ascii_case(name)
-        })
-}
-
 fn only_if_cached(request: &HeaderMap) -> bool {
-    has_directive(request, "only-if-cached")
+    cache_control::has(request, "only-if-cached")
 }
 
 /// The client wants the origin asked (no-cache, max-age=0, Pragma).
 fn demands_validation(request: &HeaderMap) -> bool {
-    has_directive(request, "no-cache")
-        || directive_secs(request, "max-age") == Some(0)
+    cache_control::has(request, "no-cache")
+        || cache_control::seconds(request, "max-age") == Some(0)
         || request
             .get(header::PRAGMA)
             .and_then(|v| v.to_str().ok())
@@ -893,20 +864,4 @@ fn gateway_timeout() -> Response<EdgeBody> {
         StatusCode::GATEWAY_TIMEOUT,
         "not cached, and the request says only-if-cached",
     )
-}
-
-/// Whether the stored response forbids serving it stale (RFC 9111 4.2.4).
-fn forbids_stale(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| {
-            let d = d.trim().to_ascii_lowercase();
-            d == "must-revalidate"
-                || d == "proxy-revalidate"
-                || d.starts_with("no-cache")
-                || d == "no-store"
-        })
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use outpost_http::cache_control;
 use outpost_http::policy::CachePolicy;
 use serde::{Deserialize, Serialize};
 
@@ -29,21 +30,9 @@ pub struct StoredHead {
 /// The explicit freshness lifetime (s-maxage, max-age, Expires - Date),
 /// for responses that arrive with no lifetime left.
 fn explicit_lifetime(headers: &HeaderMap) -> Duration {
-    let directive = |name: &str| {
-        headers
-            .get_all(http::header::CACHE_CONTROL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .find_map(|d| {
-                let (k, v) = d.trim().split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().trim_matches('"').parse::<u64>().ok())
-                    .flatten()
-            })
-    };
-    if let Some(secs) = directive("s-maxage").or_else(|| directive("max-age")) {
+    if let Some(secs) = cache_control::seconds(headers, "s-maxage")
+        .or_else(|| cache_control::seconds(headers, "max-age"))
+    {
         return Duration::from_secs(secs);
     }
     let date = |name| {
