@@ -16,6 +16,26 @@ pub struct Site {
     pub origin: Uri,
 }
 
+/// An admin's caching rules for the URLs whose host and path match.
+#[derive(Debug, Clone)]
+pub struct CacheOverride {
+    /// Glob on the host name (lower case, no port).
+    pub host: globset::GlobMatcher,
+    /// Glob on the path (without the query).
+    pub path: globset::GlobMatcher,
+    pub freshness: outpost_http::policy::FreshnessOverride,
+    /// The query string is not part of the cache key.
+    pub ignore_query: bool,
+    /// Never store: every request goes to the origin.
+    pub never_cache: bool,
+}
+
+impl CacheOverride {
+    pub fn matches(&self, host: &str, path: &str) -> bool {
+        self.host.is_match(host) && self.path.is_match(path)
+    }
+}
+
 /// What to do with a Range request for bytes that are not cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeMissPolicy {
@@ -93,6 +113,8 @@ pub struct ProxyConfig {
     /// Other host names of an origin (lower case, no port) mapped to the
     /// origin's authority (`host[:port]`), so every name hits the same copy.
     pub host_aliases: std::collections::HashMap<String, String>,
+    /// Caching rules by host and path; the first match applies.
+    pub overrides: Vec<CacheOverride>,
 }
 
 /// Loopback and the private ranges: the LAN of a branch office.
@@ -126,6 +148,7 @@ impl Default for ProxyConfig {
             wan: crate::wan::WanPolicy::default(),
             local_clock: crate::wan::WanShaper::utc_clock(),
             host_aliases: std::collections::HashMap::new(),
+            overrides: Vec::new(),
         }
     }
 }

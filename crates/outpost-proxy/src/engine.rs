@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use outpost_http::cache_control::{self, forbids_stale};
 use outpost_http::headers::{FILL_CONTROLLED_REQUEST_HEADERS, add_via, strip_hop_by_hop};
-use outpost_http::policy::{BeforeRequest, policy_for};
+use outpost_http::policy::BeforeRequest;
 use outpost_http::range::{RangeSpec, parse_range_header};
 use outpost_http::{ByteRange, CacheKey, ContentRange};
 use outpost_store::{Object, Store, StoredHead};
@@ -33,12 +33,18 @@ use outpost_shaper::Class;
 pub struct Route {
     pub upstream_uri: Uri,
     pub key: CacheKey,
+    /// The admin rule (index into `ProxyConfig::overrides`) that applies.
+    pub rule: Option<usize>,
 }
 
 impl Route {
     pub fn new(upstream_uri: Uri) -> Result<Self, outpost_http::KeyError> {
         let key = CacheKey::from_uri(&upstream_uri)?;
-        Ok(Self { upstream_uri, key })
+        Ok(Self {
+            upstream_uri,
+            key,
+            rule: None,
+        })
     }
 }
 
@@ -170,6 +176,55 @@ impl Engine {
         self.access_log.get().map(|l| &**l)
     }
 
+    /// Where a request for `uri` goes: host aliases resolved, the first
+    /// matching admin rule found, the query dropped from the key if the
+    /// rule says so.
+    pub fn route(&self, uri: Uri) -> Result<Route, outpost_http::KeyError> {
+        let uri = self.canonical_uri(uri);
+        let host = uri.host().unwrap_or("").to_ascii_lowercase();
+        let rule = self
+            .config
+            .overrides
+            .iter()
+            .position(|o| o.matches(&host, uri.path()));
+        let key = match rule.map(|i| &self.config.overrides[i]) {
+            Some(o) if o.ignore_query && uri.query().is_some() => {
+                let mut parts = uri.clone().into_parts();
+                parts.path_and_query = uri.path().parse().ok();
+                let without = Uri::from_parts(parts)
+                    .map_err(|e| outpost_http::KeyError::Invalid(e.to_string()))?;
+                CacheKey::from_uri(&without)?
+            }
+            _ => CacheKey::from_uri(&uri)?,
+        };
+        Ok(Route {
+            upstream_uri: uri,
+            key,
+            rule,
+        })
+    }
+
+    fn rule(&self, route: &Route) -> Option<&crate::config::CacheOverride> {
+        route.rule.and_then(|i| self.config.overrides.get(i))
+    }
+
+    /// The freshness policy of a response for `route`, with the admin's
+    /// override if one applies.
+    fn policy(
+        &self,
+        client: &HeaderMap,
+        route: &Route,
+        response: &response::Parts,
+    ) -> outpost_http::policy::CachePolicy {
+        let preq = self.policy_request(client, route);
+        outpost_http::policy::policy_with_override(
+            &preq,
+            response,
+            SystemTime::now(),
+            self.rule(route).map(|r| &r.freshness),
+        )
+    }
+
     /// Refuses `key` to clients (its body failed a digest check), or lifts
     /// the refusal with `None`.
     pub fn set_quarantined(&self, key: &CacheKey, reason: Option<String>) {
@@ -191,6 +246,10 @@ impl Engine {
         route: Route,
     ) -> Response<EdgeBody> {
         let method = req.method().clone();
+        if self.rule(&route).is_some_and(|r| r.never_cache) {
+            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+            return self.forward(req, &route).await;
+        }
         if matches!(method, Method::GET | Method::HEAD) {
             let quarantined = lock(&self.quarantined).get(&route.key).cloned();
             if let Some(reason) = quarantined {
@@ -669,8 +728,7 @@ impl Engine {
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
-        let preq = self.policy_request(client, route);
-        let policy = policy_for(&preq, &whole, SystemTime::now());
+        let policy = self.policy(client, route, &whole);
         let storable = policy.is_storable() && !rparts.headers.contains_key(header::SET_COOKIE);
         if !storable {
             return Outcome::Passthrough(Arc::new(Mutex::new(Some(Response::from_parts(
@@ -765,8 +823,7 @@ impl Engine {
             let mut merged: response::Parts = Response::new(()).into_parts().0;
             merged.status = head.status;
             merged.headers = headers.clone();
-            let preq = self.policy_request(&client, &route);
-            let policy = policy_for(&preq, &merged, SystemTime::now());
+            let policy = self.policy(&client, &route, &merged);
             headers.remove(header::AGE);
             let new_head = StoredHead::new(head.status, headers, policy);
             if let Err(e) = self.store.update_head(&obj, new_head) {

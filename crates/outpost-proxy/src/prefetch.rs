@@ -138,8 +138,9 @@ impl Engine {
         self: &Arc<Self>,
         req: &PrefetchRequest,
     ) -> Result<Prefetched, PrefetchError> {
-        let uri = self.canonical_uri(req.uri.clone());
-        let route = Route::new(uri).map_err(|e| PrefetchError::Url(e.to_string()))?;
+        let route = self
+            .route(req.uri.clone())
+            .map_err(|e| PrefetchError::Url(e.to_string()))?;
         let key = route.key.clone();
         let mut headers = HeaderMap::new();
         add_via(&mut headers);

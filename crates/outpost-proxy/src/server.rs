@@ -211,7 +211,7 @@ fn route(
             "not a proxy request: use an absolute URL, or configure a site for this Host",
         ));
     };
-    Route::new(engine.canonical_uri(upstream)).map_err(|e| bad(&e.to_string()))
+    engine.route(upstream).map_err(|e| bad(&e.to_string()))
 }
 
 fn host_header(req: &Request<ReqBody>) -> Option<Authority> {

@@ -86,6 +86,46 @@ fn no_stale_on_error(c: &mut ProxyConfig) {
     c.fill.serve_stale_on_error = false;
 }
 
+fn rule(path: &str) -> outpost_proxy::CacheOverride {
+    outpost_proxy::CacheOverride {
+        host: globset::Glob::new("*").unwrap().compile_matcher(),
+        path: globset::Glob::new(path).unwrap().compile_matcher(),
+        freshness: Default::default(),
+        ignore_query: false,
+        never_cache: false,
+    }
+}
+
+fn keep_for_days(c: &mut ProxyConfig) {
+    let mut r = rule("/r*");
+    r.freshness.min_fresh = Some(Duration::from_secs(2 * 86_400));
+    c.overrides.push(r);
+}
+
+fn at_most_a_minute(c: &mut ProxyConfig) {
+    let mut r = rule("/r");
+    r.freshness.max_fresh = Some(Duration::from_secs(60));
+    c.overrides.push(r);
+}
+
+fn ignore_query(c: &mut ProxyConfig) {
+    let mut r = rule("/r");
+    r.ignore_query = true;
+    c.overrides.push(r);
+}
+
+fn never_cache(c: &mut ProxyConfig) {
+    let mut r = rule("/r");
+    r.never_cache = true;
+    c.overrides.push(r);
+}
+
+fn cache_private(c: &mut ProxyConfig) {
+    let mut r = rule("/r");
+    r.freshness.cache_private = true;
+    c.overrides.push(r);
+}
+
 fn origin_down() -> Step {
     Step::Origin(Box::new(|o: &Origin| {
         o.put(
@@ -553,6 +593,62 @@ fn cases() -> Vec<Case> {
             origin_requests: 1,
             conditional: Some(0),
         },
+        Case {
+            rule: "admin min_fresh keeps a response without cache headers for days",
+            resource: {
+                let mut r = Resource::new(content(2000, 1)).no_cache_headers();
+                r.last_modified = None;
+                r
+            },
+            config: keep_for_days,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "admin min_fresh does not override the origin's no-cache",
+            resource: res("no-cache"),
+            config: keep_for_days,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "admin max_fresh shortens a long max-age",
+            resource: res("max-age=86400").header("age", "120"),
+            config: at_most_a_minute,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "admin ignore_query: one entry whatever the query",
+            resource: res("max-age=3600"),
+            config: ignore_query,
+            steps: vec![
+                get_body(1, "MISS"),
+                Step::Request("GET", "/r?session=2", Vec::new(), 200),
+                Step::Request("GET", "/r?session=3", Vec::new(), 200),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "admin never_cache passes everything through",
+            resource: res("max-age=3600"),
+            config: never_cache,
+            steps: vec![get(&[], 200, Some("PASS")), get(&[], 200, Some("PASS"))],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "admin cache_private stores a private response",
+            resource: res("private, max-age=3600"),
+            config: cache_private,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
     ]
 }
 
@@ -641,7 +737,11 @@ async fn run(case: &Case) -> Result<(), String> {
                 }
             }
         }
-        let reqs = origin.requests_for(PATH);
+        let reqs: Vec<_> = origin
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.split('?').next() == Some(PATH))
+            .collect();
         if reqs.len() != case.origin_requests {
             return Err(format!(
                 "origin saw {} requests for {PATH}, expected {}",

@@ -121,6 +121,23 @@ pub struct FileConfig {
     pub wan: WanSection,
     #[serde(default, rename = "channel")]
     pub channels: Vec<ChannelSection>,
+    #[serde(default, rename = "override")]
+    pub overrides: Vec<OverrideSection>,
+}
+
+/// Caching rules for URLs matching `host` and `path` (globs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideSection {
+    /// Glob on the host name; default "*".
+    pub host: Option<String>,
+    /// Glob on the path (without query); default "*".
+    pub path: Option<String>,
+    pub min_fresh: Option<HumanDuration>,
+    pub max_fresh: Option<HumanDuration>,
+    pub ignore_query: Option<bool>,
+    pub never_cache: Option<bool>,
+    pub cache_private: Option<bool>,
 }
 
 /// WAN bandwidth policy for all upstream traffic.
@@ -370,6 +387,18 @@ impl FileConfig {
                 bail!("site.host{}: must not be empty", at("host"));
             }
         }
+        for o in &self.overrides {
+            for pattern in [&o.host, &o.path].into_iter().flatten() {
+                if let Err(e) = globset::Glob::new(pattern) {
+                    bail!("override: bad pattern {pattern:?}{}: {e}", at("host"));
+                }
+            }
+            if let (Some(min), Some(max)) = (&o.min_fresh, &o.max_fresh)
+                && min.0 > max.0
+            {
+                bail!("override{}: min_fresh is above max_fresh", at("min_fresh"));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for ch in &self.channels {
             let valid = !ch.name.is_empty()
@@ -458,6 +487,7 @@ impl FileConfig {
             overrides.listen.clone()
         };
         let proxy = ProxyConfig {
+            overrides: Vec::new(),
             wan: WanPolicy::default(),
             local_clock: outpost_proxy::wan::WanShaper::utc_clock(),
             host_aliases: Default::default(),
@@ -488,6 +518,7 @@ impl FileConfig {
             max_connections: s.max_connections.unwrap_or(defaults.max_connections),
         };
         let mut proxy = proxy;
+        proxy.overrides = self.overrides.iter().filter_map(cache_override).collect();
         proxy.wan = wan_policy(&self.wan);
         let channel_limits = self
             .channels
@@ -560,6 +591,26 @@ impl FileConfig {
             channels,
         }
     }
+}
+
+fn cache_override(o: &OverrideSection) -> Option<outpost_proxy::CacheOverride> {
+    let glob = |p: &Option<String>| {
+        globset::GlobBuilder::new(p.as_deref().unwrap_or("*"))
+            .case_insensitive(true)
+            .build()
+            .map(|g| g.compile_matcher())
+    };
+    Some(outpost_proxy::CacheOverride {
+        host: glob(&o.host).ok()?,
+        path: glob(&o.path).ok()?,
+        freshness: outpost_http::policy::FreshnessOverride {
+            min_fresh: o.min_fresh.map(|d| d.0),
+            max_fresh: o.max_fresh.map(|d| d.0),
+            cache_private: o.cache_private.unwrap_or(false),
+        },
+        ignore_query: o.ignore_query.unwrap_or(false),
+        never_cache: o.never_cache.unwrap_or(false),
+    })
 }
 
 fn wan_policy(wan: &WanSection) -> WanPolicy {
@@ -703,6 +754,31 @@ source = "http://fileserver.corp.example/av/SHA256SUMS"
         assert_eq!(r.proxy.wan.site.at(weekday_noon).limit(), Some(2_250_000.0));
         // The slowest limit (256 kbit/s) sizes the bulk receive buffers.
         assert_eq!(r.proxy.wan.bulk_receive_buffer, Some(32 << 10));
+    }
+
+    #[test]
+    fn overrides_resolve_in_order() {
+        let text = "[[override]]\nhost = \"FileServer*\"\npath = \"/pkgs/*\"\nmin_fresh = \"2days\"\nignore_query = true\n[[override]]\nnever_cache = true\n";
+        let config = FileConfig::parse(text).unwrap();
+        config.validate(text).unwrap();
+        let r = config.resolve(&Overrides::default());
+        let o = &r.proxy.overrides;
+        assert_eq!(o.len(), 2);
+        assert!(o[0].matches("fileserver.corp", "/pkgs/a.msi"));
+        assert!(!o[0].matches("other", "/pkgs/a.msi"));
+        assert_eq!(
+            o[0].freshness.min_fresh,
+            Some(std::time::Duration::from_secs(172_800))
+        );
+        assert!(o[0].ignore_query && !o[0].never_cache);
+        assert!(o[1].matches("anything", "/") && o[1].never_cache);
+        let bad = "[[override]]\nmin_fresh = \"2days\"\nmax_fresh = \"1day\"\n";
+        let err = FileConfig::parse(bad)
+            .unwrap()
+            .validate(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("min_fresh"), "{err}");
     }
 
     #[test]
