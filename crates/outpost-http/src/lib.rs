@@ -15,6 +15,7 @@ pub mod headers;
 pub mod key;
 pub mod policy;
 pub mod range;
+pub mod vary;
 
 pub use key::{CacheKey, KeyError};
 pub use range::{ByteRange, ContentRange, RangeSet, RangeSpec};

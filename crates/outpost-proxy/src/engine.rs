@@ -16,6 +16,7 @@ use outpost_http::cache_control::{self, forbids_stale};
 use outpost_http::headers::{FILL_CONTROLLED_REQUEST_HEADERS, add_via, strip_hop_by_hop};
 use outpost_http::policy::BeforeRequest;
 use outpost_http::range::{RangeSpec, parse_range_header};
+use outpost_http::vary;
 use outpost_http::{ByteRange, CacheKey, ContentRange};
 use outpost_store::{Object, Store, StoredHead};
 use tokio::sync::watch;
@@ -85,6 +86,28 @@ pub struct Engine {
     /// URLs whose body failed a pre-positioning digest check: refused
     /// until a sync finds a good copy (key -> reason).
     quarantined: Mutex<HashMap<CacheKey, String>>,
+    /// URLs whose responses vary: the header names, and the variant keys
+    /// stored (so that invalidation and purge reach every variant).
+    variants: Mutex<HashMap<CacheKey, VariantSet>>,
+}
+
+#[derive(Default)]
+struct VariantSet {
+    names: Vec<http::HeaderName>,
+    keys: std::collections::HashSet<CacheKey>,
+}
+
+/// The variants the store holds, from their keys (at startup).
+fn known_variants(store: &Store) -> HashMap<CacheKey, VariantSet> {
+    let mut map: HashMap<CacheKey, VariantSet> = HashMap::new();
+    for entry in store.list(usize::MAX >> 1).unwrap_or_default() {
+        if let Some((base, names)) = vary::split_variant(&entry.key) {
+            let set = map.entry(base).or_default();
+            set.names = names;
+            set.keys.insert(CacheKey::from_stored(entry.key));
+        }
+    }
+    map
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -111,6 +134,8 @@ fn upstream_headers(client: &HeaderMap, for_fill: bool) -> HeaderMap {
         headers.remove(header::CACHE_CONTROL);
         headers.remove(header::PRAGMA);
         headers.remove(header::EXPECT);
+        // What variants are keyed by (see outpost_http::vary).
+        vary::normalize_request(&mut headers);
     }
     add_via(&mut headers);
     headers
@@ -149,6 +174,7 @@ fn passthrough_response(resp: Response<Incoming>, shaper: &Arc<WanShaper>) -> Re
 
 impl Engine {
     pub fn new(config: ProxyConfig, store: Store) -> Arc<Self> {
+        let store_for_variants = store.clone();
         let upstream = Upstream::new(
             config.fill.upstream_header_timeout,
             config.wan.bulk_receive_buffer,
@@ -164,6 +190,7 @@ impl Engine {
             stats: EngineStats::default(),
             access_log: std::sync::OnceLock::new(),
             quarantined: Mutex::new(HashMap::new()),
+            variants: Mutex::new(known_variants(&store_for_variants)),
         })
     }
 
@@ -174,6 +201,32 @@ impl Engine {
 
     pub fn access_log(&self) -> Option<&crate::access_log::AccessLog> {
         self.access_log.get().map(|l| &**l)
+    }
+
+    /// The route with the key of the variant these request headers select,
+    /// when the URL's responses are known to vary.
+    pub fn select_variant(&self, mut route: Route, headers: &HeaderMap) -> Route {
+        let base = match vary::split_variant(route.key.as_str()) {
+            Some((base, _)) => base,
+            None => route.key.clone(),
+        };
+        if let Some(set) = lock(&self.variants).get(&base)
+            && !set.names.is_empty()
+        {
+            route.key = vary::variant_key(&base, &set.names, headers);
+        }
+        route
+    }
+
+    /// Removes what is stored for `key`, every variant included. Returns
+    /// whether anything was.
+    pub fn purge(&self, key: &CacheKey) -> Result<bool, outpost_store::StoreError> {
+        let variants = lock(&self.variants).remove(key);
+        let mut any = self.store.purge(key)?;
+        for variant in variants.into_iter().flat_map(|v| v.keys) {
+            any |= self.store.purge(&variant)?;
+        }
+        Ok(any)
     }
 
     /// Where a request for `uri` goes: host aliases resolved, the first
@@ -271,6 +324,11 @@ impl Engine {
             let (parts, _body) = req.into_parts();
             return self.handle_get(parts, route).await;
         }
+        let route = if method == Method::HEAD {
+            self.select_variant(route, req.headers())
+        } else {
+            route
+        };
         if method == Method::HEAD {
             let now = SystemTime::now();
             if let Ok(Some(obj)) = self.store.get(&route.key)
@@ -326,7 +384,7 @@ impl Engine {
             }
         }
         for key in keys {
-            if let Err(e) = self.store.purge(&key) {
+            if let Err(e) = self.purge(&key) {
                 tracing::warn!(key = %key, error = %e, "invalidation failed");
             }
         }
@@ -340,6 +398,7 @@ impl Engine {
             .unwrap_or_default()
             .into_parts();
         parts.headers = headers.clone();
+        vary::normalize_request(&mut parts.headers);
         // Clients may address the edge by any name; what identifies the
         // representation is the origin URL.
         if let Some(authority) = route.upstream_uri.authority()
@@ -390,6 +449,7 @@ impl Engine {
     ) -> Response<EdgeBody> {
         let target = self.target(&parts.headers, &route);
         for _ in 0..4 {
+            let route = self.select_variant(route.clone(), &parts.headers);
             let now = SystemTime::now();
             if let Some(fill) = self.fills.active(&route.key) {
                 self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
@@ -499,6 +559,14 @@ impl Engine {
             match outcome {
                 None => continue,
                 Some(Outcome::Fill(fill)) => {
+                    // The response turned out to vary: serve it only to
+                    // clients that select the same variant.
+                    if fill.object.key() != &route.key
+                        && &self.select_variant(route.clone(), &parts.headers).key
+                            != fill.object.key()
+                    {
+                        continue;
+                    }
                     self.stats.misses.fetch_add(1, Ordering::Relaxed);
                     return self.serve_fill(fill, &parts, "MISS");
                 }
@@ -729,7 +797,10 @@ impl Engine {
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
         let policy = self.policy(client, route, &whole);
-        let storable = policy.is_storable() && !rparts.headers.contains_key(header::SET_COOKIE);
+        let names = vary::vary_names(&rparts.headers);
+        let storable = policy.is_storable()
+            && !rparts.headers.contains_key(header::SET_COOKIE)
+            && names.is_some();
         if !storable {
             return Outcome::Passthrough(Arc::new(Mutex::new(Some(Response::from_parts(
                 rparts, body,
@@ -738,7 +809,8 @@ impl Engine {
         whole.headers.remove(header::CONTENT_LENGTH);
         whole.headers.remove(header::AGE);
         let head = StoredHead::new(whole.status, whole.headers, policy);
-        let obj = match self.store.create(&route.key, head, len) {
+        let key = self.variant_to_store(route, client, names.unwrap_or_default());
+        let obj = match self.store.create(&key, head, len) {
             Ok(obj) => obj,
             Err(e) => {
                 tracing::error!(key = %route.key, error = %e, "cannot create object; passing the response through");
@@ -754,6 +826,39 @@ impl Engine {
         let fill = self.fills.attach(obj, target);
         fill.start_initial(range, body);
         Outcome::Fill(fill)
+    }
+
+    /// The key a response is stored under: the URL's, or the variant the
+    /// leading request selects when the response varies. Records what it
+    /// learns for later lookups.
+    fn variant_to_store(
+        &self,
+        route: &Route,
+        client: &HeaderMap,
+        names: Vec<http::HeaderName>,
+    ) -> CacheKey {
+        let base = match vary::split_variant(route.key.as_str()) {
+            Some((base, _)) => base,
+            None => route.key.clone(),
+        };
+        let mut variants = lock(&self.variants);
+        if names.is_empty() {
+            // No longer varies: one entry for everyone again.
+            if let Some(old) = variants.remove(&base) {
+                drop(variants);
+                for key in old.keys {
+                    let _ = self.store.purge(&key);
+                }
+            }
+            return base;
+        }
+        let mut normalized = client.clone();
+        vary::normalize_request(&mut normalized);
+        let key = vary::variant_key(&base, &names, &normalized);
+        let set = variants.entry(base).or_default();
+        set.names = names;
+        set.keys.insert(key.clone());
+        key
     }
 
     /// Leader of a revalidation: one conditional request for everyone.

@@ -141,8 +141,16 @@ impl Engine {
         let route = self
             .route(req.uri.clone())
             .map_err(|e| PrefetchError::Url(e.to_string()))?;
+        // Asked as a PC would (they accept gzip), so that a response that
+        // varies on Accept-Encoding lands in the variant PCs select.
+        let mut client = HeaderMap::new();
+        client.insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("gzip"),
+        );
+        let route = self.select_variant(route, &client);
         let key = route.key.clone();
-        let mut headers = HeaderMap::new();
+        let mut headers = client.clone();
         add_via(&mut headers);
         let target = UpstreamTarget {
             uri: route.upstream_uri.clone(),
@@ -153,7 +161,7 @@ impl Engine {
         let expected = req.sha256.as_deref().map(str::to_ascii_lowercase);
         self.store.expect_digest(&key, expected.as_deref());
         let result = self
-            .prefetch_inner(&route, target, expected.as_deref())
+            .prefetch_inner(&route, &client, target, expected.as_deref())
             .await;
         self.store.expect_digest(&key, None);
         result
@@ -162,6 +170,7 @@ impl Engine {
     async fn prefetch_inner(
         self: &Arc<Self>,
         route: &Route,
+        client: &HeaderMap,
         target: UpstreamTarget,
         expected: Option<&str>,
     ) -> Result<Prefetched, PrefetchError> {
@@ -204,10 +213,10 @@ impl Engine {
                         });
                     }
                     let engine = self.clone();
-                    let (target, route2) = (target.clone(), route.clone());
+                    let (target, route2, client) = (target.clone(), route.clone(), client.clone());
                     self.collapse(key, async move {
                         engine
-                            .revalidate(obj, conditional, HeaderMap::new(), target, route2)
+                            .revalidate(obj, conditional, client, target, route2)
                             .await
                     })
                     .await
@@ -234,11 +243,9 @@ impl Engine {
                 }
                 _ => {
                     let engine = self.clone();
-                    let (target, route2) = (target.clone(), route.clone());
+                    let (target, route2, client) = (target.clone(), route.clone(), client.clone());
                     self.collapse(key, async move {
-                        engine
-                            .fetch_miss(HeaderMap::new(), target, route2, None)
-                            .await
+                        engine.fetch_miss(client, target, route2, None).await
                     })
                     .await
                 }

@@ -183,7 +183,6 @@ impl Admin {
             (Method::POST, "/verify") => self.verify().await,
             (Method::POST, "/purge") => self.act(url, |engine, key| {
                 engine
-                    .store
                     .purge(key)
                     .map(|done| serde_json::json!({ "purged": done }))
             }),
