@@ -36,6 +36,42 @@ impl CacheOverride {
     }
 }
 
+/// A destination forward and transparent clients may reach: a host-name
+/// glob (`*.corp.example`) or an address range (`10.0.0.0/8`).
+#[derive(Debug, Clone)]
+pub enum Destination {
+    Host(globset::GlobMatcher),
+    Net(ipnet::IpNet),
+}
+
+impl Destination {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Ok(net) = text.parse::<ipnet::IpNet>() {
+            return Ok(Self::Net(net));
+        }
+        if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+            return Ok(Self::Net(ipnet::IpNet::from(ip)));
+        }
+        globset::GlobBuilder::new(text)
+            .case_insensitive(true)
+            .build()
+            .map(|g| Self::Host(g.compile_matcher()))
+            .map_err(|e| format!("invalid destination {text:?}: {e}"))
+    }
+
+    /// Whether `host` (a name, or an address literal, brackets removed)
+    /// is this destination.
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match self {
+            Self::Host(glob) => host.parse::<std::net::IpAddr>().is_err() && glob.is_match(host),
+            Self::Net(net) => host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| net.contains(&ip)),
+        }
+    }
+}
+
 /// What to do with a Range request for bytes that are not cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeMissPolicy {
@@ -98,6 +134,9 @@ pub struct ProxyConfig {
     pub allowed_clients: Vec<IpNet>,
     /// Ports CONNECT may reach.
     pub connect_ports: Vec<u16>,
+    /// If set, forward, transparent and CONNECT requests may only reach
+    /// these destinations (reverse sites are the admin's own choice).
+    pub allowed_destinations: Option<Vec<Destination>>,
     /// A single-site reverse proxy: every request goes to this origin.
     pub origin: Option<Uri>,
     pub sites: Vec<Site>,
@@ -140,6 +179,7 @@ impl Default for ProxyConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 3128))],
             allowed_clients: default_allowed_clients(),
             connect_ports: vec![443],
+            allowed_destinations: None,
             origin: None,
             sites: Vec::new(),
             fill: FillConfig::default(),

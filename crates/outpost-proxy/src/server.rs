@@ -108,6 +108,15 @@ async fn accept_loop(
     }
 }
 
+/// Whether forward/transparent/CONNECT traffic may go to `host`.
+fn destination_allowed(engine: &Engine, host: &str) -> bool {
+    engine
+        .config
+        .allowed_destinations
+        .as_ref()
+        .is_none_or(|list| list.iter().any(|d| d.matches(host)))
+}
+
 fn allowed(engine: &Engine, ip: IpAddr) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => v6
@@ -179,8 +188,19 @@ fn route(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let forbidden = |host: &str| {
+        tracing::warn!(client = %conn.peer, %host, "destination not in allowed_destinations: 403");
+        Box::new(error_response(
+            StatusCode::FORBIDDEN,
+            "this destination is not allowed",
+        ))
+    };
     let upstream = if uri.scheme().is_some() && uri.authority().is_some() {
         // Absolute form: forward proxy.
+        let host = uri.host().unwrap_or("");
+        if !destination_allowed(engine, host) {
+            return Err(forbidden(host));
+        }
         uri.clone()
     } else if let Some(origin) = &engine.config.origin {
         join_origin(origin, &path).map_err(|e| bad(&e))?
@@ -200,6 +220,9 @@ fn route(
             None => Authority::try_from(dst.to_string().as_str())
                 .map_err(|_| bad("bad original destination"))?,
         };
+        if !destination_allowed(engine, authority.host()) {
+            return Err(forbidden(authority.host()));
+        }
         Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(authority)
@@ -239,6 +262,10 @@ async fn connect(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Resp
     let Some(port) = authority.port_u16() else {
         return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
+    if !destination_allowed(&engine, authority.host()) {
+        tracing::warn!(client = %conn.peer, target = %authority, "CONNECT to a destination not in allowed_destinations: 403");
+        return error_response(StatusCode::FORBIDDEN, "this destination is not allowed");
+    }
     if !engine.config.connect_ports.contains(&port) {
         tracing::warn!(client = %conn.peer, target = %authority, "CONNECT to a port not in connect_ports: 403");
         return error_response(StatusCode::FORBIDDEN, "CONNECT to this port is not allowed");

@@ -739,3 +739,45 @@ async fn chunked_request_bodies_are_forwarded_and_100_continue_answered() {
     assert_eq!(&posted[0].body[..], b"hello world");
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_requests_reach_only_allowed_destinations() {
+    use outpost_proxy::config::Destination;
+    let origin = Origin::start().await;
+    origin.put("/pkg.msi", Resource::new(content(1000, 3)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        allowed_destinations: Some(vec![
+            Destination::parse("*.corp.example").unwrap(),
+            Destination::parse("10.0.0.0/8").unwrap(),
+        ]),
+        connect_ports: vec![origin.addr().port()],
+        ..ProxyConfig::default()
+    };
+    let edge = Edge::start(dir.path(), config).await;
+    let client = edge.client();
+    let denied = client.get(&origin.url("/pkg.msi"), &[]).await.unwrap();
+    assert_eq!(denied.status, 403);
+    let tunnel = client
+        .request("CONNECT", &origin.addr().to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(tunnel.status, 403);
+    assert_eq!(origin.count("/pkg.msi"), 0, "nothing reached the origin");
+    edge.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        allowed_destinations: Some(vec![Destination::parse("127.0.0.0/8").unwrap()]),
+        ..ProxyConfig::default()
+    };
+    let edge = Edge::start(dir.path(), config).await;
+    let allowed = edge
+        .client()
+        .get(&origin.url("/pkg.msi"), &[])
+        .await
+        .unwrap();
+    assert_eq!(allowed.status, 200);
+    assert_eq!(origin.count("/pkg.msi"), 1);
+    edge.stop().await;
+}

@@ -210,6 +210,8 @@ pub struct ServerSection {
     pub listen: Option<Vec<SocketAddr>>,
     pub allowed_clients: Option<Vec<IpNet>>,
     pub connect_ports: Option<Vec<u16>>,
+    /// Host globs or address ranges forward/transparent clients may reach.
+    pub allowed_destinations: Option<Vec<String>>,
     pub origin: Option<OriginUrl>,
     pub header_read_timeout: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
@@ -399,6 +401,14 @@ impl FileConfig {
                 bail!("override{}: min_fresh is above max_fresh", at("min_fresh"));
             }
         }
+        for d in self.server.allowed_destinations.iter().flatten() {
+            if let Err(e) = outpost_proxy::config::Destination::parse(d) {
+                bail!(
+                    "server.allowed_destinations{}: {e}",
+                    at("allowed_destinations")
+                );
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for ch in &self.channels {
             let valid = !ch.name.is_empty()
@@ -494,6 +504,11 @@ impl FileConfig {
             listen,
             allowed_clients: s.allowed_clients.unwrap_or(defaults.allowed_clients),
             connect_ports: s.connect_ports.unwrap_or(defaults.connect_ports),
+            allowed_destinations: s.allowed_destinations.as_ref().map(|list| {
+                list.iter()
+                    .filter_map(|d| outpost_proxy::config::Destination::parse(d).ok())
+                    .collect()
+            }),
             origin: overrides.origin.clone().or(s.origin.map(|o| o.0)),
             sites: self
                 .sites
