@@ -177,6 +177,8 @@ struct RunState {
 
 struct Channel {
     config: ChannelConfig,
+    /// The limit and window in force (a reload may change them).
+    pacing: Mutex<(Rate, Option<TimeWindow>)>,
     group: BucketId,
     includes: Option<GlobSet>,
     excludes: GlobSet,
@@ -286,6 +288,7 @@ impl Channels {
             };
             let excludes = glob_set(&config.exclude)?;
             channels.push(Arc::new(Channel {
+                pacing: Mutex::new((config.rate, config.window.clone())),
                 config,
                 group,
                 includes,
@@ -312,6 +315,47 @@ impl Channels {
             let _ = this.sync(&name);
         }
         Ok(this)
+    }
+
+    /// Applies a new configuration's channels where that can be done live
+    /// (rate and window of existing channels); returns what needs a restart
+    /// (channels added, removed, or with another source, kind, filter or
+    /// schedule).
+    pub fn reconfigure(&self, configs: &[ChannelConfig]) -> Vec<String> {
+        let mut restart = Vec::new();
+        for new in configs {
+            let Some(ch) = self.channels.iter().find(|c| c.config.name == new.name) else {
+                restart.push(format!("channel {:?} added", new.name));
+                continue;
+            };
+            let old = &ch.config;
+            let same_shape = old.source == new.source
+                && old.kind == new.kind
+                && old.include == new.include
+                && old.exclude == new.exclude
+                && old.schedule == new.schedule
+                && old.verify == new.verify
+                && old.aliases == new.aliases
+                && old.concurrency == new.concurrency;
+            if !same_shape {
+                restart.push(format!("channel {:?} changed", new.name));
+            }
+            let mut pacing = lock(&ch.pacing);
+            if pacing.0 != new.rate || pacing.1 != new.window {
+                *pacing = (new.rate, new.window.clone());
+                self.engine
+                    .fills
+                    .shaper
+                    .set_group(ch.group, new.shaper_schedule());
+                tracing::info!(channel = %new.name, rate = %new.rate, "channel limit changed");
+            }
+        }
+        for ch in &self.channels {
+            if !configs.iter().any(|c| c.name == ch.config.name) {
+                restart.push(format!("channel {:?} removed", ch.config.name));
+            }
+        }
+        restart
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -713,13 +757,14 @@ impl Channels {
                 db.last_summary(&config.name).ok().flatten(),
             )
         };
+        let pacing = lock(&ch.pacing).clone();
         let mut status = ChannelStatus {
             name: config.name.clone(),
             source: config.source.to_string(),
             kind: config.kind,
             schedule: config.schedule.as_ref().map(|s| s.to_string()),
-            rate: config.rate.to_string(),
-            window: config.window.as_ref().map(|w| w.to_string()),
+            rate: pacing.0.to_string(),
+            window: pacing.1.as_ref().map(|w| w.to_string()),
             limit_now: self.engine.fills.shaper.group_limit(ch.group),
             files_total: rows.len() as u64,
             files_present: 0,

@@ -229,7 +229,10 @@ impl RangeSpec {
                 let end = last.map_or(len, |l| l.saturating_add(1).min(len));
                 Some(ByteRange::new(first, end))
             }
+            // A suffix of an empty representation selects nothing: 416
+            // (RFC 9110 section 14.1.3), not an empty 206.
             RangeSpec::Suffix(0) => None,
+            RangeSpec::Suffix(_) if len == 0 => None,
             RangeSpec::Suffix(n) => Some(ByteRange::new(len.saturating_sub(n), len)),
         }
     }
@@ -315,6 +318,20 @@ impl ContentRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_is_satisfiable_in_an_empty_representation() {
+        // Found by the `range` fuzz target: `bytes=-2` on a 0-byte object
+        // resolved to an empty range.
+        for header in ["bytes=-2", "bytes=0-", "bytes=0-0", "bytes=-2, 0-"] {
+            let specs = parse_range_header(header).unwrap();
+            assert_eq!(
+                resolve_ranges(&specs, 0),
+                Err(RangeError::Unsatisfiable),
+                "{header}"
+            );
+        }
+    }
 
     #[test]
     fn range_set_merges_overlapping_and_adjacent() {

@@ -35,6 +35,7 @@ use crate::config::AdminConfig;
 pub struct Admin {
     engine: Arc<Engine>,
     channels: Arc<Channels>,
+    reloader: Arc<crate::reload::Reloader>,
     token: Option<String>,
     started: Instant,
     listen: Vec<SocketAddr>,
@@ -46,6 +47,7 @@ pub async fn bind(
     config: &AdminConfig,
     engine: Arc<Engine>,
     channels: Arc<Channels>,
+    reloader: Arc<crate::reload::Reloader>,
 ) -> anyhow::Result<(TcpListener, Arc<Admin>)> {
     let token = match &config.token_file {
         Some(path) => {
@@ -77,6 +79,7 @@ pub async fn bind(
         Arc::new(Admin {
             engine,
             channels,
+            reloader,
             token,
             started: Instant::now(),
             listen,
@@ -181,6 +184,23 @@ impl Admin {
                 self.start_sync(name)
             }
             (Method::POST, "/verify") => self.verify().await,
+            (Method::POST, "/reload") => {
+                let reloader = self.reloader.clone();
+                match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                    Ok(Ok(report)) => json(
+                        StatusCode::OK,
+                        serde_json::to_value(report).unwrap_or_default(),
+                    ),
+                    Ok(Err(e)) => json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({ "error": format!("{e:#}") }),
+                    ),
+                    Err(_) => json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({ "error": "reload task failed" }),
+                    ),
+                }
+            }
             (Method::POST, "/purge") => self.act(url, |engine, key| {
                 engine
                     .purge(key)
@@ -201,7 +221,7 @@ impl Admin {
             (
                 _,
                 "/readyz" | "/metrics" | "/status" | "/cache" | "/verify" | "/purge" | "/pin"
-                | "/unpin" | "/channels" | "/channels/sync",
+                | "/unpin" | "/channels" | "/channels/sync" | "/reload",
             ) => text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed\n",

@@ -487,3 +487,31 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `reload`: the edge re-reads its config file (like SIGHUP).
+pub fn reload(target: &Target) -> anyhow::Result<()> {
+    let v = call(target, Method::POST, "/reload")?;
+    if target.json {
+        println!("{v:#}");
+        return Ok(());
+    }
+    let list = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    };
+    let (applied, restart) = (list("applied"), list("restart_needed"));
+    if applied.is_empty() && restart.is_empty() {
+        println!("reloaded: nothing changed");
+    }
+    for a in applied {
+        println!("applied: {a}");
+    }
+    for r in &restart {
+        println!("needs a restart: {r}");
+    }
+    Ok(())
+}

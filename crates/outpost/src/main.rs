@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod reload;
 use outpost::config;
 
 use std::net::SocketAddr;
@@ -79,6 +80,9 @@ enum Command {
     },
     /// Each pre-positioning channel's state.
     Channels(cli::Target),
+    /// Re-read the running edge's config file and apply what can change
+    /// live (same as SIGHUP); lists what needs a restart.
+    Reload(cli::Target),
 }
 
 #[derive(Subcommand)]
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         Command::Unpin { url, target } => cli::action(&target, "unpin", &url),
         Command::Sync { channel, target } => cli::sync(&target, channel.as_deref()),
         Command::Channels(target) => cli::channels(&target),
+        Command::Reload(target) => cli::reload(&target),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,20 +164,22 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::prelude::*;
     let filter = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| level.map(str::to_string))
         .unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = reload::LOG_FILTER.set(handle);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(
             std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
+        );
+    tracing_subscriber::registry().with(filter).with(fmt).init();
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -190,19 +197,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let resolved = file.resolve(&overrides);
     init_logging(resolved.log_level.as_deref());
+    let config_path = args.config.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(resolved))
+    runtime.block_on(run(resolved, config_path, overrides))
 }
 
-async fn run(resolved: config::Resolved) -> anyhow::Result<()> {
+async fn run(
+    resolved: config::Resolved,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) -> anyhow::Result<()> {
     let store_config = resolved.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))
         .await?
         .with_context(|| format!("cannot open the cache in {}", resolved.store.dir.display()))?;
-    let engine = Engine::new(resolved.proxy, store.clone());
+    let engine = Engine::new(resolved.proxy.clone(), store.clone());
     let channels = Channels::start(
         engine.clone(),
         resolved.channels.clone(),
@@ -226,7 +238,35 @@ async fn run(resolved: config::Resolved) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let (admin_listener, admin) = admin::bind(&resolved.admin, engine.clone(), channels).await?;
+    let reloader = std::sync::Arc::new(reload::Reloader::new(
+        config_path,
+        overrides,
+        resolved.clone(),
+        engine.clone(),
+        channels.clone(),
+    ));
+    {
+        let reloader = reloader.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let reloader = reloader.clone();
+                match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %format!("{e:#}"), "reload refused; the running configuration stays")
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload failed"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        });
+    }
+    let (admin_listener, admin) =
+        admin::bind(&resolved.admin, engine.clone(), channels, reloader).await?;
     if let Ok(addr) = admin_listener.local_addr() {
         tracing::info!(admin = %addr, "admin API listening");
     }

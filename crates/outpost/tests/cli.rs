@@ -560,3 +560,69 @@ async fn sync_and_channels_commands_drive_a_channel_on_the_running_edge() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no channel named"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_reload_apply_wan_and_channel_limits_and_name_the_rest() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    let write = |prepos: &str, channel: &str, max_connections: u32| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nmax_connections = {max_connections}\n[wan]\nprepos_rate = \"{prepos}\"\n[[channel]]\nname = \"pkgs\"\nsource = \"{}\"\nrate = \"{channel}\"\n",
+                origin.url("/pkgs/")
+            ),
+        )
+        .unwrap();
+    };
+    write("unlimited", "40 Mbit/s", 1000);
+    let edge = EdgeProcess::start(
+        &dir.path().join("cache"),
+        &origin,
+        &["--config", config.to_str().unwrap()],
+    );
+    let admin = edge.admin.to_string();
+    let prepos_limit = || {
+        let out = outpost(&["status", "--json", "--admin", &admin]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let wan = status["wan"].as_array().cloned().unwrap_or_default();
+        let prepos = wan.iter().find(|c| c["class"] == "prepos").cloned();
+        (
+            prepos.and_then(|c| c["limit"].as_f64()),
+            status["channels"][0]["rate"].as_str().map(str::to_string),
+        )
+    };
+    assert_eq!(prepos_limit(), (None, Some("40.000 Mbit/s".into())));
+
+    write("2 Mbit/s", "8 Mbit/s", 1000);
+    edge.signal(rustix::process::Signal::HUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || prepos_limit()
+            == (Some(250_000.0 * 1.0), Some("8.000 Mbit/s".into())))
+        .await,
+        "SIGHUP applied the new limits: {:?}",
+        prepos_limit()
+    );
+
+    write("2 Mbit/s", "8 Mbit/s", 2000);
+    let out = outpost(&["reload", "--admin", &admin]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("needs a restart: server limits and timeouts"),
+        "{text}"
+    );
+
+    std::fs::write(&config, "[wan]\nprepos_rate = \"fast\"\n").unwrap();
+    let out = outpost(&["reload", "--admin", &admin]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid rate"));
+    assert_eq!(
+        prepos_limit().0,
+        Some(250_000.0),
+        "a bad file leaves the running configuration"
+    );
+    let health = admin_get(&edge.admin, "/healthz").await;
+    assert_eq!(health, "ok\n");
+}
