@@ -82,6 +82,8 @@ pub struct Engine {
     pub(crate) upstream: Upstream,
     pending: Arc<Mutex<PendingMap>>,
     pub stats: EngineStats,
+    /// Bytes written to clients by source.
+    pub served: crate::h1::ServedBytes,
     access_log: std::sync::OnceLock<Arc<crate::access_log::AccessLog>>,
     /// URLs whose body failed a pre-positioning digest check: refused
     /// until a sync finds a good copy (key -> reason).
@@ -188,6 +190,7 @@ impl Engine {
             upstream,
             pending: Arc::new(Mutex::new(HashMap::new())),
             stats: EngineStats::default(),
+            served: Default::default(),
             access_log: std::sync::OnceLock::new(),
             quarantined: Mutex::new(HashMap::new()),
             variants: Mutex::new(known_variants(&store_for_variants)),

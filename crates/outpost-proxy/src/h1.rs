@@ -66,6 +66,28 @@ impl Default for H1Config {
     }
 }
 
+/// Bytes written to clients, by where the response came from: the savings
+/// figure is `from_cache + from_fills` against what the fills fetched.
+#[derive(Default)]
+pub struct ServedBytes {
+    /// Hits, revalidated and stale responses: from disk.
+    pub from_cache: std::sync::atomic::AtomicU64,
+    /// Responses streamed from a fill (misses, collapsed, partial hits).
+    pub from_fills: std::sync::atomic::AtomicU64,
+    /// Passed through, errors and the edge's own answers.
+    pub other: std::sync::atomic::AtomicU64,
+}
+
+impl ServedBytes {
+    fn counter(&self, verdict: Option<&HeaderValue>) -> &std::sync::atomic::AtomicU64 {
+        match verdict.map(HeaderValue::as_bytes) {
+            Some(b"HIT" | b"REVALIDATED" | b"STALE") => &self.from_cache,
+            Some(b"MISS" | b"PARTIAL_HIT") => &self.from_fills,
+            _ => &self.other,
+        }
+    }
+}
+
 /// The URL to log for a request (the origin URL it was routed to), when the
 /// router knows it; otherwise the request target is logged.
 #[derive(Clone)]
@@ -111,6 +133,7 @@ pub async fn serve<F, Fut>(
     config: &H1Config,
     shutdown: CancellationToken,
     log: Option<(&AccessLog, IpAddr)>,
+    served: &ServedBytes,
     handler: F,
 ) where
     F: Fn(Request<ReqBody>) -> Fut,
@@ -198,10 +221,12 @@ pub async fn serve<F, Fut>(
                 header("content-type"),
             )
         });
+        let source = served.counter(resp.headers().get("x-cache"));
         let (keep_open, sent) = conn
             .write_response(&method, version, keep_alive && body_ok, resp)
             .await
             .unwrap_or((false, 0));
+        source.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         if let (Some((log, client)), Some((m, url, status, cache, ctype))) = (log, facts) {
             log.record(&AccessRecord {
                 client,

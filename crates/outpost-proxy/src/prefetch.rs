@@ -177,8 +177,13 @@ impl Engine {
         let key = &route.key;
         for _ in 0..4 {
             if let Some(fill) = self.fills.active(key) {
+                // Someone's fill runs (a client's range, perhaps): make sure
+                // it brings the whole object, then wait for it.
                 let _reader = fill.reader();
                 let obj = fill.object.clone();
+                if !fill.demand(ByteRange::new(0, obj.len().unwrap_or(u64::MAX))) {
+                    continue;
+                }
                 return self.wait_complete(&obj, PrefetchOutcome::Fetched).await;
             }
             let stored = self.store.get(key).ok().flatten();
@@ -326,7 +331,11 @@ impl Engine {
                     }
                 }
             }
-            if changes.changed().await.is_err() {
+            // Progress wakes us; a fill that parks or ends without a
+            // change of the object is noticed by the periodic look.
+            let change =
+                tokio::time::timeout(std::time::Duration::from_secs(1), changes.changed()).await;
+            if let Ok(Err(_)) = change {
                 return Err(PrefetchError::Failed("object dropped".into()));
             }
         }

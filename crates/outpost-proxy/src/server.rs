@@ -149,7 +149,7 @@ async fn serve_connection(
     }
     let h1 = engine.config.h1.clone();
     let log = engine.access_log().map(|l| (l, peer.ip()));
-    h1::serve(stream, &h1, shutdown, log, |req| {
+    h1::serve(stream, &h1, shutdown, log, &engine.served, |req| {
         let engine = engine.clone();
         async move {
             if !permitted {

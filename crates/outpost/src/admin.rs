@@ -386,6 +386,16 @@ impl Admin {
                 },
                 "hit_ratio": if served == 0 { 0.0 } else { hits as f64 / served as f64 },
                 "wan_bytes": e.fills.stats.wan_bytes.load(Ordering::Relaxed),
+                "served_bytes": {
+                    "cache": e.served.from_cache.load(Ordering::Relaxed),
+                    "fills": e.served.from_fills.load(Ordering::Relaxed),
+                    "other": e.served.other.load(Ordering::Relaxed),
+                },
+                // What clients got from the edge's copies minus what those
+                // copies cost on the WAN.
+                "wan_saved_bytes": (e.served.from_cache.load(Ordering::Relaxed)
+                    + e.served.from_fills.load(Ordering::Relaxed))
+                    .saturating_sub(e.fills.stats.wan_bytes.load(Ordering::Relaxed)),
                 "active_fills": fills,
                 "wan": e.fills.shaper.status(),
                 "channels": self.channels.status(),
@@ -471,6 +481,21 @@ impl Admin {
                 counter(store.evictions),
             );
         }
+        let served = Family::<Vec<(String, String)>, Counter>::default();
+        for (source, value) in [
+            ("cache", &e.served.from_cache),
+            ("fill", &e.served.from_fills),
+            ("other", &e.served.other),
+        ] {
+            served
+                .get_or_create(&vec![("source".into(), source.into())])
+                .inc_by(value.load(Ordering::Relaxed));
+        }
+        registry.register(
+            "served_bytes",
+            "Bytes written to clients: from disk (cache), streamed from fills, or other (passthrough, errors)",
+            served,
+        );
         self.register_wan_and_channels(&mut registry);
         if let Some(log) = e.access_log() {
             registry.register(

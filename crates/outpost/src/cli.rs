@@ -125,7 +125,50 @@ pub fn status(target: &Target) -> anyhow::Result<()> {
         n(&r["passthrough"]),
         n(&r["error"])
     );
-    out!("wan     {} fetched from origins", human(n(&s["wan_bytes"])));
+    let served = &s["served_bytes"];
+    let to_clients = n(&served["cache"]) + n(&served["fills"]);
+    let saved = n(&s["wan_saved_bytes"]);
+    out!(
+        "wan     {} fetched, {} served from copies: saved {} ({:.0} %)",
+        human(n(&s["wan_bytes"])),
+        human(to_clients),
+        human(saved),
+        if to_clients == 0 {
+            0.0
+        } else {
+            saved as f64 * 100.0 / to_clients as f64
+        }
+    );
+    for class in s["wan"].as_array().cloned().unwrap_or_default() {
+        let limit = class["limit"]
+            .as_f64()
+            .map_or("unlimited".to_string(), rate_text);
+        out!(
+            "        {:<11} {} now, limit {}",
+            class["class"].as_str().unwrap_or("?"),
+            rate_text(class["rate"].as_f64().unwrap_or(0.0)),
+            limit
+        );
+    }
+    for ch in s["channels"].as_array().cloned().unwrap_or_default() {
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        let state = if ch["running"].is_object() {
+            "syncing".to_string()
+        } else {
+            ch["last_run"]["result"]
+                .as_str()
+                .unwrap_or("never synced")
+                .to_string()
+        };
+        out!(
+            "channel {} {}/{} files, {} quarantined, {}",
+            ch["name"].as_str().unwrap_or("?"),
+            n(&ch["files_present"]),
+            n(&ch["files_total"]),
+            ch["quarantined"].as_array().map_or(0, Vec::len),
+            state
+        );
+    }
     let fills = s["active_fills"].as_array().cloned().unwrap_or_default();
     if fills.is_empty() {
         out!("fills   none active");

@@ -626,3 +626,66 @@ async fn sighup_and_reload_apply_wan_and_channel_limits_and_name_the_rest() {
     let health = admin_get(&edge.admin, "/healthz").await;
     assert_eq!(health, "ok\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_on_a_busy_edge_shows_fills_with_progress_and_the_savings() {
+    let origin = Origin::start().await;
+    let small = content(400_000, 6);
+    let big = content(6 << 20, 7);
+    origin.put("/small.msi", Resource::new(small.clone()));
+    origin.put("/big.iso", Resource::new(big.clone()).rate(2 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = EdgeProcess::start(&dir.path().join("cache"), &origin, &[]);
+    let admin = edge.admin.to_string();
+    let client = Client::new(edge.addr);
+    for _ in 0..5 {
+        assert!(client.get("/small.msi", &[]).await.unwrap().body == small);
+    }
+    // A long fill with two clients on it.
+    let downloads: Vec<_> = (0..2)
+        .map(|_| {
+            let client = Client::new(edge.addr);
+            tokio::spawn(async move { client.get("/big.iso", &[]).await })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(10), || origin.sent_bytes() >= 3_000_000).await);
+    let out = outpost(&["status", "--admin", &admin]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let fill_line = text
+        .lines()
+        .find(|l| l.starts_with("fill") && l.contains("big.iso"))
+        .unwrap_or_else(|| panic!("no active fill shown:\n{text}"));
+    let percent: u32 = fill_line
+        .split('%')
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no progress in {fill_line:?}"));
+    assert!((1..100).contains(&percent), "{fill_line}");
+    assert!(
+        text.lines().all(|l| l.chars().count() <= 80),
+        "status wider than 80 columns:\n{text}"
+    );
+    for d in downloads {
+        assert!(d.await.unwrap().unwrap().body == big);
+    }
+    // Served bytes count when a response ends: now both big downloads and
+    // four of the five small ones came from the edge's copies.
+    let out = outpost(&["status", "--admin", &admin]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let saved_line = text
+        .lines()
+        .find(|l| l.contains("saved"))
+        .unwrap_or_else(|| panic!("no savings line:\n{text}"));
+    assert!(!saved_line.contains("saved 0 B"), "{saved_line}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&outpost(&["status", "--json", "--admin", &admin]).stdout).unwrap();
+    let served = status["served_bytes"]["cache"].as_u64().unwrap()
+        + status["served_bytes"]["fills"].as_u64().unwrap();
+    // 5 small + 2 big delivered; one copy of each fetched.
+    assert!(served >= 5 * 400_000 + 2 * (6 << 20), "{status}");
+    assert_eq!(
+        status["wan_saved_bytes"].as_u64().unwrap(),
+        served - status["wan_bytes"].as_u64().unwrap()
+    );
+}
