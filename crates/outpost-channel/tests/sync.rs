@@ -679,7 +679,8 @@ async fn a_partial_copy_of_an_older_version_is_replaced_not_mixed() {
     assert_eq!(
         (summary.result.as_str(), summary.fetched),
         ("ok", 1),
-        "{summary:?}"
+        "{summary:?} {:?}",
+        site.channels.status()[0].errors
     );
     let reply = Client::new(site.addr)
         .get(&origin.url("/lib/app.msi"), &[])

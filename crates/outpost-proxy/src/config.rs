@@ -154,6 +154,8 @@ pub struct ProxyConfig {
     pub host_aliases: std::collections::HashMap<String, String>,
     /// Caching rules by host and path; the first match applies.
     pub overrides: Vec<CacheOverride>,
+    /// CA certificates trusted for https origins beside the OS store.
+    pub upstream_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// Loopback and the private ranges: the LAN of a branch office.
@@ -189,6 +191,7 @@ impl Default for ProxyConfig {
             local_clock: crate::wan::WanShaper::utc_clock(),
             host_aliases: std::collections::HashMap::new(),
             overrides: Vec::new(),
+            upstream_ca: Vec::new(),
         }
     }
 }

@@ -180,6 +180,7 @@ impl Engine {
         let upstream = Upstream::new(
             config.fill.upstream_header_timeout,
             config.wan.bulk_receive_buffer,
+            &config.upstream_ca,
         );
         let shaper = WanShaper::new(config.wan.clone(), config.local_clock.clone());
         let fills = FillContext::new(store.clone(), upstream.clone(), config.fill.clone(), shaper);

@@ -175,16 +175,26 @@ impl Engine {
         expected: Option<&str>,
     ) -> Result<Prefetched, PrefetchError> {
         let key = &route.key;
-        for _ in 0..4 {
+        for _ in 0..8 {
             if let Some(fill) = self.fills.active(key) {
                 // Someone's fill runs (a client's range, perhaps): make sure
                 // it brings the whole object, then wait for it.
                 let _reader = fill.reader();
                 let obj = fill.object.clone();
-                if !fill.demand(ByteRange::new(0, obj.len().unwrap_or(u64::MAX))) {
-                    continue;
+                let ended = matches!(obj.phase(), Phase::Failed(_))
+                    || !fill.demand(ByteRange::new(0, obj.len().unwrap_or(u64::MAX)));
+                if !ended {
+                    match self.wait_complete(&obj, PrefetchOutcome::Fetched).await {
+                        // It was an older version (dropped when the origin
+                        // refused our If-Range): fetch the current one.
+                        Err(PrefetchError::Failed(_))
+                            if matches!(obj.phase(), Phase::Failed(_)) => {}
+                        result => return result,
+                    }
                 }
-                return self.wait_complete(&obj, PrefetchOutcome::Fetched).await;
+                // The fill is ending; give it a moment to leave the map.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
             }
             let stored = self.store.get(key).ok().flatten();
             let outcome = match stored {

@@ -34,7 +34,7 @@ pub struct Upstream {
     header_timeout: Duration,
 }
 
-fn pooled_client(receive_buffer: Option<usize>) -> PooledClient {
+fn pooled_client(roots: &rustls::RootCertStore, receive_buffer: Option<usize>) -> PooledClient {
     let mut http = HttpConnector::new();
     if let Some(size) = receive_buffer {
         http.set_recv_buffer_size(Some(size));
@@ -42,16 +42,10 @@ fn pooled_client(receive_buffer: Option<usize>) -> PooledClient {
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "no OS trust store found: https origins will fail verification");
-            let config = rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-    };
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
     let connector = builder.https_or_http().enable_http1().wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
@@ -59,15 +53,58 @@ fn pooled_client(receive_buffer: Option<usize>) -> PooledClient {
         .build(connector)
 }
 
+/// The OS trust store plus `extra` certificates.
+fn trust_store(extra: &[rustls_pki_types::CertificateDer<'static>]) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "reading the OS trust store");
+    }
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        tracing::warn!(
+            "no OS trust store found: https origins verify only against upstream_ca_file"
+        );
+    }
+    for cert in extra {
+        if let Err(e) = roots.add(cert.clone()) {
+            tracing::warn!(error = %e, "an upstream CA certificate was not accepted");
+        }
+    }
+    roots
+}
+
+/// Reads the PEM certificates of a CA file.
+pub fn load_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Result<Vec<_>, _> = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect();
+    let certs = certs.map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
 impl Upstream {
     /// `bulk_receive_buffer` sizes the kernel buffer of pre-positioning
     /// connections: the shaper paces reads, and a small buffer makes the
     /// origin's sending follow that pace instead of filling the buffer at
     /// link speed first.
-    pub fn new(header_timeout: Duration, bulk_receive_buffer: Option<usize>) -> Self {
+    /// `extra_roots` are trusted beside the OS trust store (an
+    /// enterprise's own CA for internal https origins).
+    pub fn new(
+        header_timeout: Duration,
+        bulk_receive_buffer: Option<usize>,
+        extra_roots: &[rustls_pki_types::CertificateDer<'static>],
+    ) -> Self {
+        let roots = trust_store(extra_roots);
         Self {
-            client: pooled_client(None),
-            bulk: pooled_client(bulk_receive_buffer),
+            client: pooled_client(&roots, None),
+            bulk: pooled_client(&roots, bulk_receive_buffer),
             header_timeout,
         }
     }

@@ -781,3 +781,47 @@ async fn forward_requests_reach_only_allowed_destinations() {
     assert_eq!(origin.count("/pkg.msi"), 1);
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origin_is_verified_against_the_configured_ca_and_cached() {
+    use rustls_pki_types::pem::PemObject;
+    let (origin, ca_pem) = Origin::start_tls().await;
+    let body = content(300_000, 8);
+    origin.put("/secure.msi", Resource::new(body.clone()));
+    let ca = rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+
+    // Without the CA the origin's certificate is refused: 502, nothing
+    // stored.
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        origin: Some(origin.https_url("/").parse().unwrap()),
+        ..ProxyConfig::default()
+    };
+    let edge = Edge::start(dir.path(), config).await;
+    let reply = edge.client().get("/secure.msi", &[]).await.unwrap();
+    assert_eq!(reply.status, 502);
+    assert_eq!(origin.count("/secure.msi"), 0);
+    edge.stop().await;
+
+    // Trusting it: fetched once over TLS, then served from disk.
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        origin: Some(origin.https_url("/").parse().unwrap()),
+        upstream_ca: ca,
+        ..ProxyConfig::default()
+    };
+    let edge = Edge::start(dir.path(), config).await;
+    let client = edge.client();
+    let first = client.get("/secure.msi", &[]).await.unwrap();
+    assert_eq!((first.status.as_u16(), first.body == body), (200, true));
+    let key = outpost_http::CacheKey::from_uri(&origin.https_url("/secure.msi").parse().unwrap())
+        .unwrap();
+    assert!(edge.completes(&key, Duration::from_secs(10)).await);
+    let second = client.get("/secure.msi", &[]).await.unwrap();
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert!(second.body == body);
+    assert_eq!(origin.count("/secure.msi"), 1);
+    edge.stop().await;
+}

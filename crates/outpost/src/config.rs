@@ -212,6 +212,9 @@ pub struct ServerSection {
     pub connect_ports: Option<Vec<u16>>,
     /// Host globs or address ranges forward/transparent clients may reach.
     pub allowed_destinations: Option<Vec<String>>,
+    /// PEM file of CA certificates trusted for https origins, beside the
+    /// OS trust store.
+    pub upstream_ca_file: Option<PathBuf>,
     pub origin: Option<OriginUrl>,
     pub header_read_timeout: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
@@ -401,6 +404,11 @@ impl FileConfig {
                 bail!("override{}: min_fresh is above max_fresh", at("min_fresh"));
             }
         }
+        if let Some(path) = &self.server.upstream_ca_file
+            && let Err(e) = outpost_proxy::upstream::load_ca_file(path)
+        {
+            bail!("server.upstream_ca_file{}: {e}", at("upstream_ca_file"));
+        }
         for d in self.server.allowed_destinations.iter().flatten() {
             if let Err(e) = outpost_proxy::config::Destination::parse(d) {
                 bail!(
@@ -504,6 +512,11 @@ impl FileConfig {
             listen,
             allowed_clients: s.allowed_clients.unwrap_or(defaults.allowed_clients),
             connect_ports: s.connect_ports.unwrap_or(defaults.connect_ports),
+            upstream_ca: s
+                .upstream_ca_file
+                .as_deref()
+                .and_then(|p| outpost_proxy::upstream::load_ca_file(p).ok())
+                .unwrap_or_default(),
             allowed_destinations: s.allowed_destinations.as_ref().map(|list| {
                 list.iter()
                     .filter_map(|d| outpost_proxy::config::Destination::parse(d).ok())
