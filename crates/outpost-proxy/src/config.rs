@@ -106,6 +106,8 @@ pub struct FillConfig {
     /// Serve a stale object when the origin cannot be reached (unless the
     /// response forbids it with must-revalidate, proxy-revalidate or no-cache).
     pub serve_stale_on_error: bool,
+    /// Fills running at once; a miss beyond this gets 503 + Retry-After.
+    pub max_fills: usize,
 }
 
 impl Default for FillConfig {
@@ -123,6 +125,7 @@ impl Default for FillConfig {
             upstream_header_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(60),
             serve_stale_on_error: true,
+            max_fills: 512,
         }
     }
 }

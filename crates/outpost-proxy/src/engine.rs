@@ -73,6 +73,8 @@ pub(crate) enum Outcome {
     /// their own request.
     Passthrough(Arc<Mutex<Option<Response<Incoming>>>>),
     Failed(String),
+    /// `max_fills` fills run already: the client should come back.
+    Busy,
 }
 
 pub struct Engine {
@@ -611,6 +613,19 @@ impl Engine {
                         &format!("origin unavailable: {reason}"),
                     );
                 }
+                Some(Outcome::Busy) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    let mut resp = error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "the edge is already fetching {} objects (fill.max_fills); try again shortly",
+                            self.config.fill.max_fills
+                        ),
+                    );
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    return resp;
+                }
             }
         }
         error_response(StatusCode::BAD_GATEWAY, "could not obtain the object")
@@ -706,6 +721,10 @@ impl Engine {
         route: Route,
         range: Option<ByteRange>,
     ) -> Outcome {
+        if self.fills.active_count() >= self.config.fill.max_fills {
+            tracing::warn!(key = %route.key, max = self.config.fill.max_fills, "too many fills running: 503");
+            return Outcome::Busy;
+        }
         let mut builder = Request::builder()
             .method(Method::GET)
             .uri(target.uri.clone());

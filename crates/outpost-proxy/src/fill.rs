@@ -200,6 +200,11 @@ impl FillContext {
         }
     }
 
+    /// How many fills run now.
+    pub fn active_count(&self) -> usize {
+        lock(&self.fills).len()
+    }
+
     /// A snapshot of the running fills: key, bytes present, length.
     pub fn progress(&self) -> Vec<(String, u64, Option<u64>)> {
         lock(&self.fills)

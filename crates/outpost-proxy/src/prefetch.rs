@@ -296,6 +296,11 @@ impl Engine {
                     });
                 }
                 Some(Outcome::Failed(reason)) => return Err(PrefetchError::Upstream(reason)),
+                Some(Outcome::Busy) => {
+                    return Err(PrefetchError::Failed(
+                        "the edge is at fill.max_fills; retried next sync".into(),
+                    ));
+                }
             }
         }
         Err(PrefetchError::Failed(

@@ -825,3 +825,37 @@ async fn https_origin_is_verified_against_the_configured_ca_and_cached() {
     assert_eq!(origin.count("/secure.msi"), 1);
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_beyond_max_fills_gets_503_with_retry_after() {
+    let origin = Origin::start().await;
+    let slow = content(2 << 20, 9);
+    origin.put("/slow.iso", Resource::new(slow.clone()).rate(2 << 20));
+    origin.put("/other.msi", Resource::new(content(1000, 10)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = reverse(&origin);
+    config.fill.max_fills = 1;
+    let edge = Edge::start(dir.path(), config).await;
+    let client = edge.client();
+    let first = tokio::spawn(async move { client.get("/slow.iso", &[]).await });
+    assert!(wait_until(Duration::from_secs(10), || origin.sent_bytes() > 100_000).await);
+    let busy = edge.client().get("/other.msi", &[]).await.unwrap();
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.header("retry-after"), Some("5"));
+    assert_eq!(
+        origin.count("/other.msi"),
+        0,
+        "refused before asking the origin"
+    );
+    assert!(first.await.unwrap().unwrap().body == slow);
+    let key = outpost_http::CacheKey::from_uri(&origin.url("/slow.iso").parse().unwrap()).unwrap();
+    assert!(edge.completes(&key, Duration::from_secs(10)).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || edge.engine.fills.active_count()
+            == 0)
+        .await
+    );
+    let later = edge.client().get("/other.msi", &[]).await.unwrap();
+    assert_eq!(later.status, 200);
+    edge.stop().await;
+}

@@ -254,6 +254,7 @@ pub struct FillSection {
     pub upstream_header_timeout: Option<HumanDuration>,
     pub upstream_idle_timeout: Option<HumanDuration>,
     pub serve_stale_on_error: Option<bool>,
+    pub max_fills: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,6 +368,9 @@ impl FileConfig {
             .is_some_and(|s| s.as_u64() < 1024 * 1024)
         {
             bail!("cache.max_size{}: must be at least 1 MiB", at("max_size"));
+        }
+        if self.fill.max_fills == Some(0) {
+            bail!("fill.max_fills{}: must be at least 1", at("max_fills"));
         }
         if self.fill.range_concurrency == Some(0) {
             bail!(
@@ -497,6 +501,7 @@ impl FileConfig {
             serve_stale_on_error: f
                 .serve_stale_on_error
                 .unwrap_or(fill_defaults.serve_stale_on_error),
+            max_fills: f.max_fills.unwrap_or(fill_defaults.max_fills),
         };
         let s = self.server;
         let listen = if overrides.listen.is_empty() {
