@@ -76,6 +76,30 @@ pub struct ServedBytes {
     pub from_fills: std::sync::atomic::AtomicU64,
     /// Passed through, errors and the edge's own answers.
     pub other: std::sync::atomic::AtomicU64,
+    /// Requests and bytes by the mode they reached the edge in, indexed by
+    /// [`Mode`].
+    pub mode_requests: [std::sync::atomic::AtomicU64; 3],
+    pub mode_bytes: [std::sync::atomic::AtomicU64; 3],
+}
+
+/// How a request reached the edge; set on the response by the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Forward = 0,
+    Transparent = 1,
+    Reverse = 2,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Forward, Mode::Transparent, Mode::Reverse];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Forward => "forward",
+            Mode::Transparent => "transparent",
+            Mode::Reverse => "reverse",
+        }
+    }
 }
 
 impl ServedBytes {
@@ -222,11 +246,17 @@ pub async fn serve<F, Fut>(
             )
         });
         let source = served.counter(resp.headers().get("x-cache"));
+        let mode = resp.extensions().get::<Mode>().copied();
         let (keep_open, sent) = conn
             .write_response(&method, version, keep_alive && body_ok, resp)
             .await
             .unwrap_or((false, 0));
         source.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+        if let Some(mode) = mode {
+            use std::sync::atomic::Ordering::Relaxed;
+            served.mode_requests[mode as usize].fetch_add(1, Relaxed);
+            served.mode_bytes[mode as usize].fetch_add(sent, Relaxed);
+        }
         if let (Some((log, client)), Some((m, url, status, cache, ctype))) = (log, facts) {
             log.record(&AccessRecord {
                 client,

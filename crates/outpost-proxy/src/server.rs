@@ -171,9 +171,32 @@ async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Res
     };
     tracing::debug!(client = %conn.peer, method = %req.method(), key = %route.key, "request");
     let url = route.key.to_string();
+    let mode = mode_of(&engine, &req, conn);
     let mut resp = engine.handle(req, route).await;
     resp.extensions_mut().insert(LogUrl(url));
+    resp.extensions_mut().insert(mode);
     resp
+}
+
+/// The mode `route` picks for this request (same order of checks).
+fn mode_of(engine: &Engine, req: &Request<ReqBody>, conn: Conn) -> h1::Mode {
+    let uri = req.uri();
+    if uri.scheme().is_some() && uri.authority().is_some() {
+        h1::Mode::Forward
+    } else if engine.config.origin.is_some()
+        || conn.original_dst.is_none()
+        || host_header(req).is_some_and(|host| {
+            engine
+                .config
+                .sites
+                .iter()
+                .any(|s| s.host == "*" || s.host.eq_ignore_ascii_case(host.host()))
+        })
+    {
+        h1::Mode::Reverse
+    } else {
+        h1::Mode::Transparent
+    }
 }
 
 /// Maps a request to the origin URL it is for.

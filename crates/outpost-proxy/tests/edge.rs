@@ -859,3 +859,43 @@ async fn a_miss_beyond_max_fills_gets_503_with_retry_after() {
     assert_eq!(later.status, 200);
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_and_bytes_are_counted_by_mode() {
+    use outpost_proxy::h1::Mode;
+    use std::sync::atomic::Ordering::Relaxed;
+    let origin = Origin::start().await;
+    origin.put("/a.msi", Resource::new(content(5000, 11)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        sites: vec![outpost_proxy::Site {
+            host: "packages.branch".into(),
+            origin: origin.url("/").parse().unwrap(),
+        }],
+        ..ProxyConfig::default()
+    };
+    let edge = Edge::start(dir.path(), config).await;
+    let client = edge.client();
+    for _ in 0..2 {
+        let reply = client.get(&origin.url("/a.msi"), &[]).await.unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    let reply = client
+        .get("/a.msi", &[("host", "packages.branch")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let served = &edge.engine.served;
+    let requests = |m: Mode| served.mode_requests[m as usize].load(Relaxed);
+    let bytes = |m: Mode| served.mode_bytes[m as usize].load(Relaxed);
+    assert_eq!(
+        (
+            requests(Mode::Forward),
+            requests(Mode::Reverse),
+            requests(Mode::Transparent)
+        ),
+        (2, 1, 0)
+    );
+    assert!(bytes(Mode::Forward) >= 2 * 5000 && bytes(Mode::Reverse) >= 5000);
+    edge.stop().await;
+}

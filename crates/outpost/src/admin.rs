@@ -393,6 +393,11 @@ impl Admin {
                 },
                 // What clients got from the edge's copies minus what those
                 // copies cost on the WAN.
+                "modes": outpost_proxy::h1::Mode::ALL.iter().map(|m| serde_json::json!({
+                    "mode": m.name(),
+                    "requests": e.served.mode_requests[*m as usize].load(Ordering::Relaxed),
+                    "bytes": e.served.mode_bytes[*m as usize].load(Ordering::Relaxed),
+                })).collect::<Vec<_>>(),
                 "wan_saved_bytes": (e.served.from_cache.load(Ordering::Relaxed)
                     + e.served.from_fills.load(Ordering::Relaxed))
                     .saturating_sub(e.fills.stats.wan_bytes.load(Ordering::Relaxed)),
@@ -491,6 +496,27 @@ impl Admin {
                 .get_or_create(&vec![("source".into(), source.into())])
                 .inc_by(value.load(Ordering::Relaxed));
         }
+        let mode_requests = Family::<Vec<(String, String)>, Counter>::default();
+        let mode_bytes = Family::<Vec<(String, String)>, Counter>::default();
+        for mode in outpost_proxy::h1::Mode::ALL {
+            let labels = vec![("mode".to_string(), mode.name().to_string())];
+            mode_requests
+                .get_or_create(&labels)
+                .inc_by(e.served.mode_requests[mode as usize].load(Ordering::Relaxed));
+            mode_bytes
+                .get_or_create(&labels)
+                .inc_by(e.served.mode_bytes[mode as usize].load(Ordering::Relaxed));
+        }
+        registry.register(
+            "mode_requests",
+            "Proxied requests by how they reached the edge: forward, transparent, reverse",
+            mode_requests,
+        );
+        registry.register(
+            "mode_served_bytes",
+            "Bytes written to clients by how their requests reached the edge",
+            mode_bytes,
+        );
         registry.register(
             "served_bytes",
             "Bytes written to clients: from disk (cache), streamed from fills, or other (passthrough, errors)",
