@@ -638,15 +638,14 @@ impl Channels {
     ) -> FileResult {
         let name = &ch.config.name;
         let url = file.url.to_string();
-        let uri = match to_uri(&file.url) {
-            Ok(u) => self.engine.canonical_uri(u),
-            Err(e) => {
-                tracing::warn!(channel = %name, %url, error = %e, "bad URL in source");
-                return FileResult::Failed;
-            }
-        };
-        let key = match CacheKey::from_uri(&uri) {
-            Ok(k) => k,
+        let (uri, key) = match to_uri(&file.url).and_then(|u| {
+            let key = self
+                .engine
+                .prefetch_key(u.clone())
+                .map_err(|e| e.to_string())?;
+            Ok((u, key))
+        }) {
+            Ok(found) => found,
             Err(e) => {
                 tracing::warn!(channel = %name, %url, error = %e, "bad URL in source");
                 return FileResult::Failed;

@@ -104,11 +104,12 @@ struct VariantSet {
 /// The variants the store holds, from their keys (at startup).
 fn known_variants(store: &Store) -> HashMap<CacheKey, VariantSet> {
     let mut map: HashMap<CacheKey, VariantSet> = HashMap::new();
-    for entry in store.list(usize::MAX >> 1).unwrap_or_default() {
-        if let Some((base, names)) = vary::split_variant(&entry.key) {
+    let separator = vary::VARIANT_SEPARATOR.to_string();
+    for key in store.keys_containing(&separator).unwrap_or_default() {
+        if let Some((base, names)) = vary::split_variant(key.as_str()) {
             let set = map.entry(base).or_default();
             set.names = names;
-            set.keys.insert(CacheKey::from_stored(entry.key));
+            set.keys.insert(key);
         }
     }
     map

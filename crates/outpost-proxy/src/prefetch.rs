@@ -134,21 +134,32 @@ impl Engine {
     /// Makes sure the current representation of `req.uri` is stored
     /// complete, checking with the origin (conditionally when a copy is
     /// stored) unless the copy matches the expected digest.
-    pub async fn prefetch(
-        self: &Arc<Self>,
-        req: &PrefetchRequest,
-    ) -> Result<Prefetched, PrefetchError> {
+    /// The route of a sync's request for `uri`, and the headers it asks
+    /// with: as a PC would (they accept gzip), so that a response that
+    /// varies on Accept-Encoding lands in the variant PCs select.
+    fn prefetch_route(&self, uri: Uri) -> Result<(Route, HeaderMap), PrefetchError> {
         let route = self
-            .route(req.uri.clone())
+            .route(uri)
             .map_err(|e| PrefetchError::Url(e.to_string()))?;
-        // Asked as a PC would (they accept gzip), so that a response that
-        // varies on Accept-Encoding lands in the variant PCs select.
         let mut client = HeaderMap::new();
         client.insert(
             http::header::ACCEPT_ENCODING,
             http::HeaderValue::from_static("gzip"),
         );
-        let route = self.select_variant(route, &client);
+        Ok((self.select_variant(route, &client), client))
+    }
+
+    /// The cache key `prefetch` stores `uri` under (aliases, overrides and
+    /// variants applied).
+    pub fn prefetch_key(&self, uri: Uri) -> Result<CacheKey, PrefetchError> {
+        Ok(self.prefetch_route(uri)?.0.key)
+    }
+
+    pub async fn prefetch(
+        self: &Arc<Self>,
+        req: &PrefetchRequest,
+    ) -> Result<Prefetched, PrefetchError> {
+        let (route, client) = self.prefetch_route(req.uri.clone())?;
         let key = route.key.clone();
         let mut headers = client.clone();
         add_via(&mut headers);

@@ -246,4 +246,16 @@ impl Index {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+
+    /// Keys that contain `needle` (variant keys, at startup), without
+    /// reading the rest of each row.
+    pub fn keys_containing(&self, needle: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key FROM objects WHERE instr(key, ?1) > 0")?;
+        let keys = stmt
+            .query_map([needle], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(keys)
+    }
 }

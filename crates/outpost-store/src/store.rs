@@ -675,6 +675,15 @@ impl Store {
         })
     }
 
+    /// Stored keys that contain `needle`.
+    pub fn keys_containing(&self, needle: &str) -> Result<Vec<CacheKey>, StoreError> {
+        Ok(lock(&self.inner.index)
+            .keys_containing(needle)?
+            .into_iter()
+            .map(CacheKey::from_stored)
+            .collect())
+    }
+
     pub fn list(&self, limit: usize) -> Result<Vec<EntryInfo>, StoreError> {
         let rows = lock(&self.inner.index).list(limit)?;
         Ok(rows

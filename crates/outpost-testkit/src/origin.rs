@@ -147,6 +147,12 @@ impl Drop for Origin {
 
 impl Origin {
     pub async fn start() -> Self {
+        Self::listen(None).await
+    }
+
+    /// Accepts connections (through `tls` when given) and serves each with
+    /// the recorded resources.
+    async fn listen(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let state = Arc::new(State::default());
@@ -157,14 +163,20 @@ impl Origin {
                     continue;
                 };
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
                         async move { Ok::<_, Infallible>(respond(st, req).await) }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), svc).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => http.serve_connection(TokioIo::new(tls), svc).await,
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
@@ -190,32 +202,7 @@ impl Origin {
             .with_single_cert(vec![cert], key)
             .expect("TLS config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-        let addr = listener.local_addr().expect("origin addr");
-        let state = Arc::new(State::default());
-        let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let svc = service_fn(move |req| {
-                        let st = st.clone();
-                        async move { Ok::<_, Infallible>(respond(st, req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
-        (Self { addr, state, task }, cert_pem)
+        (Self::listen(Some(acceptor)).await, cert_pem)
     }
 
     /// The URL of `path` over TLS (for an origin made by `start_tls`).

@@ -599,7 +599,7 @@ async fn sighup_and_reload_apply_wan_and_channel_limits_and_name_the_rest() {
     edge.signal(rustix::process::Signal::HUP);
     assert!(
         wait_until(Duration::from_secs(10), || prepos_limit()
-            == (Some(250_000.0 * 1.0), Some("8.000 Mbit/s".into())))
+            == (Some(250_000.0), Some("8.000 Mbit/s".into())))
         .await,
         "SIGHUP applied the new limits: {:?}",
         prepos_limit()
