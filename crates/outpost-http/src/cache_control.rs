@@ -16,20 +16,66 @@ pub fn directives(headers: &HeaderMap) -> impl Iterator<Item = (String, Option<&
         .get_all(CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(split_list)
         .filter_map(|d| {
             let d = d.trim();
             if d.is_empty() {
                 return None;
             }
             Some(match d.split_once('=') {
-                Some((k, v)) => (
-                    k.trim().to_ascii_lowercase(),
-                    Some(v.trim().trim_matches('"')),
-                ),
+                // `max-age = 5` is not the syntax (RFC 9111 section 5.2):
+                // such a directive is not recognised at all.
+                Some((k, v))
+                    if k.ends_with(char::is_whitespace) || v.starts_with(char::is_whitespace) =>
+                {
+                    return None;
+                }
+                Some((k, v)) => (k.to_ascii_lowercase(), Some(v.trim_matches('"'))),
                 None => (d.to_ascii_lowercase(), None),
             })
         })
+}
+
+/// The members of a comma-separated field value, trimmed and without empty
+/// ones; commas inside quoted strings do not split.
+pub fn split_list(value: &str) -> Vec<&str> {
+    let mut members = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                members.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    members.push(value[start..].trim());
+    members.retain(|m| !m.is_empty());
+    members
+}
+
+/// `value` as a strict parser should see it: every directive name in lower
+/// case (RFC 9111 section 5.2: names are case-insensitive), values
+/// untouched, and directives with white space around `=` dropped (not the
+/// syntax, so not recognised). For parsers that compare names exactly.
+pub fn canonical(value: &str) -> String {
+    split_list(value)
+        .into_iter()
+        .filter_map(|d| match d.split_once('=') {
+            Some((name, v))
+                if name.ends_with(char::is_whitespace) || v.starts_with(char::is_whitespace) =>
+            {
+                None
+            }
+            Some((name, v)) => Some(format!("{}={v}", name.to_ascii_lowercase())),
+            None => Some(d.to_ascii_lowercase()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether the directive `name` (lower case) is present.
@@ -78,6 +124,19 @@ mod tests {
         assert_eq!(seconds(&h(&["max-age=soon"]), "max-age"), None);
         assert_eq!(seconds(&h(&["max-age"]), "max-age"), None);
         assert!(!has(&h(&["no-cacheable"]), "no-cache"));
+        let quoted = h(&["no-cache=\"set-cookie, x-a\", max-age=5"]);
+        assert_eq!(seconds(&quoted, "max-age"), Some(5), "comma in quotes");
+        assert!(!has(&quoted, "x-a\""));
         assert!(!forbids_stale(&h(&["public, max-age=5"])));
+    }
+
+    #[test]
+    fn canonical_lowercases_names_not_values_and_drops_bad_syntax() {
+        assert_eq!(canonical("max-age =5, public, s-maxage= 9"), "public");
+        assert_eq!(seconds(&h(&["max-age =5"]), "max-age"), None);
+        assert_eq!(
+            canonical("MaX-AgE=10, No-CaChE=\"Set-Cookie, X\",,"),
+            "max-age=10, no-cache=\"Set-Cookie, X\""
+        );
     }
 }

@@ -25,7 +25,132 @@ pub fn policy_for(
     res: &http::response::Parts,
     now: SystemTime,
 ) -> CachePolicy {
-    CachePolicy::new_options(req, res, now, shared_cache_options())
+    match as_policy_reads_it(res, false) {
+        Some(adjusted) => CachePolicy::new_options(req, &adjusted, now, shared_cache_options()),
+        None => CachePolicy::new_options(req, res, now, shared_cache_options()),
+    }
+}
+
+/// The device token of `Surrogate-Control` directives meant for the edge
+/// (`max-age=60;outpost`); directives with no token are meant for every
+/// surrogate.
+pub const SURROGATE_TOKEN: &str = "outpost";
+
+/// A copy of `res` as the policy library should read it, when it differs:
+///
+/// - `Cache-Control` in canonical form: names in lower case (the library
+///   compares exactly, and `No-Cache` must still forbid reuse without
+///   revalidation), `max-age = 5` and the like dropped as not the syntax;
+/// - an `Age` that is not exactly one non-negative integer on one field
+///   line makes the response stale at once: its true age is unknown, so
+///   the safe reading is "check before use" (the public cache-tests suite
+///   asks the same);
+/// - for a reverse proxy (`surrogate`), `Surrogate-Control` directives meant
+///   for the edge replace `Cache-Control` and `Expires` (W3C Edge
+///   Architecture), so an origin can give its surrogates a lifetime that
+///   browsers do not see.
+fn as_policy_reads_it(
+    res: &http::response::Parts,
+    surrogate: bool,
+) -> Option<http::response::Parts> {
+    use http::header::{AGE, CACHE_CONTROL, EXPIRES};
+    let mut adjusted: Option<http::response::Parts> = None;
+    let needs_canonical_form = res.headers.get_all(CACHE_CONTROL).iter().any(|v| {
+        v.to_str()
+            .map_or(true, |v| crate::cache_control::canonical(v) != v.trim())
+    });
+    if needs_canonical_form {
+        let copy = adjusted.get_or_insert_with(|| res.clone());
+        let lowered: Vec<String> = res
+            .headers
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(crate::cache_control::canonical)
+            .collect();
+        copy.headers.remove(CACHE_CONTROL);
+        for v in lowered {
+            if let Ok(v) = http::HeaderValue::from_str(&v) {
+                copy.headers.append(CACHE_CONTROL, v);
+            }
+        }
+    }
+    if surrogate && let Some(directives) = surrogate_directives(&res.headers) {
+        let copy = adjusted.get_or_insert_with(|| res.clone());
+        copy.headers.remove(CACHE_CONTROL);
+        copy.headers.remove(EXPIRES);
+        if let Ok(v) = http::HeaderValue::from_str(&directives) {
+            copy.headers.insert(CACHE_CONTROL, v);
+        }
+    }
+    let ages: Vec<&[u8]> = res
+        .headers
+        .get_all(AGE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let age_is_valid = match ages.as_slice() {
+        [] => true,
+        [one] => {
+            let trimmed = one.trim_ascii();
+            !trimmed.is_empty() && trimmed.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    };
+    if !age_is_valid {
+        let copy = adjusted.get_or_insert_with(|| res.clone());
+        copy.headers.remove(AGE);
+        copy.headers.remove(EXPIRES);
+        let kept: Vec<String> = crate::cache_control::directives(&copy.headers)
+            .filter(|(name, _)| !matches!(name.as_str(), "max-age" | "s-maxage" | "immutable"))
+            .map(|(name, value)| match value {
+                Some(v) => format!("{name}={v}"),
+                None => name,
+            })
+            .chain(std::iter::once("max-age=0".to_string()))
+            .collect();
+        copy.headers.remove(CACHE_CONTROL);
+        if let Ok(v) = http::HeaderValue::from_str(&kept.join(", ")) {
+            copy.headers.insert(CACHE_CONTROL, v);
+        }
+    }
+    adjusted
+}
+
+/// The `Surrogate-Control` directives meant for the edge, as a
+/// `Cache-Control` value a shared cache reads the same way: `max-age`
+/// becomes `s-maxage`, `no-store` stays. `None` when there are none.
+fn surrogate_directives(headers: &http::HeaderMap) -> Option<String> {
+    let mut out = Vec::new();
+    for value in headers.get_all("surrogate-control") {
+        let Ok(value) = value.to_str() else { continue };
+        for member in crate::cache_control::split_list(value) {
+            let (directive, target) = match member.split_once(';') {
+                Some((d, t)) => (d.trim(), t.trim()),
+                None => (member, ""),
+            };
+            if !(target.is_empty() || target.eq_ignore_ascii_case(SURROGATE_TOKEN)) {
+                continue;
+            }
+            let (name, arg) = match directive.split_once('=') {
+                Some((n, a))
+                    if n.ends_with(char::is_whitespace) || a.starts_with(char::is_whitespace) =>
+                {
+                    continue;
+                }
+                Some((n, a)) => (n.to_ascii_lowercase(), Some(a.trim_matches('"'))),
+                None => (directive.to_ascii_lowercase(), None),
+            };
+            match (name.as_str(), arg) {
+                ("no-store", _) => out.push("no-store".to_string()),
+                ("max-age", Some(secs)) if secs.bytes().all(|b| b.is_ascii_digit()) => {
+                    out.push(format!("public, s-maxage={secs}"))
+                }
+                _ => {}
+            }
+        }
+    }
+    (!out.is_empty()).then(|| out.join(", "))
 }
 
 /// An admin's freshness rules for some URLs, applied on top of what the
@@ -42,13 +167,21 @@ pub struct FreshnessOverride {
 
 /// [`policy_for`] with an admin override: the policy is computed from a
 /// copy of the response whose `Cache-Control` says what the override wants.
-/// The headers clients receive are not changed.
+/// `surrogate`: the edge is the origin's reverse proxy, so
+/// `Surrogate-Control` applies. The headers clients receive are not changed.
 pub fn policy_with_override(
     req: &http::request::Parts,
     res: &http::response::Parts,
     now: SystemTime,
     ov: Option<&FreshnessOverride>,
+    surrogate: bool,
 ) -> CachePolicy {
+    let surrogate_view = if surrogate {
+        as_policy_reads_it(res, true)
+    } else {
+        None
+    };
+    let res = surrogate_view.as_ref().unwrap_or(res);
     let policy = policy_for(req, res, now);
     let Some(ov) = ov else { return policy };
     let lifetime = policy.time_to_live(now) + policy.age(now);
@@ -120,7 +253,7 @@ mod tests {
     fn ttl(cc: Option<&str>, ov: &FreshnessOverride) -> Duration {
         let now = SystemTime::now();
         let (req, res) = parts(cc);
-        policy_with_override(&req, &res, now, Some(ov)).time_to_live(now)
+        policy_with_override(&req, &res, now, Some(ov), false).time_to_live(now)
     }
 
     #[test]
@@ -151,12 +284,12 @@ mod tests {
         let now = SystemTime::now();
         let (req, res) = parts(Some("private, max-age=600"));
         let plain = FreshnessOverride::default();
-        assert!(!policy_with_override(&req, &res, now, Some(&plain)).is_storable());
+        assert!(!policy_with_override(&req, &res, now, Some(&plain), false).is_storable());
         let forced = FreshnessOverride {
             cache_private: true,
             ..Default::default()
         };
-        let policy = policy_with_override(&req, &res, now, Some(&forced));
+        let policy = policy_with_override(&req, &res, now, Some(&forced), false);
         assert!(policy.is_storable());
         assert_eq!(policy.time_to_live(now), Duration::from_secs(600));
     }

@@ -36,6 +36,9 @@ pub struct Route {
     pub key: CacheKey,
     /// The admin rule (index into `ProxyConfig::overrides`) that applies.
     pub rule: Option<usize>,
+    /// The upstream is one of the edge's reverse-proxy origins, so the edge
+    /// is its surrogate and obeys `Surrogate-Control`.
+    pub surrogate: bool,
 }
 
 impl Route {
@@ -45,6 +48,7 @@ impl Route {
             upstream_uri,
             key,
             rule: None,
+            surrogate: false,
         })
     }
 }
@@ -125,9 +129,24 @@ fn empty_upstream_body() -> UpstreamBody {
         .boxed_unsync()
 }
 
-/// The client's request headers as sent upstream.
-fn upstream_headers(client: &HeaderMap, for_fill: bool) -> HeaderMap {
+/// The client's request headers as sent upstream. Towards its own reverse
+/// origins (`surrogate`) the edge announces itself as a surrogate, so that
+/// `Surrogate-Control` directives can target it by name.
+fn upstream_headers(client: &HeaderMap, for_fill: bool, surrogate: bool) -> HeaderMap {
     let mut headers = client.clone();
+    if surrogate {
+        let ours = format!(
+            "{}=\"Surrogate/1.0\"",
+            outpost_http::policy::SURROGATE_TOKEN
+        );
+        let announced = match headers.get("surrogate-capability").map(|v| v.to_str()) {
+            Some(Ok(theirs)) if !theirs.trim().is_empty() => format!("{theirs}, {ours}"),
+            _ => ours,
+        };
+        if let Ok(v) = HeaderValue::from_str(&announced) {
+            headers.insert("surrogate-capability", v);
+        }
+    }
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     if for_fill {
@@ -146,14 +165,17 @@ fn upstream_headers(client: &HeaderMap, for_fill: bool) -> HeaderMap {
     headers
 }
 
-/// The end-to-end headers of an origin response, as stored.
-fn stored_headers(origin: &HeaderMap) -> HeaderMap {
+/// The end-to-end headers of an origin response, as stored. The framing
+/// of a 206 (`Content-Range`) is the edge's to set; on any other status a
+/// `Content-Range` is just a field the origin sent, and is kept.
+fn stored_headers(origin: &HeaderMap, status: StatusCode) -> HeaderMap {
     let mut headers = origin.clone();
     strip_hop_by_hop(&mut headers);
     // Age stays until the policy has read it (RFC 9111 section 4.2.3); the
     // stored head drops it, since the edge computes Age for each response.
-    for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
-        headers.remove(name);
+    headers.remove(header::CONTENT_LENGTH);
+    if status == StatusCode::PARTIAL_CONTENT {
+        headers.remove(header::CONTENT_RANGE);
     }
     headers
 }
@@ -257,10 +279,16 @@ impl Engine {
             }
             _ => CacheKey::from_uri(&uri)?,
         };
+        let authority = uri.authority();
+        let surrogate = authority.is_some()
+            && (self.config.origin.iter())
+                .chain(self.config.sites.iter().map(|s| &s.origin))
+                .any(|origin| origin.authority() == authority && origin.scheme() == uri.scheme());
         Ok(Route {
             upstream_uri: uri,
             key,
             rule,
+            surrogate,
         })
     }
 
@@ -282,6 +310,7 @@ impl Engine {
             response,
             SystemTime::now(),
             self.rule(route).map(|r| &r.freshness),
+            route.surrogate,
         )
     }
 
@@ -421,7 +450,7 @@ impl Engine {
     fn target(&self, client: &HeaderMap, route: &Route) -> UpstreamTarget {
         UpstreamTarget {
             uri: route.upstream_uri.clone(),
-            headers: upstream_headers(client, true),
+            headers: upstream_headers(client, true, route.surrogate),
             class: Class::Interactive,
             group: None,
         }
@@ -779,7 +808,14 @@ impl Engine {
                 .and_then(|v| v.to_str().ok())
                 .and_then(ContentRange::parse)
             {
-                Some(cr) if cr.complete_len.is_some() => Some(cr),
+                // A Content-Length that disagrees with the range is a
+                // malformed answer: passed on as sent, never stored.
+                Some(cr)
+                    if cr.complete_len.is_some()
+                        && declared_length(resp.headers()).is_none_or(|n| n == cr.range.len()) =>
+                {
+                    Some(cr)
+                }
                 _ => return Outcome::Passthrough(Arc::new(Mutex::new(Some(resp)))),
             }
         } else {
@@ -805,7 +841,7 @@ impl Engine {
         } else {
             status
         };
-        whole.headers = stored_headers(&rparts.headers);
+        whole.headers = stored_headers(&rparts.headers, rparts.status);
         let len = match content_range {
             Some(cr) => cr.complete_len,
             None if rparts.headers.contains_key(header::TRANSFER_ENCODING) => None,
@@ -940,13 +976,25 @@ impl Engine {
             if validators_contradict(&head.headers, &rparts.headers) {
                 return self.fetch_miss(client, target, route, None).await;
             }
+            // RFC 9111 section 3.2: every field of the 304 replaces the
+            // stored one, except those that describe the stored body itself
+            // (its coding, digest and range), which a 304 cannot change.
             let mut headers = head.headers.clone();
-            for (name, value) in stored_headers(&rparts.headers).iter() {
-                if !matches!(
+            let update = stored_headers(&rparts.headers, StatusCode::PARTIAL_CONTENT);
+            for name in update.keys() {
+                if matches!(
                     name.as_str(),
-                    "content-type" | "content-encoding" | "content-language"
+                    "content-encoding"
+                        | "content-md5"
+                        | "digest"
+                        | "content-digest"
+                        | "repr-digest"
                 ) {
-                    headers.insert(name.clone(), value.clone());
+                    continue;
+                }
+                headers.remove(name);
+                for value in update.get_all(name) {
+                    headers.append(name.clone(), value.clone());
                 }
             }
             let mut merged: response::Parts = Response::new(()).into_parts().0;
@@ -987,7 +1035,7 @@ impl Engine {
             .method(parts.method.clone())
             .uri(route.upstream_uri.clone());
         if let Some(h) = builder.headers_mut() {
-            *h = upstream_headers(&parts.headers, false);
+            *h = upstream_headers(&parts.headers, false, route.surrogate);
             if let Some(cl) = parts.headers.get(header::CONTENT_LENGTH) {
                 h.insert(header::CONTENT_LENGTH, cl.clone());
             }
@@ -1029,6 +1077,16 @@ fn validators_contradict(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
         (Some(a), Some(b)) => a != b,
         _ => false,
     }
+}
+
+/// The `Content-Length` of a message, when it has exactly one valid value.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()?.trim().parse().ok()
 }
 
 fn only_if_cached(request: &HeaderMap) -> bool {

@@ -117,6 +117,7 @@ pub fn object_response(
                 header::CONTENT_TYPE,
                 header::CONTENT_ENCODING,
                 header::CONTENT_LANGUAGE,
+                header::CONTENT_RANGE,
                 header::ACCEPT_RANGES,
             ] {
                 headers.remove(name);
@@ -156,6 +157,7 @@ pub fn object_response(
                             .unwrap_or(0)
                     );
                     let content_type = headers.remove(header::CONTENT_TYPE);
+                    headers.remove(header::CONTENT_RANGE);
                     let mut total = 0u64;
                     for r in ranges {
                         let mut part = format!("\r\n--{boundary}\r\n");
@@ -217,11 +219,9 @@ pub fn object_response(
 /// The stored end-to-end headers plus what this hop adds.
 fn response_headers(head: &StoredHead, now: SystemTime, cache_status: &'static str) -> HeaderMap {
     let mut headers = head.headers.clone();
-    for name in [
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::CONTENT_RANGE,
-    ] {
+    // A stored Content-Range is a field the origin sent with a whole
+    // response; ranges served from the object set their own.
+    for name in [header::CONTENT_LENGTH, header::TRANSFER_ENCODING] {
         headers.remove(name);
     }
     let age = head.age(now).as_secs();

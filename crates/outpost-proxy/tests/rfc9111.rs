@@ -31,6 +31,8 @@ struct Expect {
     cache: Option<&'static str>,
     /// The body must be this resource's (seed) content.
     body_seed: Option<u64>,
+    /// Response fields that must have this value (`None`: be absent).
+    fields: Vec<(&'static str, Option<&'static str>)>,
 }
 
 enum Step {
@@ -61,6 +63,7 @@ fn get(headers: &[(&'static str, &str)], status: u16, cache: Option<&'static str
             status,
             cache,
             body_seed: None,
+            fields: Vec::new(),
         },
     )
 }
@@ -72,6 +75,20 @@ fn get_body(seed: u64, cache: &'static str) -> Step {
             status: 200,
             cache: Some(cache),
             body_seed: Some(seed),
+            fields: Vec::new(),
+        },
+    )
+}
+
+/// A plain GET whose response must carry (or lack) these fields.
+fn get_fields(cache: &'static str, fields: &[(&'static str, Option<&'static str>)]) -> Step {
+    Step::Get(
+        Vec::new(),
+        Expect {
+            status: 200,
+            cache: Some(cache),
+            body_seed: Some(1),
+            fields: fields.to_vec(),
         },
     )
 }
@@ -698,6 +715,101 @@ fn cases() -> Vec<Case> {
             origin_requests: 1,
             conditional: Some(0),
         },
+        Case {
+            rule: "an Age that is not one non-negative integer makes the response stale",
+            resource: res("max-age=3600").header("age", "0, 0"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Cache-Control directive names are case-insensitive (No-Cache)",
+            resource: res("max-age=10000, No-CaChE"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "max-age with white space around = is not recognised",
+            resource: {
+                // No Last-Modified, so no heuristic freshness either.
+                let mut r = res("max-age =3600");
+                r.last_modified = None;
+                r
+            },
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "a 304 updates Content-Type but not Content-MD5 or Content-Encoding",
+            resource: res("max-age=0")
+                .header("content-type", "text/plain")
+                .header("content-md5", "rL0Y20zC+Fzt72VPzMSk2A==")
+                .header("x-version", "1"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                Step::Origin(Box::new(|o: &Origin| {
+                    o.put(
+                        PATH,
+                        res("max-age=3600")
+                            .header("content-type", "text/plain;charset=utf-8")
+                            .header("content-md5", "N7UdGUp1E+RbVvZSTy1R8g==")
+                            .header("x-version", "2"),
+                    )
+                })),
+                get_fields(
+                    "REVALIDATED",
+                    &[
+                        ("x-version", Some("2")),
+                        ("content-type", Some("text/plain;charset=utf-8")),
+                        ("content-md5", Some("rL0Y20zC+Fzt72VPzMSk2A==")),
+                    ],
+                ),
+                get_fields("HIT", &[("x-version", Some("2"))]),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "a Content-Range sent with a whole 200 is stored and served with it",
+            resource: res("max-age=3600").header("content-range", "ANANANANA"),
+            config: no_config,
+            steps: vec![
+                get_fields("MISS", &[("content-range", Some("ANANANANA"))]),
+                get_fields("HIT", &[("content-range", Some("ANANANANA"))]),
+            ],
+            origin_requests: 1,
+            conditional: None,
+        },
+        Case {
+            rule: "Surrogate-Control max-age lets the reverse edge keep a no-store response",
+            resource: res("no-store").header("surrogate-control", "max-age=3600;outpost"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: None,
+        },
+        Case {
+            rule: "Surrogate-Control no-store keeps the reverse edge from storing",
+            resource: res("max-age=3600").header("surrogate-control", "no-store"),
+            config: no_config,
+            steps: vec![get_body(1, "PASS"), get_body(1, "PASS")],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "Surrogate-Control aimed at another surrogate is ignored",
+            resource: res("max-age=3600").header("surrogate-control", "no-store;other-cdn"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: None,
+        },
     ]
 }
 
@@ -744,6 +856,14 @@ async fn run(case: &Case) -> Result<(), String> {
                         && reply.body != content(2000, seed)
                     {
                         return Err(format!("step {i}: wrong body"));
+                    }
+                    for (name, value) in &expect.fields {
+                        if reply.header(name) != *value {
+                            return Err(format!(
+                                "step {i}: {name} is {:?}, expected {value:?}",
+                                reply.header(name)
+                            ));
+                        }
                     }
                     if reply.header("x-cache") == Some("HIT") && reply.header("age").is_none() {
                         return Err(format!("step {i}: a hit without Age"));
