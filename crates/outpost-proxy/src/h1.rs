@@ -50,8 +50,16 @@ pub struct H1Config {
     pub max_head_bytes: usize,
     /// Most header fields in one request.
     pub max_headers: usize,
-    /// A request body that stalls this long ends the connection.
+    /// A request body that stalls this long ends the connection; so does
+    /// one that arrives slower, on average, than `body_min_rate` once this
+    /// grace period is spent (a body trickled a byte a minute cannot hold a
+    /// connection for ever).
     pub body_timeout: Duration,
+    /// Bytes per second a request body must average (after
+    /// `body_timeout`'s grace); 0 turns the check off.
+    pub body_min_rate: u64,
+    /// A client that accepts no response byte for this long is cut off.
+    pub send_timeout: Duration,
 }
 
 impl Default for H1Config {
@@ -62,6 +70,8 @@ impl Default for H1Config {
             max_head_bytes: 64 * 1024,
             max_headers: 100,
             body_timeout: Duration::from_secs(60),
+            body_min_rate: 500,
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -148,6 +158,9 @@ pub enum Framing {
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    send_timeout: Duration,
+    /// Body bytes of the current response that reached the socket.
+    body_bytes_sent: u64,
 }
 
 /// Serves requests on `stream` until the client closes, an error, or
@@ -166,6 +179,8 @@ pub async fn serve<F, Fut>(
     let mut conn = Conn {
         stream,
         buf: BytesMut::with_capacity(8 * 1024),
+        send_timeout: config.send_timeout,
+        body_bytes_sent: 0,
     };
     // One registration for the connection's life, not one per request.
     let stopping = shutdown.cancelled();
@@ -212,7 +227,7 @@ pub async fn serve<F, Fut>(
         let (resp, body_ok) = match pump {
             None => (handler(req).await, true),
             Some((framing, tx)) => {
-                let pump = conn.pump_body(framing, tx, expects_continue, config.body_timeout);
+                let pump = conn.pump_body(framing, tx, expects_continue, config);
                 let (resp, ok) = tokio::join!(handler(req), pump);
                 (resp, ok)
             }
@@ -247,10 +262,13 @@ pub async fn serve<F, Fut>(
         });
         let source = served.counter(resp.headers().get("x-cache"));
         let mode = resp.extensions().get::<Mode>().copied();
-        let (keep_open, sent) = conn
+        conn.body_bytes_sent = 0;
+        let keep_open = conn
             .write_response(&method, version, keep_alive && body_ok, resp)
             .await
-            .unwrap_or((false, 0));
+            .unwrap_or(false);
+        // Counted even when the client went away part way.
+        let sent = conn.body_bytes_sent;
         source.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         if let Some(mode) = mode {
             use std::sync::atomic::Ordering::Relaxed;
@@ -355,8 +373,13 @@ impl Conn {
         framing: Framing,
         tx: mpsc::Sender<io::Result<Bytes>>,
         expects_continue: bool,
-        timeout: Duration,
+        config: &H1Config,
     ) -> bool {
+        let mut clock = BodyClock::new(
+            config.body_timeout,
+            config.body_min_rate,
+            tokio::time::Instant::now(),
+        );
         if expects_continue
             && self
                 .stream
@@ -369,8 +392,8 @@ impl Conn {
         let mut tx = Some(tx);
         let result = match framing {
             Framing::None => Ok(()),
-            Framing::Length(n) => self.pump_exact(n, &mut tx, timeout).await,
-            Framing::Chunked => self.pump_chunked(&mut tx, timeout).await,
+            Framing::Length(n) => self.pump_exact(n, &mut tx, &mut clock).await,
+            Framing::Chunked => self.pump_chunked(&mut tx, &mut clock).await,
         };
         if let Err(e) = result {
             if let Some(tx) = tx {
@@ -391,10 +414,19 @@ impl Conn {
         }
     }
 
-    async fn fill_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        match tokio::time::timeout(timeout, self.fill()).await {
+    async fn fill_timeout(&mut self, clock: &mut BodyClock) -> io::Result<()> {
+        let Some(limit) = clock.wait_limit(tokio::time::Instant::now()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request body arriving too slowly",
+            ));
+        };
+        match tokio::time::timeout(limit, self.fill()).await {
             Ok(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(n)) => {
+                clock.received(n);
+                Ok(())
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -407,11 +439,11 @@ impl Conn {
         &mut self,
         mut left: u64,
         tx: &mut Option<mpsc::Sender<io::Result<Bytes>>>,
-        timeout: Duration,
+        clock: &mut BodyClock,
     ) -> io::Result<()> {
         while left > 0 {
             if self.buf.is_empty() {
-                self.fill_timeout(timeout).await?;
+                self.fill_timeout(clock).await?;
             }
             let n = (self.buf.len() as u64).min(left) as usize;
             let data = self.buf.split_to(n).freeze();
@@ -424,7 +456,7 @@ impl Conn {
     async fn pump_chunked(
         &mut self,
         tx: &mut Option<mpsc::Sender<io::Result<Bytes>>>,
-        timeout: Duration,
+        clock: &mut BodyClock,
     ) -> io::Result<()> {
         let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
         loop {
@@ -438,7 +470,7 @@ impl Conn {
                         if self.buf.len() > 1024 {
                             return Err(invalid("chunk size line too long"));
                         }
-                        self.fill_timeout(timeout).await?;
+                        self.fill_timeout(clock).await?;
                     }
                     Err(_) => return Err(invalid("invalid chunk size")),
                 }
@@ -456,13 +488,13 @@ impl Conn {
                         if self.buf.len() > 8192 {
                             return Err(invalid("trailer too large"));
                         }
-                        self.fill_timeout(timeout).await?;
+                        self.fill_timeout(clock).await?;
                     }
                 }
             }
-            self.pump_exact(size, tx, timeout).await?;
+            self.pump_exact(size, tx, clock).await?;
             while self.buf.len() < 2 {
-                self.fill_timeout(timeout).await?;
+                self.fill_timeout(clock).await?;
             }
             if &self.buf[..2] != b"\r\n" {
                 return Err(invalid("chunk not followed by CRLF"));
@@ -471,15 +503,15 @@ impl Conn {
         }
     }
 
-    /// Writes a response. Returns whether the connection can serve another
-    /// request.
+    /// Writes a response (counting body bytes in `body_bytes_sent`).
+    /// Returns whether the connection can serve another request.
     async fn write_response(
         &mut self,
         method: &Method,
         version: Version,
         keep_alive: bool,
         resp: Response<EdgeBody>,
-    ) -> io::Result<(bool, u64)> {
+    ) -> io::Result<bool> {
         let (parts, body) = resp.into_parts();
         let status = parts.status;
         let bodiless = *method == Method::HEAD
@@ -533,14 +565,15 @@ impl Conn {
         head.extend_from_slice(b"\r\n");
 
         if bodiless {
-            self.stream.write_all(&head).await?;
-            return Ok((keep_alive, 0));
+            write_within(&mut self.stream, &head, self.send_timeout).await?;
+            return Ok(keep_alive);
         }
         let mut writer = BodyWriter {
             stream: &mut self.stream,
             head: Some(head),
             chunked,
-            sent: 0,
+            sent: &mut self.body_bytes_sent,
+            send_timeout: self.send_timeout,
         };
         let complete = match body {
             EdgeBody::Empty => {
@@ -583,24 +616,24 @@ impl Conn {
             }
         };
         writer.flush_head().await?;
-        let sent = writer.sent;
+        let sent = *writer.sent;
         if !complete {
-            return Ok((false, sent));
+            return Ok(false);
         }
         if let Some(len) = length
-            && writer.sent != len
+            && sent != len
         {
             tracing::warn!(
                 declared = len,
-                sent = writer.sent,
+                sent,
                 "body length differs from Content-Length; closing"
             );
-            return Ok((false, sent));
+            return Ok(false);
         }
         if chunked {
-            self.stream.write_all(b"0\r\n\r\n").await?;
+            write_within(&mut self.stream, b"0\r\n\r\n", self.send_timeout).await?;
         }
-        Ok((keep_alive, sent))
+        Ok(keep_alive)
     }
 
     /// Splices the client connection and `upstream` (CONNECT), after the 200.
@@ -627,18 +660,60 @@ fn put_header(head: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
     head.extend_from_slice(b"\r\n");
 }
 
+/// When a request body must have arrived by: no read may wait longer than
+/// `stall`, and the whole body must average `min_rate` bytes per second
+/// after a first `stall` of grace (each byte received extends the deadline,
+/// as Apache's mod_reqtimeout MinRate does).
+#[derive(Debug, Clone, Copy)]
+struct BodyClock {
+    stall: Duration,
+    min_rate: u64,
+    deadline: tokio::time::Instant,
+}
+
+impl BodyClock {
+    fn new(stall: Duration, min_rate: u64, now: tokio::time::Instant) -> Self {
+        Self {
+            stall,
+            min_rate,
+            deadline: now + stall,
+        }
+    }
+
+    fn received(&mut self, bytes: usize) {
+        if self.min_rate > 0 {
+            self.deadline += Duration::from_secs_f64(bytes as f64 / self.min_rate as f64);
+        }
+    }
+
+    /// How long the next read may wait, or `None` when the body is late.
+    fn wait_limit(&self, now: tokio::time::Instant) -> Option<Duration> {
+        if self.min_rate == 0 {
+            return Some(self.stall);
+        }
+        let left = self.deadline.saturating_duration_since(now);
+        (!left.is_zero()).then(|| left.min(self.stall))
+    }
+}
+
 /// Writes a body after the head, coalescing the head with small first data.
 struct BodyWriter<'a> {
     stream: &'a mut TcpStream,
     head: Option<BytesMut>,
     chunked: bool,
-    sent: u64,
+    sent: &'a mut u64,
+    /// A client that takes no byte for this long is cut off.
+    send_timeout: Duration,
 }
 
 impl BodyWriter<'_> {
+    async fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        write_within(self.stream, buf, self.send_timeout).await
+    }
+
     async fn flush_head(&mut self) -> io::Result<()> {
         if let Some(head) = self.head.take() {
-            self.stream.write_all(&head).await?;
+            self.write(&head).await?;
             tracing::trace!("response head written");
         }
         Ok(())
@@ -648,7 +723,7 @@ impl BodyWriter<'_> {
         if data.is_empty() {
             return Ok(());
         }
-        self.sent += data.len() as u64;
+        *self.sent += data.len() as u64;
         let mut out = self.head.take().unwrap_or_default();
         if self.chunked {
             out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
@@ -658,14 +733,14 @@ impl BodyWriter<'_> {
             if self.chunked {
                 out.extend_from_slice(b"\r\n");
             }
-            return self.stream.write_all(&out).await;
+            return self.write(&out).await;
         }
         if !out.is_empty() {
-            self.stream.write_all(&out).await?;
+            self.write(&out).await?;
         }
-        self.stream.write_all(&data).await?;
+        self.write(&data).await?;
         if self.chunked {
-            self.stream.write_all(b"\r\n").await?;
+            self.write(b"\r\n").await?;
         }
         Ok(())
     }
@@ -674,14 +749,13 @@ impl BodyWriter<'_> {
         if self.chunked {
             let mut out = self.head.take().unwrap_or_default();
             out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
-            self.stream.write_all(&out).await?;
+            self.write(&out).await?;
         } else {
             self.flush_head().await?;
         }
-        sendfile_all(self.stream, file, offset, len).await?;
-        self.sent += len;
+        sendfile_all(self.stream, file, offset, len, self.send_timeout, self.sent).await?;
         if self.chunked {
-            self.stream.write_all(b"\r\n").await?;
+            self.write(b"\r\n").await?;
         }
         Ok(())
     }
@@ -706,15 +780,38 @@ async fn send_object(
     }
 }
 
-/// Sends `len` bytes of `file` from `offset` to the socket.
+/// Writes all of `buf`, unless the client takes nothing for `stall`.
+async fn write_within(stream: &mut TcpStream, buf: &[u8], stall: Duration) -> io::Result<()> {
+    let mut rest = buf;
+    while !rest.is_empty() {
+        match tokio::time::timeout(stall, stream.write(rest)).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => rest = &rest[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(client_stalled()),
+        }
+    }
+    Ok(())
+}
+
+fn client_stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")
+}
+
+/// Sends `len` bytes of `file` from `offset` to the socket, unless the
+/// client takes nothing for `stall`.
 async fn sendfile_all(
     stream: &TcpStream,
     file: &std::fs::File,
     mut offset: u64,
     mut len: u64,
+    stall: Duration,
+    sent: &mut u64,
 ) -> io::Result<()> {
     while len > 0 {
-        stream.writable().await?;
+        tokio::time::timeout(stall, stream.writable())
+            .await
+            .map_err(|_| client_stalled())??;
         let count = len.min(1 << 30) as usize;
         match stream.try_io(Interest::WRITABLE, || {
             rustix::fs::sendfile(stream, file, Some(&mut offset), count).map_err(io::Error::from)
@@ -725,7 +822,10 @@ async fn sendfile_all(
                     "object file shorter than its extents",
                 ));
             }
-            Ok(n) => len -= n as u64,
+            Ok(n) => {
+                len -= n as u64;
+                *sent += n as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
@@ -864,4 +964,35 @@ fn build_parts(
         .map_err(|_| bad("invalid request"))?
         .into_parts();
     Ok((parts, framing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_must_average_the_minimum_rate_after_its_grace() {
+        let start = tokio::time::Instant::now();
+        let secs = |s: f64| start + Duration::from_secs_f64(s);
+        let mut clock = BodyClock::new(Duration::from_secs(10), 1000, start);
+        assert_eq!(clock.wait_limit(start), Some(Duration::from_secs(10)));
+        // 100 B/s: each byte buys 1 ms, so the deadline creeps from 10 s.
+        for second in 1..=10 {
+            clock.received(100);
+            assert!(clock.wait_limit(secs(second as f64)).is_some());
+        }
+        assert_eq!(clock.wait_limit(secs(11.0)), None, "too slow on average");
+        // 2000 B/s keeps ahead for as long as it lasts.
+        let mut fast = BodyClock::new(Duration::from_secs(10), 1000, start);
+        for second in 1..=1000 {
+            fast.received(2000);
+            assert_eq!(
+                fast.wait_limit(secs(second as f64)),
+                Some(Duration::from_secs(10)),
+                "a read may still wait the stall limit, no more"
+            );
+        }
+        let off = BodyClock::new(Duration::from_secs(10), 0, start);
+        assert_eq!(off.wait_limit(secs(1e6)), Some(Duration::from_secs(10)));
+    }
 }

@@ -899,3 +899,100 @@ async fn requests_and_bytes_are_counted_by_mode() {
     assert!(bytes(Mode::Forward) >= 2 * 5000 && bytes(Mode::Reverse) >= 5000);
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_bodies_and_stalled_readers_are_cut_off_while_others_are_served() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BIG: usize = 32 << 20;
+    let origin = Origin::start().await;
+    origin.put("/form", Resource::new(content(100, 21)));
+    origin.put("/big.iso", Resource::new(content(BIG, 22)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = reverse(&origin);
+    config.h1.body_timeout = Duration::from_millis(500);
+    config.h1.body_min_rate = 1000;
+    config.h1.send_timeout = Duration::from_millis(500);
+    let edge = Edge::start(dir.path(), config).await;
+
+    // An upload at a fair rate (40 KB/s, 20 KB) goes through.
+    let mut fair = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    fair.write_all(
+        b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        fair.write_all(&[b'x'; 2000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), fair.read_to_end(&mut answer))
+        .await
+        .expect("fair upload answered")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "fair upload: {:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+    );
+
+    // A body trickled at 100 B/s, each piece well inside the stall limit,
+    // is cut off once it falls behind 1000 B/s.
+    let trickle = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let (mut rd, mut wr) = trickle.into_split();
+    wr.write_all(b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    let dripping = tokio::spawn(async move {
+        for _ in 0..1000 {
+            if wr.write_all(b"0123456789").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    let mut sink = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut sink)).await;
+    assert!(
+        ended.is_ok(),
+        "a trickled body held its connection for 20 s"
+    );
+    dripping.abort();
+
+    // A client that asks for a big object and reads nothing is cut off:
+    // its response ends (the edge counts it served) with most bytes unsent.
+    let warm = edge.client().get("/big.iso", &[]).await.unwrap();
+    assert_eq!(warm.body.len(), BIG);
+    let served = || {
+        let s = &edge.engine.served;
+        s.from_cache.load(Relaxed) + s.from_fills.load(Relaxed)
+    };
+    let served_before = served();
+    // A small receive buffer, so that the body cannot all sit in kernel
+    // buffers (loopback autotuning would allow tens of MiB).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut stalled = socket.connect(edge.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /big.iso HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || served() > served_before).await,
+        "the edge kept waiting on a client that reads nothing"
+    );
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut got))
+        .await
+        .expect("connection closed")
+        .ok();
+    assert!(got.len() < BIG, "a stalled reader still got the whole body");
+
+    // Others are served all along.
+    let ok = edge.client().get("/big.iso", &[]).await.unwrap();
+    assert_eq!(ok.header("x-cache"), Some("HIT"));
+    assert_eq!(ok.body, content(BIG, 22));
+    edge.stop().await;
+}

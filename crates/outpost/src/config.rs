@@ -221,6 +221,12 @@ pub struct ServerSection {
     pub max_header_size: Option<ByteSize>,
     pub max_headers: Option<usize>,
     pub max_connections: Option<usize>,
+    /// A request body read that waits this long ends the connection.
+    pub body_timeout: Option<HumanDuration>,
+    /// Bytes per second a request body must average after body_timeout.
+    pub body_min_rate: Option<u64>,
+    /// A client that takes no response byte for this long is cut off.
+    pub send_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -546,7 +552,9 @@ impl FileConfig {
                     .max_header_size
                     .map_or(defaults.h1.max_head_bytes, |b| b.as_u64() as usize),
                 max_headers: s.max_headers.unwrap_or(defaults.h1.max_headers),
-                body_timeout: defaults.h1.body_timeout,
+                body_timeout: s.body_timeout.map_or(defaults.h1.body_timeout, |d| d.0),
+                body_min_rate: s.body_min_rate.unwrap_or(defaults.h1.body_min_rate),
+                send_timeout: s.send_timeout.map_or(defaults.h1.send_timeout, |d| d.0),
             },
             max_connections: s.max_connections.unwrap_or(defaults.max_connections),
         };
