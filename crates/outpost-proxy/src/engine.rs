@@ -339,6 +339,14 @@ impl Engine {
             self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
             return self.forward(req, &route).await;
         }
+        if let Some(name) = unkeyed_override(req.headers()) {
+            // The origin may build its answer from this header (links,
+            // redirects), which the key does not include: storing that
+            // answer would hand it to every other PC (cache poisoning).
+            tracing::debug!(key = %route.key, header = name, "unkeyed override header; passing through");
+            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+            return self.forward(req, &route).await;
+        }
         if matches!(method, Method::GET | Method::HEAD) {
             let quarantined = lock(&self.quarantined).get(&route.key).cloned();
             if let Some(reason) = quarantined {
@@ -1077,6 +1085,32 @@ fn validators_contradict(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
         (Some(a), Some(b)) => a != b,
         _ => false,
     }
+}
+
+/// Request headers that frameworks use to override the host, scheme, path
+/// or method the origin sees. They are not part of the cache key, so a
+/// response to a request carrying one is neither stored nor taken from the
+/// cache.
+const UNKEYED_OVERRIDES: &[&str] = &[
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+fn unkeyed_override(headers: &HeaderMap) -> Option<&'static str> {
+    UNKEYED_OVERRIDES
+        .iter()
+        .copied()
+        .find(|name| headers.contains_key(*name))
 }
 
 /// The `Content-Length` of a message, when it has exactly one valid value.

@@ -716,6 +716,19 @@ fn cases() -> Vec<Case> {
             conditional: Some(0),
         },
         Case {
+            rule: "a request with an unkeyed override header (X-Forwarded-Host) neither fills nor hits the cache",
+            resource: res("max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get(&[("x-forwarded-host", "evil.example")], 200, Some("PASS")),
+                get(&[], 200, Some("MISS")),
+                get(&[], 200, Some("HIT")),
+                get(&[("x-original-url", "/admin")], 200, Some("PASS")),
+            ],
+            origin_requests: 3,
+            conditional: Some(0),
+        },
+        Case {
             rule: "an Age that is not one non-negative integer makes the response stale",
             resource: res("max-age=3600").header("age", "0, 0"),
             config: no_config,
