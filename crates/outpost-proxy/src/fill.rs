@@ -98,6 +98,10 @@ struct FillState {
     finished: bool,
 }
 
+/// What a fill that hit a full disk asks eviction to free beyond the
+/// bytes in hand, so that it does not stop again at the next write.
+const DISK_FULL_HEADROOM: u64 = 64 * 1024 * 1024;
+
 /// Shared by all fills: where to write and how to fetch.
 pub struct FillContext {
     pub store: Store,
@@ -762,7 +766,23 @@ impl ObjectFill {
         }
         let data = pending.split().freeze();
         let n = data.len() as u64;
-        let added = self.object.write(*cursor, data).await?;
+        let added = match self.object.write(*cursor, data.clone()).await {
+            Err(e) if e.is_disk_full() => {
+                // Make room by evicting what no one is using, then try once
+                // more; a disk that stays full ends the fill as before.
+                tracing::warn!(key = %self.object.key(), error = %e, "disk full during a fill; evicting");
+                let store = self.ctx.store.clone();
+                let wanted = n + DISK_FULL_HEADROOM;
+                let freed = tokio::task::spawn_blocking(move || store.make_room(wanted))
+                    .await
+                    .map_err(|_| outpost_store::StoreError::Task)??;
+                if freed == 0 {
+                    return Err(e.into());
+                }
+                self.object.write(*cursor, data).await?
+            }
+            result => result?,
+        };
         *cursor += n;
         self.ctx.store.account(added);
         self.advance_claim(claim, *cursor);

@@ -28,6 +28,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The file system is out of space (or of quota) for the cache.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::NoSpace { .. } => true,
+            Self::File { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn file(path: &std::path::Path, source: std::io::Error) -> Self {
         Self::File {
             path: path.to_path_buf(),

@@ -702,13 +702,51 @@ impl Store {
     }
 
     /// Evicts until usage is under the low watermark. Blocking.
-    pub fn evict(&self) -> Result<(), StoreError> {
+    pub fn evict(&self) -> Result<u64, StoreError> {
         let cfg = &self.inner.config;
         let low = (cfg.max_bytes as f64 * cfg.low_watermark) as u64;
-        // Bring counts and access times up to date so the order is right.
-        self.flush_access()?;
+        let freed = self.evict_while(|| self.inner.used.load(Ordering::Relaxed) > low)?;
+        if self.inner.used.load(Ordering::Relaxed) > low {
+            tracing::warn!(
+                used = self.inner.used.load(Ordering::Relaxed),
+                limit = cfg.max_bytes,
+                "cache over its limit but nothing evictable (pinned or in use)"
+            );
+        }
+        Ok(freed)
+    }
+
+    /// Evicts until the file system has `needed` bytes free, for a fill that
+    /// hit a full disk (the cache's own limit may be set above what the
+    /// disk really has, or something else filled it). Returns the bytes
+    /// freed; 0 when nothing could go (pinned or in use). Blocking.
+    pub fn make_room(&self, needed: u64) -> Result<u64, StoreError> {
+        let free = || {
+            rustix::fs::statvfs(&self.inner.objects_dir)
+                .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+                .unwrap_or(u64::MAX)
+        };
+        let freed = self.evict_while(|| free() < needed)?;
+        tracing::warn!(
+            needed,
+            freed,
+            available = free(),
+            "disk full: evicted to make room"
+        );
+        Ok(freed)
+    }
+
+    /// Evicts the least valuable objects that no one is using while `more`
+    /// says so. Returns the bytes freed.
+    fn evict_while(&self, more: impl Fn() -> bool) -> Result<u64, StoreError> {
+        // Bring counts and access times up to date so the order is right
+        // (best effort: on a full disk the index may not take the write).
+        if let Err(e) = self.flush_access() {
+            tracing::warn!(error = %e, "could not record access times before evicting");
+        }
         let mut skipped: HashSet<String> = HashSet::new();
-        while self.inner.used.load(Ordering::Relaxed) > low {
+        let mut freed = 0;
+        while more() {
             let candidates = lock(&self.inner.index).eviction_candidates(skipped.len() + 64)?;
             let mut progressed = false;
             for (key, id, size) in candidates {
@@ -728,26 +766,28 @@ impl Store {
                         live.remove(&ckey);
                     }
                 }
-                if self.remove_row(&key, id) {
-                    self.drop_file(id, Some(size));
-                    self.inner.evictions.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(key, size, "evicted");
+                // The file first: that is what frees the disk. A row the
+                // index cannot delete now (a full disk can refuse SQLite
+                // too) points at a vanished file, which the next lookup or
+                // start-up drops.
+                self.drop_file(id, Some(size));
+                if !self.remove_row(&key, id) {
+                    tracing::debug!(key, "index row kept for now; its file is gone");
                 }
+                self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+                freed += size;
+                tracing::debug!(key, size, "evicted");
+                skipped.insert(key);
                 progressed = true;
-                if self.inner.used.load(Ordering::Relaxed) <= low {
+                if !more() {
                     break;
                 }
             }
             if !progressed {
-                tracing::warn!(
-                    used = self.inner.used.load(Ordering::Relaxed),
-                    limit = cfg.max_bytes,
-                    "cache over its limit but nothing evictable (pinned or in use)"
-                );
                 break;
             }
         }
-        Ok(())
+        Ok(freed)
     }
 
     fn remove_row(&self, key: &str, id: u64) -> bool {
