@@ -98,6 +98,10 @@ struct FillState {
     finished: bool,
 }
 
+/// Bytes asked for again before the cursor when resuming an object that has
+/// no validator, to check that the origin still serves the same bytes.
+const RESUME_OVERLAP: u64 = 64 * 1024;
+
 /// What a fill that hit a full disk asks eviction to free beyond the
 /// bytes in hand, so that it does not stop again at the next write.
 const DISK_FULL_HEADROOM: u64 = 64 * 1024 * 1024;
@@ -598,6 +602,50 @@ impl ObjectFill {
         }
     }
 
+    /// Reads the first `overlap` bytes of a resumed body (which starts at
+    /// `from`) and compares them with the bytes on disk there. Returns what
+    /// the last frame held beyond them.
+    async fn check_overlap(
+        &self,
+        body: &mut Incoming,
+        from: u64,
+        overlap: u64,
+    ) -> Result<Bytes, RangeReply> {
+        let idle = self.ctx.config.upstream_idle_timeout;
+        let mut got = BytesMut::with_capacity(overlap as usize);
+        while (got.len() as u64) < overlap {
+            let frame = tokio::time::timeout(idle, body.frame())
+                .await
+                .map_err(|_| RangeReply::Transient(format!("no data from origin for {idle:?}")))?;
+            match frame {
+                None => return Err(RangeReply::Transient("origin closed the body early".into())),
+                Some(Err(e)) => return Err(RangeReply::Transient(e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.ctx
+                            .stats
+                            .wan_bytes
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        got.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+        let rest = got.split_off(overlap as usize).freeze();
+        let stored = self
+            .object
+            .read(from, overlap as usize)
+            .await
+            .map_err(|e| RangeReply::Transient(e.to_string()))?;
+        if stored[..] != got[..] {
+            return Err(RangeReply::Changed(format!(
+                "bytes {from}..{} differ from the copy on disk (no validator to ask with)",
+                from + overlap
+            )));
+        }
+        Ok(rest)
+    }
+
     /// Fetches `[range.start, range.end)` into the object, resuming after
     /// drops. `body` is an already-received response for that range.
     async fn fetch(
@@ -631,7 +679,40 @@ impl ObjectFill {
                             .fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(self.backoff(failures)).await;
                     }
-                    match self.request_range(cursor, end).await {
+                    // Without a validator If-Range cannot tell a changed
+                    // object: ask again from a little before the cursor and
+                    // compare those bytes with the ones on disk.
+                    let overlap = if self.object.head().if_range_validator().is_none() {
+                        (cursor - range.start).min(RESUME_OVERLAP)
+                    } else {
+                        0
+                    };
+                    match self.request_range(cursor - overlap, end).await {
+                        Ok(mut b) if overlap > 0 => {
+                            match self.check_overlap(&mut b, cursor - overlap, overlap).await {
+                                Ok(rest) => {
+                                    let mut pending = BytesMut::from(&rest[..]);
+                                    let room = end.saturating_sub(cursor) as usize;
+                                    pending.truncate(room);
+                                    self.flush(claim, &mut pending, &mut cursor).await?;
+                                    b
+                                }
+                                Err(RangeReply::Changed(reason)) => {
+                                    return Err(FetchError::Changed(reason));
+                                }
+                                Err(RangeReply::Transient(reason)) => {
+                                    failures += 1;
+                                    last_error = reason;
+                                    if failures > cfg.max_retries {
+                                        return Err(FetchError::Exhausted {
+                                            attempts: failures,
+                                            last: last_error,
+                                        });
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
                         Ok(b) => b,
                         Err(RangeReply::Changed(reason)) => {
                             return Err(FetchError::Changed(reason));

@@ -1067,3 +1067,78 @@ async fn a_fill_that_meets_a_full_disk_evicts_and_goes_on() {
     assert_eq!(again.header("x-cache"), Some("HIT"));
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_an_object_without_validators_checks_the_bytes_it_already_has() {
+    let without_validators = |r: Resource| {
+        let mut r = r;
+        r.etag = None;
+        r.last_modified = None;
+        r
+    };
+    let origin = Origin::start().await;
+    let same = content(3 << 20, 41);
+    origin.put(
+        "/same.bin",
+        without_validators(Resource::new(same.clone()).drop_after(1 << 20, 1)),
+    );
+    let first = content(3 << 20, 42);
+    let second = content(3 << 20, 43);
+    origin.put(
+        "/changes.bin",
+        without_validators(
+            Resource::new(first.clone())
+                .rate(2 << 20)
+                .drop_after(1 << 20, 1),
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = reverse(&origin);
+    config.fill.retry_backoff_initial = Duration::from_millis(300);
+    let edge = Edge::start(dir.path(), config).await;
+
+    // Same bytes: the resume asks from 64 KiB before the cut, they match,
+    // and the download completes.
+    let reply = edge.client().get("/same.bin", &[]).await.unwrap();
+    assert!(reply.body_error.is_none(), "{:?}", reply.body_error);
+    assert!(reply.body == same, "resumed body differs");
+    let reqs = origin.requests_for("/same.bin");
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].range(), Some("bytes=983040-3145727"));
+    assert!(reqs[1].headers.get("if-range").is_none());
+
+    // The object changes (same length, no validator) while the fill waits
+    // to resume: the overlap differs, so no client gets a spliced body.
+    let client = edge.client();
+    let download = tokio::spawn(async move { client.get("/changes.bin", &[]).await });
+    assert!(wait_until(Duration::from_secs(5), || origin.count("/changes.bin") >= 1).await);
+    origin.put(
+        "/changes.bin",
+        without_validators(Resource::new(second.clone())),
+    );
+    let spliced: Vec<u8> = first[..1 << 20]
+        .iter()
+        .chain(&second[1 << 20..])
+        .copied()
+        .collect();
+    // An error before the head (cut early) is fine too.
+    if let Ok(reply) = download.await.unwrap() {
+        assert!(reply.body[..] != spliced[..], "a spliced body was served");
+        assert!(
+            reply.body_error.is_some() || reply.body == first,
+            "neither cut nor the first version"
+        );
+    }
+    // The next client gets the new version whole.
+    assert!(
+        wait_until(Duration::from_secs(10), || edge
+            .engine
+            .fills
+            .progress()
+            .is_empty())
+        .await
+    );
+    let reply = edge.client().get("/changes.bin", &[]).await.unwrap();
+    assert!(reply.body == second, "the new version is not served whole");
+    edge.stop().await;
+}
