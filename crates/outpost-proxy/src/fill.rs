@@ -602,6 +602,25 @@ impl ObjectFill {
         }
     }
 
+    /// Requests `[cursor - overlap, end)`; with an overlap, checks those
+    /// bytes against the disk and returns the body with what its first
+    /// frames held beyond them.
+    async fn resume_at(
+        &self,
+        cursor: u64,
+        overlap: u64,
+        end: u64,
+    ) -> Result<(Incoming, Bytes), RangeReply> {
+        let mut body = self.request_range(cursor - overlap, end).await?;
+        let rest = if overlap > 0 {
+            self.check_overlap(&mut body, cursor - overlap, overlap)
+                .await?
+        } else {
+            Bytes::new()
+        };
+        Ok((body, rest))
+    }
+
     /// Reads the first `overlap` bytes of a resumed body (which starts at
     /// `from`) and compares them with the bytes on disk there. Returns what
     /// the last frame held beyond them.
@@ -687,33 +706,13 @@ impl ObjectFill {
                     } else {
                         0
                     };
-                    match self.request_range(cursor - overlap, end).await {
-                        Ok(mut b) if overlap > 0 => {
-                            match self.check_overlap(&mut b, cursor - overlap, overlap).await {
-                                Ok(rest) => {
-                                    let mut pending = BytesMut::from(&rest[..]);
-                                    let room = end.saturating_sub(cursor) as usize;
-                                    pending.truncate(room);
-                                    self.flush(claim, &mut pending, &mut cursor).await?;
-                                    b
-                                }
-                                Err(RangeReply::Changed(reason)) => {
-                                    return Err(FetchError::Changed(reason));
-                                }
-                                Err(RangeReply::Transient(reason)) => {
-                                    failures += 1;
-                                    last_error = reason;
-                                    if failures > cfg.max_retries {
-                                        return Err(FetchError::Exhausted {
-                                            attempts: failures,
-                                            last: last_error,
-                                        });
-                                    }
-                                    continue;
-                                }
-                            }
+                    match self.resume_at(cursor, overlap, end).await {
+                        Ok((b, rest)) => {
+                            let mut pending = BytesMut::from(&rest[..]);
+                            pending.truncate(end.saturating_sub(cursor) as usize);
+                            self.flush(claim, &mut pending, &mut cursor).await?;
+                            b
                         }
-                        Ok(b) => b,
                         Err(RangeReply::Changed(reason)) => {
                             return Err(FetchError::Changed(reason));
                         }
