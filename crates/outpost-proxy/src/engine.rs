@@ -495,7 +495,11 @@ impl Engine {
         for _ in 0..4 {
             let route = self.select_variant(route.clone(), &parts.headers);
             let now = SystemTime::now();
-            if let Some(fill) = self.fills.active(&route.key) {
+            // A fill whose object just completed is about to leave the map:
+            // its object is served as the hit it now is.
+            if let Some(fill) = self.fills.active(&route.key)
+                && !fill.object.is_complete()
+            {
                 self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
                 return self.serve_fill(fill, &parts, "MISS");
             }
@@ -506,6 +510,7 @@ impl Engine {
                     None
                 }
             };
+            let seen = stored.as_ref().map(|o| o.id());
             let mut revalidate = None;
             if let Some(obj) = stored {
                 let head = obj.head();
@@ -527,6 +532,9 @@ impl Engine {
                         return object_response(obj, &parts, None, None, "HIT", now);
                     }
                     BeforeRequest::Fresh(_) => {
+                        if self.leader_finished(&route.key).await {
+                            continue;
+                        }
                         // A fresh partial object (a range fill, or a fill
                         // interrupted by a restart): serve what is there and
                         // fetch the rest.
@@ -576,7 +584,7 @@ impl Engine {
                     let route = route.clone();
                     let headers = parts.headers.clone();
                     (
-                        self.collapse(&key, async move {
+                        self.collapse(&key, seen, async move {
                             engine
                                 .revalidate(obj, conditional, headers, target, route)
                                 .await
@@ -590,7 +598,7 @@ impl Engine {
                     let route = route.clone();
                     let headers = parts.headers.clone();
                     (
-                        self.collapse(&key, async move {
+                        self.collapse(&key, seen, async move {
                             engine
                                 .fetch_miss(headers, target, route, client_range)
                                 .await
@@ -682,11 +690,12 @@ impl Engine {
         let target = self.target(&parts.headers, route);
         let client = parts.headers.clone();
         let route = route.clone();
+        let seen = Some(obj.id());
         tokio::spawn(async move {
             let key = route.key.clone();
             let inner = engine.clone();
             let outcome = engine
-                .collapse(&key, async move {
+                .collapse(&key, seen, async move {
                     inner
                         .revalidate(obj, conditional, client, target, route)
                         .await
@@ -717,37 +726,73 @@ impl Engine {
         }
     }
 
+    /// Waits for the running leader of `key` (a miss or a revalidation), if
+    /// any; true if there was one. A leader's new object is in the store a
+    /// moment before its fill is attached: a partial object seen in that
+    /// moment must be joined through its fill, not given a second fill of
+    /// its own (which would fetch the same bytes again).
+    pub(crate) async fn leader_finished(&self, key: &CacheKey) -> bool {
+        let leader = lock(&self.pending).get(key).cloned();
+        match leader {
+            Some(mut rx) => {
+                let _ = rx.wait_for(|o| o.is_some()).await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Runs `work` once for all concurrent callers with the same key; `None`
-    /// means the leader vanished and the caller should look again.
+    /// means the caller should look again: the leader vanished, or the key
+    /// moved on since the caller's lookup found the object `seen` (a leader
+    /// that finished just before this call already stored or is filling
+    /// what the caller would fetch a second time).
     pub(crate) async fn collapse(
         &self,
         key: &CacheKey,
+        seen: Option<u64>,
         work: impl Future<Output = Outcome> + Send + 'static,
     ) -> Option<Outcome> {
-        let mut rx = {
-            let mut pending = lock(&self.pending);
-            match pending.get(key) {
-                Some(rx) => rx.clone(),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    pending.insert(key.clone(), rx.clone());
-                    let pending_map = self.pending.clone();
-                    let key = key.clone();
-                    // The leader runs on its own so that a client hanging up
-                    // does not cancel the fetch everyone waits for.
-                    tokio::spawn(async move {
-                        let outcome = work.await;
-                        lock(&pending_map).remove(&key);
-                        let _ = tx.send(Some(outcome));
-                    });
-                    rx
-                }
+        let mut rx = loop {
+            if let Some(rx) = lock(&self.pending).get(key).cloned() {
+                break rx;
             }
+            // A leader removes itself only after its fill is attached, so
+            // once no leader is seen, its work is visible here.
+            if self.moved_on(key, seen) {
+                return None;
+            }
+            let mut pending = lock(&self.pending);
+            if pending.contains_key(key) {
+                continue;
+            }
+            let (tx, rx) = watch::channel(None);
+            pending.insert(key.clone(), rx.clone());
+            let pending_map = self.pending.clone();
+            let key = key.clone();
+            // The leader runs on its own so that a client hanging up does
+            // not cancel the fetch everyone waits for.
+            tokio::spawn(async move {
+                let outcome = work.await;
+                lock(&pending_map).remove(&key);
+                let _ = tx.send(Some(outcome));
+            });
+            break rx;
         };
         match rx.wait_for(|o| o.is_some()).await {
             Ok(o) => o.clone(),
             Err(_) => None,
         }
+    }
+
+    /// Whether a fill started or the stored object changed under `key`
+    /// since a lookup found the object `seen` (by id).
+    fn moved_on(&self, key: &CacheKey, seen: Option<u64>) -> bool {
+        let filling = self
+            .fills
+            .active(key)
+            .is_some_and(|f| Some(f.object.id()) != seen && !f.object.is_complete());
+        filling || self.store.get(key).ok().flatten().map(|o| o.id()) != seen
     }
 
     /// Leader of a miss: one upstream request; store the response if it may

@@ -111,9 +111,19 @@ pub struct FillContext {
     pub store: Store,
     pub upstream: Upstream,
     pub config: FillConfig,
-    pub fills: Mutex<HashMap<CacheKey, Arc<ObjectFill>>>,
+    registry: Mutex<Registry>,
     pub stats: FillStats,
     pub shaper: Arc<WanShaper>,
+}
+
+/// The running fills. A key has one current object, but a fill of the
+/// object it replaced (the origin changed it mid-fill, a refresh) may still
+/// run for its readers; it is found by object id so that those readers'
+/// demands reach it instead of displacing the current fill.
+#[derive(Default)]
+struct Registry {
+    current: HashMap<CacheKey, Arc<ObjectFill>>,
+    superseded: HashMap<u64, Arc<ObjectFill>>,
 }
 
 #[derive(Default)]
@@ -139,36 +149,55 @@ impl FillContext {
             store,
             upstream,
             config,
-            fills: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry::default()),
             stats: FillStats::default(),
             shaper,
         })
     }
 
-    /// The running fill of `key`, if any.
+    /// The running fill of `key`'s current object, if any.
     pub fn active(&self, key: &CacheKey) -> Option<Arc<ObjectFill>> {
-        lock(&self.fills).get(key).cloned()
+        lock(&self.registry).current.get(key).cloned()
     }
 
     /// The fill of a stored, incomplete object, creating it if needed.
     pub fn attach(self: &Arc<Self>, obj: Arc<Object>, target: UpstreamTarget) -> Arc<ObjectFill> {
-        let mut fills = lock(&self.fills);
-        if let Some(fill) = fills.get(obj.key())
-            && Arc::ptr_eq(&fill.object, &obj)
-        {
-            return fill.clone();
+        let mut registry = lock(&self.registry);
+        let displaced = match registry.current.get(obj.key()) {
+            Some(fill) if Arc::ptr_eq(&fill.object, &obj) => return fill.clone(),
+            // Ids grow: a higher one is the newer object. `obj` was replaced
+            // while its readers still stream it.
+            Some(fill) if fill.object.id() > obj.id() => {
+                if let Some(fill) = registry.superseded.get(&obj.id())
+                    && Arc::ptr_eq(&fill.object, &obj)
+                {
+                    return fill.clone();
+                }
+                let fill = self.new_fill(obj.clone(), target);
+                registry.superseded.insert(obj.id(), fill.clone());
+                return fill;
+            }
+            Some(fill) => Some(fill.clone()),
+            None => None,
+        };
+        if let Some(old) = displaced {
+            registry.superseded.insert(old.object.id(), old);
         }
-        let fill = Arc::new(ObjectFill {
-            object: obj.clone(),
+        let fill = self.new_fill(obj.clone(), target);
+        registry.current.insert(obj.key().clone(), fill.clone());
+        fill
+    }
+
+    fn new_fill(self: &Arc<Self>, object: Arc<Object>, target: UpstreamTarget) -> Arc<ObjectFill> {
+        Arc::new(ObjectFill {
+            object,
             interactive: AtomicBool::new(target.class == Class::Interactive),
             last_checkpoint: Mutex::new(Instant::now()),
             target,
             ctx: self.clone(),
             state: Mutex::new(FillState::default()),
             readers: AtomicUsize::new(0),
-        });
-        fills.insert(obj.key().clone(), fill.clone());
-        fill
+        })
     }
 
     /// Makes sure the missing bytes of `range` of `obj` are being fetched,
@@ -189,18 +218,36 @@ impl FillContext {
     }
 
     fn detach(&self, fill: &ObjectFill) {
-        let mut fills = lock(&self.fills);
-        if fills
-            .get(fill.object.key())
+        let mut registry = lock(&self.registry);
+        let key = fill.object.key();
+        if registry
+            .current
+            .get(key)
             .is_some_and(|f| Arc::ptr_eq(&f.object, &fill.object))
         {
-            fills.remove(fill.object.key());
+            registry.current.remove(key);
+        }
+        let id = fill.object.id();
+        if registry
+            .superseded
+            .get(&id)
+            .is_some_and(|f| Arc::ptr_eq(&f.object, &fill.object))
+        {
+            registry.superseded.remove(&id);
         }
     }
 
     /// Records progress of every running fill (on shutdown).
     pub async fn checkpoint_all(&self) {
-        let fills: Vec<Arc<ObjectFill>> = lock(&self.fills).values().cloned().collect();
+        let fills: Vec<Arc<ObjectFill>> = {
+            let registry = lock(&self.registry);
+            registry
+                .current
+                .values()
+                .chain(registry.superseded.values())
+                .cloned()
+                .collect()
+        };
         for fill in fills {
             if let Err(e) = self.store.checkpoint(&fill.object).await {
                 tracing::warn!(key = %fill.object.key(), error = %e, "checkpoint failed");
@@ -210,13 +257,17 @@ impl FillContext {
 
     /// How many fills run now.
     pub fn active_count(&self) -> usize {
-        lock(&self.fills).len()
+        let registry = lock(&self.registry);
+        registry.current.len() + registry.superseded.len()
     }
 
     /// A snapshot of the running fills: key, bytes present, length.
     pub fn progress(&self) -> Vec<(String, u64, Option<u64>)> {
-        lock(&self.fills)
+        let registry = lock(&self.registry);
+        registry
+            .current
             .values()
+            .chain(registry.superseded.values())
             .map(|f| {
                 let s = f.object.snapshot();
                 (f.object.key().to_string(), s.present.covered(), s.len)

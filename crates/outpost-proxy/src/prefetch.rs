@@ -208,6 +208,7 @@ impl Engine {
                 continue;
             }
             let stored = self.store.get(key).ok().flatten();
+            let seen = stored.as_ref().map(|o| o.id());
             let outcome = match stored {
                 Some(obj) if obj.is_complete() => {
                     if let Some(want) = expected
@@ -240,13 +241,14 @@ impl Engine {
                     }
                     let engine = self.clone();
                     let (target, route2, client) = (target.clone(), route.clone(), client.clone());
-                    self.collapse(key, async move {
+                    self.collapse(key, seen, async move {
                         engine
                             .revalidate(obj, conditional, client, target, route2)
                             .await
                     })
                     .await
                 }
+                Some(_) if self.leader_finished(key).await => continue,
                 Some(obj) if matches!(obj.phase(), Phase::Filling) => {
                     // A partial copy (a client's range, or a sync cut short
                     // by a restart): fetch just what is missing.
@@ -270,7 +272,7 @@ impl Engine {
                 _ => {
                     let engine = self.clone();
                     let (target, route2, client) = (target.clone(), route.clone(), client.clone());
-                    self.collapse(key, async move {
+                    self.collapse(key, seen, async move {
                         engine.fetch_miss(client, target, route2, None).await
                     })
                     .await

@@ -23,6 +23,11 @@ impl Edge {
     }
 
     async fn start_sized(dir: &std::path::Path, mut config: ProxyConfig, max_bytes: u64) -> Self {
+        // RUST_LOG=outpost_proxy=debug shows the edge's own account of a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         let store = Store::open(StoreConfig::new(dir, max_bytes)).expect("open store");
         let engine = Engine::new(config, store);
@@ -888,14 +893,17 @@ async fn requests_and_bytes_are_counted_by_mode() {
     let served = &edge.engine.served;
     let requests = |m: Mode| served.mode_requests[m as usize].load(Relaxed);
     let bytes = |m: Mode| served.mode_bytes[m as usize].load(Relaxed);
-    assert_eq!(
+    let counts = || {
         (
             requests(Mode::Forward),
             requests(Mode::Reverse),
-            requests(Mode::Transparent)
-        ),
-        (2, 1, 0)
-    );
+            requests(Mode::Transparent),
+        )
+    };
+    // A request is counted once its response is written, which may be just
+    // after the client has read it.
+    wait_until(Duration::from_secs(5), || counts() == (2, 1, 0)).await;
+    assert_eq!(counts(), (2, 1, 0));
     assert!(bytes(Mode::Forward) >= 2 * 5000 && bytes(Mode::Reverse) >= 5000);
     edge.stop().await;
 }

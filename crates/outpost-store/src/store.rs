@@ -59,14 +59,22 @@ pub struct VerifyReport {
 
 /// Hex SHA-256 of the first `len` bytes of `file`.
 fn sha256_file(file: &std::fs::File, len: u64) -> std::io::Result<String> {
-    use sha2::Digest;
     use std::os::unix::fs::FileExt;
+    sha256_read(len, |buf, offset| file.read_at(buf, offset))
+}
+
+/// Hex SHA-256 of the first `len` bytes that `read(buf, offset)` yields.
+fn sha256_read(
+    len: u64,
+    mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+) -> std::io::Result<String> {
+    use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
     while offset < len {
         let want = ((len - offset) as usize).min(buf.len());
-        let n = file.read_at(&mut buf[..want], offset)?;
+        let n = read(&mut buf[..want], offset)?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -81,6 +89,19 @@ fn sha256_file(file: &std::fs::File, len: u64) -> std::io::Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+/// Like [`sha256_file`] for a stored object, without keeping it from
+/// eviction: the object is held only while a chunk is read, so a full disk
+/// can take it back mid-hash (the answer is then `NotFound`).
+fn sha256_while_stored(obj: &std::sync::Weak<Object>, len: u64) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    sha256_read(len, |buf, offset| {
+        let obj = obj
+            .upgrade()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "evicted"))?;
+        obj.file().read_at(buf, offset)
+    })
 }
 
 /// One row of `cache ls`.
@@ -294,13 +315,6 @@ impl Store {
             hits: 0,
             sha256: None,
         };
-        let replaced = match lock(&self.inner.index).put(&row) {
-            Ok(replaced) => replaced,
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                return Err(e);
-            }
-        };
         let state = State {
             head: Arc::new(head),
             len,
@@ -322,7 +336,19 @@ impl Store {
             self.inner.small_budget.clone(),
         ));
         obj.last_access.store(row.last_access, Ordering::Relaxed);
-        let old = lock(&self.inner.live).insert(key.clone(), obj.clone());
+        // The row and the live entry appear together: a lookup between the
+        // two would load the row as a second object for the same file.
+        let mut live = lock(&self.inner.live);
+        let replaced = match lock(&self.inner.index).put(&row) {
+            Ok(replaced) => replaced,
+            Err(e) => {
+                drop(live);
+                let _ = fs::remove_file(obj.path());
+                return Err(e);
+            }
+        };
+        let old = live.insert(key.clone(), obj.clone());
+        drop(live);
         if let Some(old_id) = replaced {
             let old_present = old
                 .as_ref()
@@ -483,17 +509,21 @@ impl Store {
         }
         // Record the body's digest for `cache verify`, off the fill's path
         // (the bytes are still in the page cache).
+        // The task must not pin the object: eviction skips objects in use,
+        // and a disk filling up right now may need this one's space.
         let store = self.clone();
-        let obj2 = obj.clone();
-        tokio::task::spawn_blocking(move || match sha256_file(&obj2.file(), len) {
+        let weak = Arc::downgrade(obj);
+        let (key, id) = (obj.key().clone(), obj.id());
+        tokio::task::spawn_blocking(move || match sha256_while_stored(&weak, len) {
             Ok(digest) => {
-                if let Err(e) =
-                    lock(&store.inner.index).set_digest(obj2.key().as_str(), obj2.id(), &digest)
-                {
-                    tracing::warn!(key = %obj2.key(), error = %e, "cannot record digest");
+                if let Err(e) = lock(&store.inner.index).set_digest(key.as_str(), id, &digest) {
+                    tracing::warn!(%key, error = %e, "cannot record digest");
                 }
             }
-            Err(e) => tracing::warn!(key = %obj2.key(), error = %e, "cannot digest object"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(%key, "evicted before its digest was recorded");
+            }
+            Err(e) => tracing::warn!(%key, error = %e, "cannot digest object"),
         });
         Ok(true)
     }
