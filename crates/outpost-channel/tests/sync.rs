@@ -360,6 +360,45 @@ async fn a_listing_error_unpins_nothing() {
 }
 
 #[tokio::test]
+async fn an_error_page_with_a_lifetime_is_reported_not_pre_positioned() {
+    let origin = Origin::start().await;
+    let lib = sample_library(Style::Nginx);
+    lib.publish(&origin, &[]);
+    // The file server is overloaded and says so for an hour: RFC 9111 lets
+    // the edge keep that answer for clients, but it is not the package.
+    origin.put(
+        "/lib/setup.msi",
+        Resource::new(Bytes::from_static(b"overloaded"))
+            .no_cache_headers()
+            .status(http::StatusCode::SERVICE_UNAVAILABLE)
+            .header("cache-control", "max-age=3600"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start(dir.path(), vec![channel(&origin, "/lib/")], 1 << 30).await;
+    let summary = site.sync("lib").await;
+    assert_eq!(summary.result, "errors", "{summary:?}");
+    let errors = format!("{:?}", site.channels.status()[0].errors);
+    assert!(
+        errors.contains("setup.msi") && errors.contains("503"),
+        "the error does not name the file and status: {errors}"
+    );
+    // Fixed at the origin: the next sync fetches the package, not "unchanged".
+    lib.publish(&origin, &[]);
+    assert_eq!(site.sync("lib").await.result, "ok");
+    assert_eq!(
+        site.stored(&origin, "/lib/setup.msi"),
+        Some((true, true)),
+        "the package is not stored and pinned"
+    );
+    let reply = Client::new(site.addr)
+        .get(&origin.url("/lib/setup.msi"), &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == lib.files["/lib/setup.msi"].0);
+}
+
+#[tokio::test]
 async fn a_digest_mismatch_is_quarantined_never_served_and_cleared_when_fixed() {
     let origin = Origin::start().await;
     let good = content(400_000, 7);

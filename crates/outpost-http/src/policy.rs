@@ -97,6 +97,9 @@ fn as_policy_reads_it(
         }
         _ => false,
     };
+    if let Some(stand_in) = status_stand_in(res.status, adjusted.as_ref().unwrap_or(res)) {
+        adjusted.get_or_insert_with(|| res.clone()).status = stand_in;
+    }
     if !age_is_valid {
         let copy = adjusted.get_or_insert_with(|| res.clone());
         copy.headers.remove(AGE);
@@ -115,6 +118,39 @@ fn as_policy_reads_it(
         }
     }
     adjusted
+}
+
+/// Statuses the policy library knows; it refuses to store any other.
+const LIBRARY_UNDERSTANDS: &[u16] = &[
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
+
+/// The status the library should judge `res` by. RFC 9111 section 3 lets a
+/// cache store any final status when the response carries explicit
+/// freshness (a 503 with `max-age=30`, a 400 with `Expires`); the library
+/// stores only the statuses it knows, so such a response is shown to it as
+/// a 200, which with explicit freshness is judged the same way. Not with
+/// `must-understand` for a status HTTP does not define (section 5.2.2.3),
+/// and never for 206 and 304, which have rules of their own.
+fn status_stand_in(
+    status: http::StatusCode,
+    res: &http::response::Parts,
+) -> Option<http::StatusCode> {
+    let code = status.as_u16();
+    if code < 200 || code == 206 || code == 304 || LIBRARY_UNDERSTANDS.contains(&code) {
+        return None;
+    }
+    let mut explicit = res.headers.contains_key(http::header::EXPIRES);
+    let mut must_understand = false;
+    for (name, _) in crate::cache_control::directives(&res.headers) {
+        match name.as_str() {
+            "max-age" | "s-maxage" => explicit = true,
+            "must-understand" => must_understand = true,
+            _ => {}
+        }
+    }
+    let defined = status.canonical_reason().is_some();
+    (explicit && (defined || !must_understand)).then_some(http::StatusCode::OK)
 }
 
 /// The `Surrogate-Control` directives meant for the edge, as a

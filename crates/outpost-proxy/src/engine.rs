@@ -875,11 +875,12 @@ impl Engine {
             None
         };
         // Other statuses are stored when RFC 9111 allows (cacheable by
-        // default, or explicit freshness); 204 and 304 carry no body to keep.
+        // default, or explicit freshness); a 304 is an answer to a
+        // conditional, not a response to keep.
         if content_range.is_none()
             && matches!(
                 status,
-                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
+                StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
             )
             || status.is_informational()
         {
@@ -897,6 +898,8 @@ impl Engine {
         whole.headers = stored_headers(&rparts.headers, rparts.status);
         let len = match content_range {
             Some(cr) => cr.complete_len,
+            // RFC 9110 section 15.3.5: a 204 ends at its header section.
+            None if status == StatusCode::NO_CONTENT => Some(0),
             None if rparts.headers.contains_key(header::TRANSFER_ENCODING) => None,
             None => rparts
                 .headers

@@ -16,7 +16,9 @@
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream;
@@ -25,7 +27,7 @@ use http::{
 };
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +62,9 @@ pub struct H1Config {
     pub body_min_rate: u64,
     /// A client that accepts no response byte for this long is cut off.
     pub send_timeout: Duration,
+    /// A CONNECT tunnel in which no byte moves either way for this long is
+    /// closed (a forgotten TLS session must not hold a slot for ever).
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for H1Config {
@@ -72,6 +77,7 @@ impl Default for H1Config {
             body_timeout: Duration::from_secs(60),
             body_min_rate: 500,
             send_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -159,6 +165,7 @@ struct Conn {
     stream: TcpStream,
     buf: BytesMut,
     send_timeout: Duration,
+    tunnel_idle_timeout: Duration,
     /// Body bytes of the current response that reached the socket.
     body_bytes_sent: u64,
 }
@@ -180,6 +187,7 @@ pub async fn serve<F, Fut>(
         stream,
         buf: BytesMut::with_capacity(8 * 1024),
         send_timeout: config.send_timeout,
+        tunnel_idle_timeout: config.tunnel_idle_timeout,
         body_bytes_sent: 0,
     };
     // One registration for the connection's life, not one per request.
@@ -262,6 +270,11 @@ pub async fn serve<F, Fut>(
         });
         let source = served.counter(resp.headers().get("x-cache"));
         let mode = resp.extensions().get::<Mode>().copied();
+        if mode == Some(Mode::Reverse) {
+            // Addressed to the surrogate, which the edge is for its sites;
+            // kept in the store for revalidation, never shown to PCs.
+            resp.headers_mut().remove("surrogate-control");
+        }
         conn.body_bytes_sent = 0;
         let keep_open = conn
             .write_response(&method, version, keep_alive && body_ok, resp)
@@ -649,7 +662,81 @@ impl Conn {
         if !self.buf.is_empty() && upstream.write_all(&self.buf).await.is_err() {
             return;
         }
-        let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut upstream).await;
+        let start = Instant::now();
+        let moved = AtomicU64::new(0);
+        let mut client = Watched {
+            inner: &mut self.stream,
+            moved: &moved,
+            start,
+        };
+        let mut server = Watched {
+            inner: &mut upstream,
+            moved: &moved,
+            start,
+        };
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+        tokio::pin!(copy);
+        loop {
+            let idle_since = start + Duration::from_millis(moved.load(Relaxed));
+            tokio::select! {
+                _ = &mut copy => return,
+                _ = tokio::time::sleep_until((idle_since + self.tunnel_idle_timeout).into()) => {
+                    let idle_since = start + Duration::from_millis(moved.load(Relaxed));
+                    if idle_since.elapsed() >= self.tunnel_idle_timeout {
+                        tracing::debug!(idle = ?self.tunnel_idle_timeout, "tunnel idle; closed");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A tunnel end that notes when bytes last arrived (milliseconds after
+/// `start`), so that an idle tunnel can be closed.
+struct Watched<'a, S> {
+    inner: &'a mut S,
+    moved: &'a AtomicU64,
+    start: Instant,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<'_, S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = self.start.elapsed().as_millis() as u64;
+            self.moved.fetch_max(now, Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<'_, S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 

@@ -210,7 +210,9 @@ impl Engine {
             let stored = self.store.get(key).ok().flatten();
             let seen = stored.as_ref().map(|o| o.id());
             let outcome = match stored {
-                Some(obj) if obj.is_complete() => {
+                // A stored error (a 503 the origin gave a lifetime) is not the
+                // package: ask for the package.
+                Some(obj) if obj.is_complete() && obj.head().status.is_success() => {
                     if let Some(want) = expected
                         && self.store.digest(key).ok().flatten().as_deref() == Some(want)
                     {
@@ -281,6 +283,12 @@ impl Engine {
             match outcome {
                 None => continue,
                 Some(Outcome::Fill(fill)) => {
+                    let status = fill.object.head().status;
+                    if !status.is_success() {
+                        // Stored for clients as RFC 9111 allows, but a sync
+                        // wants the package, not an error page.
+                        return Err(PrefetchError::Status(status));
+                    }
                     let _reader = fill.reader();
                     let obj = fill.object.clone();
                     return self.wait_complete(&obj, PrefetchOutcome::Fetched).await;

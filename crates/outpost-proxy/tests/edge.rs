@@ -354,6 +354,61 @@ async fn connect_tunnels_to_allowed_ports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_is_closed_and_a_busy_one_kept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An echo server stands for the TLS site behind the tunnel.
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let idle = Duration::from_millis(600);
+    let mut config = ProxyConfig {
+        connect_ports: vec![echo_addr.port()],
+        ..ProxyConfig::default()
+    };
+    config.h1.tunnel_idle_timeout = idle;
+    let edge = Edge::start(dir.path(), config).await;
+    let open = || async {
+        let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        s.write_all(
+            format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 39];
+        s.read_exact(&mut buf).await.unwrap();
+        assert!(buf.starts_with(b"HTTP/1.1 200"));
+        s
+    };
+    let mut busy = open().await;
+    let mut quiet = open().await;
+    let started = std::time::Instant::now();
+    // The busy tunnel moves a few bytes every 100 ms for four idle periods.
+    while started.elapsed() < idle * 4 {
+        busy.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        busy.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping", "the busy tunnel was cut");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The quiet one has been closed by the edge by now.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), quiet.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the idle tunnel was not closed: {closed:?}"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_on_a_complete_object_come_from_disk() {
     let origin = Origin::start().await;
     let body = content(50_000, 10);
@@ -474,7 +529,11 @@ async fn uncacheable_responses_pass_through() {
     );
     origin.put(
         "/missing-ok",
-        Resource::new(content(10, 1)).status(http::StatusCode::INTERNAL_SERVER_ERROR),
+        // An error without explicit freshness (with it, RFC 9111 lets it be
+        // stored; tests/rfc9111.rs covers that).
+        Resource::new(content(10, 1))
+            .no_cache_headers()
+            .status(http::StatusCode::INTERNAL_SERVER_ERROR),
     );
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path(), reverse(&origin)).await;

@@ -280,11 +280,56 @@ fn cases() -> Vec<Case> {
             conditional: Some(0),
         },
         Case {
-            rule: "500 is not stored",
-            resource: Resource::new(content(10, 1)).status(StatusCode::INTERNAL_SERVER_ERROR),
+            rule: "500 without explicit freshness is not stored, even with Last-Modified",
+            resource: Resource::new(content(10, 1))
+                .no_cache_headers()
+                .status(StatusCode::INTERNAL_SERVER_ERROR),
             config: no_config,
             steps: vec![get(&[], 500, None), get(&[], 500, None)],
             origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "503 with explicit freshness is stored",
+            resource: Resource::new(content(10, 1))
+                .no_cache_headers()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .header("cache-control", "max-age=600"),
+            config: no_config,
+            steps: vec![get(&[], 503, Some("MISS")), get(&[], 503, Some("HIT"))],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "400 with Expires is stored",
+            resource: Resource::new(content(10, 1))
+                .no_cache_headers()
+                .status(StatusCode::BAD_REQUEST)
+                .header("expires", &http_date(600)),
+            config: no_config,
+            steps: vec![get(&[], 400, Some("MISS")), get(&[], 400, Some("HIT"))],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "an undefined status with must-understand is not stored",
+            resource: Resource::new(content(10, 1))
+                .no_cache_headers()
+                .status(StatusCode::from_u16(599).unwrap())
+                .header("cache-control", "max-age=600, must-understand"),
+            config: no_config,
+            steps: vec![get(&[], 599, None), get(&[], 599, None)],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "204 is stored and served without a body",
+            resource: Resource::new(bytes::Bytes::new())
+                .status(StatusCode::NO_CONTENT)
+                .header("cache-control", "max-age=600"),
+            config: no_config,
+            steps: vec![get(&[], 204, Some("MISS")), get(&[], 204, Some("HIT"))],
+            origin_requests: 1,
             conditional: Some(0),
         },
         Case {
@@ -800,10 +845,14 @@ fn cases() -> Vec<Case> {
             conditional: None,
         },
         Case {
-            rule: "Surrogate-Control max-age lets the reverse edge keep a no-store response",
+            rule: "Surrogate-Control max-age lets the reverse edge keep a no-store response, \
+                   and is not passed on to clients",
             resource: res("no-store").header("surrogate-control", "max-age=3600;outpost"),
             config: no_config,
-            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            steps: vec![
+                get_fields("MISS", &[("surrogate-control", None)]),
+                get_fields("HIT", &[("surrogate-control", None)]),
+            ],
             origin_requests: 1,
             conditional: None,
         },

@@ -227,6 +227,8 @@ pub struct ServerSection {
     pub body_min_rate: Option<u64>,
     /// A client that takes no response byte for this long is cut off.
     pub send_timeout: Option<HumanDuration>,
+    /// A CONNECT tunnel with no byte either way for this long is closed.
+    pub tunnel_idle_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -555,6 +557,9 @@ impl FileConfig {
                 body_timeout: s.body_timeout.map_or(defaults.h1.body_timeout, |d| d.0),
                 body_min_rate: s.body_min_rate.unwrap_or(defaults.h1.body_min_rate),
                 send_timeout: s.send_timeout.map_or(defaults.h1.send_timeout, |d| d.0),
+                tunnel_idle_timeout: s
+                    .tunnel_idle_timeout
+                    .map_or(defaults.h1.tunnel_idle_timeout, |d| d.0),
             },
             max_connections: s.max_connections.unwrap_or(defaults.max_connections),
         };
