@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request, response,
 };
-use http_body_util::{BodyExt, Empty};
+
 use hyper::body::Incoming;
 use outpost_http::cache_control::{self, forbids_stale};
 use outpost_http::headers::{FILL_CONTROLLED_REQUEST_HEADERS, add_via, strip_hop_by_hop};
@@ -121,12 +120,6 @@ fn known_variants(store: &Store) -> HashMap<CacheKey, VariantSet> {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn empty_upstream_body() -> UpstreamBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 /// The client's request headers as sent upstream. Towards its own reverse
@@ -824,7 +817,7 @@ impl Engine {
                 }
             }
         }
-        let req = match builder.body(empty_upstream_body()) {
+        let req = match builder.body(crate::upstream::empty_body()) {
             Ok(r) => r,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
@@ -997,7 +990,7 @@ impl Engine {
                 }
             }
         }
-        let req = match builder.body(empty_upstream_body()) {
+        let req = match builder.body(crate::upstream::empty_body()) {
             Ok(r) => r,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
@@ -1077,7 +1070,7 @@ impl Engine {
     }
 
     async fn forward_parts(&self, parts: request::Parts, route: &Route) -> Response<EdgeBody> {
-        self.forward_with_body(parts, empty_upstream_body(), route)
+        self.forward_with_body(parts, crate::upstream::empty_body(), route)
             .await
     }
 

@@ -497,8 +497,8 @@ impl ObjectFill {
                 self.finish_with(|| store.fail(&self.object, "edge shutting down", true));
             }
             Err(FetchError::Disk(e)) => {
-                tracing::error!(key = %self.object.key(), error = %e, "cannot write object; dropping it");
-                self.finish_with(|| store.fail(&self.object, &e.to_string(), false));
+                tracing::error!(key = %self.object.key(), error = %e, "cannot write object; dropping it (its readers go on from the origin)");
+                self.finish_with(|| store.fail_locally(&self.object, &e.to_string()));
             }
             Err(e @ (FetchError::Exhausted { .. } | FetchError::Abandoned)) => {
                 tracing::warn!(key = %self.object.key(), error = %e, "fill stopped; keeping the bytes fetched so far");
@@ -543,9 +543,13 @@ impl ObjectFill {
                     .store
                     .fail(&self.object, "edge shutting down", true);
             }
-            Err(e) => {
-                tracing::error!(key = %self.object.key(), error = %e, "cannot complete object; dropping it");
+            Err(e @ outpost_store::StoreError::DigestMismatch { .. }) => {
+                tracing::error!(key = %self.object.key(), error = %e, "object failed its digest check; dropping it");
                 self.ctx.store.fail(&self.object, &e.to_string(), false);
+            }
+            Err(e) => {
+                tracing::error!(key = %self.object.key(), error = %e, "cannot complete object; dropping it (its readers go on from the origin)");
+                self.ctx.store.fail_locally(&self.object, &e.to_string());
             }
         }
         self.ctx.detach(self);

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Limited};
 use outpost_http::headers::add_via;
 use outpost_http::{ByteRange, CacheKey};
 use outpost_shaper::{BucketId, Class};
@@ -16,7 +16,7 @@ use outpost_store::{Object, Phase};
 
 use crate::engine::{Engine, Outcome, Route};
 use crate::fill::UpstreamTarget;
-use crate::upstream::UpstreamBody;
+use crate::upstream::empty_body;
 
 /// What a sync wants of one URL.
 #[derive(Debug, Clone)]
@@ -63,12 +63,6 @@ pub enum PrefetchError {
     Failed(String),
     #[error("SHA-256 mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: String, actual: String },
-}
-
-fn empty_body() -> UpstreamBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 impl Engine {

@@ -335,6 +335,9 @@ pub struct ObjectStream {
     obj: Arc<Object>,
     segments: VecDeque<Segment>,
     source: Option<FillSource>,
+    /// The rest of the current segment, straight from the origin, once the
+    /// store could not keep the object (see [`ObjectStream::from_origin`]).
+    direct: Option<StreamedBody>,
     _guard: Option<ReaderGuard>,
 }
 
@@ -348,6 +351,7 @@ fn object_body(
         obj,
         segments,
         source,
+        direct: None,
         _guard: guard,
     }))
 }
@@ -376,9 +380,34 @@ impl ObjectStream {
             };
             if range.is_empty() {
                 self.segments.pop_front();
+                self.direct = None;
                 continue;
             }
-            match self.obj.availability(range.start) {
+            if let Some(direct) = self.direct.as_mut() {
+                match direct.frame().await {
+                    Some(Ok(frame)) => {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        let take = (data.len() as u64).min(range.end - range.start) as usize;
+                        range.start += take as u64;
+                        return Ok(Some(Piece::Data(data.slice(..take))));
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None if range.end == u64::MAX => {
+                        self.segments.pop_front();
+                        self.direct = None;
+                        continue;
+                    }
+                    None => {
+                        return Err(std::io::Error::other(
+                            "origin ended before the promised length",
+                        ));
+                    }
+                }
+            }
+            let failed = |reason: String| (reason, *range);
+            let failure = match self.obj.availability(range.start) {
                 Availability::Ready(end) if end > range.start => {
                     let len = (end.min(range.end) - range.start).min(FILE_PIECE);
                     let offset = range.start;
@@ -394,10 +423,9 @@ impl ObjectStream {
                     if let Some(src) = &self.source {
                         src.ctx.demand(&self.obj, &src.target, wanted);
                     }
-                    if let Availability::Failed(reason) =
-                        self.obj.wait_available(wanted.start).await
-                    {
-                        return Err(std::io::Error::other(reason));
+                    match self.obj.wait_available(wanted.start).await {
+                        Availability::Failed(reason) => failed(reason),
+                        _ => continue,
                     }
                 }
                 Availability::End => {
@@ -407,9 +435,79 @@ impl ObjectStream {
                         ));
                     }
                     self.segments.pop_front();
+                    continue;
                 }
-                Availability::Failed(reason) => return Err(std::io::Error::other(reason)),
-            }
+                Availability::Failed(reason) => failed(reason),
+            };
+            let (reason, wanted) = failure;
+            let from_origin =
+                Self::from_origin(self.obj.clone(), self.source.clone(), wanted, reason);
+            self.direct = Some(from_origin.await?);
         }
+    }
+
+    /// The bytes of `wanted` from the origin, when the store gave up on the
+    /// object for its own reasons (a full or failing disk) while this
+    /// client was part way: the download goes on instead of being cut.
+    /// Only the same representation will do: the request carries If-Range
+    /// with the stored strong validator, and anything but a 206 starting at
+    /// the right byte ends the response (as a failure would have).
+    async fn from_origin(
+        obj: Arc<Object>,
+        source: Option<FillSource>,
+        wanted: ByteRange,
+        reason: String,
+    ) -> std::io::Result<StreamedBody> {
+        let refuse = || std::io::Error::other(reason.clone());
+        let Some(src) = source else {
+            return Err(refuse());
+        };
+        if !obj.failed_locally() {
+            return Err(refuse());
+        }
+        let head = obj.head();
+        let validator = match head.etag() {
+            Some(etag) if !etag.as_bytes().starts_with(b"W/") => etag.clone(),
+            _ => match head.last_modified() {
+                Some(lm) => lm.clone(),
+                None => return Err(refuse()),
+            },
+        };
+        let range = if wanted.end == u64::MAX {
+            format!("bytes={}-", wanted.start)
+        } else {
+            format!("bytes={}-{}", wanted.start, wanted.end - 1)
+        };
+        let mut req = http::Request::new(crate::upstream::empty_body());
+        *req.uri_mut() = src.target.uri.clone();
+        *req.headers_mut() = src.target.headers.clone();
+        let headers = req.headers_mut();
+        headers.insert(
+            header::RANGE,
+            HeaderValue::from_str(&range).map_err(|_| refuse())?,
+        );
+        headers.insert(header::IF_RANGE, validator);
+        tracing::warn!(key = %obj.key(), %reason, from = wanted.start, "the store gave up on this object; sending the rest straight from the origin");
+        let resp = src
+            .ctx
+            .upstream
+            .send_as(req, src.target.class)
+            .await
+            .map_err(|e| std::io::Error::other(format!("{reason}; origin: {e}")))?;
+        let starts_right = resp.status() == StatusCode::PARTIAL_CONTENT
+            && resp
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(ContentRange::parse)
+                .is_some_and(|cr| cr.range.start == wanted.start);
+        if !starts_right {
+            return Err(std::io::Error::other(format!(
+                "{reason}; the origin no longer serves the same bytes ({})",
+                resp.status()
+            )));
+        }
+        let body = crate::wan::ShapedBody::new(resp.into_body(), src.ctx.shaper.clone());
+        Ok(body.map_err(std::io::Error::other).boxed_unsync())
     }
 }

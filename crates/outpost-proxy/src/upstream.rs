@@ -14,6 +14,14 @@ use outpost_shaper::Class;
 
 pub type UpstreamBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
+/// The body of a request that has none (GET, HEAD).
+pub fn empty_body() -> UpstreamBody {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// Why an upstream exchange failed. Every variant is on the origin side and
 /// worth a retry.
 #[derive(Debug, thiserror::Error)]

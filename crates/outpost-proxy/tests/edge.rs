@@ -1136,6 +1136,56 @@ async fn a_fill_that_meets_a_full_disk_evicts_and_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_fill_cannot_be_stored_gets_the_rest_from_the_origin() {
+    const MIB: usize = 1 << 20;
+    let origin = Origin::start().await;
+    let body = content(60 * MIB, 41);
+    origin.put("/image.wim", Resource::new(body.clone()).rate(16 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_disk) = SmallDisk::mount(dir.path(), 200) else {
+        eprintln!("SKIPPED: mounting a tmpfs needs CAP_SYS_ADMIN");
+        return;
+    };
+    let edge = Edge::start_sized(dir.path(), reverse(&origin), 1 << 30).await;
+    let client = edge.client();
+    let download = tokio::spawn(async move { client.get("/image.wim", &[]).await });
+    assert!(wait_until(Duration::from_secs(10), || origin.sent_bytes() >= 8 << 20).await);
+    // Something else on the machine takes every free byte mid-download, and
+    // nothing in the cache can be evicted for it: the edge cannot keep the
+    // object, but the PC downloading it must still get it.
+    {
+        use std::io::Write;
+        let mut ballast = std::fs::File::create(dir.path().join("ballast")).unwrap();
+        let mib = vec![0u8; MIB];
+        while ballast.write_all(&mib).is_ok() {}
+    }
+    let r = download.await.unwrap().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == body,
+        "the client got {} bytes, not the object",
+        r.body.len()
+    );
+    // The rest came with a range validated against the stored ETag.
+    let requests = origin.requests_for("/image.wim");
+    assert!(
+        requests.iter().any(
+            |q| q.range().is_some() && q.headers.get("if-range").is_some_and(|v| v == "\"v1\"")
+        ),
+        "{requests:?}"
+    );
+    assert!(
+        edge.engine
+            .store
+            .get(&key(&origin, "/image.wim"))
+            .unwrap()
+            .is_none_or(|o| !o.is_complete()),
+        "an object the disk could not hold is marked complete"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_an_object_without_validators_checks_the_bytes_it_already_has() {
     let without_validators = |r: Resource| {
         let mut r = r;

@@ -74,6 +74,9 @@ pub struct Object {
     pub(crate) hits: AtomicU64,
     pub(crate) last_access: AtomicI64,
     pub(crate) access_dirty: AtomicBool,
+    /// The object failed for a local reason (the disk): the origin's copy
+    /// is as good as ever, and a reader may take the rest from it.
+    failed_locally: AtomicBool,
     /// The body of a small complete object, kept in memory (see `small_body`).
     small: OnceLock<Option<Bytes>>,
     small_budget: Arc<crate::store::SmallBudget>,
@@ -108,6 +111,7 @@ impl Object {
             hits: AtomicU64::new(0),
             last_access: AtomicI64::new(0),
             access_dirty: AtomicBool::new(false),
+            failed_locally: AtomicBool::new(false),
             small: OnceLock::new(),
             small_budget,
         }
@@ -298,6 +302,18 @@ impl Object {
                 return Availability::Failed("object dropped".into());
             }
         }
+    }
+
+    /// Whether the object failed because the edge could not keep it (see
+    /// [`crate::Store::fail_locally`]), not because of its content.
+    pub fn failed_locally(&self) -> bool {
+        self.failed_locally
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_failed_locally(&self) {
+        self.failed_locally
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub(crate) fn fail(&self, reason: &str) {

@@ -607,6 +607,14 @@ impl Store {
         lock(&self.inner.index).update_head(obj.key().as_str(), obj.id(), &json)
     }
 
+    /// Stops storing `obj` because of the edge's own trouble (a disk that
+    /// is full or failing), dropping its bytes. Readers learn that the
+    /// origin's copy is still good ([`Object::failed_locally`]).
+    pub fn fail_locally(&self, obj: &Arc<Object>, reason: &str) {
+        obj.mark_failed_locally();
+        self.fail(obj, reason, false);
+    }
+
     /// Stops serving `obj`: readers stop, later lookups miss. When `keep_bytes`
     /// is false the row and file go too.
     pub fn fail(&self, obj: &Arc<Object>, reason: &str, keep_bytes: bool) {
