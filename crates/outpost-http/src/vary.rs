@@ -7,7 +7,7 @@
 //! (`gzip` when the client accepts it, else `identity`), so package
 //! downloads from PCs with different browsers do not fragment into copies.
 
-use http::header::{ACCEPT_ENCODING, HeaderMap, HeaderName, HeaderValue, VARY};
+use http::header::{ACCEPT_ENCODING, ACCEPT_LANGUAGE, HeaderMap, HeaderName, HeaderValue, VARY};
 
 use crate::CacheKey;
 
@@ -62,6 +62,50 @@ pub fn normalize_request(headers: &mut HeaderMap) {
     headers.insert(ACCEPT_ENCODING, normalized);
 }
 
+/// The value by which a request's `name` fields select a variant: every
+/// field line joined, list elements trimmed and empty ones dropped
+/// (white space around commas and line splits carry no meaning, RFC 9110
+/// section 5.3), language tags in lower case (compared case-insensitively,
+/// RFC 4647), `Accept-Encoding` as the edge normalises it. `None` when the
+/// request has no such field.
+pub fn canonical_value(name: &HeaderName, request: &HeaderMap) -> Option<String> {
+    if *name == ACCEPT_ENCODING {
+        return normalize_accept_encoding(request.get(name))
+            .to_str()
+            .ok()
+            .map(str::to_string);
+    }
+    let mut lines = request.get_all(name).iter().peekable();
+    lines.peek()?;
+    let joined = lines
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut value = joined
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect::<Vec<_>>()
+        .join(",");
+    if *name == ACCEPT_LANGUAGE {
+        value.make_ascii_lowercase();
+    }
+    Some(value)
+}
+
+/// Rewrites the request's fields listed in `names` to their canonical
+/// values, one line each, so that the policy compares selections the way
+/// variant keys do.
+pub fn canonicalize_request(headers: &mut HeaderMap, names: &[HeaderName]) {
+    for name in names {
+        if let Some(value) = canonical_value(name, headers)
+            && let Ok(value) = HeaderValue::from_str(&value)
+        {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
 /// The key of the variant of `base` that a request with `request` headers
 /// selects, given the response's `names`.
 pub fn variant_key(base: &CacheKey, names: &[HeaderName], request: &HeaderMap) -> CacheKey {
@@ -73,25 +117,7 @@ pub fn variant_key(base: &CacheKey, names: &[HeaderName], request: &HeaderMap) -
         }
         key.push_str(name.as_str());
         key.push('=');
-        let value = if *name == ACCEPT_ENCODING {
-            normalize_accept_encoding(request.get(name))
-                .to_str()
-                .unwrap_or("")
-                .to_string()
-        } else {
-            let values: Vec<&str> = request
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            // Whitespace around commas carries no meaning (RFC 9111 4.1).
-            values
-                .join(",")
-                .split(',')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let value = canonical_value(name, request).unwrap_or_default();
         for c in value.chars() {
             // Keep the separators unambiguous.
             if c == '&' || c == '%' || c == VARIANT_SEPARATOR {
@@ -143,6 +169,33 @@ mod tests {
         assert_eq!(norm(Some("gzip;q=0, deflate")), "identity");
         assert_eq!(norm(Some("*")), "gzip");
         assert_eq!(norm(None), "identity");
+    }
+
+    #[test]
+    fn selections_compare_by_their_canonical_values() {
+        let lang = HeaderName::from_static("accept-language");
+        let foo = HeaderName::from_static("foo");
+        let value =
+            |name: &HeaderName, pairs: &[(&str, &str)]| canonical_value(name, &headers(pairs));
+        assert_eq!(
+            value(&lang, &[("accept-language", " EN ,De")]).as_deref(),
+            Some("en,de")
+        );
+        assert_eq!(
+            value(&foo, &[("foo", "1"), ("foo", " 2 ")]).as_deref(),
+            Some("1,2")
+        );
+        assert_eq!(value(&foo, &[("foo", "A, ,b")]).as_deref(), Some("A,b"));
+        assert_eq!(value(&foo, &[]), None);
+        let mut request = headers(&[("foo", "1"), ("foo", "2"), ("bar", "x , y")]);
+        canonicalize_request(&mut request, std::slice::from_ref(&foo));
+        assert_eq!(request.get_all(&foo).iter().count(), 1);
+        assert_eq!(request.get(&foo).unwrap(), "1,2");
+        assert_eq!(
+            request.get("bar").unwrap(),
+            "x , y",
+            "unlisted fields are left alone"
+        );
     }
 
     #[test]

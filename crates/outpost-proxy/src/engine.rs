@@ -297,7 +297,7 @@ impl Engine {
         route: &Route,
         response: &response::Parts,
     ) -> outpost_http::policy::CachePolicy {
-        let preq = self.policy_request(client, route);
+        let preq = self.policy_request(client, route, &response.headers);
         outpost_http::policy::policy_with_override(
             &preq,
             response,
@@ -371,9 +371,10 @@ impl Engine {
             if let Ok(Some(obj)) = self.store.get(&route.key)
                 && obj.is_complete()
                 && matches!(
-                    obj.head()
-                        .policy
-                        .before_request(&self.policy_request(req.headers(), &route), now),
+                    obj.head().policy.before_request(
+                        &self.policy_request(req.headers(), &route, &obj.head().headers),
+                        now
+                    ),
                     BeforeRequest::Fresh(_)
                 )
             {
@@ -427,7 +428,14 @@ impl Engine {
         }
     }
 
-    fn policy_request(&self, headers: &HeaderMap, route: &Route) -> request::Parts {
+    /// The request as the policy library should see it, for a response
+    /// with headers `response` (whose `Vary` names the fields to compare).
+    fn policy_request(
+        &self,
+        headers: &HeaderMap,
+        route: &Route,
+        response: &HeaderMap,
+    ) -> request::Parts {
         let (mut parts, ()) = Request::builder()
             .method(Method::GET)
             .uri(route.upstream_uri.clone())
@@ -436,6 +444,9 @@ impl Engine {
             .into_parts();
         parts.headers = headers.clone();
         vary::normalize_request(&mut parts.headers);
+        if let Some(names) = vary::vary_names(response) {
+            vary::canonicalize_request(&mut parts.headers, &names);
+        }
         // Clients may address the edge by any name; what identifies the
         // representation is the origin URL.
         if let Some(authority) = route.upstream_uri.authority()
@@ -517,7 +528,7 @@ impl Engine {
                     self.store.touch(&obj);
                     return object_response(obj, &parts, None, None, "HIT", now);
                 }
-                let preq = self.policy_request(&parts.headers, &route);
+                let preq = self.policy_request(&parts.headers, &route, &head.headers);
                 match head.policy.before_request(&preq, now) {
                     BeforeRequest::Fresh(_) if obj.is_complete() => {
                         self.stats.hits.fetch_add(1, Ordering::Relaxed);

@@ -691,6 +691,31 @@ fn cases() -> Vec<Case> {
             conditional: Some(0),
         },
         Case {
+            rule: "Vary: a selection spelt differently (tag case, white space, split \
+                   lines) is the same variant; another language order is not",
+            resource: res("max-age=3600").header("vary", "Accept-Language, Foo"),
+            config: no_config,
+            steps: vec![
+                get(
+                    &[("accept-language", "en, de"), ("foo", "1, 2")],
+                    200,
+                    Some("MISS"),
+                ),
+                get(
+                    &[("accept-language", " EN ,De"), ("foo", "1"), ("foo", "2")],
+                    200,
+                    Some("HIT"),
+                ),
+                get(
+                    &[("accept-language", "de, en"), ("foo", "1,2")],
+                    200,
+                    Some("MISS"),
+                ),
+            ],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
             rule: "an unsafe method invalidates every variant",
             resource: res("max-age=3600").header("vary", "User-Agent"),
             config: no_config,
