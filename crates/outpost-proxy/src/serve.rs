@@ -271,7 +271,8 @@ fn client_conditional(req: &HeaderMap, head: &StoredHead, safe: bool) -> Option<
             return Some(StatusCode::PRECONDITION_FAILED);
         }
     } else if let Some(ius) = header_date(req, header::IF_UNMODIFIED_SINCE)
-        && last_modified().is_none_or(|lm| lm > ius)
+        // Ignored when there is no modification date (RFC 9110 13.1.4).
+        && last_modified().is_some_and(|lm| lm > ius)
     {
         return Some(StatusCode::PRECONDITION_FAILED);
     }
@@ -285,7 +286,9 @@ fn client_conditional(req: &HeaderMap, head: &StoredHead, safe: bool) -> Option<
         }
     } else if safe
         && let Some(ims) = header_date(req, header::IF_MODIFIED_SINCE)
-        && let Some(lm) = last_modified()
+        // Without Last-Modified, the stored response's Date stands in for
+        // it (RFC 9111 section 4.3.2).
+        && let Some(lm) = last_modified().or_else(|| header_date(&head.headers, header::DATE))
         && lm <= ims
     {
         return Some(StatusCode::NOT_MODIFIED);

@@ -546,6 +546,46 @@ fn cases() -> Vec<Case> {
             conditional: Some(0),
         },
         Case {
+            rule: "If-Modified-Since against a response without Last-Modified compares \
+                   with its Date",
+            resource: {
+                let mut r = res("max-age=3600");
+                r.last_modified = None;
+                r
+            },
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(&[("if-modified-since", &http_date(60))], 304, Some("HIT")),
+                get(
+                    &[("if-modified-since", &http_date(-3600))],
+                    200,
+                    Some("HIT"),
+                ),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "If-Unmodified-Since is ignored without Last-Modified",
+            resource: {
+                let mut r = res("max-age=3600");
+                r.last_modified = None;
+                r
+            },
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get(
+                    &[("if-unmodified-since", &http_date(-3600))],
+                    200,
+                    Some("HIT"),
+                ),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
             rule: "If-Match that does not match is 412",
             resource: res("max-age=3600"),
             config: no_config,
