@@ -159,6 +159,11 @@ pub struct ProxyConfig {
     pub overrides: Vec<CacheOverride>,
     /// CA certificates trusted for https origins beside the OS store.
     pub upstream_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Request headers, beside the built-in override headers
+    /// (X-Forwarded-Host and the like), whose presence makes a request
+    /// bypass the cache: the origin builds its answer from them and the
+    /// key does not include them.
+    pub bypass_request_headers: Vec<http::HeaderName>,
 }
 
 /// Loopback and the private ranges: the LAN of a branch office.
@@ -195,6 +200,7 @@ impl Default for ProxyConfig {
             host_aliases: std::collections::HashMap::new(),
             overrides: Vec::new(),
             upstream_ca: Vec::new(),
+            bypass_request_headers: Vec::new(),
         }
     }
 }

@@ -332,7 +332,7 @@ impl Engine {
             self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
             return self.forward(req, &route).await;
         }
-        if let Some(name) = unkeyed_override(req.headers()) {
+        if let Some(name) = unkeyed_override(req.headers(), &self.config.bypass_request_headers) {
             // The origin may build its answer from this header (links,
             // redirects), which the key does not include: storing that
             // answer would hand it to every other PC (cache poisoning).
@@ -1158,11 +1158,19 @@ const UNKEYED_OVERRIDES: &[&str] = &[
     "x-method-override",
 ];
 
-fn unkeyed_override(headers: &HeaderMap) -> Option<&'static str> {
+/// The first header of the request that makes it bypass the cache: a
+/// built-in override header or one the admin listed.
+fn unkeyed_override<'a>(headers: &HeaderMap, listed: &'a [http::HeaderName]) -> Option<&'a str> {
     UNKEYED_OVERRIDES
         .iter()
         .copied()
         .find(|name| headers.contains_key(*name))
+        .or_else(|| {
+            listed
+                .iter()
+                .find(|name| headers.contains_key(*name))
+                .map(http::HeaderName::as_str)
+        })
 }
 
 /// The `Content-Length` of a message, when it has exactly one valid value.

@@ -113,6 +113,10 @@ fn rule(path: &str) -> outpost_proxy::CacheOverride {
     }
 }
 
+fn bypass_x_tenant(c: &mut ProxyConfig) {
+    c.bypass_request_headers = vec![http::HeaderName::from_static("x-tenant")];
+}
+
 fn keep_for_days(c: &mut ProxyConfig) {
     let mut r = rule("/r*");
     r.freshness.min_fresh = Some(Duration::from_secs(2 * 86_400));
@@ -834,6 +838,20 @@ fn cases() -> Vec<Case> {
                 get(&[], 200, Some("MISS")),
                 get(&[], 200, Some("HIT")),
                 get(&[("x-original-url", "/admin")], 200, Some("PASS")),
+            ],
+            origin_requests: 3,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "a request with a header the admin listed in bypass_request_headers \
+                   neither fills nor hits the cache",
+            resource: res("max-age=3600"),
+            config: bypass_x_tenant,
+            steps: vec![
+                get(&[("x-tenant", "b")], 200, Some("PASS")),
+                get(&[], 200, Some("MISS")),
+                get(&[("x-tenant", "b")], 200, Some("PASS")),
+                get(&[], 200, Some("HIT")),
             ],
             origin_requests: 3,
             conditional: Some(0),

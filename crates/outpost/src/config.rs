@@ -83,6 +83,7 @@ macro_rules! from_str_value {
 from_str_value!(RateValue, outpost_shaper::Rate);
 from_str_value!(WindowValue, outpost_shaper::TimeWindow);
 from_str_value!(CronValue, outpost_channel::CronSchedule);
+from_str_value!(HeaderNameValue, http::HeaderName);
 
 /// An http or https URL.
 #[derive(Debug, Clone)]
@@ -238,6 +239,10 @@ pub struct CacheSection {
     pub max_size: Option<ByteSize>,
     pub high_watermark: Option<f64>,
     pub low_watermark: Option<f64>,
+    /// Request headers, beyond the built-in list, that make a request
+    /// bypass the cache (the origin builds its answer from them).
+    #[serde(default)]
+    pub bypass_request_headers: Vec<HeaderNameValue>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -519,6 +524,7 @@ impl FileConfig {
         };
         let proxy = ProxyConfig {
             overrides: Vec::new(),
+            bypass_request_headers: Vec::new(),
             wan: WanPolicy::default(),
             local_clock: outpost_proxy::wan::WanShaper::utc_clock(),
             host_aliases: Default::default(),
@@ -565,6 +571,12 @@ impl FileConfig {
         };
         let mut proxy = proxy;
         proxy.overrides = self.overrides.iter().filter_map(cache_override).collect();
+        proxy.bypass_request_headers = self
+            .cache
+            .bypass_request_headers
+            .iter()
+            .map(|h| h.0.clone())
+            .collect();
         proxy.wan = wan_policy(&self.wan);
         let channel_limits = self
             .channels
