@@ -166,6 +166,35 @@ pub struct ProxyConfig {
     pub bypass_request_headers: Vec<http::HeaderName>,
 }
 
+/// The rules a reload replaces while the edge runs: who may use the edge
+/// and the admin's caching rules. They start as `ProxyConfig`'s; every
+/// other setting needs a restart.
+#[derive(Debug, Clone)]
+pub struct LiveRules {
+    pub allowed_clients: Vec<IpNet>,
+    pub connect_ports: Vec<u16>,
+    pub allowed_destinations: Option<Vec<Destination>>,
+    pub overrides: Vec<std::sync::Arc<CacheOverride>>,
+    pub bypass_request_headers: Vec<http::HeaderName>,
+}
+
+impl LiveRules {
+    pub fn from_config(config: &ProxyConfig) -> Self {
+        Self {
+            allowed_clients: config.allowed_clients.clone(),
+            connect_ports: config.connect_ports.clone(),
+            allowed_destinations: config.allowed_destinations.clone(),
+            overrides: config
+                .overrides
+                .iter()
+                .cloned()
+                .map(std::sync::Arc::new)
+                .collect(),
+            bypass_request_headers: config.bypass_request_headers.clone(),
+        }
+    }
+}
+
 /// Loopback and the private ranges: the LAN of a branch office.
 pub fn default_allowed_clients() -> Vec<IpNet> {
     [

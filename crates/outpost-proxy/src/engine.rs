@@ -33,8 +33,8 @@ use outpost_shaper::Class;
 pub struct Route {
     pub upstream_uri: Uri,
     pub key: CacheKey,
-    /// The admin rule (index into `ProxyConfig::overrides`) that applies.
-    pub rule: Option<usize>,
+    /// The admin rule that applies (as it was when the request arrived).
+    pub rule: Option<Arc<crate::config::CacheOverride>>,
     /// The upstream is one of the edge's reverse-proxy origins, so the edge
     /// is its surrogate and obeys `Surrogate-Control`.
     pub surrogate: bool,
@@ -82,6 +82,8 @@ pub(crate) enum Outcome {
 
 pub struct Engine {
     pub config: ProxyConfig,
+    /// Access and caching rules, replaced whole by a reload.
+    rules: std::sync::RwLock<Arc<crate::config::LiveRules>>,
     pub store: Store,
     pub fills: Arc<FillContext>,
     pub(crate) upstream: Upstream,
@@ -203,6 +205,7 @@ impl Engine {
         let shaper = WanShaper::new(config.wan.clone(), config.local_clock.clone());
         let fills = FillContext::new(store.clone(), upstream.clone(), config.fill.clone(), shaper);
         Arc::new(Self {
+            rules: std::sync::RwLock::new(Arc::new(crate::config::LiveRules::from_config(&config))),
             config,
             store,
             fills,
@@ -251,6 +254,17 @@ impl Engine {
         Ok(any)
     }
 
+    /// The access and caching rules in force.
+    pub fn rules(&self) -> Arc<crate::config::LiveRules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the access and caching rules (a reload): requests that
+    /// arrive from now on follow them; a connection already admitted stays.
+    pub fn set_rules(&self, rules: crate::config::LiveRules) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+
     /// Where a request for `uri` goes: host aliases resolved, the first
     /// matching admin rule found, the query dropped from the key if the
     /// rule says so.
@@ -258,11 +272,12 @@ impl Engine {
         let uri = self.canonical_uri(uri);
         let host = uri.host().unwrap_or("").to_ascii_lowercase();
         let rule = self
-            .config
+            .rules()
             .overrides
             .iter()
-            .position(|o| o.matches(&host, uri.path()));
-        let key = match rule.map(|i| &self.config.overrides[i]) {
+            .find(|o| o.matches(&host, uri.path()))
+            .cloned();
+        let key = match rule.as_deref() {
             Some(o) if o.ignore_query && uri.query().is_some() => {
                 let mut parts = uri.clone().into_parts();
                 parts.path_and_query = uri.path().parse().ok();
@@ -285,8 +300,8 @@ impl Engine {
         })
     }
 
-    fn rule(&self, route: &Route) -> Option<&crate::config::CacheOverride> {
-        route.rule.and_then(|i| self.config.overrides.get(i))
+    fn rule<'r>(&self, route: &'r Route) -> Option<&'r crate::config::CacheOverride> {
+        route.rule.as_deref()
     }
 
     /// The freshness policy of a response for `route`, with the admin's
@@ -332,7 +347,7 @@ impl Engine {
             self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
             return self.forward(req, &route).await;
         }
-        if let Some(name) = unkeyed_override(req.headers(), &self.config.bypass_request_headers) {
+        if let Some(name) = unkeyed_override(req.headers(), &self.rules().bypass_request_headers) {
             // The origin may build its answer from this header (links,
             // redirects), which the key does not include: storing that
             // answer would hand it to every other PC (cache poisoning).

@@ -23,6 +23,6 @@ mod sys;
 pub mod upstream;
 pub mod wan;
 
-pub use config::{CacheOverride, FillConfig, ProxyConfig, RangeMissPolicy, Site};
+pub use config::{CacheOverride, FillConfig, LiveRules, ProxyConfig, RangeMissPolicy, Site};
 pub use engine::Engine;
 pub use server::Server;

@@ -111,7 +111,7 @@ async fn accept_loop(
 /// Whether forward/transparent/CONNECT traffic may go to `host`.
 fn destination_allowed(engine: &Engine, host: &str) -> bool {
     engine
-        .config
+        .rules()
         .allowed_destinations
         .as_ref()
         .is_none_or(|list| list.iter().any(|d| d.matches(host)))
@@ -126,7 +126,7 @@ fn allowed(engine: &Engine, ip: IpAddr) -> bool {
         v4 => v4,
     };
     engine
-        .config
+        .rules()
         .allowed_clients
         .iter()
         .any(|net| net.contains(&ip))
@@ -289,7 +289,7 @@ async fn connect(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Resp
         tracing::warn!(client = %conn.peer, target = %authority, "CONNECT to a destination not in allowed_destinations: 403");
         return error_response(StatusCode::FORBIDDEN, "this destination is not allowed");
     }
-    if !engine.config.connect_ports.contains(&port) {
+    if !engine.rules().connect_ports.contains(&port) {
         tracing::warn!(client = %conn.peer, target = %authority, "CONNECT to a port not in connect_ports: 403");
         return error_response(StatusCode::FORBIDDEN, "CONNECT to this port is not allowed");
     }

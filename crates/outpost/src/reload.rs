@@ -1,7 +1,9 @@
 //! Configuration reload (SIGHUP, `POST /reload`, `outpost reload`): re-reads
 //! the file, and applies what can change without dropping a connection —
-//! WAN limits and windows, channel limits and windows, the log level. Every
-//! other difference is reported as needing a restart, never half-applied.
+//! who may use the edge (client ranges, CONNECT ports, destinations), the
+//! admin's caching rules and bypass headers, WAN limits and windows, channel
+//! limits and windows, the log level. Every other difference is reported as
+//! needing a restart, never half-applied.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -69,18 +71,6 @@ impl Reloader {
         for (name, changed) in [
             ("server.listen", differs(&old.listen, &new.listen)),
             (
-                "server.allowed_clients",
-                differs(&old.allowed_clients, &new.allowed_clients),
-            ),
-            (
-                "server.connect_ports",
-                differs(&old.connect_ports, &new.connect_ports),
-            ),
-            (
-                "server.allowed_destinations",
-                differs(&old.allowed_destinations, &new.allowed_destinations),
-            ),
-            (
                 "server.origin / [[site]]",
                 differs(&(&old.origin, &old.sites), &(&new.origin, &new.sites)),
             ),
@@ -92,7 +82,6 @@ impl Reloader {
                 ),
             ),
             ("[fill]", differs(&old.fill, &new.fill)),
-            ("[[override]]", differs(&old.overrides, &new.overrides)),
             (
                 "channel aliases",
                 differs(&old.host_aliases, &new.host_aliases),
@@ -111,6 +100,18 @@ impl Reloader {
             if changed {
                 report.restart_needed.push(name.to_string());
             }
+        }
+        let (old_rules, new_rules) = (
+            outpost_proxy::LiveRules::from_config(old),
+            outpost_proxy::LiveRules::from_config(new),
+        );
+        if differs(&old_rules, &new_rules) {
+            self.engine.set_rules(new_rules);
+            report.applied.push(
+                "server.allowed_clients, connect_ports, allowed_destinations, \
+                 [[override]], cache.bypass_request_headers (new connections and requests)"
+                    .into(),
+            );
         }
         if differs(
             &(&old.wan.site, &old.wan.interactive, &old.wan.prepos),
@@ -141,6 +142,11 @@ impl Reloader {
         // Keep what was applied; what needs a restart is compared against
         // the running values again next time.
         current.proxy.wan = new.wan.clone();
+        current.proxy.allowed_clients = new.allowed_clients.clone();
+        current.proxy.connect_ports = new.connect_ports.clone();
+        current.proxy.allowed_destinations = new.allowed_destinations.clone();
+        current.proxy.overrides = new.overrides.clone();
+        current.proxy.bypass_request_headers = new.bypass_request_headers.clone();
         current.log_level = next.log_level.clone();
         current.channels = next.channels.clone();
         tracing::info!(applied = ?report.applied, restart_needed = ?report.restart_needed, "configuration reloaded");

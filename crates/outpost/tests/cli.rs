@@ -628,6 +628,53 @@ async fn sighup_and_reload_apply_wan_and_channel_limits_and_name_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_caching_rules_and_client_ranges_to_new_requests() {
+    let origin = Origin::start().await;
+    origin.put("/pkg/a.msi", Resource::new(content(10_000, 1)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        "[[override]]\npath = \"/pkg/*\"\nnever_cache = true\n",
+    )
+    .unwrap();
+    let edge = EdgeProcess::start(
+        &dir.path().join("cache"),
+        &origin,
+        &["--config", config.to_str().unwrap()],
+    );
+    let admin = edge.admin.to_string();
+    let client = Client::new(edge.addr);
+    let x_cache = |r: &outpost_testkit::Reply| r.header("x-cache").map(str::to_string);
+    let first = client.get("/pkg/a.msi", &[]).await.unwrap();
+    assert_eq!(x_cache(&first).as_deref(), Some("PASS"));
+
+    // The rule is dropped: the same URL is cached from the next request on.
+    std::fs::write(&config, "").unwrap();
+    let out = outpost(&["reload", "--admin", &admin]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("[[override]]"), "{text}");
+    assert!(!text.contains("needs a restart"), "{text}");
+    assert_eq!(
+        x_cache(&client.get("/pkg/a.msi", &[]).await.unwrap()).as_deref(),
+        Some("MISS")
+    );
+    assert_eq!(
+        x_cache(&client.get("/pkg/a.msi", &[]).await.unwrap()).as_deref(),
+        Some("HIT")
+    );
+
+    // Loopback is no longer an allowed client: new connections get 403.
+    std::fs::write(&config, "[server]\nallowed_clients = [\"10.0.0.0/8\"]\n").unwrap();
+    let out = outpost(&["reload", "--admin", &admin]);
+    assert!(out.status.success());
+    let refused = Client::new(edge.addr).get("/pkg/a.msi", &[]).await.unwrap();
+    assert_eq!(refused.status, 403);
+    assert_eq!(origin.count("/pkg/a.msi"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_on_a_busy_edge_shows_fills_with_progress_and_the_savings() {
     let origin = Origin::start().await;
     let small = content(400_000, 6);
