@@ -33,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
         .into_parts();
     req.headers.insert(http::header::HOST, http::HeaderValue::from_static("origin.test"));
     headers(req_text, &mut req.headers);
-    let (mut resp, ()) = http::Response::builder().status(200).body(()).unwrap().into_parts();
+    // Every kind of status: error statuses with explicit freshness are
+    // judged through a stand-in status.
+    const STATUSES: [u16; 10] = [200, 203, 204, 301, 302, 400, 404, 500, 503, 599];
+    let status = STATUSES[data.len() % STATUSES.len()];
+    let (mut resp, ()) = http::Response::builder().status(status).body(()).unwrap().into_parts();
     headers(resp_text, &mut resp.headers);
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
     for headers in [&req.headers, &resp.headers] {
@@ -41,11 +45,17 @@ fuzz_target!(|data: &[u8]| {
         let _ = outpost_http::cache_control::seconds(headers, "max-age");
         let _ = outpost_http::cache_control::forbids_stale(headers);
     }
+    if let Some(names) = outpost_http::vary::vary_names(&resp.headers) {
+        let mut canonical = req.headers.clone();
+        outpost_http::vary::canonicalize_request(&mut canonical, &names);
+        let base = outpost_http::CacheKey::from_stored("http://origin.test/pkg.msi".into());
+        let _ = outpost_http::vary::variant_key(&base, &names, &req.headers);
+    }
     let policy = policy_for(&req, &resp, now);
     let _ = policy.is_storable();
     let ttl = policy.time_to_live(now);
     let _ = policy.before_request(&req, now + ttl);
-    let head = outpost_store::StoredHead::new(http::StatusCode::OK, resp.headers.clone(), policy);
+    let head = outpost_store::StoredHead::new(resp.status, resp.headers.clone(), policy);
     let _ = head.age(now);
     let _ = head.is_fresh(now);
 });
