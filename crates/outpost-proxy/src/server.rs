@@ -82,11 +82,10 @@ async fn accept_loop(
     shutdown: CancellationToken,
     limit: Arc<Semaphore>,
 ) {
+    // Connections beyond `max_connections` are told so (503) by a few
+    // short-lived responders; past those, they are closed at once.
+    let refusers = Arc::new(Semaphore::new(REFUSERS));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
@@ -99,6 +98,16 @@ async fn accept_loop(
                 }
             },
         };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            if let Ok(refuser) = refusers.clone().try_acquire_owned() {
+                tracing::warn!(client = %peer, max = engine.config.max_connections, "max_connections reached: 503");
+                tokio::spawn(async move {
+                    refuse_busy(stream).await;
+                    drop(refuser);
+                });
+            }
+            continue;
+        };
         let engine = engine.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -106,6 +115,37 @@ async fn accept_loop(
             drop(permit);
         });
     }
+}
+
+/// Connections answered 503 at once while `max_connections` are open.
+const REFUSERS: usize = 64;
+
+/// Tells a client over the connection limit to come back, without reading
+/// its request, and closes.
+async fn refuse_busy(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = "the edge has max_connections clients already; retry shortly\n";
+    let busy = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let write = async {
+        stream.write_all(busy.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Closing with the request unread would reset the connection and
+        // could destroy the answer before the client reads it: drain a
+        // little first.
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), write).await;
 }
 
 /// Whether forward/transparent/CONNECT traffic may go to `host`.

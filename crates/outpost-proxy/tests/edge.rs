@@ -925,6 +925,54 @@ async fn a_miss_beyond_max_fills_gets_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_max_connections_gets_503_and_a_freed_slot_serves_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    origin.put("/a.msi", Resource::new(content(1000, 12)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = reverse(&origin);
+    config.max_connections = 2;
+    let edge = Edge::start(dir.path(), config).await;
+    // Two PCs hold keep-alive connections open after a first request.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        s.write_all(b"GET /a.msi HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(&content(1000, 12)) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+        held.push(s);
+    }
+    let busy = edge.client().get("/a.msi", &[]).await.unwrap();
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.header("retry-after"), Some("5"));
+    // One PC leaves: its slot serves the next connection.
+    drop(held.pop());
+    let mut served = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let r = edge.client().get("/a.msi", &[]).await.unwrap();
+        if r.status == 200 {
+            served = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let served = served.expect("a freed slot was not reused");
+    assert!(served.body == content(1000, 12));
+    assert_eq!(origin.count("/a.msi"), 1);
+    drop(held);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_and_bytes_are_counted_by_mode() {
     use outpost_proxy::h1::Mode;
     use std::sync::atomic::Ordering::Relaxed;
