@@ -120,32 +120,39 @@ async fn accept_loop(
 /// Connections answered 503 at once while `max_connections` are open.
 const REFUSERS: usize = 64;
 
-/// Tells a client over the connection limit to come back, without reading
-/// its request, and closes.
+/// Tells a client over the connection limit to come back: reads its
+/// request head (a client may not expect an answer before it has asked),
+/// answers 503 and closes.
 async fn refuse_busy(mut stream: TcpStream) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const BODY: &str = "the edge has max_connections clients already; retry shortly\n";
     let busy = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{BODY}",
         BODY.len()
     );
-    let write = async {
+    let exchange = async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match stream.read(&mut buf).await? {
+                0 => return Ok(()),
+                n => head.extend_from_slice(&buf[..n]),
+            }
+        }
         stream.write_all(busy.as_bytes()).await?;
         stream.shutdown().await?;
-        // Closing with the request unread would reset the connection and
-        // could destroy the answer before the client reads it: drain a
-        // little first.
-        let mut sink = [0u8; 4096];
+        // Closing with a request body unread would reset the connection
+        // and could destroy the answer before the client reads it.
         let mut drained = 0;
         while drained < 64 * 1024 {
-            match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? {
+            match stream.read(&mut buf).await? {
                 0 => break,
                 n => drained += n,
             }
         }
         std::io::Result::Ok(())
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), write).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), exchange).await;
 }
 
 /// Whether forward/transparent/CONNECT traffic may go to `host`.
