@@ -1085,6 +1085,9 @@ async fn trickled_bodies_and_stalled_readers_are_cut_off_while_others_are_served
         let s = &edge.engine.served;
         s.from_cache.load(Relaxed) + s.from_fills.load(Relaxed)
     };
+    // The warm request is counted once its response is written, which may
+    // be just after the client read it: wait for that before the baseline.
+    assert!(wait_until(Duration::from_secs(10), || served() >= BIG as u64).await);
     let served_before = served();
     // A small receive buffer, so that the body cannot all sit in kernel
     // buffers (loopback autotuning would allow tens of MiB).
