@@ -723,8 +723,24 @@ async fn status_on_a_busy_edge_shows_fills_with_progress_and_the_savings() {
     for d in downloads {
         assert!(d.await.unwrap().unwrap().body == big);
     }
-    // Served bytes count when a response ends: now both big downloads and
-    // four of the five small ones came from the edge's copies.
+    // Served bytes count when a response's last write returns, which can
+    // be just after the client has read it: wait (with a deadline) until
+    // the 5 small and 2 big deliveries are counted.
+    let served_now = || {
+        let status: serde_json::Value =
+            serde_json::from_slice(&outpost(&["status", "--json", "--admin", &admin]).stdout)
+                .unwrap();
+        status["served_bytes"]["cache"].as_u64().unwrap_or(0)
+            + status["served_bytes"]["fills"].as_u64().unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || served_now()
+            >= 5 * 400_000 + 2 * (6 << 20))
+        .await,
+        "served bytes never reached the deliveries"
+    );
+    // Now both big downloads and four of the five small ones came from the
+    // edge's copies.
     let out = outpost(&["status", "--admin", &admin]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let saved_line = text
