@@ -127,9 +127,10 @@ const LIBRARY_UNDERSTANDS: &[u16] = &[
 
 /// The status the library should judge `res` by. RFC 9111 section 3 lets a
 /// cache store any final status when the response carries explicit
-/// freshness (a 503 with `max-age=30`, a 400 with `Expires`); the library
-/// stores only the statuses it knows, so such a response is shown to it as
-/// a 200, which with explicit freshness is judged the same way. Not with
+/// freshness (a 503 with `max-age=30`, a 400 with `Expires`) or is marked
+/// `public` (which also allows heuristic freshness, section 4.2.2); the
+/// library stores only the statuses it knows, so such a response is shown
+/// to it as a 200, which is then judged the same way. Not with
 /// `must-understand` for a status HTTP does not define (section 5.2.2.3),
 /// and never for 206 and 304, which have rules of their own.
 fn status_stand_in(
@@ -144,7 +145,7 @@ fn status_stand_in(
     let mut must_understand = false;
     for (name, _) in crate::cache_control::directives(&res.headers) {
         match name.as_str() {
-            "max-age" | "s-maxage" => explicit = true,
+            "max-age" | "s-maxage" | "public" => explicit = true,
             "must-understand" => must_understand = true,
             _ => {}
         }

@@ -316,6 +316,17 @@ fn cases() -> Vec<Case> {
             conditional: Some(0),
         },
         Case {
+            rule: "an undefined status marked public is heuristically fresh from Last-Modified",
+            resource: Resource::new(content(10, 1))
+                .no_cache_headers()
+                .status(StatusCode::from_u16(599).unwrap())
+                .header("cache-control", "public"),
+            config: no_config,
+            steps: vec![get(&[], 599, Some("MISS")), get(&[], 599, Some("HIT"))],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
             rule: "an undefined status with must-understand is not stored",
             resource: Resource::new(content(10, 1))
                 .no_cache_headers()
