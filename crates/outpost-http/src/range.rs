@@ -22,6 +22,17 @@ impl ByteRange {
     pub fn is_empty(&self) -> bool {
         self.start >= self.end
     }
+
+    /// The `Range` request header asking for these bytes (`bytes=10-` when
+    /// the end is unknown, `u64::MAX`).
+    pub fn request_header(&self) -> http::HeaderValue {
+        let value = if self.end == u64::MAX {
+            format!("bytes={}-", self.start)
+        } else {
+            format!("bytes={}-{}", self.start, self.end.saturating_sub(1))
+        };
+        http::HeaderValue::from_str(&value).expect("digits and ASCII are a valid header value")
+    }
 }
 
 impl fmt::Display for ByteRange {

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request, response,
 };
-
 use hyper::body::Incoming;
 use outpost_http::cache_control::{self, forbids_stale};
 use outpost_http::headers::{FILL_CONTROLLED_REQUEST_HEADERS, add_via, strip_hop_by_hop};
@@ -833,14 +832,7 @@ impl Engine {
         if let Some(h) = builder.headers_mut() {
             *h = target.headers.clone();
             if let Some(r) = range {
-                let value = if r.end == u64::MAX {
-                    format!("bytes={}-", r.start)
-                } else {
-                    format!("bytes={}-{}", r.start, r.end - 1)
-                };
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    h.insert(header::RANGE, v);
-                }
+                h.insert(header::RANGE, r.request_header());
             }
         }
         let req = match builder.body(crate::upstream::empty_body()) {

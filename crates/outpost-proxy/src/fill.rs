@@ -22,15 +22,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
+use http::{HeaderMap, Request, StatusCode, Uri, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outpost_http::{ByteRange, CacheKey, ContentRange, RangeSet};
 use outpost_store::{Object, Phase, Store};
 use tokio::time::Instant;
 
 use crate::config::FillConfig;
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::Upstream;
 use crate::wan::WanShaper;
 use outpost_shaper::{BucketId, Class};
 
@@ -585,23 +585,13 @@ impl ObjectFill {
             .uri(self.target.uri.clone());
         if let Some(h) = req.headers_mut() {
             *h = self.target.headers.clone();
-            let range = if end == u64::MAX {
-                format!("bytes={cursor}-")
-            } else {
-                format!("bytes={cursor}-{}", end - 1)
-            };
-            if let Ok(v) = HeaderValue::from_str(&range) {
-                h.insert(header::RANGE, v);
-            }
+            h.insert(header::RANGE, ByteRange::new(cursor, end).request_header());
             if let Some(validator) = head.if_range_validator() {
                 h.insert(header::IF_RANGE, validator);
             }
         }
-        let body: UpstreamBody = Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed_unsync();
         let req = req
-            .body(body)
+            .body(crate::upstream::empty_body())
             .map_err(|e| RangeReply::Transient(e.to_string()))?;
         self.ctx
             .stats

@@ -468,27 +468,14 @@ impl ObjectStream {
         if !obj.failed_locally() {
             return Err(refuse());
         }
-        let head = obj.head();
-        let validator = match head.etag() {
-            Some(etag) if !etag.as_bytes().starts_with(b"W/") => etag.clone(),
-            _ => match head.last_modified() {
-                Some(lm) => lm.clone(),
-                None => return Err(refuse()),
-            },
-        };
-        let range = if wanted.end == u64::MAX {
-            format!("bytes={}-", wanted.start)
-        } else {
-            format!("bytes={}-{}", wanted.start, wanted.end - 1)
+        let Some(validator) = obj.head().if_range_validator() else {
+            return Err(refuse());
         };
         let mut req = http::Request::new(crate::upstream::empty_body());
         *req.uri_mut() = src.target.uri.clone();
         *req.headers_mut() = src.target.headers.clone();
         let headers = req.headers_mut();
-        headers.insert(
-            header::RANGE,
-            HeaderValue::from_str(&range).map_err(|_| refuse())?,
-        );
+        headers.insert(header::RANGE, wanted.request_header());
         headers.insert(header::IF_RANGE, validator);
         tracing::warn!(key = %obj.key(), %reason, from = wanted.start, "the store gave up on this object; sending the rest straight from the origin");
         let resp = src

@@ -17,6 +17,12 @@ struct EdgeProcess {
 }
 
 impl EdgeProcess {
+    /// Starts an edge on `dir/cache` with the config file `config`.
+    fn with_config(dir: &Path, origin: &Origin, config: &Path) -> Self {
+        let config = config.to_str().expect("a UTF-8 temporary path");
+        Self::start(&dir.join("cache"), origin, &["--config", config])
+    }
+
     /// Starts `outpost serve` on an ephemeral port and waits until it listens.
     fn start(cache: &Path, origin: &Origin, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
@@ -492,11 +498,7 @@ async fn sync_and_channels_commands_drive_a_channel_on_the_running_edge() {
         ),
     )
     .unwrap();
-    let edge = EdgeProcess::start(
-        &dir.path().join("cache"),
-        &origin,
-        &["--config", config.to_str().unwrap()],
-    );
+    let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
     let admin = edge.admin.to_string();
 
     let out = outpost(&["sync", "pkgs", "--admin", &admin]);
@@ -577,11 +579,7 @@ async fn sighup_and_reload_apply_wan_and_channel_limits_and_name_the_rest() {
         .unwrap();
     };
     write("unlimited", "40 Mbit/s", 1000);
-    let edge = EdgeProcess::start(
-        &dir.path().join("cache"),
-        &origin,
-        &["--config", config.to_str().unwrap()],
-    );
+    let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
     let admin = edge.admin.to_string();
     let prepos_limit = || {
         let out = outpost(&["status", "--json", "--admin", &admin]);
@@ -638,11 +636,7 @@ async fn reload_applies_caching_rules_and_client_ranges_to_new_requests() {
         "[[override]]\npath = \"/pkg/*\"\nnever_cache = true\n",
     )
     .unwrap();
-    let edge = EdgeProcess::start(
-        &dir.path().join("cache"),
-        &origin,
-        &["--config", config.to_str().unwrap()],
-    );
+    let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
     let admin = edge.admin.to_string();
     let client = Client::new(edge.addr);
     let x_cache = |r: &outpost_testkit::Reply| r.header("x-cache").map(str::to_string);
