@@ -550,9 +550,6 @@ impl Engine {
                         return object_response(obj, &parts, None, None, "HIT", now);
                     }
                     BeforeRequest::Fresh(_) => {
-                        if self.leader_finished(&route.key).await {
-                            continue;
-                        }
                         // A fresh partial object (a range fill, or a fill
                         // interrupted by a restart): serve what is there and
                         // fetch the rest.
@@ -744,22 +741,6 @@ impl Engine {
         }
     }
 
-    /// Waits for the running leader of `key` (a miss or a revalidation), if
-    /// any; true if there was one. A leader's new object is in the store a
-    /// moment before its fill is attached: a partial object seen in that
-    /// moment must be joined through its fill, not given a second fill of
-    /// its own (which would fetch the same bytes again).
-    pub(crate) async fn leader_finished(&self, key: &CacheKey) -> bool {
-        let leader = lock(&self.pending).get(key).cloned();
-        match leader {
-            Some(mut rx) => {
-                let _ = rx.wait_for(|o| o.is_some()).await;
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Runs `work` once for all concurrent callers with the same key; `None`
     /// means the caller should look again: the leader vanished, or the key
     /// moved on since the caller's lookup found the object `seen` (a leader
@@ -937,21 +918,33 @@ impl Engine {
         whole.headers.remove(header::AGE);
         let head = StoredHead::new(whole.status, whole.headers, policy);
         let key = self.variant_to_store(route, client, names.unwrap_or_default());
-        let obj = match self.store.create(&key, head, len) {
-            Ok(obj) => obj,
+        let range = match content_range {
+            Some(cr) => cr.range,
+            None => ByteRange::new(0, len.unwrap_or(u64::MAX)),
+        };
+        // The fill is registered, with its first range claimed, before any
+        // lookup can see the object: every client finds it being fetched and
+        // none starts a second fetch of the same bytes.
+        let mut body = Some(body);
+        let created = self.store.create_with(&key, head, len, |obj| {
+            let fill = self.fills.attach(obj.clone(), target);
+            if let Some(body) = body.take() {
+                fill.start_initial(range, body);
+            }
+            fill
+        });
+        let fill = match created {
+            Ok((_, fill)) => fill,
             Err(e) => {
                 tracing::error!(key = %route.key, error = %e, "cannot create object; passing the response through");
+                let Some(body) = body else {
+                    return Outcome::Failed(e.to_string());
+                };
                 return Outcome::Passthrough(Arc::new(Mutex::new(Some(Response::from_parts(
                     rparts, body,
                 )))));
             }
         };
-        let range = match content_range {
-            Some(cr) => cr.range,
-            None => ByteRange::new(0, len.unwrap_or(u64::MAX)),
-        };
-        let fill = self.fills.attach(obj, target);
-        fill.start_initial(range, body);
         Outcome::Fill(fill)
     }
 

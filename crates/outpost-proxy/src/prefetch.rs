@@ -244,7 +244,6 @@ impl Engine {
                     })
                     .await
                 }
-                Some(_) if self.leader_finished(key).await => continue,
                 Some(obj) if matches!(obj.phase(), Phase::Filling) => {
                     // A partial copy (a client's range, or a sync cut short
                     // by a restart): fetch just what is missing.

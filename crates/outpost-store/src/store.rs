@@ -290,6 +290,20 @@ impl Store {
         head: StoredHead,
         len: Option<u64>,
     ) -> Result<Arc<Object>, StoreError> {
+        self.create_with(key, head, len, |_| ())
+            .map(|(obj, ())| obj)
+    }
+
+    /// [`Store::create`], running `publish` on the new object before any
+    /// lookup can find it: whatever `publish` sets up (the object's fill)
+    /// is there for every reader. `publish` must not call into the store.
+    pub fn create_with<R>(
+        &self,
+        key: &CacheKey,
+        head: StoredHead,
+        len: Option<u64>,
+        publish: impl FnOnce(&Arc<Object>) -> R,
+    ) -> Result<(Arc<Object>, R), StoreError> {
         self.check_space(len.unwrap_or(0))?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let path = object_path(&self.inner.objects_dir, id);
@@ -347,6 +361,7 @@ impl Store {
                 return Err(e);
             }
         };
+        let published = publish(&obj);
         let old = live.insert(key.clone(), obj.clone());
         drop(live);
         if let Some(old_id) = replaced {
@@ -363,7 +378,7 @@ impl Store {
                 let _ = self.set_pinned(key, true);
             }
         }
-        Ok(obj)
+        Ok((obj, published))
     }
 
     /// Refuses a new object when the file system cannot hold it plus a
