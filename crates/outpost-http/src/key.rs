@@ -31,24 +31,32 @@ impl CacheKey {
         authority: &Authority,
         path_and_query: Option<&PathAndQuery>,
     ) -> Result<Self, KeyError> {
-        let scheme = scheme.as_str().to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            other => return Err(KeyError::Scheme(other.to_string())),
+        let scheme = scheme.as_str();
+        let default_port = if scheme.eq_ignore_ascii_case("http") {
+            80
+        } else if scheme.eq_ignore_ascii_case("https") {
+            443
+        } else {
+            return Err(KeyError::Scheme(scheme.to_ascii_lowercase()));
         };
-        let host = authority.host().to_ascii_lowercase();
+        let host = authority.host();
         if host.is_empty() {
             return Err(KeyError::NoHost);
         }
         let port = authority.port_u16().unwrap_or(default_port);
         let path = path_and_query.map_or("/", |pq| pq.as_str());
         let path = if path.is_empty() { "/" } else { path };
-        let key = if port == default_port {
-            format!("{scheme}://{host}{path}")
-        } else {
-            format!("{scheme}://{host}:{port}{path}")
-        };
+        // Built by hand: this runs for every request.
+        let mut key = String::with_capacity(scheme.len() + host.len() + path.len() + 9);
+        key.push_str(scheme);
+        key.push_str("://");
+        key.push_str(host);
+        key.make_ascii_lowercase();
+        if port != default_port {
+            key.push(':');
+            key.push_str(&port.to_string());
+        }
+        key.push_str(path);
         Ok(Self(key))
     }
 

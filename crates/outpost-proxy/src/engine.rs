@@ -509,7 +509,8 @@ impl Engine {
         parts: request::Parts,
         route: Route,
     ) -> Response<EdgeBody> {
-        let target = self.target(&parts.headers, &route);
+        // The upstream target is built only off the plain-hit path (most
+        // requests never need it); a variant route differs only by its key.
         for _ in 0..4 {
             let route = self.select_variant(route.clone(), &parts.headers);
             let now = SystemTime::now();
@@ -554,7 +555,7 @@ impl Engine {
                         // interrupted by a restart): serve what is there and
                         // fetch the rest.
                         self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                        let fill = self.fills.attach(obj, target.clone());
+                        let fill = self.fills.attach(obj, self.target(&parts.headers, &route));
                         return self.serve_fill(fill, &parts, "PARTIAL_HIT");
                     }
                     BeforeRequest::Stale {
@@ -595,7 +596,7 @@ impl Engine {
             let key = route.key.clone();
             let (outcome, cache_status) = match revalidate {
                 Some((obj, conditional)) => {
-                    let target = target.clone();
+                    let target = self.target(&parts.headers, &route);
                     let route = route.clone();
                     let headers = parts.headers.clone();
                     (
@@ -609,7 +610,7 @@ impl Engine {
                     )
                 }
                 None => {
-                    let target = target.clone();
+                    let target = self.target(&parts.headers, &route);
                     let route = route.clone();
                     let headers = parts.headers.clone();
                     (
@@ -1161,16 +1162,21 @@ const UNKEYED_OVERRIDES: &[&str] = &[
 /// The first header of the request that makes it bypass the cache: a
 /// built-in override header or one the admin listed.
 fn unkeyed_override<'a>(headers: &HeaderMap, listed: &'a [http::HeaderName]) -> Option<&'a str> {
-    UNKEYED_OVERRIDES
-        .iter()
-        .copied()
-        .find(|name| headers.contains_key(*name))
-        .or_else(|| {
-            listed
-                .iter()
-                .find(|name| headers.contains_key(*name))
-                .map(http::HeaderName::as_str)
-        })
+    // Walks the request's few fields rather than looking each listed name
+    // up: a lookup by `&str` parses and hashes the name every time, and this
+    // runs on every request.
+    headers.keys().find_map(|name| {
+        UNKEYED_OVERRIDES
+            .iter()
+            .copied()
+            .find(|o| *o == name.as_str())
+            .or_else(|| {
+                listed
+                    .iter()
+                    .find(|l| *l == name)
+                    .map(http::HeaderName::as_str)
+            })
+    })
 }
 
 /// The `Content-Length` of a message, when it has exactly one valid value.
