@@ -93,8 +93,12 @@ pub struct FillConfig {
     pub range_concurrency: usize,
     /// Size of each background request.
     pub background_chunk: u64,
-    /// Retries of a dropped or failed upstream fetch before giving up.
+    /// A dropped or failing upstream fetch is retried (with backoff) until
+    /// it has failed this many times in a row *and* no byte has arrived for
+    /// `retry_for`: a branch's WAN outage of minutes is a stall for the
+    /// waiting clients, not an error.
     pub max_retries: u32,
+    pub retry_for: Duration,
     pub retry_backoff_initial: Duration,
     pub retry_backoff_max: Duration,
     /// Sync and record progress after this many new bytes.
@@ -119,6 +123,7 @@ impl Default for FillConfig {
             range_concurrency: 1,
             background_chunk: 8 << 20,
             max_retries: 10,
+            retry_for: Duration::from_secs(600),
             retry_backoff_initial: Duration::from_millis(200),
             retry_backoff_max: Duration::from_secs(30),
             checkpoint_bytes: 16 << 20,

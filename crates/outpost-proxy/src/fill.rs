@@ -569,6 +569,13 @@ impl ObjectFill {
         }
     }
 
+    /// Whether a fetch that failed `failures` times in a row, the last byte
+    /// having arrived at `last_progress`, stops retrying.
+    fn give_up(&self, failures: u32, last_progress: Instant) -> bool {
+        let cfg = &self.ctx.config;
+        failures > cfg.max_retries && last_progress.elapsed() >= cfg.retry_for
+    }
+
     fn backoff(&self, failures: u32) -> Duration {
         let cfg = &self.ctx.config;
         let factor = 1u32 << failures.saturating_sub(1).min(16);
@@ -722,6 +729,7 @@ impl ObjectFill {
         let mut cursor = range.start;
         let mut end = range.end;
         let mut failures = 0u32;
+        let mut last_progress = Instant::now();
         let mut last_error;
         loop {
             if let Some(len) = self.object.len() {
@@ -763,9 +771,9 @@ impl ObjectFill {
                         }
                         Err(RangeReply::Transient(reason)) => {
                             failures += 1;
-                            tracing::debug!(key = %self.object.key(), failures, %reason, "upstream fetch failed");
+                            tracing::info!(key = %self.object.key(), cursor, failures, %reason, retry_in = ?self.backoff(failures), "upstream fetch failed; retrying");
                             last_error = reason;
-                            if failures > cfg.max_retries {
+                            if self.give_up(failures, last_progress) {
                                 return Err(FetchError::Exhausted {
                                     attempts: failures,
                                     last: last_error,
@@ -782,6 +790,7 @@ impl ObjectFill {
                 .await?;
             if cursor > start_cursor {
                 failures = 0;
+                last_progress = Instant::now();
             }
             match outcome {
                 BodyEnd::Complete => {
@@ -800,7 +809,7 @@ impl ObjectFill {
             }
             failures += 1;
             tracing::info!(key = %self.object.key(), cursor, failures, reason = %last_error, "upstream body interrupted; resuming");
-            if failures > cfg.max_retries {
+            if self.give_up(failures, last_progress) {
                 return Err(FetchError::Exhausted {
                     attempts: failures,
                     last: last_error,

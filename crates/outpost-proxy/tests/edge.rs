@@ -228,6 +228,49 @@ async fn fill_resumes_after_the_origin_drops_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_outlasts_an_origin_outage_longer_than_its_retry_count() {
+    let origin = Origin::start().await;
+    let body = content(2 << 20, 41);
+    // The first response is cut after 512 KiB; then the origin answers 503
+    // (a WAN outage, as far as the edge can tell) until it comes back.
+    origin.put(
+        "/outage.iso",
+        Resource::new(body.clone())
+            .rate(1 << 20)
+            .drop_after(512 << 10, 1),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = reverse(&origin);
+    config.fill.max_retries = 2;
+    config.fill.retry_backoff_initial = Duration::from_millis(20);
+    config.fill.retry_backoff_max = Duration::from_millis(50);
+    config.fill.retry_for = Duration::from_secs(30);
+    let edge = Edge::start(dir.path(), config).await;
+    let client = edge.client();
+    let download = tokio::spawn(async move { client.get("/outage.iso", &[]).await });
+    assert!(wait_until(Duration::from_secs(10), || origin.count("/outage.iso") >= 1).await);
+    origin.put(
+        "/outage.iso",
+        Resource::new(body.clone()).status(http::StatusCode::SERVICE_UNAVAILABLE),
+    );
+    // Well past max_retries failed attempts in a row...
+    assert!(
+        wait_until(Duration::from_secs(10), || origin.count("/outage.iso") >= 8).await,
+        "the fill stopped retrying"
+    );
+    // ... and the origin is back.
+    origin.put("/outage.iso", Resource::new(body.clone()));
+    let reply = download.await.unwrap().unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body_error.is_none(), "{:?}", reply.body_error);
+    assert!(reply.body == body, "body after the outage differs");
+    let last = origin.requests_for("/outage.iso").pop().unwrap();
+    assert_eq!(last.status, http::StatusCode::PARTIAL_CONTENT);
+    assert!(last.range().is_some_and(|r| r.starts_with("bytes=")));
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_a_warm_cache_makes_no_origin_request() {
     let origin = Origin::start().await;
     let body = content(1 << 20, 5);

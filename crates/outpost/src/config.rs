@@ -261,6 +261,7 @@ pub struct FillSection {
     pub range_concurrency: Option<usize>,
     pub background_chunk: Option<ByteSize>,
     pub max_retries: Option<u32>,
+    pub retry_for: Option<HumanDuration>,
     pub retry_backoff_initial: Option<HumanDuration>,
     pub retry_backoff_max: Option<HumanDuration>,
     pub checkpoint_every: Option<ByteSize>,
@@ -496,6 +497,7 @@ impl FileConfig {
                 .background_chunk
                 .map_or(fill_defaults.background_chunk, |b| b.as_u64()),
             max_retries: f.max_retries.unwrap_or(fill_defaults.max_retries),
+            retry_for: f.retry_for.map_or(fill_defaults.retry_for, |d| d.0),
             retry_backoff_initial: f
                 .retry_backoff_initial
                 .map_or(fill_defaults.retry_backoff_initial, |d| d.0),
