@@ -123,6 +123,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long a request waits for a fill that has every byte to record its
+/// object (a sync and an index write) before sharing the fill instead.
+const RECORD_WAIT: Duration = Duration::from_secs(2);
+
 /// The client's request headers as sent upstream. Towards its own reverse
 /// origins (`surrogate`) the edge announces itself as a surrogate, so that
 /// `Surrogate-Control` directives can target it by name.
@@ -473,6 +477,39 @@ impl Engine {
         parts
     }
 
+    /// Whether `obj`'s response may answer this request without asking the
+    /// origin.
+    fn fresh_for(&self, obj: &Object, headers: &HeaderMap, route: &Route, now: SystemTime) -> bool {
+        let head = obj.head();
+        let preq = self.policy_request(headers, route, &head.headers);
+        matches!(
+            head.policy.before_request(&preq, now),
+            BeforeRequest::Fresh(_)
+        )
+    }
+
+    /// Waits, briefly, for a fill that has every byte to record its object.
+    /// Returns whether it did (else the caller shares the fill as before:
+    /// a slow disk must not turn into an error).
+    async fn until_recorded(&self, fill: &Arc<ObjectFill>) -> bool {
+        let mut changes = fill.object.subscribe();
+        let recorded = async {
+            loop {
+                let still_filling = self
+                    .fills
+                    .active(fill.object.key())
+                    .is_some_and(|f| Arc::ptr_eq(&f, fill));
+                if fill.object.is_complete() || !still_filling {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(RECORD_WAIT, recorded).await.is_ok()
+    }
+
     fn target(&self, client: &HeaderMap, route: &Route) -> UpstreamTarget {
         UpstreamTarget {
             uri: route.upstream_uri.clone(),
@@ -519,6 +556,17 @@ impl Engine {
             if let Some(fill) = self.fills.active(&route.key)
                 && !fill.object.is_complete()
             {
+                // A request that arrives while the response streams shares
+                // it (collapsed forwarding). Once every byte is in, the fill
+                // is only recording the object: a request arriving now came
+                // after the response and is judged by its freshness like any
+                // later one (a response with no lifetime is not reused).
+                if fill.object.is_fully_present()
+                    && !self.fresh_for(&fill.object, &parts.headers, &route, now)
+                    && self.until_recorded(&fill).await
+                {
+                    continue;
+                }
                 self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
                 return self.serve_fill(fill, &parts, "MISS");
             }

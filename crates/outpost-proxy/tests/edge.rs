@@ -271,6 +271,36 @@ async fn a_fill_outlasts_an_origin_outage_longer_than_its_retry_count() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_a_stale_on_arrival_response_is_not_served_from_its_fill() {
+    // RFC 9111 section 4: a response with no freshness lifetime is never
+    // reused without validation. Requests that arrive while it streams share
+    // it (collapsed forwarding); one that arrives after the whole body was
+    // delivered, while the edge still records the object, must not.
+    let origin = Origin::start().await;
+    let body = content(64 << 10, 43);
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), reverse(&origin)).await;
+    let client = edge.client();
+    for i in 0..40 {
+        let path = format!("/stale-on-arrival-{i}");
+        origin.put(
+            &path,
+            Resource::new(body.clone()).header("cache-control", "max-age=0"),
+        );
+        let first = client.get(&path, &[]).await.unwrap();
+        assert!(first.body == body);
+        let second = client.get(&path, &[]).await.unwrap();
+        assert!(second.body == body);
+        assert_eq!(
+            origin.count(&path),
+            2,
+            "request {i}: the second client was served the first one's response"
+        );
+    }
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_a_warm_cache_makes_no_origin_request() {
     let origin = Origin::start().await;
     let body = content(1 << 20, 5);
