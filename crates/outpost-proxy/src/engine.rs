@@ -238,11 +238,11 @@ impl Engine {
             Some((base, _)) => base,
             None => route.key.clone(),
         };
-        if let Some(set) = lock(&self.variants).get(&base)
-            && !set.names.is_empty()
-        {
-            route.key = vary::variant_key(&base, &set.names, headers);
-        }
+        route.key = match lock(&self.variants).get(&base) {
+            Some(set) if !set.names.is_empty() => vary::variant_key(&base, &set.names, headers),
+            // The URL does not vary (or no longer does): one entry for all.
+            _ => base,
+        };
         route
     }
 

@@ -771,6 +771,26 @@ fn cases() -> Vec<Case> {
             conditional: Some(0),
         },
         Case {
+            rule: "Vary: a URL that stops varying is one entry again; the request \
+                   that learns it is answered by its own fetch",
+            resource: res("max-age=3600").header("vary", "User-Agent"),
+            config: no_config,
+            steps: vec![
+                get(&[("user-agent", "A")], 200, Some("MISS")),
+                // No Vary any more, nor anything that makes it reusable: a
+                // second fetch for the same client request shows at the origin.
+                Step::Origin(Box::new(|o: &Origin| {
+                    let mut plain = Resource::new(content(2000, 1)).no_cache_headers();
+                    plain.etag = None;
+                    plain.last_modified = None;
+                    o.put(PATH, plain);
+                })),
+                get(&[("user-agent", "B")], 200, Some("MISS")),
+            ],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
             rule: "an unsafe method invalidates every variant",
             resource: res("max-age=3600").header("vary", "User-Agent"),
             config: no_config,
