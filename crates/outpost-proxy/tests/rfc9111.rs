@@ -777,10 +777,12 @@ fn cases() -> Vec<Case> {
             config: no_config,
             steps: vec![
                 get(&[("user-agent", "A")], 200, Some("MISS")),
-                // No Vary any more, nor anything that makes it reusable: a
-                // second fetch for the same client request shows at the origin.
+                // No Vary any more, nor anything that makes it reusable; an
+                // empty body, so that its fill is over before the engine
+                // looks again: a second fetch for the same client request
+                // shows at the origin.
                 Step::Origin(Box::new(|o: &Origin| {
-                    let mut plain = Resource::new(content(2000, 1)).no_cache_headers();
+                    let mut plain = Resource::new(content(0, 1)).no_cache_headers();
                     plain.etag = None;
                     plain.last_modified = None;
                     o.put(PATH, plain);
