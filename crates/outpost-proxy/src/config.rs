@@ -125,7 +125,7 @@ impl Default for FillConfig {
             max_retries: 10,
             retry_for: Duration::from_secs(600),
             retry_backoff_initial: Duration::from_millis(200),
-            retry_backoff_max: Duration::from_secs(30),
+            retry_backoff_max: Duration::from_secs(10),
             checkpoint_bytes: 16 << 20,
             upstream_header_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(60),
