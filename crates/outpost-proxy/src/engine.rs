@@ -975,13 +975,12 @@ impl Engine {
         // lookup can see the object: every client finds it being fetched and
         // none starts a second fetch of the same bytes.
         let mut body = Some(body);
-        let created = self.store.create_with(&key, head, len, |obj| {
-            let fill = self.fills.attach(obj.clone(), target);
-            if let Some(body) = body.take() {
-                fill.start_initial(range, body);
-            }
-            fill
-        });
+        let created = self
+            .store
+            .create_with(&key, head, len, |obj| match body.take() {
+                Some(body) => self.fills.attach_started(obj.clone(), target, range, body),
+                None => self.fills.attach(obj.clone(), target),
+            });
         let fill = match created {
             Ok((_, fill)) => fill,
             Err(e) => {

@@ -162,20 +162,57 @@ impl FillContext {
 
     /// The fill of a stored, incomplete object, creating it if needed.
     pub fn attach(self: &Arc<Self>, obj: Arc<Object>, target: UpstreamTarget) -> Arc<ObjectFill> {
+        self.attach_claiming(obj, target, None).0
+    }
+
+    /// The fill of a new object, with its first fetch (the origin response
+    /// `body`, carrying `range`) started. The range is claimed before the
+    /// fill can be found: a client finding it unclaimed would have its
+    /// reader demand the same bytes from the origin again.
+    pub fn attach_started(
+        self: &Arc<Self>,
+        obj: Arc<Object>,
+        target: UpstreamTarget,
+        range: ByteRange,
+        body: Incoming,
+    ) -> Arc<ObjectFill> {
+        let (fill, claim) = self.attach_claiming(obj, target, Some(range));
+        match claim {
+            Some(claim) => {
+                let worker = fill.clone();
+                tokio::spawn(async move {
+                    worker
+                        .run_worker(claim, range, Some(body), WorkerKind::Initial)
+                        .await
+                });
+            }
+            None => fill.start_initial(range, body),
+        }
+        fill
+    }
+
+    /// [`FillContext::attach`]; a fill created here has `initial` claimed
+    /// before it is registered (the claim's id is returned).
+    fn attach_claiming(
+        self: &Arc<Self>,
+        obj: Arc<Object>,
+        target: UpstreamTarget,
+        initial: Option<ByteRange>,
+    ) -> (Arc<ObjectFill>, Option<u64>) {
         let mut registry = lock(&self.registry);
         let displaced = match registry.current.get(obj.key()) {
-            Some(fill) if Arc::ptr_eq(&fill.object, &obj) => return fill.clone(),
+            Some(fill) if Arc::ptr_eq(&fill.object, &obj) => return (fill.clone(), None),
             // Ids grow: a higher one is the newer object. `obj` was replaced
             // while its readers still stream it.
             Some(fill) if fill.object.id() > obj.id() => {
                 if let Some(fill) = registry.superseded.get(&obj.id())
                     && Arc::ptr_eq(&fill.object, &obj)
                 {
-                    return fill.clone();
+                    return (fill.clone(), None);
                 }
-                let fill = self.new_fill(obj.clone(), target);
+                let (fill, claim) = self.new_fill(obj.clone(), target, initial);
                 registry.superseded.insert(obj.id(), fill.clone());
-                return fill;
+                return (fill, claim);
             }
             Some(fill) => Some(fill.clone()),
             None => None,
@@ -183,13 +220,18 @@ impl FillContext {
         if let Some(old) = displaced {
             registry.superseded.insert(old.object.id(), old);
         }
-        let fill = self.new_fill(obj.clone(), target);
+        let (fill, claim) = self.new_fill(obj.clone(), target, initial);
         registry.current.insert(obj.key().clone(), fill.clone());
-        fill
+        (fill, claim)
     }
 
-    fn new_fill(self: &Arc<Self>, object: Arc<Object>, target: UpstreamTarget) -> Arc<ObjectFill> {
-        Arc::new(ObjectFill {
+    fn new_fill(
+        self: &Arc<Self>,
+        object: Arc<Object>,
+        target: UpstreamTarget,
+        initial: Option<ByteRange>,
+    ) -> (Arc<ObjectFill>, Option<u64>) {
+        let fill = Arc::new(ObjectFill {
             object,
             interactive: AtomicBool::new(target.class == Class::Interactive),
             last_checkpoint: Mutex::new(Instant::now()),
@@ -197,7 +239,12 @@ impl FillContext {
             ctx: self.clone(),
             state: Mutex::new(FillState::default()),
             readers: AtomicUsize::new(0),
-        })
+        });
+        let claim = initial.map(|range| {
+            let mut st = lock(&fill.state);
+            fill.add_claim(&mut st, range)
+        });
+        (fill, claim)
     }
 
     /// Makes sure the missing bytes of `range` of `obj` are being fetched,
