@@ -5,7 +5,7 @@
 //! whichever way the client reached the edge. The authority in the key is the
 //! one the request is *routed* to, never a header such as `X-Forwarded-Host`.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
@@ -53,8 +53,7 @@ impl CacheKey {
         key.push_str(host);
         key.make_ascii_lowercase();
         if port != default_port {
-            key.push(':');
-            key.push_str(&port.to_string());
+            let _ = write!(key, ":{port}");
         }
         key.push_str(path);
         Ok(Self(key))

@@ -98,6 +98,7 @@ pub struct FillConfig {
     /// `retry_for`: a branch's WAN outage of minutes is a stall for the
     /// waiting clients, not an error.
     pub max_retries: u32,
+    /// Time without a byte after which a failing fetch may give up.
     pub retry_for: Duration,
     pub retry_backoff_initial: Duration,
     pub retry_backoff_max: Duration,

@@ -162,13 +162,13 @@ impl FillContext {
 
     /// The fill of a stored, incomplete object, creating it if needed.
     pub fn attach(self: &Arc<Self>, obj: Arc<Object>, target: UpstreamTarget) -> Arc<ObjectFill> {
-        self.attach_claiming(obj, target, None).0
+        self.attach_locked(&mut lock(&self.registry), obj, target)
     }
 
     /// The fill of a new object, with its first fetch (the origin response
     /// `body`, carrying `range`) started. The range is claimed before the
-    /// fill can be found: a client finding it unclaimed would have its
-    /// reader demand the same bytes from the origin again.
+    /// registry lock is released: a client finding the fill unclaimed would
+    /// have its reader demand the same bytes from the origin again.
     pub fn attach_started(
         self: &Arc<Self>,
         obj: Arc<Object>,
@@ -176,43 +176,40 @@ impl FillContext {
         range: ByteRange,
         body: Incoming,
     ) -> Arc<ObjectFill> {
-        let (fill, claim) = self.attach_claiming(obj, target, Some(range));
-        match claim {
-            Some(claim) => {
-                let worker = fill.clone();
-                tokio::spawn(async move {
-                    worker
-                        .run_worker(claim, range, Some(body), WorkerKind::Initial)
-                        .await
-                });
-            }
-            None => fill.start_initial(range, body),
-        }
+        let (fill, claim) = {
+            let mut registry = lock(&self.registry);
+            let fill = self.attach_locked(&mut registry, obj, target);
+            let claim = fill.add_claim(&mut lock(&fill.state), range);
+            (fill, claim)
+        };
+        let worker = fill.clone();
+        tokio::spawn(async move {
+            worker
+                .run_worker(claim, range, Some(body), WorkerKind::Initial)
+                .await
+        });
         fill
     }
 
-    /// [`FillContext::attach`]; a fill created here has `initial` claimed
-    /// before it is registered (the claim's id is returned).
-    fn attach_claiming(
+    fn attach_locked(
         self: &Arc<Self>,
+        registry: &mut Registry,
         obj: Arc<Object>,
         target: UpstreamTarget,
-        initial: Option<ByteRange>,
-    ) -> (Arc<ObjectFill>, Option<u64>) {
-        let mut registry = lock(&self.registry);
+    ) -> Arc<ObjectFill> {
         let displaced = match registry.current.get(obj.key()) {
-            Some(fill) if Arc::ptr_eq(&fill.object, &obj) => return (fill.clone(), None),
+            Some(fill) if Arc::ptr_eq(&fill.object, &obj) => return fill.clone(),
             // Ids grow: a higher one is the newer object. `obj` was replaced
             // while its readers still stream it.
             Some(fill) if fill.object.id() > obj.id() => {
                 if let Some(fill) = registry.superseded.get(&obj.id())
                     && Arc::ptr_eq(&fill.object, &obj)
                 {
-                    return (fill.clone(), None);
+                    return fill.clone();
                 }
-                let (fill, claim) = self.new_fill(obj.clone(), target, initial);
+                let fill = self.new_fill(obj.clone(), target);
                 registry.superseded.insert(obj.id(), fill.clone());
-                return (fill, claim);
+                return fill;
             }
             Some(fill) => Some(fill.clone()),
             None => None,
@@ -220,18 +217,13 @@ impl FillContext {
         if let Some(old) = displaced {
             registry.superseded.insert(old.object.id(), old);
         }
-        let (fill, claim) = self.new_fill(obj.clone(), target, initial);
+        let fill = self.new_fill(obj.clone(), target);
         registry.current.insert(obj.key().clone(), fill.clone());
-        (fill, claim)
+        fill
     }
 
-    fn new_fill(
-        self: &Arc<Self>,
-        object: Arc<Object>,
-        target: UpstreamTarget,
-        initial: Option<ByteRange>,
-    ) -> (Arc<ObjectFill>, Option<u64>) {
-        let fill = Arc::new(ObjectFill {
+    fn new_fill(self: &Arc<Self>, object: Arc<Object>, target: UpstreamTarget) -> Arc<ObjectFill> {
+        Arc::new(ObjectFill {
             object,
             interactive: AtomicBool::new(target.class == Class::Interactive),
             last_checkpoint: Mutex::new(Instant::now()),
@@ -239,12 +231,7 @@ impl FillContext {
             ctx: self.clone(),
             state: Mutex::new(FillState::default()),
             readers: AtomicUsize::new(0),
-        });
-        let claim = initial.map(|range| {
-            let mut st = lock(&fill.state);
-            fill.add_claim(&mut st, range)
-        });
-        (fill, claim)
+        })
     }
 
     /// Makes sure the missing bytes of `range` of `obj` are being fetched,
@@ -366,20 +353,6 @@ impl ObjectFill {
     pub fn reader(self: &Arc<Self>) -> ReaderGuard {
         self.readers.fetch_add(1, Ordering::AcqRel);
         ReaderGuard(self.clone())
-    }
-
-    /// Starts the fetch that created the object, consuming the body of the
-    /// response already received for `range`.
-    pub fn start_initial(self: &Arc<Self>, range: ByteRange, body: Incoming) {
-        let claim = {
-            let mut st = lock(&self.state);
-            self.add_claim(&mut st, range)
-        };
-        let fill = self.clone();
-        tokio::spawn(async move {
-            fill.run_worker(claim, range, Some(body), WorkerKind::Initial)
-                .await
-        });
     }
 
     /// Makes sure the missing bytes of `range` are being fetched. Returns
