@@ -30,45 +30,26 @@ import subprocess
 import sys
 import time
 
-NS_BRANCH, NS_ORIGIN, NS_CLIENTS = "bh-branch", "bh-origin", "bh-clients"
-ORIGIN = "10.199.1.1"
-EDGE = "10.199.2.1"
-OBJ_DIR = "/tmp/bh-data/obj"
-ORIGIN_LOG = "/tmp/bh-origin/access.log"
+# wan-bench's namespaces, addresses and the origin's log, as prepos.py reads them.
+from prepos import (EDGE, NS_BRANCH, NS_CLIENTS, OBJ_DIR, ORIGIN, ORIGIN_LOG,
+                    log_offset, nsexec, origin_entries, wan_tx_bytes)
+
 WORK = "/tmp/bh-crash"
-WAN_DEV = "bh-o-wan"  # origin side of the WAN: its tx is every byte sent to the branch
 
 
 def log(msg):
     print("[crash %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
 
 
-def nsexec(ns, cmd, **kw):
-    return subprocess.run(["ip", "netns", "exec", ns] + cmd, **kw)
-
-
-def wan_tx_bytes():
-    out = nsexec(NS_ORIGIN, ["cat", "/sys/class/net/%s/statistics/tx_bytes" % WAN_DEV],
-                 capture_output=True, text=True, check=True)
-    return int(out.stdout.strip())
-
-
-def log_offset():
-    return os.path.getsize(ORIGIN_LOG) if os.path.exists(ORIGIN_LOG) else 0
-
-
-def origin_entries(since):
-    """Origin log lines after byte offset `since`: (method, uri, status, body_bytes, range).
-    nginx writes a line when its request ends; callers wait for what they expect."""
-    out = []
-    with open(ORIGIN_LOG, "rb") as f:
-        f.seek(since)
-        for raw in f.read().decode(errors="replace").splitlines():
-            p = raw.split("\t")
-            if len(p) < 7:
-                continue
-            out.append((p[1], p[2], int(p[3]), int(p[5]), p[6]))
-    return out
+def entries_for(since, uri, enough=bool, timeout=10):
+    """The origin's log lines for `uri` after offset `since`, once `enough`
+    of them are there (nginx writes a line when its request ends)."""
+    deadline = time.time() + timeout
+    while True:
+        entries = [e for e in origin_entries(since) if e[1] == uri]
+        if enough(entries) or time.time() > deadline:
+            return entries
+        time.sleep(0.2)
 
 
 def make_object(name, mib, seed):
@@ -200,13 +181,7 @@ def main():
         res["before_kill_bytes"] = [len(g) for g in got]
         res["before_kill_prefix_correct"] = sum(1 for g in got if g == b[:len(g)])
         # The origin logs B's first fetch once the edge's connection is gone.
-        deadline = time.time() + 10
-        first_life = []
-        while time.time() < deadline:
-            first_life = [e for e in origin_entries(b_since) if e[1] == "/obj/crash-b.bin"]
-            if first_life:
-                break
-            time.sleep(0.2)
+        first_life = entries_for(b_since, "/obj/crash-b.bin")
 
         log("phase 3: restart; %d clients on A, then on B" % args.clients)
         edge.start()
@@ -227,13 +202,7 @@ def main():
         res["b_after_restart_s"] = round(time.time() - t0, 2)
         res["b_after_restart_correct"] = sum(
             1 for o, _ in procs if hashlib.sha256(received(o)).hexdigest() == sha_b)
-        deadline = time.time() + 10
-        second_life = []
-        while time.time() < deadline:
-            second_life = [e for e in origin_entries(since) if e[1] == "/obj/crash-b.bin"]
-            if second_life:
-                break
-            time.sleep(0.2)
+        second_life = entries_for(since, "/obj/crash-b.bin")
         res["b_origin_requests"] = [
             {"life": life, "status": e[2], "body_bytes": e[3], "range": e[4]}
             for life, entries in (("before kill", first_life), ("after restart", second_life))

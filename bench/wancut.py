@@ -22,8 +22,8 @@ import shutil
 import sys
 import time
 
-from crash import (ORIGIN_LOG, WORK, Edge, log, log_offset, make_object, nsexec,
-                   origin_entries, received, start_clients, wait_clients)
+from crash import (ORIGIN_LOG, WORK, Edge, entries_for, log, log_offset, make_object, nsexec,
+                   received, start_clients, wait_clients)
 
 NS_WAN = "bh-wan"
 ROUTER_TO_BRANCH = "bh-w-b"
@@ -73,13 +73,7 @@ def main():
         res["last_client_done_s"] = round(time.time() - t0, 2)
         res["correct"] = sum(1 for o, _ in procs if hashlib.sha256(received(o)).hexdigest() == sha)
         res["curl_exit_codes"] = [p.returncode for _, p in procs]
-        deadline = time.time() + 10
-        entries = []
-        while time.time() < deadline:
-            entries = [e for e in origin_entries(since) if e[1] == "/obj/" + name]
-            if entries and sum(e[3] for e in entries) >= size:
-                break
-            time.sleep(0.2)
+        entries = entries_for(since, "/obj/" + name, lambda es: sum(e[3] for e in es) >= size)
         res["origin_requests"] = [{"status": e[2], "body_bytes": e[3], "range": e[4]} for e in entries]
         res["origin_body_bytes_over_size"] = round(sum(e[3] for e in entries) / size, 4)
     finally:
