@@ -51,17 +51,41 @@ pub const VIA: &str = "1.1 outpost";
 
 /// Appends our `Via` entry to any existing ones.
 pub fn add_via(headers: &mut HeaderMap) {
+    add_via_as(headers, VIA);
+}
+
+/// Appends the `Via` entry `entry` (`1.1 name`) to any existing ones.
+pub fn add_via_as(headers: &mut HeaderMap, entry: &str) {
     if !headers.contains_key(header::VIA) {
-        headers.insert(header::VIA, http::HeaderValue::from_static(VIA));
+        if let Ok(value) = entry.parse() {
+            headers.insert(header::VIA, value);
+        }
         return;
     }
-    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {VIA}"),
-        _ => VIA.to_string(),
+    let existing: Vec<&str> = headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .collect();
+    let value = if existing.is_empty() {
+        entry.to_string()
+    } else {
+        format!("{}, {entry}", existing.join(", "))
     };
     if let Ok(value) = value.parse() {
         headers.insert(header::VIA, value);
     }
+}
+
+/// The received-by names of every `Via` entry (`1.1 name (comment)`).
+pub fn via_names(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|entry| entry.split_whitespace().nth(1))
 }
 
 #[cfg(test)]

@@ -243,7 +243,20 @@ pub fn policy_with_override(
             Some(v) => format!("{name}={v}"),
             None => name,
         })
-        .chain(wanted.map(|d| format!("s-maxage={}", d.as_secs())))
+        // `max-age`, not `s-maxage`: s-maxage would also make a response
+        // to a request with Authorization shareable (RFC 9111 section 3.5),
+        // which only the origin may decide. Kept as s-maxage only when the
+        // origin's own response said s-maxage.
+        .chain(wanted.map(|d| {
+            let directive = if crate::cache_control::directives(&res.headers)
+                .any(|(name, _)| name == "s-maxage")
+            {
+                "s-maxage"
+            } else {
+                "max-age"
+            };
+            format!("{directive}={}", d.as_secs())
+        }))
         .collect();
     adjusted.headers.remove(http::header::CACHE_CONTROL);
     if wanted.is_some() {
@@ -314,6 +327,28 @@ mod tests {
             Duration::ZERO,
             "no-cache still checks"
         );
+    }
+
+    #[test]
+    fn a_minimum_freshness_does_not_share_responses_to_authorized_requests() {
+        let now = SystemTime::now();
+        let ov = FreshnessOverride {
+            min_fresh: Some(Duration::from_secs(86_400)),
+            ..Default::default()
+        };
+        let (mut req, res) = parts(Some("max-age=60"));
+        req.headers
+            .insert("authorization", "Basic YWxpY2U6cHc=".parse().unwrap());
+        assert!(
+            !policy_with_override(&req, &res, now, Some(&ov), false).is_storable(),
+            "RFC 9111 section 3.5: only the origin makes it shareable"
+        );
+        let (mut req, res) = parts(Some("s-maxage=60"));
+        req.headers
+            .insert("authorization", "Basic YWxpY2U6cHc=".parse().unwrap());
+        let policy = policy_with_override(&req, &res, now, Some(&ov), false);
+        assert!(policy.is_storable(), "the origin's s-maxage shares it");
+        assert_eq!(policy.time_to_live(now), Duration::from_secs(86_400));
     }
 
     #[test]

@@ -118,9 +118,17 @@ pub fn variant_key(base: &CacheKey, names: &[HeaderName], request: &HeaderMap) -
         key.push_str(name.as_str());
         key.push('=');
         let value = canonical_value(name, request).unwrap_or_default();
+        if is_secret(name) || value.len() > MAX_PLAIN_VALUE {
+            // Credentials never land in the index (or in `cache ls`), and a
+            // client cannot grow keys with long values: a digest selects
+            // the same variant just as well.
+            key.push('#');
+            key.push_str(&blake3::hash(value.as_bytes()).to_hex()[..32]);
+            continue;
+        }
         for c in value.chars() {
             // Keep the separators unambiguous.
-            if c == '&' || c == '%' || c == VARIANT_SEPARATOR {
+            if matches!(c, '&' | '%' | '#') || c == VARIANT_SEPARATOR {
                 key.push_str(&format!("%{:02X}", c as u32));
             } else {
                 key.push(c);
@@ -128,6 +136,17 @@ pub fn variant_key(base: &CacheKey, names: &[HeaderName], request: &HeaderMap) -
         }
     }
     CacheKey::from_stored(key)
+}
+
+/// Values longer than this are keyed by their digest.
+const MAX_PLAIN_VALUE: usize = 128;
+
+/// Request fields whose values are credentials or session state.
+fn is_secret(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "cookie" | "authorization" | "proxy-authorization"
+    )
 }
 
 /// For a variant key: the URL's key and the header names it varies on.
@@ -220,6 +239,19 @@ mod tests {
         assert_eq!(a, b, "browsers that all accept gzip share a variant");
         let c = variant_key(&base, &names, &headers(&[("user-agent", "A&B")]));
         assert_ne!(a, c);
+        let secret = variant_key(
+            &base,
+            &[HeaderName::from_static("cookie")],
+            &headers(&[("cookie", "session=s3cr3t")]),
+        );
+        assert!(!secret.as_str().contains("s3cr3t"), "{secret}");
+        let long = "x".repeat(60_000);
+        let long_key = variant_key(&base, &names, &headers(&[("user-agent", &long)]));
+        assert!(long_key.as_str().len() < 200, "keys stay short");
+        assert_ne!(
+            long_key,
+            variant_key(&base, &names, &headers(&[("user-agent", &"y".repeat(60_000))]))
+        );
         let (back, back_names) = split_variant(a.as_str()).unwrap();
         assert_eq!((back, back_names), (base, names));
         assert!(vary_names(&headers(&[("vary", "*")])).is_none());

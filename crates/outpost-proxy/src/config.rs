@@ -170,6 +170,14 @@ pub struct ProxyConfig {
     /// bypass the cache: the origin builds its answer from them and the
     /// key does not include them.
     pub bypass_request_headers: Vec<http::HeaderName>,
+    /// Loopback, link-local and other internal ranges that forward and
+    /// transparent clients may reach all the same (an admin who really
+    /// proxies to a service on the edge's host). The edge's own listen
+    /// and admin addresses stay refused.
+    pub internal_destinations: Vec<IpNet>,
+    /// Absolute-form requests for hosts other than the configured sites are
+    /// proxied. `None`: only when no reverse origin or site is configured.
+    pub forward: Option<bool>,
 }
 
 /// The rules a reload replaces while the edge runs: who may use the edge
@@ -236,6 +244,18 @@ impl Default for ProxyConfig {
             overrides: Vec::new(),
             upstream_ca: Vec::new(),
             bypass_request_headers: Vec::new(),
+            internal_destinations: Vec::new(),
+            forward: None,
         }
+    }
+}
+
+impl ProxyConfig {
+    /// Whether absolute-form requests for any host are forward-proxied: by
+    /// default only on an edge with no reverse configuration, so that a
+    /// reverse deployment is never an open proxy.
+    pub fn forward_enabled(&self) -> bool {
+        self.forward
+            .unwrap_or(self.origin.is_none() && self.sites.is_empty())
     }
 }

@@ -2,7 +2,7 @@
 //! fill or pass through.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +11,9 @@ use http::{
 };
 use hyper::body::Incoming;
 use outpost_http::cache_control::{self, forbids_stale};
-use outpost_http::headers::{FILL_CONTROLLED_REQUEST_HEADERS, add_via, strip_hop_by_hop};
+use outpost_http::headers::{
+    FILL_CONTROLLED_REQUEST_HEADERS, add_via, add_via_as, strip_hop_by_hop, via_names,
+};
 use outpost_http::policy::BeforeRequest;
 use outpost_http::range::{RangeSpec, parse_range_header};
 use outpost_http::vary;
@@ -23,7 +25,7 @@ use crate::config::{ProxyConfig, RangeMissPolicy};
 use crate::fill::{FillContext, ObjectFill, UpstreamTarget};
 use crate::h1::ReqBody;
 use crate::serve::{EdgeBody, FillSource, error_response, object_response, streamed};
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::{Reach, Upstream, UpstreamBody, UpstreamError};
 use crate::wan::WanShaper;
 use outpost_shaper::Class;
 
@@ -37,6 +39,9 @@ pub struct Route {
     /// The upstream is one of the edge's reverse-proxy origins, so the edge
     /// is its surrogate and obeys `Surrogate-Control`.
     pub surrogate: bool,
+    /// Whether a client chose the upstream (forward, transparent), so the
+    /// destination guard applies, or the admin did (reverse, channels).
+    pub reach: Reach,
 }
 
 impl Route {
@@ -47,6 +52,7 @@ impl Route {
             key,
             rule: None,
             surrogate: false,
+            reach: Reach::Guarded,
         })
     }
 }
@@ -65,16 +71,31 @@ pub struct EngineStats {
 
 type PendingMap = HashMap<CacheKey, watch::Receiver<Option<Outcome>>>;
 
+impl Outcome {
+    fn passthrough(resp: Response<Incoming>) -> Self {
+        Self::Passthrough(resp.status(), Arc::new(Mutex::new(Some(resp))))
+    }
+}
+
+/// What a collapsed caller gets: the outcome, and whether its own request
+/// was the one sent (it led) or it waited on another client's.
+pub(crate) struct Collapsed {
+    pub outcome: Outcome,
+    pub led: bool,
+}
+
 /// What the leader of a collapsed miss or revalidation found.
 #[derive(Clone)]
 pub(crate) enum Outcome {
     Fill(Arc<ObjectFill>),
     Refreshed(Arc<Object>),
     Stale(Arc<Object>),
-    /// Not cacheable: the first waiter takes this response, the others make
-    /// their own request.
-    Passthrough(Arc<Mutex<Option<Response<Incoming>>>>),
+    /// Not storable: the response is for the leader's request only (it may
+    /// be private to that client); every other waiter makes its own request.
+    Passthrough(StatusCode, Arc<Mutex<Option<Response<Incoming>>>>),
     Failed(String),
+    /// The destination guard refused the client's destination.
+    Refused(crate::destination::Refusal),
     /// `max_fills` fills run already: the client should come back.
     Busy,
 }
@@ -97,12 +118,51 @@ pub struct Engine {
     /// URLs whose responses vary: the header names, and the variant keys
     /// stored (so that invalidation and purge reach every variant).
     variants: Mutex<HashMap<CacheKey, VariantSet>>,
+    /// This edge's `Via` entry on requests it sends upstream: unique per
+    /// process, so that a request that comes back is recognised as a loop
+    /// while a chain of several Outpost edges still works.
+    pub via: String,
+    /// Size of the variant map at which it is next rebuilt.
+    variant_map_limit: AtomicUsize,
 }
+
+/// A pseudonym for `Via` no other edge shares: hashed from what differs
+/// between edges and between runs.
+fn via_pseudonym(config: &ProxyConfig) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(format!("{:?}", config.listen).as_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.update(&now.as_nanos().to_le_bytes());
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        hasher.update(name.trim().as_bytes());
+    }
+    let hex = hasher.finalize().to_hex();
+    format!("1.1 outpost-{}", &hex[..10])
+}
+
+/// Variants one URL may have stored at once: a header like `User-Agent`
+/// or `Cookie` in `Vary` would otherwise let clients add one copy each.
+pub const MAX_VARIANTS: usize = 32;
+
+/// The variant map is rebuilt from the store when it reaches this size (or
+/// twice its size after the last rebuild).
+const VARIANT_MAP_MIN: usize = 10_000;
 
 #[derive(Default)]
 struct VariantSet {
     names: Vec<http::HeaderName>,
     keys: std::collections::HashSet<CacheKey>,
+}
+
+/// The URL's key of a key that may name a variant.
+pub fn base_key(key: &CacheKey) -> CacheKey {
+    match vary::split_variant(key.as_str()) {
+        Some((base, _)) => base,
+        None => key.clone(),
+    }
 }
 
 /// The variants the store holds, from their keys (at startup).
@@ -130,7 +190,7 @@ const RECORD_WAIT: Duration = Duration::from_secs(2);
 /// The client's request headers as sent upstream. Towards its own reverse
 /// origins (`surrogate`) the edge announces itself as a surrogate, so that
 /// `Surrogate-Control` directives can target it by name.
-fn upstream_headers(client: &HeaderMap, for_fill: bool, surrogate: bool) -> HeaderMap {
+fn upstream_headers(client: &HeaderMap, for_fill: bool, surrogate: bool, via: &str) -> HeaderMap {
     let mut headers = client.clone();
     if surrogate {
         let ours = format!(
@@ -159,7 +219,7 @@ fn upstream_headers(client: &HeaderMap, for_fill: bool, surrogate: bool) -> Head
         // What variants are keyed by (see outpost_http::vary).
         vary::normalize_request(&mut headers);
     }
-    add_via(&mut headers);
+    add_via_as(&mut headers, via);
     headers
 }
 
@@ -200,10 +260,15 @@ fn passthrough_response(resp: Response<Incoming>, shaper: &Arc<WanShaper>) -> Re
 impl Engine {
     pub fn new(config: ProxyConfig, store: Store) -> Arc<Self> {
         let store_for_variants = store.clone();
+        let via = via_pseudonym(&config);
+        let guard = Arc::new(crate::destination::DestinationGuard::new(
+            config.internal_destinations.clone(),
+        ));
         let upstream = Upstream::new(
             config.fill.upstream_header_timeout,
             config.wan.bulk_receive_buffer,
             &config.upstream_ca,
+            guard,
         );
         let shaper = WanShaper::new(config.wan.clone(), config.local_clock.clone());
         let fills = FillContext::new(store.clone(), upstream.clone(), config.fill.clone(), shaper);
@@ -219,7 +284,16 @@ impl Engine {
             access_log: std::sync::OnceLock::new(),
             quarantined: Mutex::new(HashMap::new()),
             variants: Mutex::new(known_variants(&store_for_variants)),
+            via,
+            variant_map_limit: AtomicUsize::new(VARIANT_MAP_MIN),
         })
+    }
+
+    /// Whether a request already passed through this edge (its `Via` names
+    /// our pseudonym).
+    pub fn is_looping(&self, headers: &HeaderMap) -> bool {
+        let ours = self.via.split_whitespace().nth(1).unwrap_or_default();
+        via_names(headers).any(|name| name == ours)
     }
 
     /// Logs every request from now on (set once, at startup).
@@ -244,6 +318,13 @@ impl Engine {
             _ => base,
         };
         route
+    }
+
+    /// How many variants of `url_key` the edge knows of.
+    pub fn variant_count(&self, url_key: &CacheKey) -> usize {
+        lock(&self.variants)
+            .get(url_key)
+            .map_or(0, |set| set.keys.len())
     }
 
     /// Removes what is stored for `key`, every variant included. Returns
@@ -271,7 +352,7 @@ impl Engine {
     /// Where a request for `uri` goes: host aliases resolved, the first
     /// matching admin rule found, the query dropped from the key if the
     /// rule says so.
-    pub fn route(&self, uri: Uri) -> Result<Route, outpost_http::KeyError> {
+    pub fn route(&self, uri: Uri, reach: Reach) -> Result<Route, outpost_http::KeyError> {
         let uri = self.canonical_uri(uri);
         let host = uri.host().unwrap_or("").to_ascii_lowercase();
         let rule = self
@@ -300,6 +381,7 @@ impl Engine {
             key,
             rule,
             surrogate,
+            reach,
         })
     }
 
@@ -328,6 +410,8 @@ impl Engine {
     /// Refuses `key` to clients (its body failed a digest check), or lifts
     /// the refusal with `None`.
     pub fn set_quarantined(&self, key: &CacheKey, reason: Option<String>) {
+        // By URL: every variant of a quarantined file is refused.
+        let key = &base_key(key);
         let mut q = lock(&self.quarantined);
         match reason {
             Some(r) => {
@@ -359,7 +443,7 @@ impl Engine {
             return self.forward(req, &route).await;
         }
         if matches!(method, Method::GET | Method::HEAD) {
-            let quarantined = lock(&self.quarantined).get(&route.key).cloned();
+            let quarantined = lock(&self.quarantined).get(&base_key(&route.key)).cloned();
             if let Some(reason) = quarantined {
                 // Serving it, even from the origin, would hand PCs a package
                 // that is not the one the admin published.
@@ -513,9 +597,10 @@ impl Engine {
     fn target(&self, client: &HeaderMap, route: &Route) -> UpstreamTarget {
         UpstreamTarget {
             uri: route.upstream_uri.clone(),
-            headers: upstream_headers(client, true, route.surrogate),
+            headers: upstream_headers(client, true, route.surrogate, &self.via),
             class: Class::Interactive,
             group: None,
+            reach: route.reach,
         }
     }
 
@@ -548,6 +633,7 @@ impl Engine {
     ) -> Response<EdgeBody> {
         // The upstream target is built only off the plain-hit path (most
         // requests never need it); a variant route differs only by its key.
+        let authorized = parts.headers.contains_key(header::AUTHORIZATION);
         for _ in 0..4 {
             let route = self.select_variant(route.clone(), &parts.headers);
             let now = SystemTime::now();
@@ -556,6 +642,9 @@ impl Engine {
             if let Some(fill) = self.fills.active(&route.key)
                 && !fill.object.is_complete()
             {
+                if authorized && !explicitly_shared(&fill.object.head()) {
+                    return self.pass_own(parts, &route).await;
+                }
                 // A request that arrives while the response streams shares
                 // it (collapsed forwarding). Once every byte is in, the fill
                 // is only recording the object: a request arriving now came
@@ -581,6 +670,11 @@ impl Engine {
             let mut revalidate = None;
             if let Some(obj) = stored {
                 let head = obj.head();
+                if authorized && !explicitly_shared(&head) {
+                    // Stored from another client's request: the origin did
+                    // not say a user with credentials may share it.
+                    return self.pass_own(parts, &route).await;
+                }
                 // The common hit: a plain request for a stored response that
                 // does not vary. RFC 9111 then reduces to "is it fresh?".
                 let plain = !parts.headers.contains_key(header::CACHE_CONTROL)
@@ -672,9 +766,14 @@ impl Engine {
                     )
                 }
             };
+            let Some(Collapsed { outcome, led }) = outcome else {
+                continue;
+            };
+            // A response fetched for another client's request is shared
+            // only as far as it may be (RFC 9111 section 3.5).
+            let shared_with_me = |head: &StoredHead| led || !authorized || explicitly_shared(head);
             match outcome {
-                None => continue,
-                Some(Outcome::Fill(fill)) => {
+                Outcome::Fill(fill) => {
                     // The response turned out to vary: serve it only to
                     // clients that select the same variant.
                     if fill.object.key() != &route.key
@@ -683,10 +782,18 @@ impl Engine {
                     {
                         continue;
                     }
+                    if !shared_with_me(&fill.object.head()) {
+                        return self.pass_own(parts, &route).await;
+                    }
                     self.stats.misses.fetch_add(1, Ordering::Relaxed);
                     return self.serve_fill(fill, &parts, "MISS");
                 }
-                Some(Outcome::Refreshed(obj)) => {
+                Outcome::Refreshed(obj) | Outcome::Stale(obj)
+                    if !shared_with_me(&obj.head()) =>
+                {
+                    return self.pass_own(parts, &route).await;
+                }
+                Outcome::Refreshed(obj) => {
                     self.stats.revalidated.fetch_add(1, Ordering::Relaxed);
                     self.store.touch(&obj);
                     return object_response(
@@ -698,7 +805,7 @@ impl Engine {
                         SystemTime::now(),
                     );
                 }
-                Some(Outcome::Stale(obj)) => {
+                Outcome::Stale(obj) => {
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
                     let mut resp =
                         object_response(obj, &parts, None, None, "STALE", SystemTime::now());
@@ -708,22 +815,30 @@ impl Engine {
                     );
                     return resp;
                 }
-                Some(Outcome::Passthrough(slot)) => {
-                    self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
-                    let taken = lock(&slot).take();
+                Outcome::Passthrough(_, slot) => {
+                    // Only the client whose headers were sent may see this
+                    // answer: it may be private to that client, or carry
+                    // its cookies. Every other waiter asks for itself.
+                    let taken = if led { lock(&slot).take() } else { None };
                     return match taken {
-                        Some(resp) => passthrough_response(resp, &self.fills.shaper),
-                        None => self.forward_parts(parts, &route).await,
+                        Some(resp) => {
+                            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+                            passthrough_response(resp, &self.fills.shaper)
+                        }
+                        None => self.pass_own(parts, &route).await,
                     };
                 }
-                Some(Outcome::Failed(reason)) => {
+                Outcome::Refused(refusal) => {
+                    return refused_destination(&refusal);
+                }
+                Outcome::Failed(reason) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     return error_response(
                         StatusCode::BAD_GATEWAY,
                         &format!("origin unavailable: {reason}"),
                     );
                 }
-                Some(Outcome::Busy) => {
+                Outcome::Busy => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     let mut resp = error_response(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -800,10 +915,10 @@ impl Engine {
         key: &CacheKey,
         seen: Option<u64>,
         work: impl Future<Output = Outcome> + Send + 'static,
-    ) -> Option<Outcome> {
-        let mut rx = loop {
+    ) -> Option<Collapsed> {
+        let (mut rx, led) = loop {
             if let Some(rx) = lock(&self.pending).get(key).cloned() {
-                break rx;
+                break (rx, false);
             }
             // A leader removes itself only after its fill is attached, so
             // once no leader is seen, its work is visible here.
@@ -825,10 +940,10 @@ impl Engine {
                 lock(&pending_map).remove(&key);
                 let _ = tx.send(Some(outcome));
             });
-            break rx;
+            break (rx, true);
         };
         match rx.wait_for(|o| o.is_some()).await {
-            Ok(o) => o.clone(),
+            Ok(o) => o.clone().map(|outcome| Collapsed { outcome, led }),
             Err(_) => None,
         }
     }
@@ -873,11 +988,12 @@ impl Engine {
             .stats
             .upstream_requests
             .fetch_add(1, Ordering::Relaxed);
-        match self.upstream.send_as(req, target.class).await {
+        match self.upstream.send_as(req, target.class, target.reach).await {
             Ok(resp) => {
                 tracing::trace!(key = %route.key, status = %resp.status(), "origin response head");
                 self.store_response(&client, resp, target, &route)
             }
+            Err(UpstreamError::Refused(refusal)) => Outcome::Refused(refusal),
             Err(e) => {
                 tracing::warn!(key = %route.key, error = %e, "origin fetch failed");
                 Outcome::Failed(e.to_string())
@@ -910,7 +1026,7 @@ impl Engine {
                 {
                     Some(cr)
                 }
-                _ => return Outcome::Passthrough(Arc::new(Mutex::new(Some(resp)))),
+                _ => return Outcome::passthrough(resp),
             }
         } else {
             None
@@ -925,7 +1041,7 @@ impl Engine {
             )
             || status.is_informational()
         {
-            return Outcome::Passthrough(Arc::new(Mutex::new(Some(resp))));
+            return Outcome::passthrough(resp);
         }
         let (rparts, body) = resp.into_parts();
         // The representation as a whole: a 206 describes a 200 we have not
@@ -959,14 +1075,16 @@ impl Engine {
             && !rparts.headers.contains_key(header::SET_COOKIE)
             && names.is_some();
         if !storable {
-            return Outcome::Passthrough(Arc::new(Mutex::new(Some(Response::from_parts(
-                rparts, body,
-            )))));
+            return Outcome::passthrough(Response::from_parts(rparts, body));
         }
         whole.headers.remove(header::CONTENT_LENGTH);
         whole.headers.remove(header::AGE);
+        let Some(key) = self.variant_to_store(route, client, names.unwrap_or_default()) else {
+            // This URL has as many variants as it may keep: this one is
+            // the client's alone.
+            return Outcome::passthrough(Response::from_parts(rparts, body));
+        };
         let head = StoredHead::new(whole.status, whole.headers, policy);
-        let key = self.variant_to_store(route, client, names.unwrap_or_default());
         let range = match content_range {
             Some(cr) => cr.range,
             None => ByteRange::new(0, len.unwrap_or(u64::MAX)),
@@ -988,23 +1106,22 @@ impl Engine {
                 let Some(body) = body else {
                     return Outcome::Failed(e.to_string());
                 };
-                return Outcome::Passthrough(Arc::new(Mutex::new(Some(Response::from_parts(
-                    rparts, body,
-                )))));
+                return Outcome::passthrough(Response::from_parts(rparts, body));
             }
         };
         Outcome::Fill(fill)
     }
 
     /// The key a response is stored under: the URL's, or the variant the
-    /// leading request selects when the response varies. Records what it
+    /// leading request selects when the response varies; `None` when the
+    /// URL already has `MAX_VARIANTS` other variants stored. Records what it
     /// learns for later lookups.
     fn variant_to_store(
         &self,
         route: &Route,
         client: &HeaderMap,
         names: Vec<http::HeaderName>,
-    ) -> CacheKey {
+    ) -> Option<CacheKey> {
         let base = match vary::split_variant(route.key.as_str()) {
             Some((base, _)) => base,
             None => route.key.clone(),
@@ -1018,15 +1135,33 @@ impl Engine {
                     let _ = self.store.purge(&key);
                 }
             }
-            return base;
+            return Some(base);
         }
         let mut normalized = client.clone();
         vary::normalize_request(&mut normalized);
         let key = vary::variant_key(&base, &names, &normalized);
+        if variants.len() >= self.variant_map_limit.load(Ordering::Relaxed) {
+            // Entries of URLs whose variants were all evicted linger; drop
+            // them before the map outgrows what the store holds.
+            *variants = known_variants(&self.store);
+            self.variant_map_limit.store(
+                (variants.len() * 2).max(VARIANT_MAP_MIN),
+                Ordering::Relaxed,
+            );
+        }
         let set = variants.entry(base).or_default();
+        if !set.keys.contains(&key) && set.keys.len() >= MAX_VARIANTS {
+            // Evicted variants free their places.
+            set.keys
+                .retain(|k| self.store.get(k).ok().flatten().is_some());
+            if set.keys.len() >= MAX_VARIANTS {
+                tracing::debug!(key = %key, max = MAX_VARIANTS, "variant limit reached; not stored");
+                return None;
+            }
+        }
         set.names = names;
         set.keys.insert(key.clone());
-        key
+        Some(key)
     }
 
     /// Leader of a revalidation: one conditional request for everyone.
@@ -1068,8 +1203,9 @@ impl Engine {
         };
         let stale_ok = !forbids_stale(&head.headers)
             && (self.config.fill.serve_stale_on_error || within(&head.headers) || within(&client));
-        let resp = match self.upstream.send_as(req, target.class).await {
+        let resp = match self.upstream.send_as(req, target.class, target.reach).await {
             Ok(resp) => resp,
+            Err(UpstreamError::Refused(refusal)) => return Outcome::Refused(refusal),
             Err(e) if stale_ok => {
                 tracing::warn!(key = %route.key, error = %e, "origin unreachable; serving stale");
                 return Outcome::Stale(obj);
@@ -1100,6 +1236,11 @@ impl Engine {
                 ) {
                     continue;
                 }
+                // A cookie set on a 304 is for the client whose request
+                // revalidated, not for every PC the stored response serves.
+                if matches!(name.as_str(), "set-cookie" | "set-cookie2") {
+                    continue;
+                }
                 headers.remove(name);
                 for value in update.get_all(name) {
                     headers.append(name.clone(), value.clone());
@@ -1128,6 +1269,13 @@ impl Engine {
         self.forward_with_body(parts, body, route).await
     }
 
+    /// The client's own request, sent as is and never stored: for a client
+    /// that may not share the response fetched for another.
+    async fn pass_own(&self, parts: request::Parts, route: &Route) -> Response<EdgeBody> {
+        self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+        self.forward_parts(parts, route).await
+    }
+
     async fn forward_parts(&self, parts: request::Parts, route: &Route) -> Response<EdgeBody> {
         self.forward_with_body(parts, crate::upstream::empty_body(), route)
             .await
@@ -1143,7 +1291,7 @@ impl Engine {
             .method(parts.method.clone())
             .uri(route.upstream_uri.clone());
         if let Some(h) = builder.headers_mut() {
-            *h = upstream_headers(&parts.headers, false, route.surrogate);
+            *h = upstream_headers(&parts.headers, false, route.surrogate, &self.via);
             if let Some(cl) = parts.headers.get(header::CONTENT_LENGTH) {
                 h.insert(header::CONTENT_LENGTH, cl.clone());
             }
@@ -1156,8 +1304,9 @@ impl Engine {
             .stats
             .upstream_requests
             .fetch_add(1, Ordering::Relaxed);
-        match self.upstream.send(req).await {
+        match self.upstream.send(req, route.reach).await {
             Ok(resp) => passthrough_response(resp, &self.fills.shaper),
+            Err(UpstreamError::Refused(refusal)) => refused_destination(&refusal),
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(uri = %route.upstream_uri, error = %e, "origin request failed");
@@ -1204,6 +1353,15 @@ const UNKEYED_OVERRIDES: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    // Scheme and path as a front end saw them: an origin behind a TLS
+    // terminator answers `X-Forwarded-Proto: http` with a redirect to
+    // https, which stored would loop every PC.
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-forwarded-uri",
 ];
 
 /// The first header of the request that makes it bypass the cache: a
@@ -1234,6 +1392,23 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         return None;
     }
     first.to_str().ok()?.trim().parse().ok()
+}
+
+/// The answer to a client whose destination the guard refused.
+pub(crate) fn refused_destination(refusal: &crate::destination::Refusal) -> Response<EdgeBody> {
+    tracing::warn!(%refusal, "destination refused: 403");
+    error_response(
+        StatusCode::FORBIDDEN,
+        &format!("this destination is not allowed: {refusal}"),
+    )
+}
+
+/// Whether the origin made a response shareable with requests that carry
+/// `Authorization` (RFC 9111 section 3.5).
+fn explicitly_shared(head: &StoredHead) -> bool {
+    cache_control::has(&head.headers, "public")
+        || cache_control::has(&head.headers, "must-revalidate")
+        || cache_control::seconds(&head.headers, "s-maxage").is_some()
 }
 
 fn only_if_cached(request: &HeaderMap) -> bool {

@@ -54,6 +54,8 @@ pub struct UpstreamTarget {
     pub class: Class,
     /// The shaper bucket of the channel that asked, for bulk fetches.
     pub group: Option<BucketId>,
+    /// Whether the destination guard applies (a client chose the URL).
+    pub reach: crate::upstream::Reach,
 }
 
 /// Why a fetch gave up.
@@ -627,7 +629,7 @@ impl ObjectFill {
         let resp = self
             .ctx
             .upstream
-            .send_as(req, self.class())
+            .send_as(req, self.class(), self.target.reach)
             .await
             .map_err(|e| RangeReply::Transient(e.to_string()))?;
         match resp.status() {

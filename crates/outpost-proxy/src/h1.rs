@@ -339,9 +339,18 @@ impl Conn {
         &mut self,
         config: &H1Config,
     ) -> Result<Option<(http::request::Parts, Framing)>, Result<Refusal, io::Error>> {
-        // Tolerate empty lines between requests (RFC 9112 section 2.2).
+        // Tolerate empty lines between requests (RFC 9112 section 2.2), but
+        // as the start of a request: the first byte, blank or not, starts
+        // the head's deadline, and the idle deadline is fixed when the wait
+        // begins. A client sending bare CRLFs cannot hold the connection.
+        let idle_deadline = tokio::time::Instant::now() + config.idle_timeout;
         let mut deadline = None;
         loop {
+            if !self.buf.is_empty() {
+                deadline.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + config.header_read_timeout
+                });
+            }
             while self.buf.starts_with(b"\r\n") || self.buf.starts_with(b"\n") {
                 let n = if self.buf.starts_with(b"\r\n") { 2 } else { 1 };
                 self.buf.advance(n);
@@ -355,14 +364,8 @@ impl Conn {
                     Ok(None) => {}
                     Err(refusal) => return Err(Ok(refusal)),
                 }
-                deadline.get_or_insert_with(|| {
-                    tokio::time::Instant::now() + config.header_read_timeout
-                });
             }
-            let wait = match deadline {
-                Some(d) => d,
-                None => tokio::time::Instant::now() + config.idle_timeout,
-            };
+            let wait = deadline.unwrap_or(idle_deadline);
             match tokio::time::timeout_at(wait, self.fill()).await {
                 Ok(Ok(0)) if self.buf.is_empty() => return Ok(None),
                 Ok(Ok(0)) => return Err(Err(io::ErrorKind::UnexpectedEof.into())),

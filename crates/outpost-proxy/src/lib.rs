@@ -13,6 +13,7 @@
 
 pub mod access_log;
 pub mod config;
+pub mod destination;
 pub mod engine;
 pub mod fill;
 pub mod h1;

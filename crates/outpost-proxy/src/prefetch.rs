@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Limited};
-use outpost_http::headers::add_via;
+use outpost_http::headers::add_via_as;
 use outpost_http::{ByteRange, CacheKey};
 use outpost_shaper::{BucketId, Class};
 use outpost_store::{Object, Phase};
@@ -95,7 +95,7 @@ impl Engine {
         limit: usize,
     ) -> Result<(StatusCode, HeaderMap, Bytes), PrefetchError> {
         let mut headers = HeaderMap::new();
-        add_via(&mut headers);
+        add_via_as(&mut headers, &self.via);
         let mut req = Request::builder().method(Method::GET).uri(uri.clone());
         if let Some(h) = req.headers_mut() {
             *h = headers;
@@ -109,7 +109,7 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
         let resp = self
             .upstream
-            .send_as(req, Class::Bulk)
+            .send_as(req, Class::Bulk, crate::upstream::Reach::Configured)
             .await
             .map_err(|e| PrefetchError::Upstream(e.to_string()))?;
         let (parts, body) = resp.into_parts();
@@ -133,7 +133,7 @@ impl Engine {
     /// varies on Accept-Encoding lands in the variant PCs select.
     fn prefetch_route(&self, uri: Uri) -> Result<(Route, HeaderMap), PrefetchError> {
         let route = self
-            .route(uri)
+            .route(uri, crate::upstream::Reach::Configured)
             .map_err(|e| PrefetchError::Url(e.to_string()))?;
         let mut client = HeaderMap::new();
         client.insert(
@@ -156,20 +156,59 @@ impl Engine {
         let (route, client) = self.prefetch_route(req.uri.clone())?;
         let key = route.key.clone();
         let mut headers = client.clone();
-        add_via(&mut headers);
+        add_via_as(&mut headers, &self.via);
         let target = UpstreamTarget {
             uri: route.upstream_uri.clone(),
             headers,
             class: Class::Bulk,
             group: req.group,
+            // The channel's source is the admin's.
+            reach: crate::upstream::Reach::Configured,
         };
         let expected = req.sha256.as_deref().map(str::to_ascii_lowercase);
         self.store.expect_digest(&key, expected.as_deref());
         let result = self
             .prefetch_inner(&route, &client, target, expected.as_deref())
             .await;
+        let result = match (result, expected) {
+            (Ok(done), Some(want)) => self.verify_final(done, &want).await,
+            (result, _) => result,
+        };
         self.store.expect_digest(&key, None);
         result
+    }
+
+    /// Whatever path brought the object in (a client's fill that started
+    /// before the sync asked, a variant, a copy kept by a 304), the object
+    /// the sync reports must be the manifest's: checked here, once, at the
+    /// end. A mismatch drops the object.
+    async fn verify_final(
+        &self,
+        mut done: Prefetched,
+        want: &str,
+    ) -> Result<Prefetched, PrefetchError> {
+        let obj = self
+            .store
+            .get(&done.key)
+            .ok()
+            .flatten()
+            .filter(|o| o.is_complete())
+            .ok_or_else(|| PrefetchError::Failed("the object left the store".into()))?;
+        let actual = self
+            .store
+            .digest_of(&obj)
+            .await
+            .map_err(|e| PrefetchError::Failed(e.to_string()))?;
+        if actual != want {
+            tracing::error!(key = %done.key, expected = want, %actual, "stored object does not match the manifest; dropping it");
+            let _ = self.purge(&done.key);
+            return Err(PrefetchError::DigestMismatch {
+                expected: want.to_string(),
+                actual,
+            });
+        }
+        done.sha256 = Some(actual);
+        Ok(done)
     }
 
     async fn prefetch_inner(
@@ -206,10 +245,11 @@ impl Engine {
             let outcome = match stored {
                 // A stored error (a 503 the origin gave a lifetime) is not the
                 // package: ask for the package.
-                Some(obj) if obj.is_complete() && obj.head().status.is_success() => {
-                    if let Some(want) = expected
-                        && self.store.digest(key).ok().flatten().as_deref() == Some(want)
-                    {
+                Some(obj)
+                    if obj.is_complete() && obj.head().status.is_success() && expected.is_some() =>
+                {
+                    let want = expected.unwrap_or_default();
+                    if self.store.digest_of(&obj).await.ok().as_deref() == Some(want) {
                         return Ok(Prefetched {
                             key: key.clone(),
                             outcome: PrefetchOutcome::Unchanged,
@@ -217,6 +257,16 @@ impl Engine {
                             sha256: Some(want.to_string()),
                         });
                     }
+                    // Not the manifest's file: a 304 would keep it, so the
+                    // whole file is asked for again, unconditionally.
+                    let engine = self.clone();
+                    let (target, route2, client) = (target.clone(), route.clone(), client.clone());
+                    self.collapse(key, seen, async move {
+                        engine.fetch_miss(client, target, route2, None).await
+                    })
+                    .await
+                }
+                Some(obj) if obj.is_complete() && obj.head().status.is_success() => {
                     let head = obj.head();
                     let mut conditional = HeaderMap::new();
                     if let Some(etag) = head.etag() {
@@ -273,9 +323,11 @@ impl Engine {
                     .await
                 }
             };
-            match outcome {
-                None => continue,
-                Some(Outcome::Fill(fill)) => {
+            let Some(collapsed) = outcome else {
+                continue;
+            };
+            match collapsed.outcome {
+                Outcome::Fill(fill) => {
                     let status = fill.object.head().status;
                     if !status.is_success() {
                         // Stored for clients as RFC 9111 allows, but a sync
@@ -286,7 +338,7 @@ impl Engine {
                     let obj = fill.object.clone();
                     return self.wait_complete(&obj, PrefetchOutcome::Fetched).await;
                 }
-                Some(Outcome::Refreshed(obj)) => {
+                Outcome::Refreshed(obj) => {
                     return Ok(Prefetched {
                         key: key.clone(),
                         outcome: PrefetchOutcome::NotModified,
@@ -294,23 +346,27 @@ impl Engine {
                         sha256: self.store.digest(key).ok().flatten(),
                     });
                 }
-                Some(Outcome::Stale(_)) => {
+                Outcome::Stale(_) => {
                     return Err(PrefetchError::Upstream(
                         "origin unreachable (the stored copy is kept)".into(),
                     ));
                 }
-                Some(Outcome::Passthrough(slot)) => {
-                    let status = crate::engine::lock(&slot).take().map(|r| r.status());
-                    return Err(match status {
-                        Some(s) if !s.is_success() => PrefetchError::Status(s),
-                        Some(s) => PrefetchError::NotStorable(format!(
-                            "status {s}, or headers forbid storing"
-                        )),
-                        None => PrefetchError::NotStorable("response not storable".into()),
+                Outcome::Passthrough(status, _) => {
+                    // Only the status is read: the response may be a
+                    // client's own, which a sync must not take from it.
+                    return Err(if status.is_success() {
+                        PrefetchError::NotStorable(format!(
+                            "status {status}, or headers forbid storing"
+                        ))
+                    } else {
+                        PrefetchError::Status(status)
                     });
                 }
-                Some(Outcome::Failed(reason)) => return Err(PrefetchError::Upstream(reason)),
-                Some(Outcome::Busy) => {
+                Outcome::Failed(reason) => return Err(PrefetchError::Upstream(reason)),
+                Outcome::Refused(refusal) => {
+                    return Err(PrefetchError::Upstream(refusal.to_string()));
+                }
+                Outcome::Busy => {
                     return Err(PrefetchError::Failed(
                         "the edge is at fill.max_fills; retried next sync".into(),
                     ));

@@ -481,7 +481,7 @@ impl ObjectStream {
         let resp = src
             .ctx
             .upstream
-            .send_as(req, src.target.class)
+            .send_as(req, src.target.class, src.target.reach)
             .await
             .map_err(|e| std::io::Error::other(format!("{reason}; origin: {e}")))?;
         let starts_right = resp.status() == StatusCode::PARTIAL_CONTENT

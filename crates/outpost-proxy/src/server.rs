@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Route};
+use crate::upstream::Reach;
 use crate::h1::{self, LogUrl, ReqBody, Tunnel};
 use crate::serve::{EdgeBody, empty_body, error_response};
 use crate::sys;
@@ -46,6 +47,9 @@ impl Server {
             let listener = TcpListener::bind(addr).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
             })?;
+            if let Ok(bound) = listener.local_addr() {
+                engine.upstream.guard.add_own_address(bound);
+            }
             listeners.push(listener);
         }
         Ok(Self { engine, listeners })
@@ -98,11 +102,29 @@ async fn accept_loop(
                 }
             },
         };
+        if !allowed(&engine, peer.ip()) {
+            // Refused before it can take a connection slot, and answered
+            // by the few short-lived refusers only: hosts outside the LAN
+            // cannot hold the slots PCs need.
+            if let Ok(refuser) = refusers.clone().try_acquire_owned() {
+                tracing::warn!(client = %peer, "client not in allowed_clients: 403");
+                tokio::spawn(async move {
+                    refuse(stream, StatusCode::FORBIDDEN, "access denied\n").await;
+                    drop(refuser);
+                });
+            }
+            continue;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             if let Ok(refuser) = refusers.clone().try_acquire_owned() {
                 tracing::warn!(client = %peer, max = engine.config.max_connections, "max_connections reached: 503");
                 tokio::spawn(async move {
-                    refuse_busy(stream).await;
+                    refuse(
+                        stream,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the edge has max_connections clients already; retry shortly\n",
+                    )
+                    .await;
                     drop(refuser);
                 });
             }
@@ -117,18 +139,23 @@ async fn accept_loop(
     }
 }
 
-/// Connections answered 503 at once while `max_connections` are open.
+/// Connections answered at once and closed (over `max_connections`, or
+/// from clients not allowed), at most this many at a time.
 const REFUSERS: usize = 64;
 
-/// Tells a client over the connection limit to come back: reads its
-/// request head (a client may not expect an answer before it has asked),
-/// answers 503 and closes.
-async fn refuse_busy(mut stream: TcpStream) {
+/// Answers a connection the edge will not serve: reads its request head (a
+/// client may not expect an answer before it has asked), answers `status`
+/// and closes, all within 2 s.
+async fn refuse(mut stream: TcpStream, status: StatusCode, body: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const BODY: &str = "the edge has max_connections clients already; retry shortly\n";
+    let retry = if status == StatusCode::SERVICE_UNAVAILABLE {
+        "retry-after: 5\r\n"
+    } else {
+        ""
+    };
     let busy = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n{body}",
+        body.len()
     );
     let exchange = async {
         let mut head = Vec::new();
@@ -190,25 +217,22 @@ async fn serve_connection(
         peer,
         original_dst: sys::original_destination(&stream),
     };
-    let permitted = allowed(&engine, peer.ip());
-    if !permitted {
-        tracing::warn!(client = %peer, "client not in allowed_clients: 403");
-    }
     let h1 = engine.config.h1.clone();
     let log = engine.access_log().map(|l| (l, peer.ip()));
     h1::serve(stream, &h1, shutdown, log, &engine.served, |req| {
         let engine = engine.clone();
-        async move {
-            if !permitted {
-                return error_response(StatusCode::FORBIDDEN, "access denied");
-            }
-            dispatch(engine, req, conn).await
-        }
+        async move { dispatch(engine, req, conn).await }
     })
     .await;
 }
 
 async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Response<EdgeBody> {
+    if engine.is_looping(req.headers()) {
+        // Our own Via: this request already went through this edge once
+        // (a proxy chain or a name that leads back here).
+        tracing::warn!(client = %conn.peer, uri = %req.uri(), "request carries this edge's Via: 508");
+        return error_response(StatusCode::LOOP_DETECTED, "request loop: it already passed through this edge");
+    }
     if req.method() == Method::CONNECT {
         return connect(engine, req, conn).await;
     }
@@ -228,7 +252,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Res
 /// The mode `route` picks for this request (same order of checks).
 fn mode_of(engine: &Engine, req: &Request<ReqBody>, conn: Conn) -> h1::Mode {
     let uri = req.uri();
-    if uri.scheme().is_some() && uri.authority().is_some() {
+    if uri.scheme().is_some() && uri.authority().is_some() && engine.config.forward_enabled() {
         h1::Mode::Forward
     } else if engine.config.origin.is_some()
         || conn.original_dst.is_none()
@@ -265,15 +289,40 @@ fn route(
             "this destination is not allowed",
         ))
     };
-    let upstream = if uri.scheme().is_some() && uri.authority().is_some() {
-        // Absolute form: forward proxy.
+    let (upstream, reach) = if uri.scheme().is_some() && uri.authority().is_some() {
         let host = uri.host().unwrap_or("");
-        if !destination_allowed(engine, host) {
-            return Err(forbidden(host));
+        if !engine.config.forward_enabled() {
+            // A reverse edge answers absolute-form requests for its own
+            // sites (RFC 9112 section 3.2.2) and nothing else.
+            let named = engine.config.sites.iter().find(|s| {
+                s.host != "*" && s.host.eq_ignore_ascii_case(host)
+            });
+            let origin = match (named, &engine.config.origin) {
+                (Some(site), _) => &site.origin,
+                (None, Some(origin))
+                    if origin.host().is_some_and(|h| h.eq_ignore_ascii_case(host)) =>
+                {
+                    origin
+                }
+                _ => {
+                    tracing::warn!(client = %conn.peer, %host, "absolute-form request on a reverse edge: 403");
+                    return Err(Box::new(error_response(
+                        StatusCode::FORBIDDEN,
+                        "this edge is not a forward proxy (set forward = true to make it one)",
+                    )));
+                }
+            };
+            (join_origin(origin, &path).map_err(|e| bad(&e))?, Reach::Configured)
+        } else {
+            // Absolute form: forward proxy.
+            if !destination_allowed(engine, host) {
+                return Err(forbidden(host));
+            }
+            precheck_literal(engine, uri)?;
+            (uri.clone(), Reach::Guarded)
         }
-        uri.clone()
     } else if let Some(origin) = &engine.config.origin {
-        join_origin(origin, &path).map_err(|e| bad(&e))?
+        (join_origin(origin, &path).map_err(|e| bad(&e))?, Reach::Configured)
     } else if let Some(site) = host_header(req).and_then(|host| {
         let name = host.host().to_ascii_lowercase();
         engine
@@ -282,7 +331,7 @@ fn route(
             .iter()
             .find(|s| s.host == "*" || s.host.eq_ignore_ascii_case(&name))
     }) {
-        join_origin(&site.origin, &path).map_err(|e| bad(&e))?
+        (join_origin(&site.origin, &path).map_err(|e| bad(&e))?, Reach::Configured)
     } else if let Some(dst) = conn.original_dst {
         // Transparent: the firewall sent us a connection meant for `dst`.
         let authority = match host_header(req) {
@@ -293,28 +342,55 @@ fn route(
         if !destination_allowed(engine, authority.host()) {
             return Err(forbidden(authority.host()));
         }
-        Uri::builder()
+        let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(authority)
             .path_and_query(path)
             .build()
-            .map_err(|e| bad(&e.to_string()))?
+            .map_err(|e| bad(&e.to_string()))?;
+        precheck_literal(engine, &uri)?;
+        (uri, Reach::Guarded)
     } else {
         return Err(bad(
             "not a proxy request: use an absolute URL, or configure a site for this Host",
         ));
     };
-    engine.route(upstream).map_err(|e| bad(&e.to_string()))
+    engine.route(upstream, reach).map_err(|e| bad(&e.to_string()))
+}
+
+/// Refuses an address-literal destination the guard refuses, before any
+/// lookup in the cache. Names are checked by the connector after it
+/// resolves them (no DNS lookup on the hit path).
+fn precheck_literal(engine: &Engine, uri: &Uri) -> Result<(), Box<Response<EdgeBody>>> {
+    let Some(host) = uri.host() else {
+        return Ok(());
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(ip) = bare.parse::<IpAddr>() else {
+        return Ok(());
+    };
+    let addr = SocketAddr::new(ip, crate::destination::port_of(uri));
+    engine
+        .upstream
+        .guard
+        .check(addr)
+        .map_err(|refusal| Box::new(crate::engine::refused_destination(&refusal)))
 }
 
 fn host_header(req: &Request<ReqBody>) -> Option<Authority> {
     req.headers().get(header::HOST)?.to_str().ok()?.parse().ok()
 }
 
-/// `origin` base URL + request path (the base's path is a prefix).
+/// `origin` base URL + request path (the base's path is a prefix). The
+/// request path's dot-segments are removed first (RFC 3986 section
+/// 5.2.4), so that no request leaves the base's prefix.
 fn join_origin(origin: &Uri, path: &PathAndQuery) -> Result<Uri, String> {
     let base = origin.path().trim_end_matches('/');
-    let joined = format!("{base}{}", path.as_str());
+    let normalized = remove_dot_segments(path.path())?;
+    let joined = match path.query() {
+        Some(q) => format!("{base}{normalized}?{q}"),
+        None => format!("{base}{normalized}"),
+    };
     let mut parts = origin.clone().into_parts();
     parts.path_and_query = Some(
         joined
@@ -322,6 +398,55 @@ fn join_origin(origin: &Uri, path: &PathAndQuery) -> Result<Uri, String> {
             .map_err(|e: http::uri::InvalidUri| e.to_string())?,
     );
     Uri::from_parts(parts).map_err(|e| e.to_string())
+}
+
+/// Whether a path segment means "this folder" or "the parent folder" to an
+/// origin: literally, percent-encoded (`%2e%2E`), or as part of a
+/// backslash-separated name (IIS takes `\` for `/`). `Some(true)` for
+/// `..`, `Some(false)` for `.`, `None` for a name; `Err` for a segment that
+/// hides a dot-segment behind a backslash.
+fn dot_segment(segment: &str) -> Result<Option<bool>, String> {
+    let decoded = segment
+        .replace("%2e", ".")
+        .replace("%2E", ".")
+        .replace("%5c", "\\")
+        .replace("%5C", "\\");
+    match decoded.as_str() {
+        "." => return Ok(Some(false)),
+        ".." => return Ok(Some(true)),
+        _ => {}
+    }
+    if decoded.contains('\\') && decoded.split('\\').any(|p| p == "." || p == "..") {
+        return Err(format!("path segment {segment:?} climbs folders with a backslash"));
+    }
+    Ok(None)
+}
+
+/// RFC 3986 section 5.2.4 on an origin-form path, counting encoded dots as
+/// dots. A path that climbs above the root is refused rather than clamped:
+/// no client has a reason to send one.
+fn remove_dot_segments(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("request target {path:?} is not an absolute path"));
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        match dot_segment(segment)? {
+            Some(parent) => {
+                if parent && out.pop().is_none() {
+                    return Err("request path climbs above the site's root".into());
+                }
+                // `/a/.` and `/a/b/..` name the folder: keep its slash.
+                if i == last {
+                    out.push("");
+                }
+            }
+            None => out.push(segment),
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
 }
 
 /// `CONNECT host:port`: a byte tunnel to an allowed port.
@@ -332,6 +457,13 @@ async fn connect(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Resp
     let Some(port) = authority.port_u16() else {
         return error_response(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
+    if !engine.config.forward_enabled() {
+        tracing::warn!(client = %conn.peer, target = %authority, "CONNECT on a reverse edge: 403");
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "this edge is not a forward proxy (set forward = true to make it one)",
+        );
+    }
     if !destination_allowed(&engine, authority.host()) {
         tracing::warn!(client = %conn.peer, target = %authority, "CONNECT to a destination not in allowed_destinations: 403");
         return error_response(StatusCode::FORBIDDEN, "this destination is not allowed");
@@ -340,9 +472,20 @@ async fn connect(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Resp
         tracing::warn!(client = %conn.peer, target = %authority, "CONNECT to a port not in connect_ports: 403");
         return error_response(StatusCode::FORBIDDEN, "CONNECT to this port is not allowed");
     }
+    // Resolved and checked once; the tunnel goes to the addresses checked.
+    let addrs = match engine.upstream.guard.resolve(authority.host(), port).await {
+        Ok(addrs) => addrs,
+        Err(refusal) => {
+            tracing::warn!(client = %conn.peer, target = %authority, %refusal, "CONNECT destination refused: 403");
+            return error_response(
+                StatusCode::FORBIDDEN,
+                &format!("this destination is not allowed: {refusal}"),
+            );
+        }
+    };
     let upstream = match tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        TcpStream::connect(authority.as_str()),
+        TcpStream::connect(&addrs[..]),
     )
     .await
     {

@@ -1,6 +1,7 @@
 //! The upstream (WAN side) HTTP client: pooled keep-alive connections, http
 //! and https (rustls, OS trust store), with a deadline on response headers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use outpost_shaper::Class;
+
+use crate::destination::{DestinationGuard, GuardedConnector};
 
 pub type UpstreamBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -30,19 +33,48 @@ pub enum UpstreamError {
     Request(#[from] hyper_util::client::legacy::Error),
     #[error("origin sent no response headers within {0:?}")]
     Timeout(Duration),
+    /// The destination guard refused every address of the host: not worth
+    /// a retry, and the client's answer is 403, not 502.
+    #[error("destination refused: {0}")]
+    Refused(#[source] crate::destination::Refusal),
+}
+
+impl UpstreamError {
+    fn classify(e: hyper_util::client::legacy::Error) -> Self {
+        match crate::destination::refusal_in(&e) {
+            Some(refusal) => Self::Refused(refusal.clone()),
+            None => Self::Request(e),
+        }
+    }
 }
 
 type PooledClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
+type GuardedClient = Client<hyper_rustls::HttpsConnector<GuardedConnector>, UpstreamBody>;
+
+/// Who chose an upstream destination, and so whether the destination guard
+/// applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The admin did (a reverse origin, a channel's source): connect as
+    /// configured.
+    Configured,
+    /// A client did (forward, transparent): only addresses the guard
+    /// allows, resolved and checked by the connector itself.
+    Guarded,
+}
 
 #[derive(Clone)]
 pub struct Upstream {
     client: PooledClient,
     /// Its own pool, so that paced connections never carry client misses.
     bulk: PooledClient,
+    guarded: GuardedClient,
+    guarded_bulk: GuardedClient,
+    pub guard: Arc<DestinationGuard>,
     header_timeout: Duration,
 }
 
-fn pooled_client(roots: &rustls::RootCertStore, receive_buffer: Option<usize>) -> PooledClient {
+fn http_connector(receive_buffer: Option<usize>) -> HttpConnector {
     let mut http = HttpConnector::new();
     if let Some(size) = receive_buffer {
         http.set_recv_buffer_size(Some(size));
@@ -50,11 +82,26 @@ fn pooled_client(roots: &rustls::RootCertStore, receive_buffer: Option<usize>) -
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http
+}
+
+fn pooled<C>(roots: &rustls::RootCertStore, inner: C) -> Client<hyper_rustls::HttpsConnector<C>, UpstreamBody>
+where
+    C: tower_service::Service<http::Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read
+        + hyper::rt::Write
+        + hyper_util::client::legacy::connect::Connection
+        + Send
+        + Unpin
+        + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots.clone())
         .with_no_client_auth();
     let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
-    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    let connector = builder.https_or_http().enable_http1().wrap_connector(inner);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
@@ -108,11 +155,19 @@ impl Upstream {
         header_timeout: Duration,
         bulk_receive_buffer: Option<usize>,
         extra_roots: &[rustls_pki_types::CertificateDer<'static>],
+        guard: Arc<DestinationGuard>,
     ) -> Self {
         let roots = trust_store(extra_roots);
+        let guarded = |receive_buffer| GuardedConnector {
+            http: http_connector(receive_buffer),
+            guard: guard.clone(),
+        };
         Self {
-            client: pooled_client(&roots, None),
-            bulk: pooled_client(&roots, bulk_receive_buffer),
+            client: pooled(&roots, http_connector(None)),
+            bulk: pooled(&roots, http_connector(bulk_receive_buffer)),
+            guarded: pooled(&roots, guarded(None)),
+            guarded_bulk: pooled(&roots, guarded(bulk_receive_buffer)),
+            guard: guard.clone(),
             header_timeout,
         }
     }
@@ -121,22 +176,28 @@ impl Upstream {
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
+        reach: Reach,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.send_as(req, Class::Interactive).await
+        self.send_as(req, Class::Interactive, reach).await
     }
 
-    /// Sends `req` on the connection pool of `class`.
+    /// Sends `req` on the connection pool of `class` and `reach`.
     pub async fn send_as(
         &self,
         req: Request<UpstreamBody>,
         class: Class,
+        reach: Reach,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = match class {
-            Class::Interactive => &self.client,
-            Class::Bulk => &self.bulk,
+        let exchange = async {
+            match (reach, class) {
+                (Reach::Configured, Class::Interactive) => self.client.request(req).await,
+                (Reach::Configured, Class::Bulk) => self.bulk.request(req).await,
+                (Reach::Guarded, Class::Interactive) => self.guarded.request(req).await,
+                (Reach::Guarded, Class::Bulk) => self.guarded_bulk.request(req).await,
+            }
         };
-        match tokio::time::timeout(self.header_timeout, client.request(req)).await {
-            Ok(result) => Ok(result?),
+        match tokio::time::timeout(self.header_timeout, exchange).await {
+            Ok(result) => result.map_err(UpstreamError::classify),
             Err(_) => Err(UpstreamError::Timeout(self.header_timeout)),
         }
     }

@@ -29,6 +29,11 @@ impl Edge {
             .with_test_writer()
             .try_init();
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        // The fake origins are on loopback, which the destination guard
+        // refuses by default (tests/security.rs checks that).
+        if config.internal_destinations.is_empty() {
+            config.internal_destinations = vec!["127.0.0.0/8".parse().unwrap()];
+        }
         let store = Store::open(StoreConfig::new(dir, max_bytes)).expect("open store");
         let engine = Engine::new(config, store);
         let server = Server::bind(engine.clone()).await.expect("bind");
@@ -1058,6 +1063,8 @@ async fn requests_and_bytes_are_counted_by_mode() {
             host: "packages.branch".into(),
             origin: origin.url("/").parse().unwrap(),
         }],
+        // Sites and a forward proxy on one edge: the admin says so.
+        forward: Some(true),
         ..ProxyConfig::default()
     };
     let edge = Edge::start(dir.path(), config).await;

@@ -77,6 +77,10 @@ pub struct Object {
     /// The object failed for a local reason (the disk): the origin's copy
     /// is as good as ever, and a reader may take the rest from it.
     failed_locally: AtomicBool,
+    /// The body must match a digest before it is complete: readers get
+    /// every byte but the last until it has, so that no client ever holds
+    /// a whole body that fails the check.
+    hold_last_byte: AtomicBool,
     /// The body of a small complete object, kept in memory (see `small_body`).
     small: OnceLock<Option<Bytes>>,
     small_budget: Arc<crate::store::SmallBudget>,
@@ -112,6 +116,7 @@ impl Object {
             last_access: AtomicI64::new(0),
             access_dirty: AtomicBool::new(false),
             failed_locally: AtomicBool::new(false),
+            hold_last_byte: AtomicBool::new(false),
             small: OnceLock::new(),
             small_budget,
         }
@@ -277,7 +282,15 @@ impl Object {
         if s.len.is_some_and(|l| offset >= l) {
             return Availability::End;
         }
-        let end = s.present.contiguous_end(offset);
+        let mut end = s.present.contiguous_end(offset);
+        if s.phase != Phase::Complete
+            && self
+                .hold_last_byte
+                .load(std::sync::atomic::Ordering::Acquire)
+            && let Some(len) = s.len
+        {
+            end = end.min(len.saturating_sub(1)).max(offset);
+        }
         if end > offset {
             Availability::Ready(end)
         } else if s.phase == Phase::Complete {
@@ -302,6 +315,14 @@ impl Object {
                 return Availability::Failed("object dropped".into());
             }
         }
+    }
+
+    /// Holds (or releases) the last byte from readers until the object is
+    /// complete, i.e. has passed its digest check.
+    pub(crate) fn set_hold_last_byte(&self, hold: bool) {
+        self.hold_last_byte
+            .store(hold, std::sync::atomic::Ordering::Release);
+        self.notify();
     }
 
     /// Whether the object failed because the edge could not keep it (see

@@ -185,6 +185,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The URL part of a key that may name a variant.
+fn url_key(key: &CacheKey) -> CacheKey {
+    match outpost_http::vary::split_variant(key.as_str()) {
+        Some((base, _)) => base,
+        None => key.clone(),
+    }
+}
+
 fn object_path(objects_dir: &Path, id: u64) -> PathBuf {
     objects_dir
         .join(format!("{:02x}", id & 0xff))
@@ -275,6 +283,9 @@ impl Store {
             self.inner.small_budget.clone(),
         ));
         obj.last_access.store(row.last_access, Ordering::Relaxed);
+        if !row.complete && self.expected_digest(key).is_some() {
+            obj.set_hold_last_byte(true);
+        }
         let mut live = lock(&self.inner.live);
         // Another task may have loaded it meanwhile: keep the first.
         let obj = live.entry(key.clone()).or_insert(obj).clone();
@@ -350,6 +361,9 @@ impl Store {
             self.inner.small_budget.clone(),
         ));
         obj.last_access.store(row.last_access, Ordering::Relaxed);
+        if self.expected_digest(key).is_some() {
+            obj.set_hold_last_byte(true);
+        }
         // The row and the live entry appear together: a lookup between the
         // two would load the row as a second object for the same file.
         let mut live = lock(&self.inner.live);
@@ -470,7 +484,7 @@ impl Store {
         let file = obj.file();
         let store = self.clone();
         let obj2 = obj.clone();
-        let expected = lock(&self.inner.expected_digests).get(obj.key()).cloned();
+        let expected = self.expected_digest(obj.key());
         let checked = expected.is_some();
         tokio::task::spawn_blocking(move || {
             let path = obj2.path();
@@ -546,22 +560,74 @@ impl Store {
     /// Requires the next completion of `key` to have this SHA-256 (hex), or
     /// lifts the requirement with `None`. A completion that does not match
     /// fails the object and is reported by [`Store::take_digest_mismatch`].
+    /// The requirement holds for the URL: every variant of `key`'s URL,
+    /// whichever the response turns out to select.
     pub fn expect_digest(&self, key: &CacheKey, sha256: Option<&str>) {
-        let mut expected = lock(&self.inner.expected_digests);
-        match sha256 {
-            Some(d) => {
-                expected.insert(key.clone(), d.to_ascii_lowercase());
-            }
-            None => {
-                expected.remove(key);
+        let url = url_key(key);
+        {
+            let mut expected = lock(&self.inner.expected_digests);
+            match sha256 {
+                Some(d) => {
+                    expected.insert(url.clone(), d.to_ascii_lowercase());
+                }
+                None => {
+                    expected.remove(&url);
+                }
             }
         }
+        // Fills already running for the URL hold their last byte too.
+        let live: Vec<Arc<Object>> = lock(&self.inner.live)
+            .values()
+            .filter(|o| url_key(o.key()) == url)
+            .cloned()
+            .collect();
+        for obj in live {
+            obj.set_hold_last_byte(sha256.is_some());
+        }
+    }
+
+    /// The digest the completion of `key` must match, if a manifest set one.
+    fn expected_digest(&self, key: &CacheKey) -> Option<String> {
+        lock(&self.inner.expected_digests)
+            .get(&url_key(key))
+            .cloned()
     }
 
     /// The (expected, actual) digests of the last refused completion of `key`.
     pub fn take_digest_mismatch(&self, key: &CacheKey) -> Option<(String, String)> {
-        lock(&self.inner.digest_mismatches).remove(key)
+        let mut mismatches = lock(&self.inner.digest_mismatches);
+        if let Some(found) = mismatches.remove(key) {
+            return Some(found);
+        }
+        // Recorded under the variant the response selected.
+        let url = url_key(key);
+        let variant = mismatches.keys().find(|k| url_key(k) == url).cloned()?;
+        mismatches.remove(&variant)
     }
+
+    /// The SHA-256 of `obj`'s complete body: the recorded one, or computed
+    /// now (and recorded) when none is.
+    pub async fn digest_of(&self, obj: &Arc<Object>) -> Result<String, StoreError> {
+        if let Some(d) = lock(&self.inner.index)
+            .get(obj.key().as_str())?
+            .filter(|r| r.complete && r.id == obj.id())
+            .and_then(|r| r.sha256)
+        {
+            return Ok(d);
+        }
+        let file = obj.file();
+        let len = obj.len().unwrap_or(0);
+        let path = obj.path().to_path_buf();
+        let digest = tokio::task::spawn_blocking(move || sha256_file(&file, len))
+            .await
+            .map_err(|_| StoreError::Task)?
+            .map_err(|e| StoreError::file(&path, e))?;
+        if let Err(e) = lock(&self.inner.index).set_digest(obj.key().as_str(), obj.id(), &digest) {
+            tracing::warn!(key = %obj.key(), error = %e, "cannot record digest");
+        }
+        Ok(digest)
+    }
+
 
     /// The recorded SHA-256 of the complete object under `key`, if known.
     pub fn digest(&self, key: &CacheKey) -> Result<Option<String>, StoreError> {
