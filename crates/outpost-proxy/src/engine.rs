@@ -289,6 +289,12 @@ impl Engine {
         })
     }
 
+    /// Records an address this edge listens on (its admin API, say), which
+    /// no client may make it connect to.
+    pub fn add_own_address(&self, addr: std::net::SocketAddr) {
+        self.upstream.guard.add_own_address(addr);
+    }
+
     /// Whether a request already passed through this edge (its `Via` names
     /// our pseudonym).
     pub fn is_looping(&self, headers: &HeaderMap) -> bool {

@@ -300,7 +300,9 @@ fn route(
             let origin = match (named, &engine.config.origin) {
                 (Some(site), _) => &site.origin,
                 (None, Some(origin))
-                    if origin.host().is_some_and(|h| h.eq_ignore_ascii_case(host)) =>
+                    if origin.host().is_some_and(|h| h.eq_ignore_ascii_case(host))
+                        && crate::destination::port_of(origin)
+                            == crate::destination::port_of(uri) =>
                 {
                     origin
                 }

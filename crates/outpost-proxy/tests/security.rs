@@ -1,0 +1,735 @@
+//! What a hostile LAN client (or a web page driving a PC) and a tampered
+//! mirror can make the edge do. Each test is one hole of issue 11, seen
+//! from outside: real listeners, real sockets, fake origins and services
+//! that count what reaches them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use outpost_proxy::prefetch::{PrefetchError, PrefetchRequest};
+use outpost_proxy::{Engine, ProxyConfig, Server};
+use outpost_store::{Store, StoreConfig};
+use outpost_testkit::{Client, Origin, Resource, content, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+struct Edge {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Edge {
+    /// An edge with `config` as given: no loopback allowance unless the
+    /// test sets one.
+    async fn start(mut config: ProxyConfig) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let store = Store::open(StoreConfig::new(dir.path(), 1 << 32)).expect("open store");
+        let engine = Engine::new(config, store);
+        let server = Server::bind(engine.clone()).await.expect("bind");
+        let addr = server.local_addrs()[0];
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        Self {
+            addr,
+            engine,
+            shutdown,
+            task,
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.addr)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+fn loopback_allowed() -> ProxyConfig {
+    ProxyConfig {
+        internal_destinations: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ProxyConfig::default()
+    }
+}
+
+/// A TCP service that counts the connections it accepts (and answers
+/// 200 to anything), standing in for the admin API or a loopback daemon.
+struct Service {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Service {
+    async fn start(bind: &str) -> Option<Self> {
+        let listener = TcpListener::bind(bind).await.ok()?;
+        let addr = listener.local_addr().ok()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nadmin!\n")
+                        .await;
+                });
+            }
+        });
+        Some(Self { addr, accepted })
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_request_never_reaches_the_edge_itself_or_its_admin_api() {
+    let admin = Service::start("127.0.0.1:0").await.unwrap();
+    // Even an admin who allows loopback destinations keeps the edge's own
+    // addresses out of reach.
+    let edge = Edge::start(loopback_allowed()).await;
+    edge.engine.add_own_address(admin.addr);
+    let client = edge.client();
+    for (method, url) in [
+        ("POST", format!("http://{}/reload", admin.addr)),
+        ("GET", format!("http://{}/cache", admin.addr)),
+        (
+            "GET",
+            format!("http://localhost:{}/status", admin.addr.port()),
+        ),
+        ("GET", format!("http://{}/anything", edge.addr)),
+    ] {
+        let reply = client.request(method, &url, &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {url}");
+    }
+    let reply = client
+        .request("CONNECT", &admin.addr.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(admin.accepted(), 0, "the admin API saw a proxied request");
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_and_link_local_destinations_are_refused_by_default() {
+    let daemon = Service::start("127.0.0.2:0").await.unwrap();
+    let daemon6 = Service::start("[::1]:0").await;
+    let edge = Edge::start(ProxyConfig {
+        connect_ports: vec![443, daemon.addr.port()],
+        ..ProxyConfig::default()
+    })
+    .await;
+    let client = edge.client();
+    let mut urls = vec![
+        format!("http://{}/", daemon.addr),
+        format!("http://localhost:{}/", daemon.addr.port()),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://[::ffff:127.0.0.2]/".to_string(),
+        "http://0.0.0.0/".to_string(),
+    ];
+    if let Some(d6) = &daemon6 {
+        urls.push(format!("http://{}/", d6.addr));
+    }
+    for url in &urls {
+        let started = std::time::Instant::now();
+        let reply = client.get(url, &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{url}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{url}: refused without trying to connect"
+        );
+    }
+    let reply = client
+        .request("CONNECT", &daemon.addr.to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "CONNECT to loopback");
+    assert_eq!(daemon.accepted(), 0);
+    assert_eq!(daemon6.map_or(0, |d| d.accepted()), 0);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_can_allow_an_internal_range() {
+    let origin = Origin::start().await;
+    origin.put("/a", Resource::new(content(100, 1)));
+    let edge = Edge::start(loopback_allowed()).await;
+    let reply = edge.client().get(&origin.url("/a"), &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(origin.count("/a"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_comes_back_through_the_edge_is_a_loop() {
+    let origin = Origin::start().await;
+    origin.put("/a", Resource::new(content(100, 1)));
+    let edge = Edge::start(loopback_allowed()).await;
+    let via = format!("1.1 squid, {}", edge.engine.via);
+    let reply = edge
+        .client()
+        .get(&origin.url("/a"), &[("via", &via)])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::LOOP_DETECTED);
+    assert_eq!(origin.count("/a"), 0);
+    // Another edge's Via (a chain of edges) is not a loop.
+    let reply = edge
+        .client()
+        .get(&origin.url("/a"), &[("via", "1.1 outpost-0123456789")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let sent = origin.requests_for("/a");
+    let via_sent = sent[0].headers.get("via").unwrap().to_str().unwrap();
+    assert!(via_sent.ends_with(&edge.engine.via), "{via_sent}");
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverse_edge_is_not_an_open_proxy() {
+    let origin = Origin::start().await;
+    origin.put("/base/a", Resource::new(content(100, 1)));
+    let other = Origin::start().await;
+    other.put("/x", Resource::new(content(100, 2)));
+    let edge = Edge::start(ProxyConfig {
+        origin: Some(origin.url("/base/").parse().unwrap()),
+        ..ProxyConfig::default()
+    })
+    .await;
+    let client = edge.client();
+    let reply = client.get(&other.url("/x"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = client
+        .request("CONNECT", &other.addr().to_string(), &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(other.requests().len(), 0);
+    // The origin's own name in absolute form is its own site.
+    let reply = client.get(&origin.url("/a"), &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(origin.count("/base/a"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_paths_cannot_climb_out_of_the_sites_prefix() {
+    let origin = Origin::start().await;
+    origin.put("/secret", Resource::new(content(100, 1)));
+    origin.put("/base/x", Resource::new(content(100, 2)));
+    let edge = Edge::start(ProxyConfig {
+        origin: Some(origin.url("/base/").parse().unwrap()),
+        ..ProxyConfig::default()
+    })
+    .await;
+    let client = edge.client();
+    for path in [
+        "/../secret",
+        "/%2e%2e/secret",
+        "/x/../../secret",
+        "/.%2E/secret",
+        "/..%5csecret",
+    ] {
+        let reply = client.get(path, &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    assert_eq!(origin.count("/secret"), 0);
+    let reply = client.get("/y/../x", &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, content(100, 2));
+    edge.stop().await;
+}
+
+/// An origin whose answer to each request is computed by `respond`.
+async fn scripted_origin<F>(respond: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(&Request<hyper::body::Incoming>) -> (Duration, Response<Full<Bytes>>)
+        + Send
+        + Sync
+        + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let respond = Arc::new(respond);
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let respond = respond.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let (delay, resp) = respond(&req);
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_answer_goes_only_to_the_client_it_was_fetched_for() {
+    // The origin answers each user with their own page, private, after a
+    // while: long enough for a second client to collapse onto the first.
+    let (origin, _) = scripted_origin(|req| {
+        let user = req
+            .headers()
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("anonymous")
+            .to_string();
+        let mut resp = Response::new(Full::new(Bytes::from(format!("page of {user}"))));
+        resp.headers_mut()
+            .insert("cache-control", "private".parse().unwrap());
+        if user != "anonymous" {
+            resp.headers_mut()
+                .insert("set-cookie", format!("{user}; session=1").parse().unwrap());
+        }
+        (Duration::from_millis(400), resp)
+    })
+    .await;
+    let edge = Edge::start(loopback_allowed()).await;
+    let mut races = Vec::new();
+    for i in 0..50 {
+        let client = edge.client();
+        races.push(tokio::spawn(async move {
+            let url = format!("http://{origin}/account/{i}");
+            let alice = {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move { client.get(&url, &[("cookie", "user=alice")]).await })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let bob = client.get(&url, &[]).await.unwrap();
+            let alice = alice.await.unwrap().unwrap();
+            (alice, bob)
+        }));
+    }
+    for race in races {
+        let (alice, bob) = race.await.unwrap();
+        assert_eq!(alice.body, "page of user=alice");
+        assert_eq!(bob.status, 200);
+        assert_eq!(bob.body, "page of anonymous", "B received A's page");
+        assert!(bob.header("set-cookie").is_none(), "B received A's cookie");
+    }
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_credentials_gets_its_own_answer_unless_the_origin_shares_it() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/report",
+        Resource::new(content(1000, 1)).header("cache-control", "max-age=600"),
+    );
+    origin.put(
+        "/public",
+        Resource::new(content(1000, 2)).header("cache-control", "public, max-age=600"),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    let client = edge.client();
+    for path in ["/report", "/public"] {
+        let reply = client.get(&origin.url(path), &[]).await.unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    let auth = [("authorization", "Basic Ym9iOnB3")];
+    let reply = client.get(&origin.url("/report"), &auth).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        origin.count("/report"),
+        2,
+        "a stored response is not shared with credentials"
+    );
+    let reply = client.get(&origin.url("/public"), &auth).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(origin.count("/public"), 1, "public: shared");
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_set_on_a_304_is_not_served_to_other_clients() {
+    let origin = Origin::start().await;
+    let body = content(1000, 1);
+    origin.put(
+        "/app.msi",
+        Resource::new(body.clone())
+            .etag("\"v1\"")
+            .header("cache-control", "max-age=0"),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    let client = edge.client();
+    let url = origin.url("/app.msi");
+    assert_eq!(client.get(&url, &[]).await.unwrap().status, 200);
+    // The origin now sets a session cookie on its 304 to whoever asks.
+    origin.put(
+        "/app.msi",
+        Resource::new(body.clone())
+            .etag("\"v1\"")
+            .header("cache-control", "max-age=3600")
+            .header("set-cookie", "session=for-the-first-pc"),
+    );
+    let reply = client.get(&url, &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(origin.count("/app.msi"), 2, "revalidated");
+    let reply = client.get(&url, &[]).await.unwrap();
+    assert_eq!(origin.count("/app.msi"), 2, "a hit now");
+    assert_eq!(reply.body, body);
+    assert!(
+        reply.header("set-cookie").is_none(),
+        "another PC got the first PC's cookie"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_make_a_request_bypass_the_cache() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/index.html",
+        Resource::new(content(500, 1)).header("cache-control", "max-age=600"),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    let client = edge.client();
+    let url = origin.url("/index.html");
+    for (name, value) in [
+        ("x-forwarded-proto", "http"),
+        ("forwarded", "proto=http"),
+        ("x-forwarded-ssl", "off"),
+        ("front-end-https", "off"),
+        ("x-url-scheme", "http"),
+        ("x-forwarded-uri", "/other"),
+        ("x-original-url", "/other"),
+        ("x-rewrite-url", "/other"),
+    ] {
+        let reply = client.get(&url, &[(name, value)]).await.unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("x-cache"), Some("PASS"), "{name}");
+    }
+    assert_eq!(origin.count("/index.html"), 8);
+    let reply = client.get(&url, &[]).await.unwrap();
+    assert_eq!(
+        reply.header("x-cache"),
+        Some("MISS"),
+        "nothing was stored from a request with a forwarding header"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_per_url_are_capped() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/ua",
+        Resource::new(content(200, 1))
+            .header("cache-control", "max-age=600")
+            .header("vary", "User-Agent"),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    let url = origin.url("/ua");
+    let base = outpost_http::CacheKey::from_uri(&url.parse().unwrap()).unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (client, url, next) = (edge.client(), url.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= 10_000 {
+                    return;
+                }
+                let ua = format!("agent-{i}-{}", "x".repeat(1000));
+                let reply = client.get(&url, &[("user-agent", &ua)]).await.unwrap();
+                assert_eq!(reply.status, 200);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let known = edge.engine.variant_count(&base);
+    assert!(
+        known <= outpost_proxy::engine::MAX_VARIANTS,
+        "{known} variants kept"
+    );
+    let stored = edge.engine.store.list(100_000).unwrap().len();
+    assert!(stored <= outpost_proxy::engine::MAX_VARIANTS, "{stored} objects stored");
+    // A variant already stored is still a hit.
+    let reply = edge
+        .client()
+        .get(
+            &url,
+            &[("user-agent", &format!("agent-0-{}", "x".repeat(1000)))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    edge.stop().await;
+}
+
+/// Connects to `to` from the local address `from`.
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(from.parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_clients_hold_no_connection_slot() {
+    let origin = Origin::start().await;
+    origin.put("/a", Resource::new(content(100, 1)));
+    let edge = Edge::start(ProxyConfig {
+        allowed_clients: vec!["127.0.0.2/32".parse().unwrap()],
+        max_connections: 2,
+        ..loopback_allowed()
+    })
+    .await;
+    // Outsiders open connections and say nothing.
+    let mut idle = Vec::new();
+    for _ in 0..6 {
+        idle.push(connect_from("127.0.0.1:0", edge.addr).await);
+    }
+    // A refused client that does ask is told so, and the connection ends.
+    let mut asking = connect_from("127.0.0.1:0", edge.addr).await;
+    asking
+        .write_all(b"GET http://example.org/ HTTP/1.1\r\nhost: example.org\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), asking.read_to_end(&mut answer))
+        .await
+        .expect("the refused connection was closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // The PCs the edge is for are served.
+    for _ in 0..2 {
+        let mut pc = connect_from("127.0.0.2:0", edge.addr).await;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            origin.url("/a")
+        );
+        pc.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), pc.read_to_end(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    drop(idle);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_lines_do_not_keep_a_connection_open() {
+    let mut config = loopback_allowed();
+    config.h1.idle_timeout = Duration::from_secs(1);
+    config.h1.header_read_timeout = Duration::from_secs(1);
+    let edge = Edge::start(config).await;
+    let mut stream = TcpStream::connect(edge.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            if stream.write_all(b"\r\n").await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("a CRLF flood held the connection for 10 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    edge.stop().await;
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn prefetch(uri: &str, sha256: &[u8]) -> PrefetchRequest {
+    PrefetchRequest {
+        uri: uri.parse().unwrap(),
+        group: None,
+        sha256: Some(sha256_hex(sha256)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_digest_is_checked_when_the_response_varies() {
+    let origin = Origin::start().await;
+    let tampered = content(50_000, 1);
+    let published = content(50_000, 2);
+    origin.put(
+        "/pkg.msi",
+        Resource::new(tampered)
+            .header("cache-control", "max-age=600")
+            .header("vary", "Accept-Encoding"),
+    );
+    let edge = Edge::start(ProxyConfig::default()).await;
+    let result = edge
+        .engine
+        .prefetch(&prefetch(&origin.url("/pkg.msi"), &published))
+        .await;
+    assert!(
+        matches!(result, Err(PrefetchError::DigestMismatch { .. })),
+        "{result:?}"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_does_not_keep_a_copy_that_differs_from_the_manifest() {
+    let origin = Origin::start().await;
+    let tampered = content(50_000, 1);
+    let published = content(50_000, 2);
+    origin.put(
+        "/pkg.msi",
+        Resource::new(tampered)
+            .etag("\"t\"")
+            .header("cache-control", "max-age=0"),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    let url = origin.url("/pkg.msi");
+    assert_eq!(edge.client().get(&url, &[]).await.unwrap().status, 200);
+    let key = edge.engine.prefetch_key(url.parse().unwrap()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .store
+            .get(&key)
+            .unwrap()
+            .is_some_and(|o| o.is_complete()))
+        .await
+    );
+    let result = edge.engine.prefetch(&prefetch(&url, &published)).await;
+    assert!(
+        matches!(result, Err(PrefetchError::DigestMismatch { .. })),
+        "{result:?}"
+    );
+    let conditional = origin
+        .requests_for("/pkg.msi")
+        .iter()
+        .filter(|r| r.is_conditional())
+        .count();
+    assert_eq!(conditional, 0, "a 304 cannot vouch for the wrong copy");
+    assert!(
+        edge.engine
+            .store
+            .get(&key)
+            .unwrap()
+            .is_none_or(|o| !o.is_complete()),
+        "the wrong copy was kept"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_file_is_refused_in_every_variant() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/pkg.msi",
+        Resource::new(content(1000, 1))
+            .header("cache-control", "max-age=600")
+            .header("vary", "Accept-Encoding"),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    let url = origin.url("/pkg.msi");
+    let reply = edge
+        .client()
+        .get(&url, &[("accept-encoding", "gzip")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    // The sync quarantines the key it stores the file under: a variant.
+    let key = edge.engine.prefetch_key(url.parse().unwrap()).unwrap();
+    assert!(key.as_str().contains('\u{1f}'), "{key}");
+    edge.engine
+        .set_quarantined(&key, Some("SHA-256 mismatch".into()));
+    for encoding in ["gzip", "identity"] {
+        let reply = edge
+            .client()
+            .get(&url, &[("accept-encoding", encoding)])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{encoding}");
+        assert_eq!(reply.header("x-outpost-quarantine"), Some("digest-mismatch"));
+    }
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_a_verified_fill_never_gets_the_last_byte_of_a_bad_file() {
+    let origin = Origin::start().await;
+    let len = 512 * 1024;
+    let tampered = content(len, 1);
+    let published = content(len, 2);
+    origin.put(
+        "/pkg.msi",
+        Resource::new(tampered)
+            .header("cache-control", "max-age=600")
+            .rate(1024 * 1024),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    let url = origin.url("/pkg.msi");
+    let engine = edge.engine.clone();
+    let request = prefetch(&url, &published);
+    let sync = tokio::spawn(async move { engine.prefetch(&request).await });
+    let key = edge.engine.prefetch_key(url.parse().unwrap()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || edge.engine.fills.active(&key).is_some()).await,
+        "the sync's fill started"
+    );
+    let reply = edge.client().get(&url, &[]).await.unwrap();
+    assert!(
+        reply.body.len() < len,
+        "the client received all {} bytes of a file that fails its check",
+        reply.body.len()
+    );
+    let result = sync.await.unwrap();
+    assert!(
+        matches!(result, Err(PrefetchError::DigestMismatch { .. })),
+        "{result:?}"
+    );
+    edge.stop().await;
+}
