@@ -213,6 +213,12 @@ pub struct ServerSection {
     pub connect_ports: Option<Vec<u16>>,
     /// Host globs or address ranges forward/transparent clients may reach.
     pub allowed_destinations: Option<Vec<String>>,
+    /// Loopback or link-local ranges forward/transparent clients may reach
+    /// all the same (refused by default; the edge's own addresses always).
+    pub internal_destinations: Option<Vec<IpNet>>,
+    /// Proxy absolute-form requests for any host. Default: only when no
+    /// `origin` or `[[site]]` is configured.
+    pub forward: Option<bool>,
     /// PEM file of CA certificates trusted for https origins, beside the
     /// OS trust store.
     pub upstream_ca_file: Option<PathBuf>,
@@ -570,6 +576,8 @@ impl FileConfig {
                     .map_or(defaults.h1.tunnel_idle_timeout, |d| d.0),
             },
             max_connections: s.max_connections.unwrap_or(defaults.max_connections),
+            internal_destinations: s.internal_destinations.unwrap_or_default(),
+            forward: s.forward,
         };
         let mut proxy = proxy;
         proxy.overrides = self.overrides.iter().filter_map(cache_override).collect();
