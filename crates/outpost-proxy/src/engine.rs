@@ -147,6 +147,10 @@ fn via_pseudonym(config: &ProxyConfig) -> String {
 /// or `Cookie` in `Vary` would otherwise let clients add one copy each.
 pub const MAX_VARIANTS: usize = 32;
 
+/// How long a newly recorded variant key counts as stored before its
+/// object appears in the store.
+const VARIANT_CREATE_GRACE: Duration = Duration::from_secs(10);
+
 /// The variant map is rebuilt from the store when it reaches this size (or
 /// twice its size after the last rebuild).
 const VARIANT_MAP_MIN: usize = 10_000;
@@ -154,7 +158,8 @@ const VARIANT_MAP_MIN: usize = 10_000;
 #[derive(Default)]
 struct VariantSet {
     names: Vec<http::HeaderName>,
-    keys: std::collections::HashSet<CacheKey>,
+    /// Each variant key, with when it was first recorded.
+    keys: HashMap<CacheKey, std::time::Instant>,
 }
 
 /// The URL's key of a key that may name a variant.
@@ -173,7 +178,7 @@ fn known_variants(store: &Store) -> HashMap<CacheKey, VariantSet> {
         if let Some((base, names)) = vary::split_variant(key.as_str()) {
             let set = map.entry(base).or_default();
             set.names = names;
-            set.keys.insert(key);
+            set.keys.insert(key, std::time::Instant::now());
         }
     }
     map
@@ -338,7 +343,7 @@ impl Engine {
     pub fn purge(&self, key: &CacheKey) -> Result<bool, outpost_store::StoreError> {
         let variants = lock(&self.variants).remove(key);
         let mut any = self.store.purge(key)?;
-        for variant in variants.into_iter().flat_map(|v| v.keys) {
+        for variant in variants.into_iter().flat_map(|v| v.keys.into_keys()) {
             any |= self.store.purge(&variant)?;
         }
         Ok(any)
@@ -1137,7 +1142,7 @@ impl Engine {
             // No longer varies: one entry for everyone again.
             if let Some(old) = variants.remove(&base) {
                 drop(variants);
-                for key in old.keys {
+                for key in old.keys.into_keys() {
                     let _ = self.store.purge(&key);
                 }
             }
@@ -1156,17 +1161,23 @@ impl Engine {
             );
         }
         let set = variants.entry(base).or_default();
-        if !set.keys.contains(&key) && set.keys.len() >= MAX_VARIANTS {
-            // Evicted variants free their places.
-            set.keys
-                .retain(|k| self.store.get(k).ok().flatten().is_some());
+        if !set.keys.contains_key(&key) && set.keys.len() >= MAX_VARIANTS {
+            // Evicted variants free their places; a key recorded moments
+            // ago may not be in the store yet (its object is being
+            // created) and keeps its place.
+            set.keys.retain(|k, recorded| {
+                recorded.elapsed() < VARIANT_CREATE_GRACE
+                    || self.store.get(k).ok().flatten().is_some()
+            });
             if set.keys.len() >= MAX_VARIANTS {
                 tracing::debug!(key = %key, max = MAX_VARIANTS, "variant limit reached; not stored");
                 return None;
             }
         }
         set.names = names;
-        set.keys.insert(key.clone());
+        set.keys
+            .entry(key.clone())
+            .or_insert_with(std::time::Instant::now);
         Some(key)
     }
 
