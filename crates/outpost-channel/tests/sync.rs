@@ -961,6 +961,51 @@ async fn a_page_is_read_up_to_max_page_links_and_nothing_held_is_unpinned() {
     );
 }
 
+#[tokio::test]
+async fn a_crawl_stops_listing_at_max_files() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/many/",
+        listing_page("/many/", &["a/".to_string(), "b/".to_string()]),
+    );
+    for folder in ["a", "b"] {
+        let dir = format!("/many/{folder}/");
+        let names: Vec<String> = (0..10).map(|i| format!("f{i:02}.bin")).collect();
+        for name in &names {
+            origin.put(
+                &format!("{dir}{name}"),
+                Resource::new(content(100, 1)).no_cache_headers(),
+            );
+        }
+        origin.put(&dir, listing_page(&dir, &names));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ChannelLimits {
+        max_files: 5,
+        ..ChannelLimits::default()
+    };
+    let site = Site::start(
+        dir.path(),
+        vec![limited(&origin, "/many/", limits)],
+        1 << 30,
+    )
+    .await;
+    let summary = site.sync("lib").await;
+    assert_eq!(summary.result, "limit", "{summary:?}");
+    assert_eq!(
+        (
+            summary.limits[0].limit.as_str(),
+            summary.limits[0].url.as_str()
+        ),
+        ("max_files", origin.url("/many/a/f05.bin").as_str()),
+        "{summary:?}"
+    );
+    assert_eq!((summary.files, summary.fetched), (5, 5), "{summary:?}");
+    // Nothing past the limit is listed either.
+    assert_eq!(origin.count("/many/b/"), 0);
+    assert_eq!(listing_requests(&origin), 2);
+}
+
 /// A manifest of `n` files of `len` bytes (sizes given or not), each on
 /// the origin.
 fn manifest_library(
