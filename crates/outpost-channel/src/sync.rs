@@ -105,26 +105,27 @@ pub struct LimitHit {
     pub times: u64,
 }
 
+/// "max_depth = 16 reached 3 times, first at URL": the URL comes last,
+/// because `outpost channels` shortens a long message from its start.
 impl std::fmt::Display for LimitHit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.limit.as_str(), self.value) {
             ("loop", _) => write!(
                 f,
-                "{} lists the same entries as a folder above it (a symlink loop?), not followed",
-                self.url
+                "a folder lists the same entries as one above it (a symlink loop?), not followed"
             )?,
             ("max_page_links", Some(v)) => write!(
                 f,
-                "max_page_links = {v} reached: only the first {v} entries of {} were read",
-                self.url
+                "max_page_links = {v} reached, only the first {v} entries of a page read"
             )?,
-            (limit, Some(v)) => write!(f, "{limit} = {v} reached at {}", self.url)?,
-            (limit, None) => write!(f, "{limit} reached at {}", self.url)?,
+            (limit, Some(v)) => write!(f, "{limit} = {v} reached")?,
+            (limit, None) => write!(f, "{limit} reached")?,
         }
         if self.times > 1 {
-            write!(f, " (and {} more)", self.times - 1)?;
+            write!(f, " {} times, first at {}", self.times, self.url)
+        } else {
+            write!(f, " at {}", self.url)
         }
-        Ok(())
     }
 }
 
@@ -987,20 +988,18 @@ impl Channels {
         } else {
             "ok".into()
         };
-        let mut message = Vec::new();
         if !summary.limits.is_empty() {
             tracing::warn!(channel = %name, limits = ?summary.limits, "sync stopped at a limit");
-            message.extend(summary.limits.iter().map(ToString::to_string));
+        }
+        let mut message: Vec<String> = summary.limits.iter().map(ToString::to_string).collect();
+        if !problems.is_empty() {
+            message.push(first_few(&problems, 5));
         }
         if !complete_listing {
-            message.push(if problems.is_empty() {
-                "listing incomplete, nothing unpinned".to_string()
-            } else {
-                format!(
-                    "listing incomplete, nothing unpinned: {}",
-                    first_few(&problems, 5)
-                )
-            });
+            message = vec![format!(
+                "listing incomplete, nothing unpinned: {}",
+                message.join("; ")
+            )];
         }
         if !message.is_empty() {
             summary.message = Some(message.join("; "));

@@ -860,7 +860,7 @@ async fn a_deep_tree_is_listed_down_to_max_depth_only() {
         summary
             .message
             .as_deref()
-            .is_some_and(|m| m.contains("max_depth = 3")),
+            .is_some_and(|m| m.contains("max_depth = 3 reached at http")),
         "{summary:?}"
     );
     // Depths 0 to 3: four pages, four files.
@@ -904,6 +904,16 @@ async fn a_wide_tree_stops_at_max_pages() {
         ("max_pages", origin.url("/wide/v09/").as_str(), 41),
         "{summary:?}"
     );
+    assert!(
+        summary
+            .message
+            .as_deref()
+            .is_some_and(|m| m.ends_with(&format!(
+                "max_pages = 10 reached 41 times, first at {}",
+                origin.url("/wide/v09/")
+            ))),
+        "{summary:?}"
+    );
     assert_eq!(listing_requests(&origin), 10);
     assert_eq!(pinned_files(&site, &origin, &files), 9);
 }
@@ -944,9 +954,12 @@ async fn a_page_is_read_up_to_max_page_links_and_nothing_held_is_unpinned() {
         "{summary:?}"
     );
     assert!(
-        summary.message.as_deref().is_some_and(
-            |m| m.contains("only the first 20 entries") && m.contains("nothing unpinned")
-        ),
+        summary
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("listing incomplete, nothing unpinned: ")
+                && m.contains("only the first 20 entries")
+                && m.ends_with(&origin.url("/big/"))),
         "{summary:?}"
     );
     assert_eq!((summary.files, summary.fetched), (20, 20), "{summary:?}");
