@@ -916,6 +916,24 @@ async fn a_wide_tree_stops_at_max_pages() {
     );
     assert_eq!(listing_requests(&origin), 10);
     assert_eq!(pinned_files(&site, &origin, &files), 9);
+
+    // The admin raises the limit: a reload applies it without a restart.
+    let raised = limited(
+        &origin,
+        "/wide/",
+        ChannelLimits {
+            max_pages: 100,
+            ..ChannelLimits::default()
+        },
+    );
+    assert!(site.channels.reconfigure(&[raised]).is_empty());
+    let summary = site.sync("lib").await;
+    assert_eq!(
+        (summary.result.as_str(), summary.files),
+        ("ok", 50),
+        "{summary:?}"
+    );
+    assert_eq!(pinned_files(&site, &origin, &files), 50);
 }
 
 #[tokio::test]
