@@ -11,7 +11,11 @@
 //!   machinery ([`outpost_proxy::Engine::prefetch`]): one copy per URL, a PC
 //!   asking meanwhile attaches to the running fill, and partial fills resume;
 //! - a channel pins what it holds and unpins only what left a source that
-//!   was listed completely (a listing error never unpins anything);
+//!   was listed completely (a listing error, or a listing cut by a limit,
+//!   never unpins anything);
+//! - a sync stays within its channel's [`ChannelLimits`] whatever the
+//!   source serves (loops, huge pages, huge manifests): it lists, fetches
+//!   and pins nothing beyond them, and says which limit stopped it;
 //! - a body whose SHA-256 differs from the manifest's is never completed in
 //!   the store and is refused to clients until a later sync finds it right.
 
@@ -22,8 +26,8 @@ mod sync;
 
 pub use cron::{CronError, CronSchedule};
 pub use sync::{
-    ActiveFile, ChannelConfig, ChannelStatus, Channels, FileProblem, RunProgress, RunSummary,
-    SourceKind,
+    ActiveFile, ChannelConfig, ChannelLimits, ChannelStatus, Channels, FileProblem, LimitHit,
+    RunProgress, RunSummary, SourceKind,
 };
 
 #[derive(Debug, thiserror::Error)]

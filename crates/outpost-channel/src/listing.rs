@@ -7,6 +7,8 @@
 //! further down from the page (never up, never to sort links with a query,
 //! never off the base URL).
 
+use std::ops::ControlFlow;
+
 use url::Url;
 
 /// One entry of a listing page.
@@ -83,10 +85,20 @@ fn decode_entities(s: &str) -> String {
 
 /// The `href` values of the `<a>` tags of an HTML page, in order.
 pub fn hrefs(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    each_href(html, |href| {
+        out.push(href);
+        ControlFlow::Continue(())
+    });
+    out
+}
+
+/// Hands each `href` of the page's `<a>` tags to `each`, in order, until it
+/// breaks: a page of a million links is read only as far as it is wanted.
+fn each_href(html: &str, mut each: impl FnMut(String) -> ControlFlow<()>) {
     let bytes = html.as_bytes();
     let lower = html.to_ascii_lowercase();
     let lb = lower.as_bytes();
-    let mut out = Vec::new();
     let mut pos = 0;
     while let Some(found) = lower[pos..].find("<a") {
         let start = pos + found + 2;
@@ -140,15 +152,16 @@ pub fn hrefs(html: &str) -> Vec<String> {
                 }
             };
             if name == "href" {
-                if let Ok(v) = std::str::from_utf8(&bytes[value_start..value_end]) {
-                    out.push(decode_entities(v.trim()));
+                if let Ok(v) = std::str::from_utf8(&bytes[value_start..value_end])
+                    && each(decode_entities(v.trim())).is_break()
+                {
+                    return;
                 }
                 break;
             }
         }
         pos = tag_end;
     }
-    out
 }
 
 /// Whether `url` lies under `base` (same origin, path prefix).
@@ -162,34 +175,55 @@ pub fn is_under(url: &Url, base: &Url) -> bool {
 
 /// The entries one listing page links to, below `page` and within `base`.
 pub fn parse_listing(html: &str, page: &Url, base: &Url) -> Vec<ListingLink> {
+    parse_listing_limited(html, page, base, usize::MAX).links
+}
+
+/// What [`parse_listing_limited`] read of one page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingPage {
+    pub links: Vec<ListingLink>,
+    /// The page has more entries than were read.
+    pub truncated: bool,
+}
+
+/// The first `max_links` entries of one listing page (links that are not
+/// entries, such as the parent and sort links, do not count).
+pub fn parse_listing_limited(html: &str, page: &Url, base: &Url, max_links: usize) -> ListingPage {
     let mut seen = std::collections::HashSet::new();
     let mut links = Vec::new();
-    for href in hrefs(html) {
+    let mut truncated = false;
+    each_href(html, |href| {
         if href.is_empty() || href.starts_with('#') || href.starts_with('?') {
-            continue;
+            return ControlFlow::Continue(());
         }
         let Ok(mut url) = page.join(&href) else {
-            continue;
+            return ControlFlow::Continue(());
         };
         url.set_fragment(None);
         if url.query().is_some() || !matches!(url.scheme(), "http" | "https") {
-            continue;
+            return ControlFlow::Continue(());
         }
         // Children only: parents, the page itself and siblings elsewhere
         // ("[To Parent Directory]", "Parent Directory", "../") are not.
         if !is_under(&url, page) || url.path() == page.path() || !is_under(&url, base) {
-            continue;
+            return ControlFlow::Continue(());
         }
-        if !seen.insert(url.as_str().to_string()) {
-            continue;
+        if seen.contains(url.as_str()) {
+            return ControlFlow::Continue(());
         }
+        if links.len() >= max_links {
+            truncated = true;
+            return ControlFlow::Break(());
+        }
+        seen.insert(url.as_str().to_string());
         links.push(if url.path().ends_with('/') {
             ListingLink::Dir(url)
         } else {
             ListingLink::File(url)
         });
-    }
-    links
+        ControlFlow::Continue(())
+    });
+    ListingPage { links, truncated }
 }
 
 fn is_sha256(s: &str) -> bool {
@@ -235,6 +269,22 @@ enum JsonManifest {
 /// `path [size] [sha256]` or in `sha256sum` output form (`<sha256>  path`).
 /// Paths are relative to the manifest's URL.
 pub fn parse_manifest(body: &[u8], manifest: &Url) -> Result<Vec<ManifestEntry>, ManifestError> {
+    let mut entries = Vec::new();
+    parse_manifest_each(body, manifest, |e| {
+        entries.push(e);
+        ControlFlow::Continue(())
+    })?;
+    Ok(entries)
+}
+
+/// [`parse_manifest`], handing each entry to `each` in order until it
+/// breaks; what follows a break is neither read nor checked, so that a
+/// sync bounded to N files holds N entries, not the whole manifest.
+pub fn parse_manifest_each(
+    body: &[u8],
+    manifest: &Url,
+    mut each: impl FnMut(ManifestEntry) -> ControlFlow<()>,
+) -> Result<(), ManifestError> {
     let text = std::str::from_utf8(body).map_err(|_| ManifestError::Encoding)?;
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     if trimmed.starts_with('[') || trimmed.starts_with('{') {
@@ -243,29 +293,29 @@ pub fn parse_manifest(body: &[u8], manifest: &Url) -> Result<Vec<ManifestEntry>,
         let entries = match parsed {
             JsonManifest::List(l) | JsonManifest::Object { files: l } => l,
         };
-        return entries
-            .into_iter()
-            .map(|e| {
-                let (path, size, sha256) = match e {
-                    JsonEntry::Path(p) => (p, None, None),
-                    JsonEntry::Full { path, size, sha256 } => (path, size, sha256),
-                };
-                if let Some(d) = &sha256
-                    && !is_sha256(d)
-                {
-                    return Err(ManifestError::Json(format!(
-                        "{path}: sha256 {d:?} is not 64 hex digits"
-                    )));
-                }
-                Ok(ManifestEntry {
-                    url: resolve(manifest, &path)?,
-                    size,
-                    sha256: sha256.map(|d| d.to_ascii_lowercase()),
-                })
-            })
-            .collect();
+        for e in entries {
+            let (path, size, sha256) = match e {
+                JsonEntry::Path(p) => (p, None, None),
+                JsonEntry::Full { path, size, sha256 } => (path, size, sha256),
+            };
+            if let Some(d) = &sha256
+                && !is_sha256(d)
+            {
+                return Err(ManifestError::Json(format!(
+                    "{path}: sha256 {d:?} is not 64 hex digits"
+                )));
+            }
+            let entry = ManifestEntry {
+                url: resolve(manifest, &path)?,
+                size,
+                sha256: sha256.map(|d| d.to_ascii_lowercase()),
+            };
+            if each(entry).is_break() {
+                break;
+            }
+        }
+        return Ok(());
     }
-    let mut entries = Vec::new();
     for (i, line) in trimmed.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -294,13 +344,16 @@ pub fn parse_manifest(body: &[u8], manifest: &Url) -> Result<Vec<ManifestEntry>,
             }
             (words[0], size, sha)
         };
-        entries.push(ManifestEntry {
+        let entry = ManifestEntry {
             url: resolve(manifest, path)?,
             size,
             sha256: sha256.map(str::to_ascii_lowercase),
-        });
+        };
+        if each(entry).is_break() {
+            break;
+        }
     }
-    Ok(entries)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -358,6 +411,49 @@ mod tests {
         let (files, dirs) = files_and_dirs(parse_listing(html, &page, &page));
         assert_eq!(files, ["/pkgs/KB5031234.msu", "/pkgs/unquoted.cab"]);
         assert_eq!(dirs, ["/pkgs/Drivers/"]);
+    }
+
+    #[test]
+    fn a_page_is_read_up_to_max_links_entries() {
+        let page = url("http://origin.test/lib/");
+        let mut html = String::from("<a href=\"../\">../</a><a href=\"?C=N\">Name</a>");
+        for i in 0..5 {
+            html.push_str(&format!(
+                "<a href=\"f{i}.msi\">f</a><a href=\"f{i}.msi\">again</a>"
+            ));
+        }
+        let all = parse_listing_limited(&html, &page, &page, 5);
+        assert_eq!((all.links.len(), all.truncated), (5, false));
+        let cut = parse_listing_limited(&html, &page, &page, 3);
+        assert_eq!((cut.links.len(), cut.truncated), (3, true));
+        assert_eq!(cut.links, all.links[..3]);
+        let none = parse_listing_limited(&html, &page, &page, 0);
+        assert_eq!((none.links.len(), none.truncated), (0, true));
+    }
+
+    #[test]
+    fn a_manifest_is_read_only_until_the_reader_stops() {
+        let m = url("http://origin.test/lib/files.txt");
+        // The bad line after the stop is never read.
+        let text = b"a.msi\nb.msi\nc.msi big\n";
+        let mut seen = Vec::new();
+        parse_manifest_each(text, &m, |e| {
+            seen.push(e.url.path().to_string());
+            if seen.len() == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, ["/lib/a.msi", "/lib/b.msi"]);
+        let mut n = 0;
+        parse_manifest_each(br#"["a.msi", "b.msi", "c.msi"]"#, &m, |_| {
+            n += 1;
+            ControlFlow::Break(())
+        })
+        .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]

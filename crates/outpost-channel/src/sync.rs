@@ -1,6 +1,7 @@
 //! Channel sync runs and their schedules.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,14 +18,12 @@ use url::Url;
 
 use crate::ChannelError;
 use crate::cron::CronSchedule;
-use crate::listing::{ListingLink, parse_listing, parse_manifest};
+use crate::listing::{ListingLink, parse_listing_limited, parse_manifest_each};
 use crate::state::{ChannelDb, FileRow};
 
-/// Largest listing page or manifest read.
+/// Largest listing page or manifest read: a bigger one fails to list
+/// rather than be held in memory.
 const MAX_DOCUMENT: usize = 16 << 20;
-/// A crawl stops (and reports) past this many folders or files.
-const MAX_DIRS: usize = 20_000;
-const MAX_FILES: usize = 200_000;
 /// Problems kept per channel for status.
 const MAX_PROBLEMS: usize = 50;
 
@@ -56,6 +55,106 @@ pub struct ChannelConfig {
     pub aliases: Vec<String>,
     /// Files fetched at once.
     pub concurrency: usize,
+    pub limits: ChannelLimits,
+}
+
+/// What one channel may crawl and hold. A source is not trusted to be
+/// finite: a symlink loop on the file server (`a -> .`) lists
+/// `/a/a/a/...` forever, a generated page can link a million entries, a
+/// manifest can name anything; without bounds a sync fills the disk with
+/// pinned files that eviction may not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelLimits {
+    /// Folder levels below the source folder that are listed (0: the
+    /// source folder only).
+    pub max_depth: u64,
+    /// Listing pages one sync reads.
+    pub max_pages: u64,
+    /// Entries read from one listing page; the rest are ignored.
+    pub max_page_links: u64,
+    /// Files the channel holds.
+    pub max_files: u64,
+    /// Bytes the channel holds (`None`: unlimited).
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for ChannelLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 16,
+            max_pages: 10_000,
+            max_page_links: 10_000,
+            max_files: 100_000,
+            max_bytes: None,
+        }
+    }
+}
+
+/// A limit a sync ran into, or a folder it took for a symlink loop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LimitHit {
+    /// The `[[channel]]` key ("max_depth", "max_pages", "max_page_links",
+    /// "max_files", "max_bytes"), or "loop".
+    pub limit: String,
+    /// The key's value in force.
+    pub value: Option<u64>,
+    /// The first folder or file it kept out (for "max_page_links", the
+    /// page that was cut).
+    pub url: String,
+    /// How many folders, pages or files it kept out.
+    pub times: u64,
+}
+
+/// "max_depth = 16 reached 3 times, first at URL": the URL comes last,
+/// because `outpost channels` shortens a long message from its start.
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.limit.as_str(), self.value) {
+            ("loop", _) => write!(
+                f,
+                "a folder lists the same entries as one above it (a symlink loop?), not followed"
+            )?,
+            ("max_page_links", Some(v)) => write!(
+                f,
+                "max_page_links = {v} reached, only the first {v} entries of a page read"
+            )?,
+            (limit, Some(v)) => write!(f, "{limit} = {v} reached")?,
+            (limit, None) => write!(f, "{limit} reached")?,
+        }
+        if self.times > 1 {
+            write!(f, " {} times, first at {}", self.times, self.url)
+        } else {
+            write!(f, " at {}", self.url)
+        }
+    }
+}
+
+/// The limits a run ran into, one entry per limit.
+#[derive(Default)]
+struct LimitLog(Vec<LimitHit>);
+
+impl LimitLog {
+    fn hit(&mut self, limit: &str, value: Option<u64>, url: &str) {
+        match self.0.iter_mut().find(|h| h.limit == limit) {
+            Some(h) => h.times += 1,
+            None => self.0.push(LimitHit {
+                limit: limit.to_string(),
+                value,
+                url: url.to_string(),
+                times: 1,
+            }),
+        }
+    }
+
+    /// Adds `later`'s hits (a limit hit in both keeps its first URL).
+    fn merge(&mut self, later: LimitLog) {
+        for hit in later.0 {
+            match self.0.iter_mut().find(|h| h.limit == hit.limit) {
+                Some(h) => h.times += hit.times,
+                None => self.0.push(hit),
+            }
+        }
+    }
 }
 
 impl ChannelConfig {
@@ -99,8 +198,10 @@ pub struct RunSummary {
     pub run: u64,
     pub started: i64,
     pub finished: i64,
-    /// "ok", "errors" (some files failed), "failed" (the source could not
-    /// be listed) or "interrupted".
+    /// "ok", "errors" (some files failed, or a folder could not be
+    /// listed), "limit" (a limit or a symlink loop stopped part of the
+    /// sync: see `limits`), "failed" (the source could not be listed) or
+    /// "interrupted".
     pub result: String,
     pub message: Option<String>,
     pub files: u64,
@@ -112,6 +213,12 @@ pub struct RunSummary {
     pub removed: u64,
     /// Body bytes brought over the WAN by this run.
     pub fetched_bytes: u64,
+    /// Files listed but not fetched, or fetched but not kept, because of
+    /// max_files or max_bytes.
+    #[serde(default)]
+    pub skipped: u64,
+    #[serde(default)]
+    pub limits: Vec<LimitHit>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,6 +286,9 @@ struct Channel {
     config: ChannelConfig,
     /// The limit and window in force (a reload may change them).
     pacing: Mutex<(Rate, Option<TimeWindow>)>,
+    /// The limits in force (a reload may change them; a run keeps those
+    /// it started with).
+    limits: Mutex<ChannelLimits>,
     group: BucketId,
     includes: Option<GlobSet>,
     excludes: GlobSet,
@@ -236,6 +346,158 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// "a; b; c (and 7 more)": a message stays readable (and small) however
+/// many folders failed.
+fn first_few(items: &[String], n: usize) -> String {
+    let mut text = items
+        .iter()
+        .take(n)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > n {
+        text.push_str(&format!(" (and {} more)", items.len() - n));
+    }
+    text
+}
+
+/// What a channel holds during a run, against max_files and max_bytes:
+/// first the files it keeps whatever the run brings, then each file as it
+/// is admitted and, once its length is known, settled.
+struct Budget {
+    max_files: u64,
+    max_bytes: Option<u64>,
+    files: u64,
+    bytes: u64,
+    /// A file did not fit in max_bytes: no new file starts after it.
+    full: bool,
+    /// Each file kept out, in the order it was.
+    hits: LimitLog,
+}
+
+/// What one admitted file counts for in the [`Budget`].
+#[derive(Debug, Clone, Copy)]
+struct Admission {
+    /// The length the channel held of the file before the run (counted
+    /// already), if it held it.
+    held: Option<u64>,
+    reserved: u64,
+}
+
+impl Budget {
+    /// Admits a file of `size` (from the manifest; `None`: known once its
+    /// response arrives), or notes the limit that keeps it out. A file of
+    /// unknown size starts while there is room left; a file the channel
+    /// holds is refreshed unless it is known to grow past the limit.
+    fn admit(&mut self, url: &str, size: Option<u64>, held: Option<u64>) -> Option<Admission> {
+        if held.is_none() && self.files >= self.max_files {
+            self.hits.hit("max_files", Some(self.max_files), url);
+            return None;
+        }
+        let mut reserved = 0;
+        if let Some(max) = self.max_bytes {
+            let grow = match (size, held) {
+                (Some(s), Some(h)) => s.saturating_sub(h),
+                (Some(s), None) => s,
+                (None, _) => 0,
+            };
+            let fits = match held {
+                Some(_) => grow == 0 || self.bytes.saturating_add(grow) <= max,
+                None => {
+                    !self.full
+                        && self.bytes.saturating_add(grow) <= max
+                        && (size.is_some() || self.bytes < max)
+                }
+            };
+            if !fits {
+                // Files are taken in listing order until the budget is
+                // full, not picked to fill it: the result is predictable.
+                self.full = true;
+                self.hits.hit("max_bytes", self.max_bytes, url);
+                return None;
+            }
+            reserved = grow;
+            self.bytes += grow;
+        }
+        if held.is_none() {
+            self.files += 1;
+        }
+        Some(Admission { held, reserved })
+    }
+
+    /// Counts a fetched file at its real length; false when a file the
+    /// channel did not hold does not fit (it is not to be kept).
+    fn settle(&mut self, a: Admission, len: u64, url: &str) -> bool {
+        self.bytes = self
+            .bytes
+            .saturating_sub(a.reserved.saturating_add(a.held.unwrap_or(0)))
+            .saturating_add(len);
+        let Some(max) = self.max_bytes else {
+            return true;
+        };
+        if self.bytes <= max {
+            return true;
+        }
+        self.full = true;
+        if a.held.is_some() {
+            // Its new version replaced the one held: nothing to give back.
+            return true;
+        }
+        self.bytes = self.bytes.saturating_sub(len);
+        self.files = self.files.saturating_sub(1);
+        self.hits.hit("max_bytes", self.max_bytes, url);
+        false
+    }
+
+    /// Gives back what a file that was not brought in reserved.
+    fn release(&mut self, a: Admission) {
+        self.bytes = self.bytes.saturating_sub(a.reserved);
+        if a.held.is_none() {
+            self.files = self.files.saturating_sub(1);
+        }
+    }
+}
+
+/// What a source listed, within the channel's limits.
+#[derive(Default)]
+struct Listed {
+    /// The wanted files, each once.
+    files: Vec<SourceFile>,
+    /// Folders that could not be listed.
+    problems: Vec<String>,
+    hits: LimitLog,
+}
+
+/// Folder levels of `url` below `base`: 0 for the base itself, 1 for
+/// `base/a/`, 2 for `base/a/b/` or `base/a//` (empty segments count, or
+/// `a//`, `a///`... would be an endless path at one level).
+fn depth_below(url: &Url, base: &Url) -> u64 {
+    let rest = url.path().strip_prefix(base.path()).unwrap_or(url.path());
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        0
+    } else {
+        rest.split('/').count() as u64
+    }
+}
+
+/// A fingerprint of the set of entry names on a listing page (relative to
+/// the page, so that `/a/` and `/a/a/` listing the same folder match).
+fn entry_names(links: &[ListingLink], page: &Url) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut names: Vec<&str> = links
+        .iter()
+        .map(|l| {
+            let (ListingLink::Dir(u) | ListingLink::File(u)) = l;
+            u.path().strip_prefix(page.path()).unwrap_or(u.path())
+        })
+        .collect();
+    names.sort_unstable();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    names.hash(&mut h);
+    h.finish()
+}
+
 /// A file a source names.
 #[derive(Debug, Clone)]
 struct SourceFile {
@@ -289,6 +551,7 @@ impl Channels {
             let excludes = glob_set(&config.exclude)?;
             channels.push(Arc::new(Channel {
                 pacing: Mutex::new((config.rate, config.window.clone())),
+                limits: Mutex::new(config.limits),
                 config,
                 group,
                 includes,
@@ -318,7 +581,7 @@ impl Channels {
     }
 
     /// Applies a new configuration's channels where that can be done live
-    /// (rate and window of existing channels); returns what needs a restart
+    /// (rate, window and limits of existing channels); returns what needs a restart
     /// (channels added, removed, or with another source, kind, filter or
     /// schedule).
     pub fn reconfigure(&self, configs: &[ChannelConfig]) -> Vec<String> {
@@ -340,6 +603,12 @@ impl Channels {
             if !same_shape {
                 restart.push(format!("channel {:?} changed", new.name));
             }
+            let mut limits = lock(&ch.limits);
+            if *limits != new.limits {
+                *limits = new.limits;
+                tracing::info!(channel = %new.name, limits = ?new.limits, "channel limits changed");
+            }
+            drop(limits);
             let mut pacing = lock(&ch.pacing);
             if pacing.0 != new.rate || pacing.1 != new.window {
                 *pacing = (new.rate, new.window.clone());
@@ -447,74 +716,126 @@ impl Channels {
         }
     }
 
-    /// Lists the source: every file it names, and whether the listing is
+    /// Lists the source: the wanted files it names, up to the channel's
+    /// limits. Only a listing without problems and without limit hits is
     /// complete (only then may files missing from it be unpinned).
-    async fn list(&self, ch: &Channel) -> Result<(Vec<SourceFile>, Vec<String>), String> {
+    async fn list(&self, ch: &Channel, limits: &ChannelLimits) -> Result<Listed, String> {
         let config = &ch.config;
+        let mut listed = Listed::default();
+        let max_files = limits.max_files;
         match config.kind {
             SourceKind::Manifest => {
                 let body = self.fetch_document(&config.source).await?;
-                let entries = parse_manifest(&body, &config.source).map_err(|e| e.to_string())?;
-                Ok((
-                    entries
-                        .into_iter()
-                        .map(|e| SourceFile {
-                            url: e.url,
-                            size: e.size,
-                            sha256: e.sha256,
-                        })
-                        .collect(),
-                    Vec::new(),
-                ))
+                let mut seen = HashSet::new();
+                let files = &mut listed.files;
+                let hits = &mut listed.hits;
+                parse_manifest_each(&body, &config.source, |e| {
+                    if !ch.wanted(&e.url) || !seen.insert(e.url.to_string()) {
+                        return ControlFlow::Continue(());
+                    }
+                    if files.len() as u64 >= max_files {
+                        hits.hit("max_files", Some(max_files), e.url.as_str());
+                        return ControlFlow::Break(());
+                    }
+                    files.push(SourceFile {
+                        url: e.url,
+                        size: e.size,
+                        sha256: e.sha256,
+                    });
+                    ControlFlow::Continue(())
+                })
+                .map_err(|e| e.to_string())?;
             }
             SourceKind::Listing => {
                 let base = config.base();
-                let mut files = Vec::new();
-                let mut problems = Vec::new();
-                let mut queue = VecDeque::from([base.clone()]);
-                let mut seen = HashSet::from([base.to_string()]);
-                let mut dirs = 0;
-                while let Some(dir) = queue.pop_front() {
-                    dirs += 1;
-                    if dirs > MAX_DIRS || files.len() > MAX_FILES {
-                        problems.push(format!(
-                            "listing stopped after {MAX_DIRS} folders / {MAX_FILES} files"
-                        ));
-                        break;
-                    }
+                let page_links = usize::try_from(limits.max_page_links).unwrap_or(usize::MAX);
+                // Each folder waits with the entry names of the pages above
+                // it: a page that lists what an ancestor listed is a
+                // symlink loop (`a -> .` or `a -> ..`) whatever its URL.
+                let mut queue = VecDeque::from([(base.clone(), Arc::new(Vec::new()))]);
+                let mut queued = HashSet::from([base.to_string()]);
+                let mut files_seen = HashSet::new();
+                let mut pages: u64 = 0;
+                'crawl: while let Some((dir, ancestors)) = queue.pop_front() {
+                    pages += 1;
                     let body = match self.fetch_document(&dir).await {
                         Ok(b) => b,
                         // The root must list; a subfolder failing makes
                         // the listing incomplete.
                         Err(e) if dir == base => return Err(e),
                         Err(e) => {
-                            problems.push(format!("{dir}: {e}"));
+                            listed.problems.push(format!("{dir}: {e}"));
                             continue;
                         }
                     };
                     let html = String::from_utf8_lossy(&body);
-                    for link in parse_listing(&html, &dir, &base) {
+                    let page = parse_listing_limited(&html, &dir, &base, page_links);
+                    if page.truncated {
+                        tracing::warn!(channel = %config.name, url = %dir, limit = limits.max_page_links, "listing page has more entries than max_page_links; the rest are ignored");
+                        listed.hits.hit(
+                            "max_page_links",
+                            Some(limits.max_page_links),
+                            dir.as_str(),
+                        );
+                    }
+                    let names = entry_names(&page.links, &dir);
+                    if ancestors.contains(&names) {
+                        tracing::warn!(channel = %config.name, url = %dir, "folder lists the same entries as a folder above it (a symlink loop?); not followed");
+                        listed.hits.hit("loop", None, dir.as_str());
+                        continue;
+                    }
+                    let lineage =
+                        Arc::new(ancestors.iter().copied().chain([names]).collect::<Vec<_>>());
+                    for link in page.links {
                         match link {
                             ListingLink::Dir(u) => {
-                                if seen.insert(u.to_string()) {
-                                    queue.push_back(u);
+                                if queued.contains(u.as_str()) {
+                                    continue;
                                 }
+                                if depth_below(&u, &base) > limits.max_depth {
+                                    listed.hits.hit(
+                                        "max_depth",
+                                        Some(limits.max_depth),
+                                        u.as_str(),
+                                    );
+                                    continue;
+                                }
+                                // Counting the queue keeps it (and the
+                                // memory of a crawl) within max_pages.
+                                if pages + queue.len() as u64 >= limits.max_pages {
+                                    listed.hits.hit(
+                                        "max_pages",
+                                        Some(limits.max_pages),
+                                        u.as_str(),
+                                    );
+                                    continue;
+                                }
+                                queued.insert(u.to_string());
+                                queue.push_back((u, lineage.clone()));
                             }
                             ListingLink::File(u) => {
-                                if seen.insert(u.to_string()) {
-                                    files.push(SourceFile {
-                                        url: u,
-                                        size: None,
-                                        sha256: None,
-                                    });
+                                if !ch.wanted(&u) || !files_seen.insert(u.to_string()) {
+                                    continue;
                                 }
+                                if listed.files.len() as u64 >= max_files {
+                                    listed.hits.hit("max_files", Some(max_files), u.as_str());
+                                    break 'crawl;
+                                }
+                                listed.files.push(SourceFile {
+                                    url: u,
+                                    size: None,
+                                    sha256: None,
+                                });
                             }
                         }
                     }
                 }
-                Ok((files, problems))
+                if !listed.hits.0.is_empty() {
+                    tracing::warn!(channel = %config.name, pages, files = listed.files.len(), "listing stopped at a limit");
+                }
             }
         }
+        Ok(listed)
     }
 
     async fn fetch_document(&self, url: &Url) -> Result<bytes::Bytes, String> {
@@ -529,12 +850,17 @@ impl Channels {
 
     async fn run(self: &Arc<Self>, ch: &Arc<Channel>, run: u64, started: i64) -> RunSummary {
         let name = &ch.config.name;
+        let limits = *lock(&ch.limits);
         let mut summary = RunSummary {
             run,
             started,
             ..Default::default()
         };
-        let (files, problems) = match self.list(ch).await {
+        let Listed {
+            files,
+            problems,
+            hits: mut limit_hits,
+        } = match self.list(ch, &limits).await {
             Ok(listed) => listed,
             Err(e) => {
                 tracing::warn!(channel = %name, error = %e, "cannot list the channel's source");
@@ -544,14 +870,36 @@ impl Channels {
                 return summary;
             }
         };
-        let complete_listing = problems.is_empty();
-        let files: Vec<SourceFile> = files.into_iter().filter(|f| ch.wanted(&f.url)).collect();
+        // A listing cut by a limit is as incomplete as one with a folder
+        // that did not list: what it did not reach may still be there.
+        let complete_listing = problems.is_empty() && limit_hits.0.is_empty();
         let known: HashMap<String, FileRow> = lock(&self.db)
             .files(name)
             .unwrap_or_default()
             .into_iter()
             .map(|r| (r.url.clone(), r))
             .collect();
+        let listed: HashSet<&str> = files.iter().map(|f| f.url.as_str()).collect();
+        let mut budget = Budget {
+            max_files: limits.max_files,
+            max_bytes: limits.max_bytes,
+            files: 0,
+            bytes: 0,
+            full: false,
+            hits: LimitLog::default(),
+        };
+        // What the channel goes on holding whatever this run brings: the
+        // files still listed, and with an incomplete listing all it held
+        // (they are not unpinned then).
+        for row in known.values() {
+            if let Some(len) = row.len
+                && (!complete_listing || listed.contains(row.url.as_str()))
+            {
+                budget.files += 1;
+                budget.bytes = budget.bytes.saturating_add(len);
+            }
+        }
+        let budget = Arc::new(Mutex::new(budget));
         {
             let mut r = lock(&ch.run);
             if let Some(r) = r.as_mut() {
@@ -574,12 +922,28 @@ impl Channels {
                 Ok(p) => p,
                 Err(_) => break,
             };
+            // Admitted once a permit is free, so that the files settled
+            // before count (one at a time, the limit is exact).
+            let previous = known.get(file.url.as_str()).cloned();
+            let admitted = lock(&budget).admit(
+                file.url.as_str(),
+                file.size,
+                previous.as_ref().and_then(|p| p.len),
+            );
+            let Some(admission) = admitted else {
+                summary.skipped += 1;
+                if let Some(r) = lock(&ch.run).as_mut() {
+                    r.files_done += 1;
+                }
+                continue;
+            };
             let this = self.clone();
             let ch = ch.clone();
-            let previous = known.get(file.url.as_str()).cloned();
+            let budget = budget.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                this.sync_file(&ch, file, previous).await
+                this.sync_file(&ch, file, previous, admission, &budget)
+                    .await
             });
             while let Some(done) = tasks.try_join_next() {
                 tally(&mut summary, done);
@@ -588,10 +952,10 @@ impl Channels {
         while let Some(done) = tasks.join_next().await {
             tally(&mut summary, done);
         }
+        limit_hits.merge(std::mem::take(&mut lock(&budget).hits));
         summary.files = files.len() as u64;
         // Files that left the source: no longer pinned, ordinary cache.
         if complete_listing {
-            let listed: HashSet<&str> = files.iter().map(|f| f.url.as_str()).collect();
             for (url, row) in &known {
                 if listed.contains(url.as_str()) {
                     continue;
@@ -616,16 +980,29 @@ impl Channels {
             summary.fetched_bytes = r.fetched_bytes;
         }
         summary.finished = now_secs();
-        summary.result = if summary.failed + summary.quarantined > 0 || !complete_listing {
+        summary.limits = limit_hits.0;
+        summary.result = if !summary.limits.is_empty() {
+            "limit".into()
+        } else if summary.failed + summary.quarantined > 0 || !complete_listing {
             "errors".into()
         } else {
             "ok".into()
         };
+        if !summary.limits.is_empty() {
+            tracing::warn!(channel = %name, limits = ?summary.limits, "sync stopped at a limit");
+        }
+        let mut message: Vec<String> = summary.limits.iter().map(ToString::to_string).collect();
+        if !problems.is_empty() {
+            message.push(first_few(&problems, 5));
+        }
         if !complete_listing {
-            summary.message = Some(format!(
+            message = vec![format!(
                 "listing incomplete, nothing unpinned: {}",
-                problems.join("; ")
-            ));
+                message.join("; ")
+            )];
+        }
+        if !message.is_empty() {
+            summary.message = Some(message.join("; "));
         }
         summary
     }
@@ -635,6 +1012,8 @@ impl Channels {
         ch: &Arc<Channel>,
         file: SourceFile,
         previous: Option<FileRow>,
+        admission: Admission,
+        budget: &Mutex<Budget>,
     ) -> FileResult {
         let name = &ch.config.name;
         let url = file.url.to_string();
@@ -648,6 +1027,7 @@ impl Channels {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(channel = %name, %url, error = %e, "bad URL in source");
+                lock(budget).release(admission);
                 return FileResult::Failed;
             }
         };
@@ -686,25 +1066,46 @@ impl Channels {
         };
         let outcome = match result {
             Ok(done) => {
+                let fetched = match done.outcome {
+                    PrefetchOutcome::Fetched => done.len.saturating_sub(before.min(done.len)),
+                    _ => 0,
+                };
+                let kept = lock(budget).settle(admission, done.len, &url);
+                if let Some(r) = lock(&ch.run).as_mut() {
+                    r.fetched_bytes += fetched;
+                    if kept
+                        && file.size.is_none()
+                        && previous.as_ref().and_then(|p| p.len).is_none()
+                    {
+                        r.bytes_total += done.len;
+                    }
+                }
+                if !kept {
+                    // Only its response said how big it is; past max_bytes
+                    // it stays as ordinary, evictable cache, unrecorded.
+                    tracing::warn!(channel = %name, %url, len = done.len, "past the channel's max_bytes: not kept");
+                    if !lock(&self.db)
+                        .held_elsewhere(name, done.key.as_str())
+                        .unwrap_or(true)
+                    {
+                        let _ = self.engine.store.set_pinned(&done.key, false);
+                    }
+                    if let Some(r) = lock(&ch.run).as_mut() {
+                        r.active.remove(&url);
+                        r.files_done += 1;
+                    }
+                    return FileResult::OverLimit;
+                }
                 row.len = Some(done.len);
                 row.sha256 = done.sha256.clone();
                 if let Err(e) = self.engine.store.set_pinned(&done.key, true) {
                     tracing::warn!(channel = %name, key = %done.key, error = %e, "cannot pin");
                 }
                 self.engine.set_quarantined(&done.key, None);
-                let fetched = match done.outcome {
-                    PrefetchOutcome::Fetched => done.len.saturating_sub(before.min(done.len)),
-                    _ => 0,
-                };
-                if let Some(r) = lock(&ch.run).as_mut() {
-                    r.fetched_bytes += fetched;
-                    if file.size.is_none() && previous.as_ref().and_then(|p| p.len).is_none() {
-                        r.bytes_total += done.len;
-                    }
-                }
                 FileResult::Done(done.outcome)
             }
             Err(PrefetchError::DigestMismatch { expected, actual }) => {
+                lock(budget).release(admission);
                 let detail = format!("SHA-256 {actual} differs from the manifest's {expected}");
                 tracing::error!(channel = %name, %url, %detail, "quarantined");
                 row.state = "quarantined".into();
@@ -714,6 +1115,7 @@ impl Channels {
                 FileResult::Quarantined
             }
             Err(e) => {
+                lock(budget).release(admission);
                 tracing::warn!(channel = %name, %url, error = %e, "file sync failed");
                 row.state = "error".into();
                 row.detail = Some(e.to_string());
@@ -854,14 +1256,90 @@ enum FileResult {
     Done(PrefetchOutcome),
     Quarantined,
     Failed,
+    /// Fetched, but past max_bytes: not kept.
+    OverLimit,
 }
 
 fn tally(summary: &mut RunSummary, done: Result<FileResult, tokio::task::JoinError>) {
     match done {
+        Ok(FileResult::OverLimit) => summary.skipped += 1,
         Ok(FileResult::Done(PrefetchOutcome::Fetched)) => summary.fetched += 1,
         Ok(FileResult::Done(PrefetchOutcome::NotModified)) => summary.not_modified += 1,
         Ok(FileResult::Done(PrefetchOutcome::Unchanged)) => summary.unchanged += 1,
         Ok(FileResult::Quarantined) => summary.quarantined += 1,
         Ok(FileResult::Failed) | Err(_) => summary.failed += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(max_files: u64, max_bytes: Option<u64>) -> Budget {
+        Budget {
+            max_files,
+            max_bytes,
+            files: 0,
+            bytes: 0,
+            full: false,
+            hits: LimitLog::default(),
+        }
+    }
+
+    #[test]
+    fn depth_counts_every_segment_below_the_base() {
+        let base = Url::parse("http://h/pkgs/").unwrap();
+        let depth = |p: &str| depth_below(&base.join(p).unwrap(), &base);
+        assert_eq!(depth("/pkgs/"), 0);
+        assert_eq!(depth("/pkgs/a/"), 1);
+        assert_eq!(depth("/pkgs/a/b/"), 2);
+        // Empty segments are levels too, or `a//...` would never end.
+        assert_eq!(depth("/pkgs/a//"), 2);
+        assert_eq!(depth("/pkgs/a////"), 4);
+    }
+
+    #[test]
+    fn files_of_unknown_size_start_while_there_is_room_and_the_one_past_is_not_kept() {
+        let mut b = budget(100, Some(250));
+        let first = b.admit("u0", None, None).unwrap();
+        assert!(b.settle(first, 100, "u0"));
+        let second = b.admit("u1", None, None).unwrap();
+        assert!(b.settle(second, 100, "u1"));
+        let third = b.admit("u2", None, None).unwrap();
+        assert!(!b.settle(third, 100, "u2"), "past max_bytes");
+        assert_eq!((b.files, b.bytes), (2, 200));
+        // Room is left, but the budget is full: nothing new starts.
+        assert!(b.admit("u3", Some(10), None).is_none());
+        assert_eq!(b.hits.0[0].url, "u2");
+        assert_eq!(b.hits.0[0].times, 2);
+    }
+
+    #[test]
+    fn held_files_count_first_and_are_refreshed_unless_they_grow_past_the_limit() {
+        let mut b = budget(2, Some(1000));
+        b.files = 2;
+        b.bytes = 900;
+        assert!(b.admit("new", Some(1), None).is_none(), "max_files");
+        assert_eq!(b.hits.0[0].limit, "max_files");
+        let same = b.admit("held", None, Some(400)).unwrap();
+        assert!(b.settle(same, 400, "held"));
+        assert_eq!(b.bytes, 900);
+        assert!(
+            b.admit("held", Some(600), Some(400)).is_none(),
+            "grows past"
+        );
+        let shrinks = b.admit("held", Some(300), Some(400)).unwrap();
+        assert!(b.settle(shrinks, 300, "held"));
+        assert_eq!((b.files, b.bytes), (2, 800));
+    }
+
+    #[test]
+    fn a_failed_file_gives_its_reservation_back() {
+        let mut b = budget(1, Some(1000));
+        let a = b.admit("u", Some(600), None).unwrap();
+        assert_eq!((b.files, b.bytes), (1, 600));
+        b.release(a);
+        assert_eq!((b.files, b.bytes), (0, 0));
+        assert!(b.admit("v", Some(1000), None).is_some());
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use ipnet::IpNet;
-use outpost_channel::{ChannelConfig, SourceKind};
+use outpost_channel::{ChannelConfig, ChannelLimits, SourceKind};
 use outpost_proxy::wan::{LocalClock, WanPolicy};
 use outpost_proxy::{FillConfig, ProxyConfig, RangeMissPolicy, Site};
 use outpost_shaper::{LocalTime, Rate, RateRule, RateSchedule};
@@ -203,6 +203,37 @@ pub struct ChannelSection {
     pub aliases: Option<Vec<String>>,
     /// Files fetched at once. Default 2.
     pub concurrency: Option<usize>,
+    /// Folder levels below the source that are listed. Default 16.
+    pub max_depth: Option<u64>,
+    /// Listing pages one sync reads. Default 10000.
+    pub max_pages: Option<u64>,
+    /// Entries read from one listing page. Default 10000.
+    pub max_page_links: Option<u64>,
+    /// Files the channel holds. Default 100000.
+    pub max_files: Option<u64>,
+    /// Bytes the channel holds. Default half the cache's size.
+    pub max_bytes: Option<ByteSize>,
+}
+
+/// Bounds of the channel limit keys: a value outside is a typo or would
+/// let one sync hold millions of entries in memory.
+const CHANNEL_COUNT_LIMITS: [(&str, u64, u64); 4] = [
+    ("max_depth", 0, 1000),
+    ("max_pages", 1, 1_000_000),
+    ("max_page_links", 1, 1_000_000),
+    ("max_files", 1, 10_000_000),
+];
+
+impl ChannelSection {
+    fn count_limit(&self, key: &str) -> Option<u64> {
+        match key {
+            "max_depth" => self.max_depth,
+            "max_pages" => self.max_pages,
+            "max_page_links" => self.max_page_links,
+            "max_files" => self.max_files,
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -442,7 +473,12 @@ impl FileConfig {
             }
         }
         let mut names = std::collections::HashSet::new();
-        for ch in &self.channels {
+        for (index, ch) in self.channels.iter().enumerate() {
+            let at_channel = |key: &str| {
+                channel_line(text, index, key)
+                    .map(|l| format!(" (line {l})"))
+                    .unwrap_or_else(|| at(key))
+            };
             let valid = !ch.name.is_empty()
                 && ch
                     .name
@@ -475,6 +511,35 @@ impl FileConfig {
                     bail!(
                         "channel {:?}: alias {alias:?} must be a bare host name",
                         ch.name
+                    );
+                }
+            }
+            for (key, min, max) in CHANNEL_COUNT_LIMITS {
+                if let Some(v) = ch.count_limit(key)
+                    && !(min..=max).contains(&v)
+                {
+                    bail!(
+                        "channel {:?}: {key}{} must be from {min} to {max}, got {v}",
+                        ch.name,
+                        at_channel(key)
+                    );
+                }
+            }
+            if let Some(bytes) = ch.max_bytes {
+                if bytes.as_u64() < 1024 * 1024 {
+                    bail!(
+                        "channel {:?}: max_bytes{} must be at least 1 MiB, got {bytes}",
+                        ch.name,
+                        at_channel("max_bytes")
+                    );
+                }
+                if let Some(cache) = self.cache.max_size
+                    && bytes > cache
+                {
+                    bail!(
+                        "channel {:?}: max_bytes{} ({bytes}) is larger than cache.max_size ({cache}); pinned files are never evicted",
+                        ch.name,
+                        at_channel("max_bytes")
                     );
                 }
             }
@@ -606,7 +671,15 @@ impl FileConfig {
             .chain(site_and_prepos)
             .reduce(f64::min);
         proxy.wan.bulk_receive_buffer = WanPolicy::receive_buffer_for(slowest);
-        let channels: Vec<ChannelConfig> = self.channels.into_iter().map(channel_config).collect();
+        let cache_size = overrides
+            .cache_size
+            .or(self.cache.max_size)
+            .map_or(DEFAULT_CACHE_SIZE, |s| s.as_u64());
+        let channels: Vec<ChannelConfig> = self
+            .channels
+            .into_iter()
+            .map(|ch| channel_config(ch, cache_size))
+            .collect();
         for ch in &channels {
             if let Some(host) = ch.source.host_str() {
                 let authority = match ch.source.port() {
@@ -715,7 +788,7 @@ fn local_clock() -> LocalClock {
     }))
 }
 
-fn channel_config(ch: ChannelSection) -> ChannelConfig {
+fn channel_config(ch: ChannelSection, cache_size: u64) -> ChannelConfig {
     let source = ch.source.0;
     let kind = match ch.kind {
         Some(SourceKindValue::Listing) => SourceKind::Listing,
@@ -735,7 +808,45 @@ fn channel_config(ch: ChannelSection) -> ChannelConfig {
         verify: ch.verify.unwrap_or(true),
         aliases: ch.aliases.unwrap_or_default(),
         concurrency: ch.concurrency.unwrap_or(2),
+        limits: {
+            let d = ChannelLimits::default();
+            ChannelLimits {
+                max_depth: ch.max_depth.unwrap_or(d.max_depth),
+                max_pages: ch.max_pages.unwrap_or(d.max_pages),
+                max_page_links: ch.max_page_links.unwrap_or(d.max_page_links),
+                max_files: ch.max_files.unwrap_or(d.max_files),
+                // Pinned files are never evicted: by default one channel
+                // leaves at least half the cache to the PCs' traffic.
+                max_bytes: Some(ch.max_bytes.map_or(cache_size / 2, |b| b.as_u64())),
+            }
+        },
     }
+}
+
+/// The 1-based line where `key = ` is set in the `index`-th (0-based)
+/// `[[channel]]` table, so that an error names the channel's own line.
+fn channel_line(text: &str, index: usize, key: &str) -> Option<usize> {
+    let mut tables = 0;
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim_start();
+        if l.starts_with('[') {
+            let header: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+            inside = false;
+            if header.starts_with("[[channel]]") {
+                tables += 1;
+                inside = tables == index + 1;
+            }
+            continue;
+        }
+        if inside
+            && l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// The 1-based line where `key = ` is first set.
@@ -880,6 +991,71 @@ source = "http://fileserver.corp.example/av/SHA256SUMS"
             .unwrap_err()
             .to_string();
         assert!(err.contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn channel_limits_resolve_with_defaults_and_bad_values_name_key_and_line() {
+        let text = "[cache]\nmax_size = \"40 GiB\"\n[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\n[[channel]]\nname = \"b\"\nsource = \"http://h/b/\"\nmax_depth = 4\nmax_pages = 50\nmax_page_links = 200\nmax_files = 1000\nmax_bytes = \"2 GiB\"\n";
+        let config = FileConfig::parse(text).unwrap();
+        config.validate(text).unwrap();
+        let r = config.resolve(&Overrides::default());
+        let defaults = ChannelLimits::default();
+        assert_eq!(
+            r.channels[0].limits,
+            ChannelLimits {
+                max_bytes: Some(20 << 30),
+                ..defaults
+            },
+            "max_bytes defaults to half the cache"
+        );
+        assert_eq!(
+            r.channels[1].limits,
+            ChannelLimits {
+                max_depth: 4,
+                max_pages: 50,
+                max_page_links: 200,
+                max_files: 1000,
+                max_bytes: Some(2 << 30),
+            }
+        );
+
+        // Each bad value: the error names the channel, the key and the
+        // key's line in that channel's table (not the first channel's).
+        let channels = "[cache]\nmax_size = \"1 GiB\"\n[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\nmax_pages = 5\n[[channel]]\nname = \"b\"\nsource = \"http://h/b/\"\n";
+        for (line, key) in [
+            ("max_depth = 5000", "max_depth"),
+            ("max_pages = 0", "max_pages"),
+            ("max_page_links = 0", "max_page_links"),
+            ("max_files = 0", "max_files"),
+            ("max_files = 20000000", "max_files"),
+            ("max_bytes = \"100 KiB\"", "max_bytes"),
+            ("max_bytes = \"2 GiB\"", "max_bytes"),
+        ] {
+            let text = format!("{channels}{line}\n");
+            let err = FileConfig::parse(&text)
+                .unwrap()
+                .validate(&text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("channel \"b\"") && err.contains(key) && err.contains("line 10"),
+                "{line}: {err}"
+            );
+        }
+        let err = FileConfig::parse(&format!("{channels}max_depth = -1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 10") && err.contains("max_depth"),
+            "{err}"
+        );
+        let err = FileConfig::parse(&format!("{channels}max_bytes = \"lots\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 10") && err.contains("max_bytes"),
+            "{err}"
+        );
     }
 
     #[test]
