@@ -26,6 +26,8 @@ pub struct StoreConfig {
     pub high_watermark: f64,
     /// ... and stops below `max_bytes * low_watermark`.
     pub low_watermark: f64,
+    /// Free space always left on the cache's file system.
+    pub disk_reserve: DiskReserve,
 }
 
 impl StoreConfig {
@@ -35,6 +37,39 @@ impl StoreConfig {
             max_bytes,
             high_watermark: 0.95,
             low_watermark: 0.90,
+            disk_reserve: DiskReserve::Auto,
+        }
+    }
+}
+
+/// How much of the cache's file system the store leaves free: a new object
+/// is refused (passed through uncached) when storing it would eat into it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum DiskReserve {
+    /// 1 % of the file system, at least 16 MiB and at most 4 GiB, and never
+    /// more than half of a file system smaller than 32 MiB.
+    #[default]
+    Auto,
+    /// A fixed number of bytes.
+    Bytes(u64),
+    /// A share of the file system's size, in percent (0 to 100).
+    Percent(f64),
+}
+
+impl DiskReserve {
+    /// Smallest automatic reserve.
+    pub const AUTO_MIN: u64 = 16 * 1024 * 1024;
+    /// Largest automatic reserve.
+    pub const AUTO_MAX: u64 = 4 * 1024 * 1024 * 1024;
+
+    /// The reserve in bytes on a file system of `fs_size` bytes.
+    pub fn bytes_for(self, fs_size: u64) -> u64 {
+        match self {
+            Self::Auto => (fs_size / 100)
+                .clamp(Self::AUTO_MIN, Self::AUTO_MAX)
+                .min(fs_size / 2),
+            Self::Bytes(n) => n,
+            Self::Percent(p) => (fs_size as f64 * p.clamp(0.0, 100.0) / 100.0) as u64,
         }
     }
 }
@@ -207,9 +242,6 @@ pub struct EntryInfo {
     pub hits: u64,
     pub sha256: Option<String>,
 }
-
-/// Free space always left on the cache's file system.
-const DISK_RESERVE: u64 = 64 * 1024 * 1024;
 
 /// Complete objects up to this size are served from a copy in memory.
 pub const SMALL_BODY_MAX: u64 = 16 * 1024;
@@ -500,7 +532,7 @@ impl Store {
             return Ok(());
         };
         let available = vfs.f_bavail.saturating_mul(vfs.f_frsize);
-        let reserve = DISK_RESERVE;
+        let reserve = self.disk_reserve_of(vfs.f_blocks.saturating_mul(vfs.f_frsize));
         if available < needed.saturating_add(reserve) {
             return Err(StoreError::NoSpace {
                 path: self.inner.objects_dir.clone(),
@@ -509,6 +541,11 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// The free space this store leaves on a file system of `fs_size` bytes.
+    pub fn disk_reserve_of(&self, fs_size: u64) -> u64 {
+        self.inner.config.disk_reserve.bytes_for(fs_size)
     }
 
     /// Accounts bytes newly written to an object and evicts if needed.
