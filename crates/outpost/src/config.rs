@@ -243,6 +243,42 @@ pub struct CacheSection {
     /// bypass the cache (the origin builds its answer from them).
     #[serde(default)]
     pub bypass_request_headers: Vec<HeaderNameValue>,
+    /// Free space always left on the cache's file system: a size
+    /// ("2 GiB") or a share of the file system ("1%"). Default: 1 % of
+    /// the file system, at least 16 MiB and at most 4 GiB.
+    pub disk_reserve: Option<DiskReserveValue>,
+}
+
+/// `cache.disk_reserve`: a size or a percentage of the file system.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskReserveValue(pub outpost_store::DiskReserve);
+
+impl<'de> Deserialize<'de> for DiskReserveValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use outpost_store::DiskReserve;
+        let s = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "invalid disk_reserve {s:?}: write a size (\"2 GiB\") or a percentage of the file system (\"1%\")"
+            ))
+        };
+        match s.trim().strip_suffix('%') {
+            Some(p) => {
+                let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=50.0).contains(&p) {
+                    return Err(serde::de::Error::custom(format!(
+                        "disk_reserve {s:?}: a percentage must be from 0 to 50"
+                    )));
+                }
+                Ok(Self(DiskReserve::Percent(p)))
+            }
+            None => s
+                .trim()
+                .parse::<ByteSize>()
+                .map(|b| Self(DiskReserve::Bytes(b.as_u64())))
+                .map_err(|_| bad()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -625,6 +661,7 @@ impl FileConfig {
         let mut store = StoreConfig::new(dir, size);
         store.high_watermark = c.high_watermark.unwrap_or(store.high_watermark);
         store.low_watermark = c.low_watermark.unwrap_or(store.low_watermark);
+        store.disk_reserve = c.disk_reserve.map_or(store.disk_reserve, |r| r.0);
         let access_log = overrides
             .access_log
             .clone()
@@ -872,6 +909,37 @@ source = "http://fileserver.corp.example/av/SHA256SUMS"
             .unwrap_err()
             .to_string();
         assert!(err.contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn disk_reserve_takes_a_size_or_a_percentage() {
+        use outpost_store::DiskReserve;
+        let reserve = |v: &str| {
+            let text = format!("[cache]\ndisk_reserve = \"{v}\"\n");
+            let config = FileConfig::parse(&text).unwrap();
+            config.validate(&text).unwrap();
+            config.resolve(&Overrides::default()).store.disk_reserve
+        };
+        assert_eq!(reserve("2GiB"), DiskReserve::Bytes(2 << 30));
+        assert_eq!(reserve("512 MiB"), DiskReserve::Bytes(512 << 20));
+        assert_eq!(reserve("0"), DiskReserve::Bytes(0));
+        assert_eq!(reserve("1%"), DiskReserve::Percent(1.0));
+        assert_eq!(reserve("2.5 %"), DiskReserve::Percent(2.5));
+        assert_eq!(
+            FileConfig::default()
+                .resolve(&Overrides::default())
+                .store
+                .disk_reserve,
+            DiskReserve::Auto
+        );
+        for bad in ["lots", "80%", "-1%", "NaN%", "1%%"] {
+            let text = format!("[server]\n\n[cache]\ndisk_reserve = \"{bad}\"\n");
+            let err = FileConfig::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("disk_reserve") && err.contains("line 4"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
