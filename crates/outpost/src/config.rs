@@ -336,18 +336,48 @@ pub enum AccessFormat {
 pub struct AdminSection {
     /// Admin API address. Default 127.0.0.1:3180.
     pub listen: Option<SocketAddr>,
-    /// File holding the bearer token; required when `listen` is not loopback.
+    /// File holding the bearer token; required when `listen` is not
+    /// loopback. Unset: `admin.token` in the cache directory, generated at
+    /// first start.
     pub token_file: Option<PathBuf>,
+    /// Time a client has to send a request's headers. Default 10 s.
+    pub header_read_timeout: Option<HumanDuration>,
+    /// Connections at once; one more is closed at once. Default 64.
+    pub max_connections: Option<usize>,
 }
 
 /// The admin API's resolved settings.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// The token file the admin configured, if any.
     pub token_file: Option<PathBuf>,
+    /// Where the edge keeps the token it generates when none is configured.
+    pub generated_token_file: PathBuf,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
 }
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:3180";
+/// The generated admin token's file name, in the cache directory.
+pub const ADMIN_TOKEN_FILE_NAME: &str = "admin.token";
+pub const DEFAULT_ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+
+impl FileConfig {
+    /// The token file the edge run with this file uses: `admin.token_file`,
+    /// else `admin.token` in the cache directory (relative paths are the
+    /// edge's: relative to the directory it was started in).
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin.token_file.clone().unwrap_or_else(|| {
+            self.cache
+                .dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR))
+                .join(ADMIN_TOKEN_FILE_NAME)
+        })
+    }
+}
 
 /// Command-line values that override the file.
 #[derive(Debug, Default, Clone)]
@@ -418,6 +448,27 @@ impl FileConfig {
             .is_some_and(|s| s.as_u64() < 1024 * 1024)
         {
             bail!("cache.max_size{}: must be at least 1 MiB", at("max_size"));
+        }
+        let in_admin = |key: &str| {
+            line_in_section(text, "admin", key)
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default()
+        };
+        if self.admin.max_connections == Some(0) {
+            bail!(
+                "admin.max_connections{}: must be at least 1",
+                in_admin("max_connections")
+            );
+        }
+        if self
+            .admin
+            .header_read_timeout
+            .is_some_and(|d| d.0.is_zero())
+        {
+            bail!(
+                "admin.header_read_timeout{}: must be above 0",
+                in_admin("header_read_timeout")
+            );
         }
         if self.fill.max_fills == Some(0) {
             bail!("fill.max_fills{}: must be at least 1", at("max_fills"));
@@ -678,6 +729,15 @@ impl FileConfig {
                 .or(self.admin.listen)
                 .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("default admin address")),
             token_file: self.admin.token_file,
+            generated_token_file: store.dir.join(ADMIN_TOKEN_FILE_NAME),
+            header_read_timeout: self
+                .admin
+                .header_read_timeout
+                .map_or(DEFAULT_ADMIN_HEADER_READ_TIMEOUT, |d| d.0),
+            max_connections: self
+                .admin
+                .max_connections
+                .unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS),
         };
         Resolved {
             proxy,
@@ -776,6 +836,28 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
+}
+
+/// The 1-based line where `key = ` is first set inside the `[section]`
+/// table (keys of the same name in other tables are skipped).
+fn line_in_section(text: &str, section: &str, key: &str) -> Option<usize> {
+    let header = format!("[{section}]");
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.starts_with('[') {
+            inside = line.trim_end().starts_with(&header);
+            continue;
+        }
+        if inside
+            && line
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -940,6 +1022,37 @@ source = "http://fileserver.corp.example/av/SHA256SUMS"
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn admin_limits_are_checked_in_their_own_table() {
+        let text = "[server]\nmax_connections = 10\nheader_read_timeout = \"5s\"\n[admin]\nheader_read_timeout = \"2s\"\nmax_connections = 0\n";
+        let err = FileConfig::parse(text)
+            .unwrap()
+            .validate(text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin.max_connections") && err.contains("line 6"),
+            "{err}"
+        );
+        let text = "[admin]\nheader_read_timeout = \"2s\"\nmax_connections = 8\n";
+        let config = FileConfig::parse(text).unwrap();
+        config.validate(text).unwrap();
+        let admin = config.resolve(&Overrides::default()).admin;
+        assert_eq!(
+            (admin.header_read_timeout, admin.max_connections),
+            (Duration::from_secs(2), 8)
+        );
+        let admin = FileConfig::default().resolve(&Overrides::default()).admin;
+        assert_eq!(
+            (admin.header_read_timeout, admin.max_connections),
+            (Duration::from_secs(10), 64)
+        );
+        assert_eq!(
+            admin.generated_token_file,
+            PathBuf::from("./outpost-cache/admin.token")
+        );
     }
 
     #[test]
