@@ -1124,3 +1124,118 @@ async fn slow_or_idle_clients_cannot_hold_the_admin_port() {
         "the admin API did not come back after the slow clients were cut"
     );
 }
+
+/// The value of `key=` in a systemd unit file.
+fn unit_value(unit: &str, key: &str) -> Option<String> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().to_string())
+        .next_back()
+}
+
+fn contrib(name: &str) -> String {
+    let path = format!("{}/../../contrib/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_packaged_unit_reloads_with_sighup_and_keeps_the_cache_private() {
+    let unit = contrib("outpost.service");
+    let reload = unit_value(&unit, "ExecReload").expect("ExecReload");
+    let argv: Vec<&str> = reload.split_whitespace().collect();
+    assert_eq!(argv, ["/bin/kill", "-HUP", "$MAINPID"], "{reload}");
+    assert_eq!(
+        unit_value(&unit, "CacheDirectoryMode").as_deref(),
+        Some("0700")
+    );
+    // logrotate reopens the access log with SIGUSR1, to the main process.
+    let rotate = contrib("outpost.logrotate");
+    assert!(
+        rotate.contains("--signal=USR1") && rotate.contains("--kill-whom=main"),
+        "{rotate}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemctl_reload_as_packaged_applies_the_changed_config() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(&config, "[wan]\nprepos_rate = \"unlimited\"\n").unwrap();
+    let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
+    let prepos_limit = || {
+        let out = edge.cli(&["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        status["wan"]
+            .as_array()
+            .and_then(|w| w.iter().find(|c| c["class"] == "prepos").cloned())
+            .and_then(|c| c["limit"].as_f64())
+    };
+    assert_eq!(prepos_limit(), None);
+
+    std::fs::write(&config, "[wan]\nprepos_rate = \"2 Mbit/s\"\n").unwrap();
+    // What `systemctl reload outpost` runs: the unit's ExecReload, with
+    // $MAINPID the edge's pid.
+    let unit = contrib("outpost.service");
+    let reload = unit_value(&unit, "ExecReload").expect("ExecReload");
+    let pid = edge.child.id().to_string();
+    let argv: Vec<String> = reload
+        .split_whitespace()
+        .map(|a| a.replace("$MAINPID", &pid))
+        .collect();
+    let status = Command::new(&argv[0]).args(&argv[1..]).status().unwrap();
+    assert!(status.success(), "{reload}");
+    assert!(
+        wait_until(Duration::from_secs(10), || prepos_limit()
+            == Some(250_000.0))
+        .await,
+        "the edge did not apply the new config after `{reload}`: {:?}",
+        prepos_limit()
+    );
+    assert!(
+        edge.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("SIGHUP")),
+        "no reload in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_the_access_log_for_logrotate() {
+    let origin = Origin::start().await;
+    origin.put("/a", Resource::new(content(1000, 1)));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let edge = EdgeProcess::start(
+        &dir.path().join("outpost-cache"),
+        &origin,
+        &["--access-log", log.to_str().unwrap()],
+    );
+    let client = Client::new(edge.addr);
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(client.get("/a", &[]).await.unwrap().status, 200);
+    assert!(wait_until(Duration::from_secs(10), || lines(&log) == 1).await);
+    // logrotate renames the file, then signals the edge.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    edge.signal(rustix::process::Signal::USR1);
+    // The reopen is asynchronous: a request at a time (with a deadline)
+    // until one is logged in a new file at the configured path.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lines(&log) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the access log was not reopened after SIGUSR1"
+        );
+        assert_eq!(client.get("/a", &[]).await.unwrap().status, 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(lines(&rotated) >= 1);
+}
