@@ -305,6 +305,43 @@ fn check_config_reports_key_and_line() {
     assert!(err.contains("line 5") && err.contains("max_size"), "{err}");
 }
 
+#[test]
+fn check_config_reports_a_bad_disk_reserve_or_admin_limit_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key, line) in [
+        (
+            "[server]\nlisten = [\"127.0.0.1:3128\"]\n\n[cache]\ndisk_reserve = \"80%\"\n",
+            "disk_reserve",
+            "line 5",
+        ),
+        (
+            "[cache]\ndisk_reserve = \"plenty\"\n",
+            "disk_reserve",
+            "line 2",
+        ),
+        (
+            "[server]\nmax_connections = 10\n[admin]\nmax_connections = 0\n",
+            "admin.max_connections",
+            "line 4",
+        ),
+    ] {
+        let file = dir.path().join("outpost.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = outpost(&["check-config", file.to_str().unwrap()]);
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key) && err.contains(line), "{text}: {err}");
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[cache]\ndisk_reserve = \"2GiB\"\n").unwrap();
+    let out = outpost(&["check-config", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn outpost(args: &[&str]) -> std::process::Output {
     cli_command(Path::new("."))
         .args(args)
