@@ -8,9 +8,10 @@
 //! `admin.token` (0600) in the cache directory, where the CLI finds it.
 //! Off loopback a configured token file is required. Requests that came
 //! through a proxy (a `Via` header) are refused whatever they carry. A
-//! client must send its headers within `header_read_timeout`, and at most
-//! `max_connections` connections are served at once: a slow or idle
-//! client cannot hold the port.
+//! client must send its headers within `header_read_timeout`, a
+//! connection serves one request, and at most `max_connections`
+//! connections are served at once: a slow or idle client cannot hold the
+//! port.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -198,9 +199,14 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
             });
+            // One request per connection: a client that pipelines
+            // requests without reading the answers would otherwise hold
+            // the connection with the edge's own writes, which no timeout
+            // covers. The CLI connects for each request anyway.
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
             drop(permit);
