@@ -13,6 +13,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cache index file {path}: {source}")]
+    IndexFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cache index: {0}")]
     Index(#[from] rusqlite::Error),
     #[error("not enough free disk space in {path} for {needed} more bytes ({available} free)")]

@@ -27,4 +27,4 @@ mod store;
 pub use error::StoreError;
 pub use head::StoredHead;
 pub use object::{Availability, HeadAndLen, Object, ObjectSnapshot, Phase};
-pub use store::{EntryInfo, Store, StoreConfig, StoreStats, VerifyReport};
+pub use store::{DiskReserve, EntryInfo, Store, StoreConfig, StoreStats, VerifyReport};

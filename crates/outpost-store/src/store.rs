@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +26,8 @@ pub struct StoreConfig {
     pub high_watermark: f64,
     /// ... and stops below `max_bytes * low_watermark`.
     pub low_watermark: f64,
+    /// Free space always left on the cache's file system.
+    pub disk_reserve: DiskReserve,
 }
 
 impl StoreConfig {
@@ -34,8 +37,131 @@ impl StoreConfig {
             max_bytes,
             high_watermark: 0.95,
             low_watermark: 0.90,
+            disk_reserve: DiskReserve::Auto,
         }
     }
+}
+
+/// How much of the cache's file system the store leaves free: a new object
+/// is refused (passed through uncached) when storing it would eat into it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum DiskReserve {
+    /// 1 % of the file system, at least 16 MiB and at most 4 GiB, and never
+    /// more than half of a file system smaller than 32 MiB.
+    #[default]
+    Auto,
+    /// A fixed number of bytes.
+    Bytes(u64),
+    /// A share of the file system's size, in percent (0 to 100).
+    Percent(f64),
+}
+
+impl DiskReserve {
+    /// Smallest automatic reserve.
+    pub const AUTO_MIN: u64 = 16 * 1024 * 1024;
+    /// Largest automatic reserve.
+    pub const AUTO_MAX: u64 = 4 * 1024 * 1024 * 1024;
+
+    /// The reserve in bytes on a file system of `fs_size` bytes.
+    pub fn bytes_for(self, fs_size: u64) -> u64 {
+        match self {
+            Self::Auto => (fs_size / 100)
+                .clamp(Self::AUTO_MIN, Self::AUTO_MAX)
+                .min(fs_size / 2),
+            Self::Bytes(n) => n,
+            Self::Percent(p) => (fs_size as f64 * p.clamp(0.0, 100.0) / 100.0) as u64,
+        }
+    }
+}
+
+/// Mode of the cache directory and its subdirectories: the index holds
+/// every cached URL, query strings (and the tokens some carry) included.
+const DIR_MODE: u32 = 0o700;
+/// Mode of the index files and object files.
+const FILE_MODE: u32 = 0o600;
+
+/// `open(2)` flags for object files: a symbolic link planted in place of
+/// one is refused (ELOOP), never followed.
+fn nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// Whether `e` is the refusal of a symbolic link by `O_NOFOLLOW`.
+fn is_symlink_refusal(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Creates `dir` (and missing parents) private to the edge's user, and
+/// takes an existing one (from an earlier version, or made by systemd's
+/// `CacheDirectory=`) to that mode too.
+fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| StoreError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(err)?;
+    let meta = fs::metadata(dir).map_err(err)?;
+    if meta.permissions().mode() & 0o777 != DIR_MODE {
+        // Not fatal: a directory the edge does not own (a mount point) may
+        // refuse it, and the files inside are private anyway.
+        match fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)) {
+            Ok(()) => tracing::info!(
+                dir = %dir.display(),
+                was = format!("{:o}", meta.permissions().mode() & 0o777),
+                "cache directory made private (0700)"
+            ),
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "cannot make the cache directory private (0700): other local users may list it"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Makes the index and its WAL and shared-memory files (if any) readable
+/// by the edge's user only, creating the index file so that SQLite (which
+/// gives its side files the main file's mode) never makes it 0644.
+fn private_index_files(index: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::IndexFile { path, source }
+    };
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = index.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(err(&path)(std::io::Error::other(
+                    "is a symbolic link: refused, not followed",
+                )));
+            }
+            Ok(m) if m.permissions().mode() & 0o777 != FILE_MODE => {
+                fs::set_permissions(&path, fs::Permissions::from_mode(FILE_MODE))
+                    .map_err(err(&path))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&path)(e)),
+        }
+    }
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .custom_flags(nofollow())
+        .open(index)
+        .map_err(err(index))?;
+    Ok(())
 }
 
 /// Figures for status pages and metrics.
@@ -116,9 +242,6 @@ pub struct EntryInfo {
     pub hits: u64,
     pub sha256: Option<String>,
 }
-
-/// Free space always left on the cache's file system.
-const DISK_RESERVE: u64 = 64 * 1024 * 1024;
 
 /// Complete objects up to this size are served from a copy in memory.
 pub const SMALL_BODY_MAX: u64 = 16 * 1024;
@@ -204,14 +327,12 @@ impl Store {
     /// index with the files. Blocking: call it before serving, or from a
     /// blocking task.
     pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
-        let dir_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Dir { path, source }
-        };
-        fs::create_dir_all(&config.dir).map_err(dir_err(&config.dir))?;
+        private_dir(&config.dir)?;
         let objects_dir = config.dir.join("objects");
-        fs::create_dir_all(&objects_dir).map_err(dir_err(&objects_dir))?;
-        let mut index = Index::open(&config.dir.join("index.sqlite"))?;
+        private_dir(&objects_dir)?;
+        let index_path = config.dir.join("index.sqlite");
+        private_index_files(&index_path)?;
+        let mut index = Index::open(&index_path)?;
         let used = reconcile(&mut index, &objects_dir)?;
         let next_id = index.max_id()? + 1;
         let store = Self {
@@ -253,10 +374,27 @@ impl Store {
             }
         };
         let path = object_path(&self.inner.objects_dir, row.id);
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nofollow())
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(key = %key, path = %path.display(), "object file vanished; dropping entry");
+                self.remove_row_and_file(key.as_str(), row.id);
+                return Ok(None);
+            }
+            Err(e) if is_symlink_refusal(&e) => {
+                // Someone with write access to objects/ put a link there:
+                // reading through it would serve (and writing would
+                // overwrite) whatever file it points at.
+                tracing::error!(
+                    key = %key,
+                    path = %path.display(),
+                    "object file is a symbolic link: refused, not followed; dropping the entry and the link"
+                );
                 self.remove_row_and_file(key.as_str(), row.id);
                 return Ok(None);
             }
@@ -319,12 +457,18 @@ impl Store {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let path = object_path(&self.inner.objects_dir, id);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| StoreError::file(parent, e))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(parent)
+                .map_err(|e| StoreError::file(parent, e))?;
         }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(nofollow())
             .open(&path)
             .map_err(|e| StoreError::file(&path, e))?;
         let complete = len == Some(0);
@@ -402,7 +546,8 @@ impl Store {
             return Ok(());
         };
         let available = vfs.f_bavail.saturating_mul(vfs.f_frsize);
-        if available < needed.saturating_add(DISK_RESERVE) {
+        let reserve = self.disk_reserve_of(vfs.f_blocks.saturating_mul(vfs.f_frsize));
+        if available < needed.saturating_add(reserve) {
             return Err(StoreError::NoSpace {
                 path: self.inner.objects_dir.clone(),
                 needed,
@@ -410,6 +555,11 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// The free space this store leaves on a file system of `fs_size` bytes.
+    pub fn disk_reserve_of(&self, fs_size: u64) -> u64 {
+        self.inner.config.disk_reserve.bytes_for(fs_size)
     }
 
     /// Accounts bytes newly written to an object and evicts if needed.
@@ -647,7 +797,11 @@ impl Store {
             report.checked += 1;
             let path = object_path(&self.inner.objects_dir, row.id);
             let len = row.len.unwrap_or(0);
-            let problem = match std::fs::File::open(&path) {
+            let problem = match OpenOptions::new()
+                .read(true)
+                .custom_flags(nofollow())
+                .open(&path)
+            {
                 Err(e) => Some(format!("cannot open: {e}")),
                 Ok(file) => match file.metadata().map(|m| m.len()) {
                     Ok(on_disk) if on_disk != len => {
@@ -954,14 +1108,36 @@ fn prune_live(live: &mut HashMap<CacheKey, Arc<Object>>) {
 
 /// Makes index and files agree; returns the bytes the surviving objects hold.
 fn reconcile(index: &mut Index, objects_dir: &Path) -> Result<u64, StoreError> {
+    // Object subdirectories are real directories: a link in their place
+    // would lead every file path under it elsewhere.
+    if let Ok(dirs) = fs::read_dir(objects_dir) {
+        for dir in dirs.flatten() {
+            if dir.file_type().is_ok_and(|t| !t.is_dir()) {
+                tracing::error!(
+                    path = %dir.path().display(),
+                    "not a directory in the objects directory (a symbolic link?): removed"
+                );
+                let _ = fs::remove_file(dir.path());
+            }
+        }
+    }
     let rows = index.all()?;
     let mut known = HashSet::new();
     let mut used = 0u64;
     let (mut dropped, mut partial) = (0u32, 0u32);
     for mut row in rows {
         let path = object_path(objects_dir, row.id);
-        let file_len = match fs::metadata(&path) {
-            Ok(m) => Some(m.len()),
+        // Not following links: a link planted in place of an object file
+        // makes the row unsound (dropped with the link below).
+        let file_len = match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => Some(m.len()),
+            Ok(_) => {
+                tracing::error!(
+                    path = %path.display(),
+                    "object file is not a regular file (a symbolic link?): refused, dropping it"
+                );
+                None
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(StoreError::file(&path, e)),
         };

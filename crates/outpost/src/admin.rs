@@ -1,15 +1,26 @@
 //! The admin API: health, readiness, Prometheus metrics, a JSON status
-//! document, and purge/pin actions.
+//! document, and purge/pin/reload actions.
 //!
-//! Bound to loopback by default. On any other address a bearer token is
-//! required (read from `admin.token_file`, compared in constant time); with
-//! no token configured the edge refuses to start rather than expose it.
+//! Every request but `/healthz`, `/readyz` and `/metrics` needs the bearer
+//! token, on loopback too: the edge's own proxy connects from loopback, so
+//! "it came from 127.0.0.1" says nothing about who sent it. The token is
+//! read from `admin.token_file`, or generated at first start as
+//! `admin.token` (0600) in the cache directory, where the CLI finds it.
+//! Off loopback a configured token file is required. Requests that came
+//! through a proxy (a `Via` header) are refused whatever they carry. A
+//! client must send its headers within `header_read_timeout`, a
+//! connection serves one request, and at most `max_connections`
+//! connections are served at once: a slow or idle client cannot hold the
+//! port.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -18,7 +29,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use outpost_channel::Channels;
 use outpost_http::CacheKey;
 use outpost_proxy::Engine;
@@ -28,6 +39,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminConfig;
@@ -36,40 +48,113 @@ pub struct Admin {
     engine: Arc<Engine>,
     channels: Arc<Channels>,
     reloader: Arc<crate::reload::Reloader>,
-    token: Option<String>,
+    token: String,
     started: Instant,
     listen: Vec<SocketAddr>,
+    header_read_timeout: Duration,
+    connections: Arc<Semaphore>,
+    /// Set while connections are being turned away (logged once per spell).
+    saturated: AtomicBool,
 }
 
-/// Binds the admin listener; fails if it would be reachable from elsewhere
-/// without a token.
+/// Shortest token accepted from a configured token file.
+const MIN_CONFIGURED_TOKEN: usize = 16;
+/// Shortest generated token kept from an earlier start.
+const MIN_GENERATED_TOKEN: usize = 32;
+
+/// Reads a token file: its content, trimmed.
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("admin token file {}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+/// 32 bytes from the operating system's CSPRNG, as 64 hex digits.
+fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot get random bytes for the admin token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The token kept in `path` (the cache directory's `admin.token`): the one
+/// an earlier start wrote, else a new one written there, 0600.
+fn generated_token(path: &Path) -> anyhow::Result<String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => {
+            let token = read_token(path)?;
+            if token.len() >= MIN_GENERATED_TOKEN {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("cannot make {} private", path.display()))?;
+                }
+                tracing::info!(path = %path.display(), "admin API token read from the cache directory");
+                return Ok(token);
+            }
+            tracing::warn!(path = %path.display(), "admin token file too short: writing a new token");
+        }
+        Ok(_) => bail!(
+            "admin token file {} is not a regular file (a symbolic link?): remove it",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("admin token file {}", path.display()));
+        }
+    }
+    let token = new_token()?;
+    // Written beside and renamed into place: a crash never leaves a torn
+    // token, and no one reads the file while it is 0644.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(token.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().with_context(|| format!("cannot write the admin token to {}", path.display()))?;
+    tracing::info!(
+        path = %path.display(),
+        "admin API token generated; the outpost CLI reads it from there"
+    );
+    Ok(token)
+}
+
+/// Binds the admin listener with its token: the configured one, or the
+/// one generated in the cache directory. Fails if the listener would be
+/// reachable from elsewhere without a configured token file.
 pub async fn bind(
     config: &AdminConfig,
     engine: Arc<Engine>,
     channels: Arc<Channels>,
     reloader: Arc<crate::reload::Reloader>,
 ) -> anyhow::Result<(TcpListener, Arc<Admin>)> {
-    let token = match &config.token_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("admin token file {}", path.display()))?;
-            let token = text.trim().to_string();
-            if token.len() < 16 {
-                bail!(
-                    "admin token in {} is shorter than 16 characters",
-                    path.display()
-                );
-            }
-            Some(token)
-        }
-        None => None,
-    };
-    if !config.listen.ip().is_loopback() && token.is_none() {
+    if !config.listen.ip().is_loopback() && config.token_file.is_none() {
         bail!(
             "admin.listen {} is not loopback: set admin.token_file so the admin API is not open to the network",
             config.listen
         );
     }
+    let token = match &config.token_file {
+        Some(path) => {
+            let token = read_token(path)?;
+            if token.len() < MIN_CONFIGURED_TOKEN {
+                bail!(
+                    "admin token in {} is shorter than {MIN_CONFIGURED_TOKEN} characters",
+                    path.display()
+                );
+            }
+            tracing::info!(path = %path.display(), "admin API token read from admin.token_file");
+            token
+        }
+        None => generated_token(&config.generated_token_file)?,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.listen))?;
@@ -83,6 +168,9 @@ pub async fn bind(
             token,
             started: Instant::now(),
             listen,
+            header_read_timeout: config.header_read_timeout,
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            saturated: AtomicBool::new(false),
         }),
     ))
 }
@@ -93,15 +181,35 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
         };
+        // Over the cap: closed at once, unread, so that a flood of idle
+        // connections costs the edge nothing and ends with the header
+        // timeout of the ones it holds.
+        let Ok(permit) = admin.connections.clone().try_acquire_owned() else {
+            if !admin.saturated.swap(true, Ordering::Relaxed) {
+                tracing::warn!(client = %peer, "admin API connection limit reached: closing new connections");
+            }
+            drop(stream);
+            continue;
+        };
+        admin.saturated.store(false, Ordering::Relaxed);
         let admin = admin.clone();
         tokio::spawn(async move {
+            let timeout = admin.header_read_timeout;
             let svc = service_fn(move |req| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
             });
+            // One request per connection: a client that pipelines
+            // requests without reading the answers would otherwise hold
+            // the connection with the edge's own writes, which no timeout
+            // covers. The CLI connects for each request anyway.
             let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
+            drop(permit);
         });
     }
 }
@@ -139,27 +247,46 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Admin {
-    fn authorized(&self, req: &Request<Incoming>, peer: SocketAddr) -> bool {
-        match &self.token {
-            None => peer.ip().is_loopback(),
-            Some(token) => req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes())),
-        }
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), self.token.as_bytes()))
     }
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
-        // Liveness is harmless to expose; everything else needs authority.
-        if path == "/healthz" {
-            return text(StatusCode::OK, "ok\n", "text/plain");
+        // A request relayed by a proxy (the edge's own included, which
+        // connects from loopback) is not an admin at this machine.
+        if req.headers().contains_key(header::VIA) {
+            tracing::warn!(client = %peer, path, "admin request that came through a proxy (Via): 403");
+            return text(
+                StatusCode::FORBIDDEN,
+                "admin requests through a proxy are refused\n",
+                "text/plain",
+            );
         }
-        if !self.authorized(&req, peer) {
+        // Health, readiness and metrics are harmless to expose (monitoring
+        // scrapes them without a secret); everything else needs the token.
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n", "text/plain"),
+            (&Method::GET, "/readyz") => return text(StatusCode::OK, "ready\n", "text/plain"),
+            (&Method::GET, "/metrics") => return self.metrics(),
+            _ => {}
+        }
+        if !self.authorized(&req) {
             tracing::warn!(client = %peer, path, "admin request without a valid token: 401");
-            return text(StatusCode::UNAUTHORIZED, "unauthorized\n", "text/plain");
+            let mut resp = text(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized: send Authorization: Bearer <the token in admin.token_file or the cache directory's admin.token>\n",
+                "text/plain",
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"outpost admin\""),
+            );
+            return resp;
         }
         let url = req.uri().query().and_then(|q| {
             q.split('&')
@@ -167,8 +294,6 @@ impl Admin {
                 .map(percent_decode)
         });
         match (req.method().clone(), path.as_str()) {
-            (Method::GET, "/readyz") => text(StatusCode::OK, "ready\n", "text/plain"),
-            (Method::GET, "/metrics") => self.metrics(),
             (Method::GET, "/status") => self.status(),
             (Method::GET, "/cache") => self.cache_list(req.uri().query()),
             (Method::GET, "/channels") => json(

@@ -1,54 +1,215 @@
 //! Admin commands that talk to a running edge's admin API.
+//!
+//! The edge requires its bearer token for these (loopback included); the
+//! CLI finds it as [`Endpoint::resolve`] says, so that on the machine the
+//! edge runs on `outpost status` needs no flags.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use crate::config::DEFAULT_ADMIN;
+use crate::config::{ADMIN_TOKEN_FILE_NAME, DEFAULT_ADMIN, DEFAULT_CACHE_DIR, FileConfig};
+
+/// The packaged config file, tried when nothing else names the edge.
+const SYSTEM_CONFIG: &str = "/etc/outpost/outpost.toml";
 
 /// How to reach the edge.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
-    /// Admin API address of the edge.
-    #[arg(long, env = "OUTPOST_ADMIN", default_value = DEFAULT_ADMIN)]
-    pub admin: SocketAddr,
-    /// Bearer token (for an admin API that is not on loopback).
+    /// Admin API address of the edge [default: the --config file's
+    /// admin.listen, else 127.0.0.1:3180].
+    #[arg(long, env = "OUTPOST_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// Bearer token of the admin API. Default: read from --token-file, else
+    /// the --config file's admin.token_file or its cache directory's
+    /// admin.token, else ./outpost-cache/admin.token, else as
+    /// /etc/outpost/outpost.toml says.
     #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, env = "OUTPOST_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The edge's config file: its admin address and token file (or the
+    /// admin.token the edge generated in its cache directory).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
     /// Print the raw JSON document.
     #[arg(long)]
     pub json: bool,
 }
 
-fn call(target: &Target, method: Method, path: &str) -> anyhow::Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(target.admin))
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out"))
-            .and_then(|r| r.map_err(anyhow::Error::from))
-            .with_context(|| format!("cannot reach the edge's admin API at {} (is `outpost serve` running? set --admin or OUTPOST_ADMIN)", target.admin))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let mut req = Request::builder().method(method).uri(path).header("host", target.admin.to_string());
-        if let Some(token) = &target.token {
-            req = req.header("authorization", format!("Bearer {token}"));
+/// Where the CLI sends its requests, with what token.
+pub struct Endpoint {
+    addr: SocketAddr,
+    /// The token and where it came from; `Err` lists where it was looked for.
+    token: Result<(String, String), Vec<String>>,
+}
+
+fn token_from_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the admin token file {} (it is readable by the edge's user only: run as that user or root, or give --token-file)",
+            path.display()
+        )
+    })?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        bail!("the admin token file {} is empty", path.display());
+    }
+    Ok(token)
+}
+
+impl Endpoint {
+    /// The admin address: --admin (or OUTPOST_ADMIN), else the config
+    /// file's admin.listen, else 127.0.0.1:3180. The token, first found:
+    ///
+    /// 1. --token (or OUTPOST_ADMIN_TOKEN);
+    /// 2. --token-file (or OUTPOST_ADMIN_TOKEN_FILE);
+    /// 3. with --config: its admin.token_file, else admin.token in its
+    ///    cache directory;
+    /// 4. without: ./outpost-cache/admin.token (the default cache
+    ///    directory), then what /etc/outpost/outpost.toml names, as in 3.
+    ///
+    /// A source that is named but cannot be read is an error; a default
+    /// that does not exist is passed over.
+    pub fn resolve(target: &Target) -> anyhow::Result<Self> {
+        let mut looked = Vec::new();
+        let mut config = None;
+        let mut token = None;
+        if let Some(t) = &target.token {
+            token = Some((t.clone(), "--token / OUTPOST_ADMIN_TOKEN".to_string()));
+        } else {
+            looked.push("--token / OUTPOST_ADMIN_TOKEN (not set)".to_string());
         }
-        let resp = sender.send_request(req.body(Empty::<Bytes>::new())?).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            bail!("admin API answered {status}: {}", String::from_utf8_lossy(&body).trim());
+        if token.is_none() {
+            match &target.token_file {
+                Some(path) => {
+                    token = Some((
+                        token_from_file(path)?,
+                        format!(
+                            "{} (--token-file / OUTPOST_ADMIN_TOKEN_FILE)",
+                            path.display()
+                        ),
+                    ))
+                }
+                None => looked.push("--token-file / OUTPOST_ADMIN_TOKEN_FILE (not set)".into()),
+            }
         }
-        serde_json::from_slice(&body).context("admin API sent something that is not JSON")
-    })
+        let load = |path: &Path| {
+            FileConfig::load(path).with_context(|| {
+                format!("reading {} for the edge's admin settings", path.display())
+            })
+        };
+        match &target.config {
+            Some(path) => {
+                let file = load(path)?;
+                if token.is_none() {
+                    let token_path = file.admin_token_file();
+                    if file.admin.token_file.is_some() || token_path.exists() {
+                        token = Some((
+                            token_from_file(&token_path)?,
+                            format!(
+                                "{} (from --config {})",
+                                token_path.display(),
+                                path.display()
+                            ),
+                        ));
+                    } else {
+                        looked.push(format!(
+                            "{} (from --config {}: not found; has the edge started with this config?)",
+                            token_path.display(),
+                            path.display()
+                        ));
+                    }
+                }
+                config = Some(file);
+            }
+            None if token.is_none() => {
+                let default = Path::new(DEFAULT_CACHE_DIR).join(ADMIN_TOKEN_FILE_NAME);
+                let system = Path::new(SYSTEM_CONFIG);
+                if default.exists() {
+                    token = Some((
+                        token_from_file(&default)?,
+                        format!("{} (the default cache directory)", default.display()),
+                    ));
+                } else if system.exists() {
+                    looked.push(format!("{} (not found)", default.display()));
+                    let file = load(system)?;
+                    let token_path = file.admin_token_file();
+                    if file.admin.token_file.is_some() || token_path.exists() {
+                        token = Some((
+                            token_from_file(&token_path)?,
+                            format!("{} (from {SYSTEM_CONFIG})", token_path.display()),
+                        ));
+                    } else {
+                        looked.push(format!(
+                            "{} (from {SYSTEM_CONFIG}: not found)",
+                            token_path.display()
+                        ));
+                    }
+                    config = Some(file);
+                } else {
+                    looked.push(format!("{} (not found)", default.display()));
+                    looked.push("--config FILE (not given)".into());
+                }
+            }
+            None => {}
+        }
+        let addr = target
+            .admin
+            .or_else(|| config.as_ref().and_then(|c| c.admin.listen))
+            .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("default admin address"));
+        Ok(Self {
+            addr,
+            token: token.ok_or(looked),
+        })
+    }
+
+    pub fn call(&self, method: Method, path: &str) -> anyhow::Result<serde_json::Value> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let addr = self.addr;
+        runtime.block_on(async {
+            let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out"))
+                .and_then(|r| r.map_err(anyhow::Error::from))
+                .with_context(|| format!("cannot reach the edge's admin API at {addr} (is `outpost serve` running? set --admin, OUTPOST_ADMIN or --config)"))?;
+            let (token, source) = match &self.token {
+                Ok(t) => t,
+                Err(looked) => bail!(
+                    "no admin API token found; looked at:\n  {}\ngive --token-file FILE (the token file the edge names in its log at start) or --config FILE (the edge's config)",
+                    looked.join("\n  ")
+                ),
+            };
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", addr.to_string())
+                .header("authorization", format!("Bearer {token}"));
+            let resp = sender.send_request(req.body(Empty::<Bytes>::new())?).await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            if status == StatusCode::UNAUTHORIZED {
+                bail!(
+                    "the edge at {addr} refused the admin token from {source} (401): is that the token of the edge listening there?"
+                );
+            }
+            if !status.is_success() {
+                bail!("admin API answered {status}: {}", String::from_utf8_lossy(&body).trim());
+            }
+            serde_json::from_slice(&body).context("admin API sent something that is not JSON")
+        })
+    }
 }
 
 fn human(bytes: u64) -> String {
@@ -77,7 +238,7 @@ fn bar(done: u64, total: u64, width: usize) -> String {
 }
 
 pub fn status(target: &Target) -> anyhow::Result<()> {
-    let s = call(target, Method::GET, "/status")?;
+    let s = Endpoint::resolve(target)?.call(Method::GET, "/status")?;
     if target.json {
         println!("{s:#}");
         return Ok(());
@@ -202,7 +363,7 @@ pub fn cache_ls(target: &Target, glob: Option<&str>) -> anyhow::Result<()> {
         Some(g) => format!("/cache?glob={}", encode(g)),
         None => "/cache".to_string(),
     };
-    let v = call(target, Method::GET, &path)?;
+    let v = Endpoint::resolve(target)?.call(Method::GET, &path)?;
     if target.json {
         println!("{v:#}");
         return Ok(());
@@ -233,7 +394,7 @@ pub fn cache_ls(target: &Target, glob: Option<&str>) -> anyhow::Result<()> {
 
 /// `cache verify`: checks every complete object; exit status 1 if any was bad.
 pub fn cache_verify(target: &Target) -> anyhow::Result<()> {
-    let v = call(target, Method::POST, "/verify")?;
+    let v = Endpoint::resolve(target)?.call(Method::POST, "/verify")?;
     if target.json {
         println!("{v:#}");
     } else {
@@ -272,7 +433,7 @@ fn encode(s: &str) -> String {
 
 pub fn action(target: &Target, verb: &str, url: &str) -> anyhow::Result<()> {
     let encoded = encode(url);
-    let v = call(target, Method::POST, &format!("/{verb}?url={encoded}"))?;
+    let v = Endpoint::resolve(target)?.call(Method::POST, &format!("/{verb}?url={encoded}"))?;
     if target.json {
         println!("{v:#}");
     } else {
@@ -322,7 +483,7 @@ fn eta_text(secs: Option<u64>) -> String {
 
 /// `channels`: each channel's state, one block per channel.
 pub fn channels(target: &Target) -> anyhow::Result<()> {
-    let v = call(target, Method::GET, "/channels")?;
+    let v = Endpoint::resolve(target)?.call(Method::GET, "/channels")?;
     if target.json {
         println!("{v:#}");
         return Ok(());
@@ -415,7 +576,8 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
         Some(n) => format!("/channels/sync?name={}", encode(n)),
         None => "/channels/sync".to_string(),
     };
-    let started = call(target, Method::POST, &path)?;
+    let edge = Endpoint::resolve(target)?;
+    let started = edge.call(Method::POST, &path)?;
     let runs: Vec<(String, u64)> = started["runs"]
         .as_array()
         .cloned()
@@ -453,7 +615,7 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
     let mut done = vec![None; runs.len()];
     let mut last_line = std::time::Instant::now() - Duration::from_secs(60);
     loop {
-        let list = call(target, Method::GET, "/channels")?;
+        let list = edge.call(Method::GET, "/channels")?;
         let list = list.as_array().cloned().unwrap_or_default();
         let plain_due = !tty && last_line.elapsed() >= Duration::from_secs(5);
         for (i, (name, run)) in runs.iter().enumerate() {
@@ -533,7 +695,7 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
 
 /// `reload`: the edge re-reads its config file (like SIGHUP).
 pub fn reload(target: &Target) -> anyhow::Result<()> {
-    let v = call(target, Method::POST, "/reload")?;
+    let v = Endpoint::resolve(target)?.call(Method::POST, "/reload")?;
     if target.json {
         println!("{v:#}");
         return Ok(());

@@ -280,6 +280,42 @@ pub struct CacheSection {
     /// bypass the cache (the origin builds its answer from them).
     #[serde(default)]
     pub bypass_request_headers: Vec<HeaderNameValue>,
+    /// Free space always left on the cache's file system: a size
+    /// ("2 GiB") or a share of the file system ("1%"). Default: 1 % of
+    /// the file system, at least 16 MiB and at most 4 GiB.
+    pub disk_reserve: Option<DiskReserveValue>,
+}
+
+/// `cache.disk_reserve`: a size or a percentage of the file system.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskReserveValue(pub outpost_store::DiskReserve);
+
+impl<'de> Deserialize<'de> for DiskReserveValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use outpost_store::DiskReserve;
+        let s = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "invalid disk_reserve {s:?}: write a size (\"2 GiB\") or a percentage of the file system (\"1%\")"
+            ))
+        };
+        match s.trim().strip_suffix('%') {
+            Some(p) => {
+                let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=50.0).contains(&p) {
+                    return Err(serde::de::Error::custom(format!(
+                        "disk_reserve {s:?}: a percentage must be from 0 to 50"
+                    )));
+                }
+                Ok(Self(DiskReserve::Percent(p)))
+            }
+            None => s
+                .trim()
+                .parse::<ByteSize>()
+                .map(|b| Self(DiskReserve::Bytes(b.as_u64())))
+                .map_err(|_| bad()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -337,18 +373,48 @@ pub enum AccessFormat {
 pub struct AdminSection {
     /// Admin API address. Default 127.0.0.1:3180.
     pub listen: Option<SocketAddr>,
-    /// File holding the bearer token; required when `listen` is not loopback.
+    /// File holding the bearer token; required when `listen` is not
+    /// loopback. Unset: `admin.token` in the cache directory, generated at
+    /// first start.
     pub token_file: Option<PathBuf>,
+    /// Time a client has to send a request's headers. Default 10 s.
+    pub header_read_timeout: Option<HumanDuration>,
+    /// Connections at once; one more is closed at once. Default 64.
+    pub max_connections: Option<usize>,
 }
 
 /// The admin API's resolved settings.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// The token file the admin configured, if any.
     pub token_file: Option<PathBuf>,
+    /// Where the edge keeps the token it generates when none is configured.
+    pub generated_token_file: PathBuf,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
 }
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:3180";
+/// The generated admin token's file name, in the cache directory.
+pub const ADMIN_TOKEN_FILE_NAME: &str = "admin.token";
+pub const DEFAULT_ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+
+impl FileConfig {
+    /// The token file the edge run with this file uses: `admin.token_file`,
+    /// else `admin.token` in the cache directory (relative paths are the
+    /// edge's: relative to the directory it was started in).
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin.token_file.clone().unwrap_or_else(|| {
+            self.cache
+                .dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR))
+                .join(ADMIN_TOKEN_FILE_NAME)
+        })
+    }
+}
 
 /// Command-line values that override the file.
 #[derive(Debug, Default, Clone)]
@@ -419,6 +485,27 @@ impl FileConfig {
             .is_some_and(|s| s.as_u64() < 1024 * 1024)
         {
             bail!("cache.max_size{}: must be at least 1 MiB", at("max_size"));
+        }
+        let in_admin = |key: &str| {
+            line_in_section(text, "admin", key)
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default()
+        };
+        if self.admin.max_connections == Some(0) {
+            bail!(
+                "admin.max_connections{}: must be at least 1",
+                in_admin("max_connections")
+            );
+        }
+        if self
+            .admin
+            .header_read_timeout
+            .is_some_and(|d| d.0.is_zero())
+        {
+            bail!(
+                "admin.header_read_timeout{}: must be above 0",
+                in_admin("header_read_timeout")
+            );
         }
         if self.fill.max_fills == Some(0) {
             bail!("fill.max_fills{}: must be at least 1", at("max_fills"));
@@ -706,6 +793,7 @@ impl FileConfig {
         let mut store = StoreConfig::new(dir, size);
         store.high_watermark = c.high_watermark.unwrap_or(store.high_watermark);
         store.low_watermark = c.low_watermark.unwrap_or(store.low_watermark);
+        store.disk_reserve = c.disk_reserve.map_or(store.disk_reserve, |r| r.0);
         let access_log = overrides
             .access_log
             .clone()
@@ -722,6 +810,15 @@ impl FileConfig {
                 .or(self.admin.listen)
                 .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("default admin address")),
             token_file: self.admin.token_file,
+            generated_token_file: store.dir.join(ADMIN_TOKEN_FILE_NAME),
+            header_read_timeout: self
+                .admin
+                .header_read_timeout
+                .map_or(DEFAULT_ADMIN_HEADER_READ_TIMEOUT, |d| d.0),
+            max_connections: self
+                .admin
+                .max_connections
+                .unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS),
         };
         Resolved {
             proxy,
@@ -858,6 +955,28 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
+}
+
+/// The 1-based line where `key = ` is first set inside the `[section]`
+/// table (keys of the same name in other tables are skipped).
+fn line_in_section(text: &str, section: &str, key: &str) -> Option<usize> {
+    let header = format!("[{section}]");
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.starts_with('[') {
+            inside = line.trim_end().starts_with(&header);
+            continue;
+        }
+        if inside
+            && line
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -1055,6 +1174,68 @@ source = "http://fileserver.corp.example/av/SHA256SUMS"
         assert!(
             err.contains("line 10") && err.contains("max_bytes"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn disk_reserve_takes_a_size_or_a_percentage() {
+        use outpost_store::DiskReserve;
+        let reserve = |v: &str| {
+            let text = format!("[cache]\ndisk_reserve = \"{v}\"\n");
+            let config = FileConfig::parse(&text).unwrap();
+            config.validate(&text).unwrap();
+            config.resolve(&Overrides::default()).store.disk_reserve
+        };
+        assert_eq!(reserve("2GiB"), DiskReserve::Bytes(2 << 30));
+        assert_eq!(reserve("512 MiB"), DiskReserve::Bytes(512 << 20));
+        assert_eq!(reserve("0"), DiskReserve::Bytes(0));
+        assert_eq!(reserve("1%"), DiskReserve::Percent(1.0));
+        assert_eq!(reserve("2.5 %"), DiskReserve::Percent(2.5));
+        assert_eq!(
+            FileConfig::default()
+                .resolve(&Overrides::default())
+                .store
+                .disk_reserve,
+            DiskReserve::Auto
+        );
+        for bad in ["lots", "80%", "-1%", "NaN%", "1%%"] {
+            let text = format!("[server]\n\n[cache]\ndisk_reserve = \"{bad}\"\n");
+            let err = FileConfig::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("disk_reserve") && err.contains("line 4"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_limits_are_checked_in_their_own_table() {
+        let text = "[server]\nmax_connections = 10\nheader_read_timeout = \"5s\"\n[admin]\nheader_read_timeout = \"2s\"\nmax_connections = 0\n";
+        let err = FileConfig::parse(text)
+            .unwrap()
+            .validate(text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin.max_connections") && err.contains("line 6"),
+            "{err}"
+        );
+        let text = "[admin]\nheader_read_timeout = \"2s\"\nmax_connections = 8\n";
+        let config = FileConfig::parse(text).unwrap();
+        config.validate(text).unwrap();
+        let admin = config.resolve(&Overrides::default()).admin;
+        assert_eq!(
+            (admin.header_read_timeout, admin.max_connections),
+            (Duration::from_secs(2), 8)
+        );
+        let admin = FileConfig::default().resolve(&Overrides::default()).admin;
+        assert_eq!(
+            (admin.header_read_timeout, admin.max_connections),
+            (Duration::from_secs(10), 64)
+        );
+        assert_eq!(
+            admin.generated_token_file,
+            PathBuf::from("./outpost-cache/admin.token")
         );
     }
 

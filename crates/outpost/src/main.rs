@@ -275,6 +275,8 @@ async fn run(
     let (admin_listener, admin) =
         admin::bind(&resolved.admin, engine.clone(), channels, reloader).await?;
     if let Ok(addr) = admin_listener.local_addr() {
+        // No client may make the proxy connect to the admin API.
+        engine.add_own_address(addr);
         tracing::info!(admin = %addr, "admin API listening");
     }
     let server = Server::bind(engine.clone()).await?;

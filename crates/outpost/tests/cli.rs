@@ -3,9 +3,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use outpost_testkit::{Client, Origin, Resource, content, wait_until};
@@ -14,23 +14,35 @@ struct EdgeProcess {
     child: Child,
     addr: SocketAddr,
     admin: SocketAddr,
+    cache: PathBuf,
+    /// Every line the edge logged so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl EdgeProcess {
-    /// Starts an edge on `dir/cache` with the config file `config`.
+    /// Starts an edge on `dir/outpost-cache` with the config file `config`.
     fn with_config(dir: &Path, origin: &Origin, config: &Path) -> Self {
         let config = config.to_str().expect("a UTF-8 temporary path");
-        Self::start(&dir.join("cache"), origin, &["--config", config])
+        Self::start(&dir.join("outpost-cache"), origin, &["--config", config])
     }
 
     /// Starts `outpost serve` on an ephemeral port and waits until it listens.
     fn start(cache: &Path, origin: &Origin, extra: &[&str]) -> Self {
+        let mut args = vec!["--cache-dir", cache.to_str().expect("a UTF-8 path")];
+        let origin_url = origin.url("/");
+        args.extend(["--origin", &origin_url, "--admin", "127.0.0.1:0"]);
+        args.extend(extra);
+        let mut edge = Self::spawn(&args);
+        edge.cache = cache.to_path_buf();
+        edge
+    }
+
+    /// Runs `outpost serve --listen 127.0.0.1:0 ARGS` and waits until it
+    /// listens.
+    fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--cache-dir"])
-            .arg(cache)
-            .args(["--origin", &origin.url("/")])
-            .args(["--admin", "127.0.0.1:0"])
-            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
@@ -38,6 +50,8 @@ impl EdgeProcess {
             .expect("start outpost");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 for field in ["admin=", "addr="] {
@@ -49,13 +63,19 @@ impl EdgeProcess {
                         let _ = tx.send((field, strip_ansi(addr)));
                     }
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let (mut addr, mut admin) = (None, None);
         while addr.is_none() || admin.is_none() {
             let (field, value) = rx
                 .recv_timeout(Duration::from_secs(30))
-                .expect("outpost did not report its addresses");
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "outpost did not report its addresses:\n{}",
+                        log.lock().unwrap().join("\n")
+                    )
+                });
             let parsed: SocketAddr = value.parse().expect("address");
             if field == "admin=" {
                 admin = Some(parsed)
@@ -67,6 +87,8 @@ impl EdgeProcess {
             child,
             addr: addr.unwrap(),
             admin: admin.unwrap(),
+            cache: PathBuf::new(),
+            log,
         }
     }
 
@@ -74,6 +96,41 @@ impl EdgeProcess {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, sig).unwrap();
     }
+
+    /// Runs an admin command as a user would on the edge's machine: from
+    /// the directory the edge was started in (its cache is the default
+    /// ./outpost-cache there), with no token given.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        assert_eq!(
+            self.cache.file_name().and_then(|n| n.to_str()),
+            Some("outpost-cache"),
+            "cli() needs the edge's cache at the default ./outpost-cache"
+        );
+        cli_command(self.cache.parent().unwrap())
+            .args(args)
+            .args(["--admin", &self.admin.to_string()])
+            .output()
+            .expect("run outpost")
+    }
+
+    /// The token the edge generated in its cache directory.
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.cache.join("admin.token"))
+            .expect("the edge's admin.token")
+            .trim()
+            .to_string()
+    }
+}
+
+/// `outpost` run in `cwd`, with none of the variables that name an admin
+/// address, token or token file (the developer's own must not leak in).
+fn cli_command(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    cmd.current_dir(cwd)
+        .env_remove("OUTPOST_ADMIN")
+        .env_remove("OUTPOST_ADMIN_TOKEN")
+        .env_remove("OUTPOST_ADMIN_TOKEN_FILE");
+    cmd
 }
 
 impl Drop for EdgeProcess {
@@ -248,8 +305,45 @@ fn check_config_reports_key_and_line() {
     assert!(err.contains("line 5") && err.contains("max_size"), "{err}");
 }
 
+#[test]
+fn check_config_reports_a_bad_disk_reserve_or_admin_limit_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key, line) in [
+        (
+            "[server]\nlisten = [\"127.0.0.1:3128\"]\n\n[cache]\ndisk_reserve = \"80%\"\n",
+            "disk_reserve",
+            "line 5",
+        ),
+        (
+            "[cache]\ndisk_reserve = \"plenty\"\n",
+            "disk_reserve",
+            "line 2",
+        ),
+        (
+            "[server]\nmax_connections = 10\n[admin]\nmax_connections = 0\n",
+            "admin.max_connections",
+            "line 4",
+        ),
+    ] {
+        let file = dir.path().join("outpost.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = outpost(&["check-config", file.to_str().unwrap()]);
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key) && err.contains(line), "{text}: {err}");
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[cache]\ndisk_reserve = \"2GiB\"\n").unwrap();
+    let out = outpost(&["check-config", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn outpost(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost"))
+    cli_command(Path::new("."))
         .args(args)
         .output()
         .expect("run outpost")
@@ -281,12 +375,11 @@ async fn metrics_access_log_and_admin_commands_agree_with_the_origin() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("access.log");
     let edge = EdgeProcess::start(
-        &dir.path().join("cache"),
+        &dir.path().join("outpost-cache"),
         &origin,
         &["--access-log", log_path.to_str().unwrap()],
     );
     let client = Client::new(edge.addr);
-    let admin = edge.admin.to_string();
 
     // A miss, then two hits once the object is complete, then revalidations.
     assert_eq!(
@@ -317,7 +410,7 @@ async fn metrics_access_log_and_admin_commands_agree_with_the_origin() {
     assert!(revalidated);
 
     let metrics = admin_get(&edge.admin, "/metrics").await;
-    let status = outpost(&["status", "--json", "--admin", &admin]);
+    let status = edge.cli(&["status", "--json"]);
     assert!(
         status.status.success(),
         "{}",
@@ -359,14 +452,14 @@ async fn metrics_access_log_and_admin_commands_agree_with_the_origin() {
     );
 
     // The human status fits an 80-column terminal; cache ls filters by glob.
-    let out = outpost(&["status", "--admin", &admin]);
+    let out = edge.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("hits") && text.contains("cache"), "{text}");
     assert!(
         text.lines().all(|l| l.chars().count() <= 80),
         "status wider than 80 columns:\n{text}"
     );
-    let out = outpost(&["cache", "ls", "*/a.msi", "--admin", &admin]);
+    let out = edge.cli(&["cache", "ls", "*/a.msi"]);
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         listing.contains("/a.msi") && listing.contains("complete") && !listing.contains("/b.cab"),
@@ -374,7 +467,7 @@ async fn metrics_access_log_and_admin_commands_agree_with_the_origin() {
     );
 
     // purge through the CLI: the next request is a miss again.
-    let out = outpost(&["purge", &origin.url("/a.msi"), "--admin", &admin]);
+    let out = edge.cli(&["purge", &origin.url("/a.msi")]);
     assert!(
         out.status.success(),
         "{}",
@@ -419,15 +512,14 @@ async fn cache_verify_finds_and_drops_a_corrupted_body() {
     let body = content(500_000, 6);
     origin.put("/v.msi", Resource::new(body.clone()));
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
+    let cache = dir.path().join("outpost-cache");
     let edge = EdgeProcess::start(&cache, &origin, &[]);
     let client = Client::new(edge.addr);
-    let admin = edge.admin.to_string();
     assert!(client.get("/v.msi", &[]).await.unwrap().body == body);
     // Wait until the digest is recorded.
     let mut recorded = false;
     for _ in 0..300 {
-        let out = outpost(&["cache", "ls", "--json", "--admin", &admin]);
+        let out = edge.cli(&["cache", "ls", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if v["objects"][0]["sha256"].is_string() {
             recorded = true;
@@ -436,7 +528,7 @@ async fn cache_verify_finds_and_drops_a_corrupted_body() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(recorded, "digest never recorded");
-    let clean = outpost(&["cache", "verify", "--admin", &admin]);
+    let clean = edge.cli(&["cache", "verify"]);
     assert!(
         clean.status.success(),
         "{}",
@@ -454,7 +546,7 @@ async fn cache_verify_finds_and_drops_a_corrupted_body() {
     bytes[1234] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
 
-    let out = outpost(&["cache", "verify", "--admin", &admin]);
+    let out = edge.cli(&["cache", "verify"]);
     assert!(!out.status.success(), "verify missed the corruption");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -493,15 +585,16 @@ async fn sync_and_channels_commands_drive_a_channel_on_the_running_edge() {
     std::fs::write(
         &config,
         format!(
-            "[[channel]]\nname = \"pkgs\"\nsource = \"{}\"\nrate = \"40 Mbit/s\"\naliases = [\"fileserver\"]\n",
+            // A reverse edge (--origin) that PCs also use as their proxy
+            // for the file server's alias name: forward is the admin's call.
+            "[server]\nforward = true\n[[channel]]\nname = \"pkgs\"\nsource = \"{}\"\nrate = \"40 Mbit/s\"\naliases = [\"fileserver\"]\n",
             origin.url("/pkgs/")
         ),
     )
     .unwrap();
     let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
-    let admin = edge.admin.to_string();
 
-    let out = outpost(&["sync", "pkgs", "--admin", &admin]);
+    let out = edge.cli(&["sync", "pkgs"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -513,7 +606,7 @@ async fn sync_and_channels_commands_drive_a_channel_on_the_running_edge() {
         "{stdout}"
     );
 
-    let out = outpost(&["channels", "--json", "--admin", &admin]);
+    let out = edge.cli(&["channels", "--json"]);
     assert!(out.status.success());
     let channels: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ch = &channels[0];
@@ -544,7 +637,7 @@ async fn sync_and_channels_commands_drive_a_channel_on_the_running_edge() {
     assert_eq!(origin.count("/pkgs/a.msi"), 1);
 
     // Human output fits a terminal and names the state.
-    let out = outpost(&["channels", "--admin", &admin]);
+    let out = edge.cli(&["channels"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("files 2/2") && text.contains("last sync #1 ok"),
@@ -558,7 +651,7 @@ async fn sync_and_channels_commands_drive_a_channel_on_the_running_edge() {
         "{metrics}"
     );
 
-    let out = outpost(&["sync", "nosuch", "--admin", &admin]);
+    let out = edge.cli(&["sync", "nosuch"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no channel named"));
 }
@@ -580,9 +673,8 @@ async fn sighup_and_reload_apply_wan_and_channel_limits_and_name_the_rest() {
     };
     write("unlimited", "40 Mbit/s", 1000);
     let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
-    let admin = edge.admin.to_string();
     let prepos_limit = || {
-        let out = outpost(&["status", "--json", "--admin", &admin]);
+        let out = edge.cli(&["status", "--json"]);
         let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let wan = status["wan"].as_array().cloned().unwrap_or_default();
         let prepos = wan.iter().find(|c| c["class"] == "prepos").cloned();
@@ -604,7 +696,7 @@ async fn sighup_and_reload_apply_wan_and_channel_limits_and_name_the_rest() {
     );
 
     write("2 Mbit/s", "8 Mbit/s", 2000);
-    let out = outpost(&["reload", "--admin", &admin]);
+    let out = edge.cli(&["reload"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
@@ -613,7 +705,7 @@ async fn sighup_and_reload_apply_wan_and_channel_limits_and_name_the_rest() {
     );
 
     std::fs::write(&config, "[wan]\nprepos_rate = \"fast\"\n").unwrap();
-    let out = outpost(&["reload", "--admin", &admin]);
+    let out = edge.cli(&["reload"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid rate"));
     assert_eq!(
@@ -637,7 +729,6 @@ async fn reload_applies_caching_rules_and_client_ranges_to_new_requests() {
     )
     .unwrap();
     let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
-    let admin = edge.admin.to_string();
     let client = Client::new(edge.addr);
     let x_cache = |r: &outpost_testkit::Reply| r.header("x-cache").map(str::to_string);
     let first = client.get("/pkg/a.msi", &[]).await.unwrap();
@@ -645,7 +736,7 @@ async fn reload_applies_caching_rules_and_client_ranges_to_new_requests() {
 
     // The rule is dropped: the same URL is cached from the next request on.
     std::fs::write(&config, "").unwrap();
-    let out = outpost(&["reload", "--admin", &admin]);
+    let out = edge.cli(&["reload"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("[[override]]"), "{text}");
@@ -668,7 +759,7 @@ async fn reload_applies_caching_rules_and_client_ranges_to_new_requests() {
 
     // Loopback is no longer an allowed client: new connections get 403.
     std::fs::write(&config, "[server]\nallowed_clients = [\"10.0.0.0/8\"]\n").unwrap();
-    let out = outpost(&["reload", "--admin", &admin]);
+    let out = edge.cli(&["reload"]);
     assert!(out.status.success());
     let refused = Client::new(edge.addr).get("/pkg/a.msi", &[]).await.unwrap();
     assert_eq!(refused.status, 403);
@@ -683,8 +774,7 @@ async fn status_on_a_busy_edge_shows_fills_with_progress_and_the_savings() {
     origin.put("/small.msi", Resource::new(small.clone()));
     origin.put("/big.iso", Resource::new(big.clone()).rate(2 << 20));
     let dir = tempfile::tempdir().unwrap();
-    let edge = EdgeProcess::start(&dir.path().join("cache"), &origin, &[]);
-    let admin = edge.admin.to_string();
+    let edge = EdgeProcess::start(&dir.path().join("outpost-cache"), &origin, &[]);
     let client = Client::new(edge.addr);
     for _ in 0..5 {
         assert!(client.get("/small.msi", &[]).await.unwrap().body == small);
@@ -697,7 +787,7 @@ async fn status_on_a_busy_edge_shows_fills_with_progress_and_the_savings() {
         })
         .collect();
     assert!(wait_until(Duration::from_secs(10), || origin.sent_bytes() >= 3_000_000).await);
-    let out = outpost(&["status", "--admin", &admin]);
+    let out = edge.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let fill_line = text
         .lines()
@@ -722,8 +812,7 @@ async fn status_on_a_busy_edge_shows_fills_with_progress_and_the_savings() {
     // the 5 small and 2 big deliveries are counted.
     let served_now = || {
         let status: serde_json::Value =
-            serde_json::from_slice(&outpost(&["status", "--json", "--admin", &admin]).stdout)
-                .unwrap();
+            serde_json::from_slice(&edge.cli(&["status", "--json"]).stdout).unwrap();
         status["served_bytes"]["cache"].as_u64().unwrap_or(0)
             + status["served_bytes"]["fills"].as_u64().unwrap_or(0)
     };
@@ -735,7 +824,7 @@ async fn status_on_a_busy_edge_shows_fills_with_progress_and_the_savings() {
     );
     // Now both big downloads and four of the five small ones came from the
     // edge's copies.
-    let out = outpost(&["status", "--admin", &admin]);
+    let out = edge.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let saved_line = text
         .lines()
@@ -743,7 +832,7 @@ async fn status_on_a_busy_edge_shows_fills_with_progress_and_the_savings() {
         .unwrap_or_else(|| panic!("no savings line:\n{text}"));
     assert!(!saved_line.contains("saved 0 B"), "{saved_line}");
     let status: serde_json::Value =
-        serde_json::from_slice(&outpost(&["status", "--json", "--admin", &admin]).stdout).unwrap();
+        serde_json::from_slice(&edge.cli(&["status", "--json"]).stdout).unwrap();
     let served = status["served_bytes"]["cache"].as_u64().unwrap()
         + status["served_bytes"]["fills"].as_u64().unwrap();
     // 5 small + 2 big delivered; one copy of each fetched.
@@ -752,4 +841,443 @@ async fn status_on_a_busy_edge_shows_fills_with_progress_and_the_savings() {
         status["wan_saved_bytes"].as_u64().unwrap(),
         served - status["wan_bytes"].as_u64().unwrap()
     );
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_the_token_on_loopback_too_and_keeps_it_across_restarts() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("outpost-cache");
+    let edge = EdgeProcess::start(&cache, &origin, &[]);
+    let token_file = cache.join("admin.token");
+    let token = edge.token();
+    assert!(
+        token.len() >= 32 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "{token:?}"
+    );
+    assert_eq!(mode(&token_file), 0o600);
+    assert_eq!(mode(&cache), 0o700);
+    let log = edge.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains(token_file.to_str().unwrap()),
+        "the log does not say where the token is:\n{log}"
+    );
+    assert!(!log.contains(&token), "the log shows the token:\n{log}");
+
+    // From loopback, as the edge's own proxy connections come, every
+    // action needs the token.
+    let admin = Client::new(edge.admin);
+    let purge = format!("/purge?url={}", origin.url("/x"));
+    let actions = [
+        ("GET", "/status"),
+        ("GET", "/cache"),
+        ("GET", "/channels"),
+        ("POST", "/reload"),
+        ("POST", "/verify"),
+        ("POST", purge.as_str()),
+        ("POST", "/channels/sync"),
+    ];
+    for (method, path) in actions {
+        let r = admin.request(method, path, &[]).await.unwrap();
+        assert_eq!(r.status, 401, "{method} {path} without a token");
+        let wrong = format!("Bearer {}", "0".repeat(64));
+        let r = admin
+            .request(method, path, &[("authorization", &wrong)])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "{method} {path} with a wrong token");
+    }
+    let bearer = format!("Bearer {token}");
+    let r = admin
+        .get("/status", &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    // Health, readiness and metrics stay open for monitoring.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(admin.get(path, &[]).await.unwrap().status, 200, "{path}");
+    }
+
+    // The next start keeps the token: scripts holding it go on working.
+    drop(edge);
+    let edge = EdgeProcess::start(&cache, &origin, &[]);
+    assert_eq!(edge.token(), token);
+    let out = edge.cli(&["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_finds_the_token_from_flags_env_or_config_and_says_where_it_looked() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("elsewhere");
+    let admin_addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache]\ndir = \"{}\"\n[admin]\nlisten = \"{admin_addr}\"\n",
+            cache.display()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let origin_url = origin.url("/");
+    let edge = EdgeProcess::spawn(&["--config", config_arg, "--origin", &origin_url]);
+    assert_eq!(edge.admin.to_string(), admin_addr);
+    let token_file = cache.join("admin.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    // A directory with no ./outpost-cache, as a user's home.
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = cli_command(home.path());
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run outpost");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ok = |(success, stderr): (bool, String)| assert!(success, "{stderr}");
+
+    // --config alone: the address and the token's place both come from it.
+    ok(run(&["status", "--config", config_arg], &[]));
+    // The token file by flag and by variable, the token by variable.
+    let token_path = token_file.to_str().unwrap();
+    ok(run(
+        &["status", "--admin", &admin_addr, "--token-file", token_path],
+        &[],
+    ));
+    ok(run(
+        &["status", "--admin", &admin_addr],
+        &[("OUTPOST_ADMIN_TOKEN_FILE", token_path)],
+    ));
+    ok(run(
+        &["status", "--admin", &admin_addr],
+        &[("OUTPOST_ADMIN_TOKEN", token.trim())],
+    ));
+    // A config whose admin.token_file names the file.
+    let with_file = dir.path().join("with-token-file.toml");
+    std::fs::write(
+        &with_file,
+        format!("[admin]\nlisten = \"{admin_addr}\"\ntoken_file = \"{token_path}\"\n"),
+    )
+    .unwrap();
+    ok(run(
+        &["status", "--config", with_file.to_str().unwrap()],
+        &[],
+    ));
+
+    // Nowhere to find it: the error lists where the CLI looked.
+    let (success, stderr) = run(&["status", "--admin", &admin_addr], &[]);
+    assert!(!success);
+    for place in [
+        "no admin API token found",
+        "OUTPOST_ADMIN_TOKEN_FILE",
+        "outpost-cache/admin.token",
+        "--config",
+    ] {
+        assert!(stderr.contains(place), "{place} missing in: {stderr}");
+    }
+    // A named file that is not there.
+    let (success, stderr) = run(
+        &[
+            "status",
+            "--admin",
+            &admin_addr,
+            "--token-file",
+            "/nonexistent/t",
+        ],
+        &[],
+    );
+    assert!(!success && stderr.contains("/nonexistent/t"), "{stderr}");
+    // A wrong token: refused, and the message says which token.
+    let (success, stderr) = run(
+        &["status", "--admin", &admin_addr, "--token", "not-the-token"],
+        &[],
+    );
+    assert!(!success, "a wrong token was accepted");
+    assert!(
+        stderr.contains("refused") && stderr.contains("401") && stderr.contains("--token"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_requests_that_came_through_a_proxy_are_refused() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(&config, "[wan]\nprepos_rate = \"unlimited\"\n").unwrap();
+    let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
+    let bearer = format!("Bearer {}", edge.token());
+    let admin = Client::new(edge.admin);
+    let host = edge.admin.to_string();
+    let ok = admin
+        .get("/status", &[("authorization", &bearer), ("host", &host)])
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    // Even with the token (say it leaked into a script on a PC).
+    let relayed = admin
+        .get(
+            "/status",
+            &[
+                ("authorization", &bearer),
+                ("host", &host),
+                ("via", "1.1 squid"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(relayed.status, 403);
+    assert!(
+        String::from_utf8_lossy(&relayed.body).contains("through a proxy"),
+        "{relayed:?}"
+    );
+    // Through the edge's own forward proxy, which connects from loopback.
+    let proxy = Client::new(edge.addr);
+    for (method, path) in [("GET", "/status"), ("POST", "/reload")] {
+        let url = format!("http://{host}{path}");
+        let r = proxy
+            .request(method, &url, &[("authorization", &bearer), ("host", &host)])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{method} {url} through the proxy: {r:?}");
+    }
+}
+
+/// Reads from `stream` until it is closed; the bytes it sent before.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_idle_clients_cannot_hold_the_admin_port() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nheader_read_timeout = \"3s\"\nmax_connections = 4\n",
+    )
+    .unwrap();
+    let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
+    let token = edge.token();
+    let request =
+        format!("GET /status HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {token}\r\n\r\n");
+
+    // Four connections take every slot: one says nothing, three send half
+    // a head and stop.
+    let mut slow = Vec::new();
+    slow.push(TcpStream::connect(edge.admin).await.unwrap());
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(edge.admin).await.unwrap();
+        s.write_all(b"GET /status HTTP/1.1\r\nhost: admin\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let started = std::time::Instant::now();
+
+    // A fifth, even a well-formed one with the token, is closed at once,
+    // unanswered (not after the header timeout).
+    let mut fifth = TcpStream::connect(edge.admin).await.unwrap();
+    let _ = fifth.write_all(request.as_bytes()).await;
+    let answer = tokio::time::timeout(Duration::from_secs(20), read_until_closed(&mut fifth))
+        .await
+        .expect("the connection over the limit was kept open");
+    assert!(
+        answer.is_empty(),
+        "answered over the connection limit: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+
+    // The edge cuts the four within the header timeout (with a margin for
+    // a loaded machine) ...
+    for (i, s) in slow.iter_mut().enumerate() {
+        let got = tokio::time::timeout(Duration::from_secs(20), read_until_closed(s))
+            .await
+            .unwrap_or_else(|_| panic!("slow connection {i} still open after 20 s"));
+        assert!(
+            !String::from_utf8_lossy(&got).contains("200 OK"),
+            "connection {i}"
+        );
+    }
+    // ... and the port serves again.
+    assert!(
+        wait_until(Duration::from_secs(10), || edge
+            .cli(&["status"])
+            .status
+            .success())
+        .await,
+        "the admin API did not come back after the slow clients were cut"
+    );
+
+    // A connection serves one request and is closed: a client that
+    // pipelines requests and never reads the answers cannot keep it open,
+    // nor can one that idles after an answer.
+    let mut piped = TcpStream::connect(edge.admin).await.unwrap();
+    piped
+        .write_all(
+            b"GET /healthz HTTP/1.1\r\nhost: admin\r\n\r\nGET /healthz HTTP/1.1\r\nhost: admin\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), read_until_closed(&mut piped))
+        .await
+        .expect("the pipelining connection was kept open");
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "{text}");
+}
+
+/// The value of `key=` in a systemd unit file.
+fn unit_value(unit: &str, key: &str) -> Option<String> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().to_string())
+        .next_back()
+}
+
+fn contrib(name: &str) -> String {
+    let path = format!("{}/../../contrib/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_packaged_unit_reloads_with_sighup_and_keeps_the_cache_private() {
+    let unit = contrib("outpost.service");
+    let reload = unit_value(&unit, "ExecReload").expect("ExecReload");
+    let argv: Vec<&str> = reload.split_whitespace().collect();
+    assert_eq!(argv, ["/bin/kill", "-HUP", "$MAINPID"], "{reload}");
+    assert_eq!(
+        unit_value(&unit, "CacheDirectoryMode").as_deref(),
+        Some("0700")
+    );
+    // logrotate reopens the access log with SIGUSR1, to the main process.
+    let rotate = contrib("outpost.logrotate");
+    assert!(
+        rotate.contains("--signal=USR1") && rotate.contains("--kill-whom=main"),
+        "{rotate}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemctl_reload_as_packaged_applies_the_changed_config() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(&config, "[wan]\nprepos_rate = \"unlimited\"\n").unwrap();
+    let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
+    let prepos_limit = || {
+        let out = edge.cli(&["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        status["wan"]
+            .as_array()
+            .and_then(|w| w.iter().find(|c| c["class"] == "prepos").cloned())
+            .and_then(|c| c["limit"].as_f64())
+    };
+    assert_eq!(prepos_limit(), None);
+
+    std::fs::write(&config, "[wan]\nprepos_rate = \"2 Mbit/s\"\n").unwrap();
+    // What `systemctl reload outpost` runs: the unit's ExecReload, with
+    // $MAINPID the edge's pid.
+    let unit = contrib("outpost.service");
+    let reload = unit_value(&unit, "ExecReload").expect("ExecReload");
+    let pid = edge.child.id().to_string();
+    let argv: Vec<String> = reload
+        .split_whitespace()
+        .map(|a| a.replace("$MAINPID", &pid))
+        .collect();
+    let status = Command::new(&argv[0]).args(&argv[1..]).status().unwrap();
+    assert!(status.success(), "{reload}");
+    assert!(
+        wait_until(Duration::from_secs(10), || prepos_limit()
+            == Some(250_000.0))
+        .await,
+        "the edge did not apply the new config after `{reload}`: {:?}",
+        prepos_limit()
+    );
+    assert!(
+        edge.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("SIGHUP")),
+        "no reload in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_the_access_log_for_logrotate() {
+    let origin = Origin::start().await;
+    origin.put("/a", Resource::new(content(1000, 1)));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let edge = EdgeProcess::start(
+        &dir.path().join("outpost-cache"),
+        &origin,
+        &["--access-log", log.to_str().unwrap()],
+    );
+    let client = Client::new(edge.addr);
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(client.get("/a", &[]).await.unwrap().status, 200);
+    assert!(wait_until(Duration::from_secs(10), || lines(&log) == 1).await);
+    // logrotate renames the file, then signals the edge.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    edge.signal(rustix::process::Signal::USR1);
+    // The reopen is asynchronous: a request at a time (with a deadline)
+    // until one is logged in a new file at the configured path.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lines(&log) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the access log was not reopened after SIGUSR1"
+        );
+        assert_eq!(client.get("/a", &[]).await.unwrap().status, 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(lines(&rotated) >= 1);
 }
