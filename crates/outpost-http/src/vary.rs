@@ -250,7 +250,11 @@ mod tests {
         assert!(long_key.as_str().len() < 200, "keys stay short");
         assert_ne!(
             long_key,
-            variant_key(&base, &names, &headers(&[("user-agent", &"y".repeat(60_000))]))
+            variant_key(
+                &base,
+                &names,
+                &headers(&[("user-agent", &"y".repeat(60_000))])
+            )
         );
         let (back, back_names) = split_variant(a.as_str()).unwrap();
         assert_eq!((back, back_names), (base, names));

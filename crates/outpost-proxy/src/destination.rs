@@ -36,7 +36,10 @@ pub enum Refusal {
     #[error("{0} is this edge's own listen or admin address")]
     OwnAddress(SocketAddr),
     #[error("{addr} is a {class} address")]
-    Internal { addr: SocketAddr, class: &'static str },
+    Internal {
+        addr: SocketAddr,
+        class: &'static str,
+    },
     #[error("{host} resolves to no address ({reason})")]
     Unresolved { host: String, reason: String },
     #[error("{host} resolves only to refused addresses: {first}")]
@@ -323,10 +326,7 @@ mod tests {
     async fn names_are_checked_after_resolution() {
         let guard = DestinationGuard::new(Vec::new());
         let refused = guard.resolve("localhost", 80).await.unwrap_err();
-        assert!(
-            matches!(refused, Refusal::AllRefused { .. }),
-            "{refused:?}"
-        );
+        assert!(matches!(refused, Refusal::AllRefused { .. }), "{refused:?}");
         assert!(matches!(
             guard.resolve("[::1]", 80).await,
             Err(Refusal::Internal { .. })

@@ -799,9 +799,7 @@ impl Engine {
                     self.stats.misses.fetch_add(1, Ordering::Relaxed);
                     return self.serve_fill(fill, &parts, "MISS");
                 }
-                Outcome::Refreshed(obj) | Outcome::Stale(obj)
-                    if !shared_with_me(&obj.head()) =>
-                {
+                Outcome::Refreshed(obj) | Outcome::Stale(obj) if !shared_with_me(&obj.head()) => {
                     return self.pass_own(parts, &route).await;
                 }
                 Outcome::Refreshed(obj) => {
@@ -1155,10 +1153,8 @@ impl Engine {
             // Entries of URLs whose variants were all evicted linger; drop
             // them before the map outgrows what the store holds.
             *variants = known_variants(&self.store);
-            self.variant_map_limit.store(
-                (variants.len() * 2).max(VARIANT_MAP_MIN),
-                Ordering::Relaxed,
-            );
+            self.variant_map_limit
+                .store((variants.len() * 2).max(VARIANT_MAP_MIN), Ordering::Relaxed);
         }
         let set = variants.entry(base).or_default();
         if !set.keys.contains_key(&key) && set.keys.len() >= MAX_VARIANTS {

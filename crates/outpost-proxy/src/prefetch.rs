@@ -246,7 +246,9 @@ impl Engine {
                 // A stored error (a 503 the origin gave a lifetime) is not the
                 // package: ask for the package.
                 Some(obj)
-                    if obj.is_complete() && obj.head().status.is_success() && expected.is_some() =>
+                    if obj.is_complete()
+                        && obj.head().status.is_success()
+                        && expected.is_some() =>
                 {
                     let want = expected.unwrap_or_default();
                     if self.store.digest_of(&obj).await.ok().as_deref() == Some(want) {

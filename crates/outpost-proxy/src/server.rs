@@ -21,10 +21,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Route};
-use crate::upstream::Reach;
 use crate::h1::{self, LogUrl, ReqBody, Tunnel};
 use crate::serve::{EdgeBody, empty_body, error_response};
 use crate::sys;
+use crate::upstream::Reach;
 
 /// Per-connection facts the router needs.
 #[derive(Debug, Clone, Copy)]
@@ -231,7 +231,10 @@ async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Res
         // Our own Via: this request already went through this edge once
         // (a proxy chain or a name that leads back here).
         tracing::warn!(client = %conn.peer, uri = %req.uri(), "request carries this edge's Via: 508");
-        return error_response(StatusCode::LOOP_DETECTED, "request loop: it already passed through this edge");
+        return error_response(
+            StatusCode::LOOP_DETECTED,
+            "request loop: it already passed through this edge",
+        );
     }
     if req.method() == Method::CONNECT {
         return connect(engine, req, conn).await;
@@ -294,9 +297,11 @@ fn route(
         if !engine.config.forward_enabled() {
             // A reverse edge answers absolute-form requests for its own
             // sites (RFC 9112 section 3.2.2) and nothing else.
-            let named = engine.config.sites.iter().find(|s| {
-                s.host != "*" && s.host.eq_ignore_ascii_case(host)
-            });
+            let named = engine
+                .config
+                .sites
+                .iter()
+                .find(|s| s.host != "*" && s.host.eq_ignore_ascii_case(host));
             let origin = match (named, &engine.config.origin) {
                 (Some(site), _) => &site.origin,
                 (None, Some(origin))
@@ -314,7 +319,10 @@ fn route(
                     )));
                 }
             };
-            (join_origin(origin, &path).map_err(|e| bad(&e))?, Reach::Configured)
+            (
+                join_origin(origin, &path).map_err(|e| bad(&e))?,
+                Reach::Configured,
+            )
         } else {
             // Absolute form: forward proxy.
             if !destination_allowed(engine, host) {
@@ -324,7 +332,10 @@ fn route(
             (uri.clone(), Reach::Guarded)
         }
     } else if let Some(origin) = &engine.config.origin {
-        (join_origin(origin, &path).map_err(|e| bad(&e))?, Reach::Configured)
+        (
+            join_origin(origin, &path).map_err(|e| bad(&e))?,
+            Reach::Configured,
+        )
     } else if let Some(site) = host_header(req).and_then(|host| {
         let name = host.host().to_ascii_lowercase();
         engine
@@ -333,7 +344,10 @@ fn route(
             .iter()
             .find(|s| s.host == "*" || s.host.eq_ignore_ascii_case(&name))
     }) {
-        (join_origin(&site.origin, &path).map_err(|e| bad(&e))?, Reach::Configured)
+        (
+            join_origin(&site.origin, &path).map_err(|e| bad(&e))?,
+            Reach::Configured,
+        )
     } else if let Some(dst) = conn.original_dst {
         // Transparent: the firewall sent us a connection meant for `dst`.
         let authority = match host_header(req) {
@@ -357,7 +371,9 @@ fn route(
             "not a proxy request: use an absolute URL, or configure a site for this Host",
         ));
     };
-    engine.route(upstream, reach).map_err(|e| bad(&e.to_string()))
+    engine
+        .route(upstream, reach)
+        .map_err(|e| bad(&e.to_string()))
 }
 
 /// Refuses an address-literal destination the guard refuses, before any
@@ -419,7 +435,9 @@ fn dot_segment(segment: &str) -> Result<Option<bool>, String> {
         _ => {}
     }
     if decoded.contains('\\') && decoded.split('\\').any(|p| p == "." || p == "..") {
-        return Err(format!("path segment {segment:?} climbs folders with a backslash"));
+        return Err(format!(
+            "path segment {segment:?} climbs folders with a backslash"
+        ));
     }
     Ok(None)
 }

@@ -85,7 +85,10 @@ fn http_connector(receive_buffer: Option<usize>) -> HttpConnector {
     http
 }
 
-fn pooled<C>(roots: &rustls::RootCertStore, inner: C) -> Client<hyper_rustls::HttpsConnector<C>, UpstreamBody>
+fn pooled<C>(
+    roots: &rustls::RootCertStore,
+    inner: C,
+) -> Client<hyper_rustls::HttpsConnector<C>, UpstreamBody>
 where
     C: tower_service::Service<http::Uri> + Clone + Send + Sync + 'static,
     C::Response: hyper::rt::Read

@@ -325,7 +325,7 @@ async fn a_private_answer_goes_only_to_the_client_it_was_fetched_for() {
         races.push(tokio::spawn(async move {
             let url = format!("http://{origin}/account/{i}");
             let alice = {
-                let (client, url) = (client.clone(), url.clone());
+                let url = url.clone();
                 tokio::spawn(async move { client.get(&url, &[("cookie", "user=alice")]).await })
             };
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -481,7 +481,10 @@ async fn variants_per_url_are_capped() {
         "{known} variants kept"
     );
     let stored = edge.engine.store.list(100_000).unwrap().len();
-    assert!(stored <= outpost_proxy::engine::MAX_VARIANTS, "{stored} objects stored");
+    assert!(
+        stored <= outpost_proxy::engine::MAX_VARIANTS,
+        "{stored} objects stored"
+    );
     // A variant already stored is still a hit.
     let reply = edge
         .client()
@@ -693,7 +696,10 @@ async fn a_quarantined_file_is_refused_in_every_variant() {
             .await
             .unwrap();
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{encoding}");
-        assert_eq!(reply.header("x-outpost-quarantine"), Some("digest-mismatch"));
+        assert_eq!(
+            reply.header("x-outpost-quarantine"),
+            Some("digest-mismatch")
+        );
     }
     edge.stop().await;
 }
@@ -717,7 +723,12 @@ async fn a_client_on_a_verified_fill_never_gets_the_last_byte_of_a_bad_file() {
     let sync = tokio::spawn(async move { engine.prefetch(&request).await });
     let key = edge.engine.prefetch_key(url.parse().unwrap()).unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || edge.engine.fills.active(&key).is_some()).await,
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .fills
+            .active(&key)
+            .is_some())
+        .await,
         "the sync's fill started"
     );
     let reply = edge.client().get(&url, &[]).await.unwrap();

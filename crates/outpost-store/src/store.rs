@@ -778,7 +778,6 @@ impl Store {
         Ok(digest)
     }
 
-
     /// The recorded SHA-256 of the complete object under `key`, if known.
     pub fn digest(&self, key: &CacheKey) -> Result<Option<String>, StoreError> {
         Ok(lock(&self.inner.index)
