@@ -142,8 +142,13 @@ source = "http://%s/lib/SHA256SUMS"
         raise RuntimeError("edge did not start; see %s/edge.log" % WORK)
 
     def cli(self, args, check=True):
-        return nsexec(NS_BRANCH, [self.binary] + args + ["--admin", ADMIN],
+        # The CLI finds the admin token through the config's cache dir.
+        return nsexec(NS_BRANCH, [self.binary] + args + ["--admin", ADMIN, "-c", os.path.join(WORK, "outpost.toml")],
                       capture_output=True, text=True, check=check)
+
+    def token(self):
+        with open(os.path.join(WORK, "cache", "admin.token")) as f:
+            return f.read().strip()
 
     def channel(self, name="lib"):
         return [c for c in json.loads(self.cli(["channels", "--json"]).stdout) if c["name"] == name][0]
@@ -252,7 +257,8 @@ def main():
     off = log_offset()
     t0 = time.time()
     edge.cli(["channels"])
-    nsexec(NS_BRANCH, ["curl", "-s", "-X", "POST", "http://%s/channels/sync?name=lib" % ADMIN],
+    nsexec(NS_BRANCH, ["curl", "-s", "-X", "POST", "-H", "Authorization: Bearer " + edge.token(),
+                       "http://%s/channels/sync?name=lib" % ADMIN],
            capture_output=True, check=True)
     while True:
         run = edge.channel().get("running") or {}
@@ -279,7 +285,8 @@ def main():
     edge.wipe()
     edge.rate = args.rate
     edge.start()
-    nsexec(NS_BRANCH, ["curl", "-s", "-X", "POST", "http://%s/channels/sync?name=lib" % ADMIN],
+    nsexec(NS_BRANCH, ["curl", "-s", "-X", "POST", "-H", "Authorization: Bearer " + edge.token(),
+                       "http://%s/channels/sync?name=lib" % ADMIN],
            capture_output=True, check=True)
     time.sleep(5)
     b0, t0 = wan_tx_bytes(), time.time()
