@@ -19,6 +19,9 @@ pub(crate) struct FileRow {
     pub key: String,
     pub len: Option<u64>,
     pub sha256: Option<String>,
+    /// The digest the channel's manifest gives (with `verify`): every copy
+    /// of the file the edge stores must match it, not only the sync's.
+    pub expected_sha256: Option<String>,
     /// "ok", "error" or "quarantined".
     pub state: String,
     pub detail: Option<String>,
@@ -52,12 +55,17 @@ impl ChannelDb {
         let conn = Connection::open(path)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
         conn.execute_batch(SCHEMA)?;
+        // Added after the first release; fails harmlessly once it exists.
+        let _ = conn.execute(
+            "ALTER TABLE channel_files ADD COLUMN expected_sha256 TEXT",
+            [],
+        );
         Ok(Self { conn })
     }
 
     pub fn files(&self, channel: &str) -> Result<Vec<FileRow>, ChannelError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT url, key, len, sha256, state, detail, updated FROM channel_files WHERE channel = ?1 ORDER BY url",
+            "SELECT url, key, len, sha256, state, detail, updated, expected_sha256 FROM channel_files WHERE channel = ?1 ORDER BY url",
         )?;
         let rows = stmt
             .query_map(params![channel], |r| {
@@ -69,6 +77,7 @@ impl ChannelDb {
                     state: r.get(4)?,
                     detail: r.get(5)?,
                     updated: r.get(6)?,
+                    expected_sha256: r.get(7)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -77,8 +86,8 @@ impl ChannelDb {
 
     pub fn put_file(&self, channel: &str, row: &FileRow) -> Result<(), ChannelError> {
         self.conn.prepare_cached(
-            "INSERT OR REPLACE INTO channel_files (channel, url, key, len, sha256, state, detail, updated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR REPLACE INTO channel_files (channel, url, key, len, sha256, state, detail, updated, expected_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
             channel,
@@ -88,7 +97,8 @@ impl ChannelDb {
             row.sha256,
             row.state,
             row.detail,
-            row.updated
+            row.updated,
+            row.expected_sha256
         ])?;
         Ok(())
     }

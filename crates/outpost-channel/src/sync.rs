@@ -532,6 +532,13 @@ impl Channels {
         let mut resume = Vec::new();
         for config in configs {
             for row in db.files(&config.name)? {
+                if let Some(expected) = &row.expected_sha256 {
+                    // A manifest's digest binds every copy of the file the
+                    // edge stores, PCs' fills included, across restarts.
+                    engine
+                        .store
+                        .expect_digest(&CacheKey::from_stored(row.key.clone()), Some(expected));
+                }
                 if row.state == "quarantined" {
                     engine.set_quarantined(
                         &CacheKey::from_stored(row.key.clone()),
@@ -970,6 +977,9 @@ impl Channels {
                 if row.state == "quarantined" {
                     self.engine.set_quarantined(&key, None);
                 }
+                if row.expected_sha256.is_some() {
+                    self.engine.store.expect_digest(&key, None);
+                }
                 if let Err(e) = db.remove_file(name, url) {
                     tracing::warn!(channel = %name, error = %e, "cannot forget a removed file");
                 }
@@ -1053,6 +1063,15 @@ impl Channels {
                 None
             },
         };
+        if request.sha256.is_none()
+            && previous
+                .as_ref()
+                .is_some_and(|p| p.expected_sha256.is_some())
+        {
+            // The manifest no longer vouches for a digest: the file is
+            // checked against nothing from now on.
+            self.engine.store.expect_digest(&key, None);
+        }
         let result = self.engine.prefetch(&request).await;
         let now = now_secs();
         let mut row = FileRow {
@@ -1060,6 +1079,7 @@ impl Channels {
             key: key.to_string(),
             len: None,
             sha256: None,
+            expected_sha256: request.sha256.clone(),
             state: "ok".into(),
             detail: None,
             updated: now,

@@ -46,24 +46,39 @@ pub enum Refusal {
     AllRefused { host: String, first: Box<Refusal> },
 }
 
+/// The IPv4 address an IPv6 address carries and reaches through a
+/// translation or tunnel: IPv4-mapped, IPv4-compatible (deprecated),
+/// SIIT (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`).
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let seg = v6.segments();
+    let low =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if seg[..6] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback() {
+        return Some(low(seg[6], seg[7]));
+    }
+    if seg[..6] == [0, 0, 0, 0, 0xffff, 0] || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(low(seg[6], seg[7]));
+    }
+    if seg[0] == 0x2002 {
+        return Some(low(seg[1], seg[2]));
+    }
+    None
+}
+
 /// The address class that makes `ip` internal to the edge's host, if any.
 fn internal_class(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => internal_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_v4(v6) {
                 return internal_v4(v4);
             }
-            // IPv4-compatible (::a.b.c.d, deprecated) still reaches v4 on
-            // some stacks.
-            let seg = v6.segments();
-            if seg[..6] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback() {
-                return internal_v4(Ipv4Addr::new(
-                    (seg[6] >> 8) as u8,
-                    seg[6] as u8,
-                    (seg[7] >> 8) as u8,
-                    seg[7] as u8,
-                ));
+            if v6.segments()[..2] == [0xfd00, 0x0ec2] && v6.segments()[2..7] == [0; 5] {
+                // fd00:ec2::254, a cloud's instance metadata.
+                return Some("metadata");
             }
             if v6.is_loopback() {
                 Some("loopback")
@@ -92,6 +107,9 @@ fn internal_v4(v4: Ipv4Addr) -> Option<&'static str> {
         Some("multicast")
     } else if v4.is_broadcast() {
         Some("broadcast")
+    } else if v4 == Ipv4Addr::new(100, 100, 100, 200) {
+        // A cloud's instance metadata outside link-local.
+        Some("metadata")
     } else {
         None
     }
@@ -99,16 +117,19 @@ fn internal_v4(v4: Ipv4Addr) -> Option<&'static str> {
 
 fn unmapped(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
 
-/// Whether `ip` is assigned to this host (binding to it succeeds only
-/// then). Asked only for destinations on one of the edge's own ports.
-fn is_local_address(ip: IpAddr) -> bool {
-    internal_class(ip).is_some_and(|c| c == "loopback" || c == "unspecified")
-        || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+/// How long the list of this host's addresses is trusted: they come and
+/// go with DHCP and VPNs, and listing them is a netlink exchange.
+const HOST_ADDRESSES_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// This host's interface addresses, as last listed.
+#[derive(Debug, Default)]
+struct HostAddresses {
+    listed: Option<(std::time::Instant, Result<Vec<IpAddr>, String>)>,
 }
 
 /// The destination policy: the admin's allowlist of internal ranges and
@@ -117,6 +138,7 @@ fn is_local_address(ip: IpAddr) -> bool {
 pub struct DestinationGuard {
     internal_allowed: Vec<IpNet>,
     own: RwLock<Vec<SocketAddr>>,
+    host: std::sync::Mutex<HostAddresses>,
 }
 
 impl DestinationGuard {
@@ -124,6 +146,34 @@ impl DestinationGuard {
         Self {
             internal_allowed,
             own: RwLock::new(Vec::new()),
+            host: Default::default(),
+        }
+    }
+
+    /// Whether `ip` is assigned to one of this host's interfaces.
+    fn is_local_address(&self, ip: IpAddr) -> bool {
+        if internal_class(ip).is_some_and(|c| c == "loopback" || c == "unspecified") {
+            return true;
+        }
+        let mut host = self.host.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = host
+            .listed
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() > HOST_ADDRESSES_TTL);
+        if stale {
+            let listed = if_addrs::get_if_addrs()
+                .map(|all| all.iter().map(|i| unmapped(i.ip())).collect())
+                .map_err(|e| e.to_string());
+            host.listed = Some((std::time::Instant::now(), listed));
+        }
+        match host.listed.as_ref().map(|(_, l)| l) {
+            Some(Ok(addresses)) => addresses.contains(&ip),
+            Some(Err(e)) => {
+                // Cannot tell: refuse, as for the edge's own addresses.
+                tracing::warn!(error = %e, "cannot list this host's addresses");
+                true
+            }
+            None => true,
         }
     }
 
@@ -140,7 +190,8 @@ impl DestinationGuard {
         let own = self.own.read().unwrap_or_else(|p| p.into_inner());
         own.iter().any(|o| {
             o.port() == addr.port()
-                && (unmapped(o.ip()) == ip || (o.ip().is_unspecified() && is_local_address(ip)))
+                && (unmapped(o.ip()) == ip
+                    || (o.ip().is_unspecified() && self.is_local_address(ip)))
         })
     }
 
@@ -150,11 +201,16 @@ impl DestinationGuard {
             return Err(Refusal::OwnAddress(addr));
         }
         let ip = unmapped(addr.ip());
-        match internal_class(ip) {
-            Some(class) if !self.internal_allowed.iter().any(|n| n.contains(&ip)) => {
-                Err(Refusal::Internal { addr, class })
-            }
-            _ => Ok(()),
+        if self.internal_allowed.iter().any(|n| n.contains(&ip)) {
+            return Ok(());
+        }
+        // The host's own addresses on any port: a service bound to the
+        // LAN address (or 0.0.0.0) is as much inside as one on loopback.
+        let class =
+            internal_class(ip).or_else(|| self.is_local_address(ip).then_some("this host's"));
+        match class {
+            Some(class) => Err(Refusal::Internal { addr, class }),
+            None => Ok(()),
         }
     }
 
@@ -291,6 +347,15 @@ mod tests {
         ] {
             assert!(guard.check(addr(refused)).is_err(), "{refused} allowed");
         }
+        for refused in [
+            "[64:ff9b::7f00:1]:80",
+            "[2002:a9fe:a9fe::]:80",
+            "[::ffff:0:127.0.0.1]:80",
+            "[fd00:ec2::254]:80",
+            "100.100.100.200:80",
+        ] {
+            assert!(guard.check(addr(refused)).is_err(), "{refused} allowed");
+        }
         for allowed in ["10.1.2.3:80", "192.168.1.10:8080", "93.184.216.34:443"] {
             assert_eq!(guard.check(addr(allowed)), Ok(()), "{allowed} refused");
         }
@@ -320,6 +385,26 @@ mod tests {
         assert_eq!(guard.check(addr("127.0.0.1:8080")), Ok(()));
         // Not a local address: someone else's port 3128.
         assert_eq!(guard.check(addr("10.200.3.4:3128")), Ok(()));
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_refused_on_every_port() {
+        let guard = DestinationGuard::new(Vec::new());
+        let own: Vec<IpAddr> = if_addrs::get_if_addrs()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.ip())
+            .filter(|ip| !ip.is_loopback())
+            .collect();
+        for ip in own {
+            assert!(
+                matches!(
+                    guard.check(SocketAddr::new(ip, 6379)),
+                    Err(Refusal::Internal { .. })
+                ),
+                "{ip}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -212,6 +212,12 @@ fn upstream_headers(client: &HeaderMap, for_fill: bool, surrogate: bool, via: &s
     }
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
+    // The framing of what goes upstream is the edge's: a client's
+    // Content-Length on a GET whose body the edge drops would announce
+    // bytes that never come, and the origin would read the next request
+    // on the pooled connection as that body (request smuggling).
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::EXPECT);
     if for_fill {
         for name in FILL_CONTROLLED_REQUEST_HEADERS {
             headers.remove(name);
@@ -441,20 +447,19 @@ impl Engine {
         route: Route,
     ) -> Response<EdgeBody> {
         let method = req.method().clone();
-        if self.rule(&route).is_some_and(|r| r.never_cache) {
-            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
-            return self.forward(req, &route).await;
-        }
-        if let Some(name) = unkeyed_override(req.headers(), &self.rules().bypass_request_headers) {
-            // The origin may build its answer from this header (links,
-            // redirects), which the key does not include: storing that
-            // answer would hand it to every other PC (cache poisoning).
-            tracing::debug!(key = %route.key, header = name, "unkeyed override header; passing through");
-            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
-            return self.forward(req, &route).await;
-        }
-        if matches!(method, Method::GET | Method::HEAD) {
-            let quarantined = lock(&self.quarantined).get(&base_key(&route.key)).cloned();
+        let read = matches!(method, Method::GET | Method::HEAD);
+        if read {
+            // First of all: no way around a quarantine, not even one that
+            // sends the request straight to the origin.
+            let quarantined = {
+                let q = lock(&self.quarantined);
+                // Most edges quarantine nothing: no key work on the hit path.
+                if q.is_empty() {
+                    None
+                } else {
+                    q.get(&base_key(&route.key)).cloned()
+                }
+            };
             if let Some(reason) = quarantined {
                 // Serving it, even from the origin, would hand PCs a package
                 // that is not the one the admin published.
@@ -470,9 +475,28 @@ impl Engine {
                 return resp;
             }
         }
+        // A file a manifest gives a digest for is served only from a copy
+        // the edge has checked: requests that would bypass the store go
+        // through it instead.
+        let digest_bound = read && self.store.expected_digest(&route.key).is_some();
+        if !digest_bound && self.rule(&route).is_some_and(|r| r.never_cache) {
+            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+            return self.forward(req, &route).await;
+        }
+        if !digest_bound
+            && let Some(name) =
+                unkeyed_override(req.headers(), &self.rules().bypass_request_headers)
+        {
+            // The origin may build its answer from this header (links,
+            // redirects), which the key does not include: storing that
+            // answer would hand it to every other PC (cache poisoning).
+            tracing::debug!(key = %route.key, header = name, "unkeyed override header; passing through");
+            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+            return self.forward(req, &route).await;
+        }
         if method == Method::GET {
             let (parts, _body) = req.into_parts();
-            return self.handle_get(parts, route).await;
+            return self.handle_get(parts, route, digest_bound).await;
         }
         let route = if method == Method::HEAD {
             self.select_variant(route, req.headers())
@@ -481,8 +505,10 @@ impl Engine {
         };
         if method == Method::HEAD {
             let now = SystemTime::now();
+            let authorized = !digest_bound && req.headers().contains_key(header::AUTHORIZATION);
             if let Ok(Some(obj)) = self.store.get(&route.key)
                 && obj.is_complete()
+                && (!authorized || explicitly_shared(&obj.head()))
                 && matches!(
                     obj.head().policy.before_request(
                         &self.policy_request(req.headers(), &route, &obj.head().headers),
@@ -637,14 +663,19 @@ impl Engine {
         )
     }
 
+    /// `digest_bound`: a manifest gives this URL's digest, so the answer is
+    /// a checked copy or an error, never the origin's bytes passed on.
     async fn handle_get(
         self: &Arc<Self>,
         parts: request::Parts,
         route: Route,
+        digest_bound: bool,
     ) -> Response<EdgeBody> {
         // The upstream target is built only off the plain-hit path (most
         // requests never need it); a variant route differs only by its key.
-        let authorized = parts.headers.contains_key(header::AUTHORIZATION);
+        // The admin published a digest-bound file for every PC: a checked
+        // copy is shared whatever the request's credentials.
+        let authorized = !digest_bound && parts.headers.contains_key(header::AUTHORIZATION);
         for _ in 0..4 {
             let route = self.select_variant(route.clone(), &parts.headers);
             let now = SystemTime::now();
@@ -823,6 +854,14 @@ impl Engine {
                         HeaderValue::from_static("111 outpost \"Revalidation Failed\""),
                     );
                     return resp;
+                }
+                Outcome::Passthrough(status, _) if digest_bound => {
+                    tracing::warn!(key = %route.key, %status, "the origin's answer for a digest-bound file cannot be stored and checked: 502");
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "pre-positioned file: the origin's answer could not be checked against the manifest",
+                    );
                 }
                 Outcome::Passthrough(_, slot) => {
                     // Only the client whose headers were sent may see this
@@ -1149,27 +1188,62 @@ impl Engine {
         let mut normalized = client.clone();
         vary::normalize_request(&mut normalized);
         let key = vary::variant_key(&base, &names, &normalized);
+        // The store is read with the map unlocked: every GET takes this
+        // lock to select its variant.
         if variants.len() >= self.variant_map_limit.load(Ordering::Relaxed) {
             // Entries of URLs whose variants were all evicted linger; drop
-            // them before the map outgrows what the store holds.
-            *variants = known_variants(&self.store);
+            // them before the map outgrows what the store holds. Entries
+            // recorded meanwhile are kept.
+            drop(variants);
+            let rebuilt = known_variants(&self.store);
+            variants = lock(&self.variants);
+            let mut merged = rebuilt;
+            for (url, set) in variants.drain() {
+                let recent = set
+                    .keys
+                    .into_iter()
+                    .filter(|(_, at)| at.elapsed() < VARIANT_CREATE_GRACE);
+                let entry = merged.entry(url).or_default();
+                entry.keys.extend(recent);
+                if entry.names.is_empty() {
+                    entry.names = set.names;
+                }
+            }
+            *variants = merged;
             self.variant_map_limit
                 .store((variants.len() * 2).max(VARIANT_MAP_MIN), Ordering::Relaxed);
         }
-        let set = variants.entry(base).or_default();
-        if !set.keys.contains_key(&key) && set.keys.len() >= MAX_VARIANTS {
+        let full = variants
+            .get(&base)
+            .is_some_and(|set| !set.keys.contains_key(&key) && set.keys.len() >= MAX_VARIANTS);
+        if full {
             // Evicted variants free their places; a key recorded moments
             // ago may not be in the store yet (its object is being
             // created) and keeps its place.
-            set.keys.retain(|k, recorded| {
-                recorded.elapsed() < VARIANT_CREATE_GRACE
-                    || self.store.get(k).ok().flatten().is_some()
-            });
-            if set.keys.len() >= MAX_VARIANTS {
+            let candidates: Vec<(CacheKey, std::time::Instant)> = variants
+                .get(&base)
+                .map(|set| set.keys.iter().map(|(k, at)| (k.clone(), *at)).collect())
+                .unwrap_or_default();
+            drop(variants);
+            let gone: Vec<CacheKey> = candidates
+                .into_iter()
+                .filter(|(k, at)| {
+                    at.elapsed() >= VARIANT_CREATE_GRACE
+                        && self.store.get(k).ok().flatten().is_none()
+                })
+                .map(|(k, _)| k)
+                .collect();
+            variants = lock(&self.variants);
+            let set = variants.entry(base.clone()).or_default();
+            for k in &gone {
+                set.keys.remove(k);
+            }
+            if !set.keys.contains_key(&key) && set.keys.len() >= MAX_VARIANTS {
                 tracing::debug!(key = %key, max = MAX_VARIANTS, "variant limit reached; not stored");
                 return None;
             }
         }
+        let set = variants.entry(base).or_default();
         set.names = names;
         set.keys
             .entry(key.clone())
@@ -1276,10 +1350,12 @@ impl Engine {
         self.store_response(&client, resp, target, &route)
     }
 
-    /// Forwards a request as is (other methods, uncacheable responses).
+    /// Forwards a request as is (other methods, uncacheable responses),
+    /// its body included with the length the client declared.
     pub async fn forward(&self, req: Request<ReqBody>, route: &Route) -> Response<EdgeBody> {
         let (parts, body) = req.into_parts();
-        self.forward_with_body(parts, body, route).await
+        let length = parts.headers.get(header::CONTENT_LENGTH).cloned();
+        self.forward_with_body(parts, body, length, route).await
     }
 
     /// The client's own request, sent as is and never stored: for a client
@@ -1290,7 +1366,7 @@ impl Engine {
     }
 
     async fn forward_parts(&self, parts: request::Parts, route: &Route) -> Response<EdgeBody> {
-        self.forward_with_body(parts, crate::upstream::empty_body(), route)
+        self.forward_with_body(parts, crate::upstream::empty_body(), None, route)
             .await
     }
 
@@ -1298,6 +1374,7 @@ impl Engine {
         &self,
         parts: request::Parts,
         body: UpstreamBody,
+        length: Option<HeaderValue>,
         route: &Route,
     ) -> Response<EdgeBody> {
         let mut builder = Request::builder()
@@ -1305,8 +1382,8 @@ impl Engine {
             .uri(route.upstream_uri.clone());
         if let Some(h) = builder.headers_mut() {
             *h = upstream_headers(&parts.headers, false, route.surrogate, &self.via);
-            if let Some(cl) = parts.headers.get(header::CONTENT_LENGTH) {
-                h.insert(header::CONTENT_LENGTH, cl.clone());
+            if let Some(cl) = length {
+                h.insert(header::CONTENT_LENGTH, cl);
             }
         }
         let req = match builder.body(body) {
@@ -1409,10 +1486,11 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The answer to a client whose destination the guard refused.
 pub(crate) fn refused_destination(refusal: &crate::destination::Refusal) -> Response<EdgeBody> {
+    // The detail (what a name resolves to inside) stays in the log.
     tracing::warn!(%refusal, "destination refused: 403");
     error_response(
         StatusCode::FORBIDDEN,
-        &format!("this destination is not allowed: {refusal}"),
+        "this destination is not allowed (loopback, link-local or this edge itself)",
     )
 }
 

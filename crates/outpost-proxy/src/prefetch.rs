@@ -166,16 +166,19 @@ impl Engine {
             reach: crate::upstream::Reach::Configured,
         };
         let expected = req.sha256.as_deref().map(str::to_ascii_lowercase);
-        self.store.expect_digest(&key, expected.as_deref());
+        if expected.is_some() {
+            // From now on every copy of this URL the edge stores must have
+            // this digest, whoever's fill brings it; the channel lifts the
+            // requirement when the file leaves it.
+            self.store.expect_digest(&key, expected.as_deref());
+        }
         let result = self
             .prefetch_inner(&route, &client, target, expected.as_deref())
             .await;
-        let result = match (result, expected) {
+        match (result, expected) {
             (Ok(done), Some(want)) => self.verify_final(done, &want).await,
             (result, _) => result,
-        };
-        self.store.expect_digest(&key, None);
-        result
+        }
     }
 
     /// Whatever path brought the object in (a client's fill that started

@@ -465,7 +465,9 @@ impl ObjectStream {
         let Some(src) = source else {
             return Err(refuse());
         };
-        if !obj.failed_locally() {
+        // A body that must pass a digest check is never completed from
+        // bytes the edge could not check.
+        if !obj.failed_locally() || obj.holds_last_byte() {
             return Err(refuse());
         }
         let Some(validator) = obj.head().if_range_validator() else {

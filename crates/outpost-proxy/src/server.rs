@@ -348,7 +348,12 @@ fn route(
             join_origin(&site.origin, &path).map_err(|e| bad(&e))?,
             Reach::Configured,
         )
-    } else if let Some(dst) = conn.original_dst {
+    } else if let Some(dst) = conn.original_dst
+        // Transparent interception proxies for any host, as forward mode
+        // does: off on a reverse edge unless the admin turns it on (a DNAT
+        // in front of a reverse edge must not make it an open proxy).
+        && engine.config.forward_enabled()
+    {
         // Transparent: the firewall sent us a connection meant for `dst`.
         let authority = match host_header(req) {
             Some(host) => host,
@@ -419,27 +424,99 @@ fn join_origin(origin: &Uri, path: &PathAndQuery) -> Result<Uri, String> {
 }
 
 /// Whether a path segment means "this folder" or "the parent folder" to an
-/// origin: literally, percent-encoded (`%2e%2E`), or as part of a
-/// backslash-separated name (IIS takes `\` for `/`). `Some(true)` for
-/// `..`, `Some(false)` for `.`, `None` for a name; `Err` for a segment that
-/// hides a dot-segment behind a backslash.
+/// origin: `Some(true)` for a literal `..`, `Some(false)` for `.`, `None`
+/// for a name. `Err` for a segment that an origin may read as a dot
+/// segment although it is not a literal one: percent-encoded dots
+/// (`%2e%2E`, double-encoded `%252e`, IIS's `%u002e`, overlong UTF-8
+/// `%c0%ae`), a dot segment behind an encoded slash or a backslash (IIS
+/// takes `\` for `/`), or with a path parameter (`..;/`, Tomcat). No
+/// client has a reason to send those; the origins that decode them differ
+/// too much to normalise them all the same way.
 fn dot_segment(segment: &str) -> Result<Option<bool>, String> {
-    let decoded = segment
-        .replace("%2e", ".")
-        .replace("%2E", ".")
-        .replace("%5c", "\\")
-        .replace("%5C", "\\");
-    match decoded.as_str() {
+    match segment {
         "." => return Ok(Some(false)),
         ".." => return Ok(Some(true)),
         _ => {}
     }
-    if decoded.contains('\\') && decoded.split('\\').any(|p| p == "." || p == "..") {
+    if !segment.bytes().any(|b| matches!(b, b'%' | b'\\' | b';')) {
+        return Ok(None);
+    }
+    let decoded = decode_for_origins(segment);
+    let hidden = decoded
+        .split(|b| *b == b'/' || *b == b'\\')
+        .map(|piece| piece.split(|b| *b == b';').next().unwrap_or_default())
+        .any(|piece| piece == b"." || piece == b"..");
+    if hidden {
         return Err(format!(
-            "path segment {segment:?} climbs folders with a backslash"
+            "path segment {segment:?} hides a dot-segment from the edge"
         ));
     }
     Ok(None)
+}
+
+/// A path segment decoded as permissively as any origin might: percent
+/// escapes repeatedly (double encoding), `%uXXXX`, and overlong UTF-8 for
+/// `.`, `/` and `\`.
+fn decode_for_origins(segment: &str) -> Vec<u8> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let mut bytes = segment.as_bytes().to_vec();
+    for _ in 0..4 {
+        if !bytes.contains(&b'%') {
+            break;
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                let rest = &bytes[i + 1..];
+                if let [b'u' | b'U', a, b, c, d, ..] = rest
+                    && let (Some(a), Some(b), Some(c), Some(d)) =
+                        (hex(*a), hex(*b), hex(*c), hex(*d))
+                {
+                    let unit =
+                        u32::from(a) << 12 | u32::from(b) << 8 | u32::from(c) << 4 | u32::from(d);
+                    match char::from_u32(unit) {
+                        Some(ch) => {
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                        }
+                        None => out.push(b'?'),
+                    }
+                    i += 6;
+                    continue;
+                }
+                if let [a, b, ..] = rest
+                    && let (Some(a), Some(b)) = (hex(*a), hex(*b))
+                {
+                    out.push(a << 4 | b);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        bytes = out;
+    }
+    // Overlong forms of '.', '/' and '\\' that lenient decoders accept.
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match &bytes[i..] {
+            [0xc0, 0xae, ..] => out.push(b'.'),
+            [0xc0, 0xaf, ..] => out.push(b'/'),
+            [0xc1, 0x9c, ..] => out.push(b'\\'),
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    out
 }
 
 /// RFC 3986 section 5.2.4 on an origin-form path, counting encoded dots as
@@ -448,6 +525,10 @@ fn dot_segment(segment: &str) -> Result<Option<bool>, String> {
 fn remove_dot_segments(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
         return Err(format!("request target {path:?} is not an absolute path"));
+    }
+    // The common path has nothing to normalise or examine.
+    if !path.contains("/.") && !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';')) {
+        return Ok(path.to_string());
     }
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = path[1..].split('/').collect();
@@ -499,7 +580,7 @@ async fn connect(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Resp
             tracing::warn!(client = %conn.peer, target = %authority, %refusal, "CONNECT destination refused: 403");
             return error_response(
                 StatusCode::FORBIDDEN,
-                &format!("this destination is not allowed: {refusal}"),
+                "this destination is not allowed (loopback, link-local or this edge itself)",
             );
         }
     };

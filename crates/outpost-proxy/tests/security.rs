@@ -251,6 +251,12 @@ async fn reverse_paths_cannot_climb_out_of_the_sites_prefix() {
         "/x/../../secret",
         "/.%2E/secret",
         "/..%5csecret",
+        "/%252e%252e/secret",
+        "/..;/secret",
+        "/%u002e%u002e/secret",
+        "/%c0%ae%c0%ae/secret",
+        "/a%2f..%2f..%2fsecret",
+        "/x/%2e%2e%2f%2e%2e%2fsecret",
     ] {
         let reply = client.get(path, &[]).await.unwrap();
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
@@ -369,6 +375,12 @@ async fn a_client_with_credentials_gets_its_own_answer_unless_the_origin_shares_
         2,
         "a stored response is not shared with credentials"
     );
+    let reply = client
+        .request("HEAD", &origin.url("/report"), &auth)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(origin.count("/report"), 3, "nor with a HEAD");
     let reply = client.get(&origin.url("/public"), &auth).await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(origin.count("/public"), 1, "public: shared");
@@ -689,13 +701,15 @@ async fn a_quarantined_file_is_refused_in_every_variant() {
     assert!(key.as_str().contains('\u{1f}'), "{key}");
     edge.engine
         .set_quarantined(&key, Some("SHA-256 mismatch".into()));
-    for encoding in ["gzip", "identity"] {
-        let reply = edge
-            .client()
-            .get(&url, &[("accept-encoding", encoding)])
-            .await
-            .unwrap();
-        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{encoding}");
+    for headers in [
+        vec![("accept-encoding", "gzip")],
+        vec![("accept-encoding", "identity")],
+        // Headers that send a request straight to the origin.
+        vec![("forwarded", "for=10.0.0.9")],
+        vec![("x-forwarded-host", "elsewhere")],
+    ] {
+        let reply = edge.client().get(&url, &headers).await.unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{headers:?}");
         assert_eq!(
             reply.header("x-outpost-quarantine"),
             Some("digest-mismatch")
@@ -735,6 +749,138 @@ async fn a_client_on_a_verified_fill_never_gets_the_last_byte_of_a_bad_file() {
     assert!(
         reply.body.len() < len,
         "the client received all {} bytes of a file that fails its check",
+        reply.body.len()
+    );
+    let result = sync.await.unwrap();
+    assert!(
+        matches!(result, Err(PrefetchError::DigestMismatch { .. })),
+        "{result:?}"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_content_length_on_a_get_is_not_sent_upstream() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/a",
+        Resource::new(content(100, 1)).header("cache-control", "max-age=600"),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    for auth in ["", "authorization: Basic Ym9iOnB3\r\n"] {
+        let mut stream = TcpStream::connect(edge.addr).await.unwrap();
+        let smuggled = "GET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n";
+        let request = format!(
+            "GET {} HTTP/1.1\r\nhost: x\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{smuggled}",
+            origin.url("/a"),
+            smuggled.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    assert_eq!(
+        origin.count("/a"),
+        2,
+        "one fill, then the credentialed request"
+    );
+    for sent in origin.requests_for("/a") {
+        assert!(
+            sent.headers.get("content-length").is_none(),
+            "a body-less GET announced a body upstream: {:?}",
+            sent.headers
+        );
+    }
+    assert_eq!(origin.count("/smuggled"), 0);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_digest_binds_every_later_copy_of_the_file() {
+    let origin = Origin::start().await;
+    let published = content(200_000, 1);
+    let tampered = content(200_000, 2);
+    origin.put(
+        "/pkg.msi",
+        Resource::new(published.clone())
+            .etag("\"good\"")
+            .header("cache-control", "max-age=600"),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    let url = origin.url("/pkg.msi");
+    let synced = edge.engine.prefetch(&prefetch(&url, &published)).await;
+    assert!(synced.is_ok(), "{synced:?}");
+    // After the sync, the mirror serves something else. A PC forcing a
+    // refresh must not get it.
+    origin.put(
+        "/pkg.msi",
+        Resource::new(tampered.clone())
+            .etag("\"bad\"")
+            .header("cache-control", "max-age=600"),
+    );
+    let reply = edge
+        .client()
+        .get(&url, &[("cache-control", "no-cache")])
+        .await
+        .unwrap();
+    assert!(
+        !(reply.status == 200 && reply.body == tampered),
+        "a PC received the whole tampered file"
+    );
+    // Nor when the mirror makes its answer unstorable, nor through a
+    // header that bypasses the cache.
+    origin.put(
+        "/pkg.msi",
+        Resource::new(tampered.clone()).header("cache-control", "no-store"),
+    );
+    for headers in [
+        vec![("cache-control", "no-cache")],
+        vec![("x-forwarded-proto", "http")],
+    ] {
+        let reply = edge.client().get(&url, &headers).await.unwrap();
+        assert_ne!(reply.body, tampered, "{headers:?}");
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{headers:?}");
+    }
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_byte_is_held_when_the_length_is_unknown() {
+    let origin = Origin::start().await;
+    let len = 256 * 1024;
+    let tampered = content(len, 1);
+    let published = content(len, 2);
+    origin.put(
+        "/pkg.msi",
+        Resource::new(tampered)
+            .header("cache-control", "max-age=600")
+            .chunked()
+            .rate(512 * 1024),
+    );
+    let edge = Edge::start(loopback_allowed()).await;
+    let url = origin.url("/pkg.msi");
+    let engine = edge.engine.clone();
+    let request = prefetch(&url, &published);
+    let sync = tokio::spawn(async move { engine.prefetch(&request).await });
+    let key = edge.engine.prefetch_key(url.parse().unwrap()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .fills
+            .active(&key)
+            .is_some())
+        .await,
+        "the sync's fill started"
+    );
+    let reply = edge.client().get(&url, &[]).await.unwrap();
+    assert!(
+        reply.body.len() < len,
+        "all {} bytes of a chunked file that fails its check reached a PC",
         reply.body.len()
     );
     let result = sync.await.unwrap();

@@ -287,9 +287,11 @@ impl Object {
             && self
                 .hold_last_byte
                 .load(std::sync::atomic::Ordering::Acquire)
-            && let Some(len) = s.len
         {
-            end = end.min(len.saturating_sub(1)).max(offset);
+            // With the length unknown (a chunked body) the last byte present
+            // may be the last of all: it waits too.
+            let last = s.len.unwrap_or(end);
+            end = end.min(last.saturating_sub(1)).max(offset);
         }
         if end > offset {
             Availability::Ready(end)
@@ -315,6 +317,12 @@ impl Object {
                 return Availability::Failed("object dropped".into());
             }
         }
+    }
+
+    /// Whether readers are kept from the last byte until a digest check.
+    pub fn holds_last_byte(&self) -> bool {
+        self.hold_last_byte
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Holds (or releases) the last byte from readers until the object is
