@@ -1148,3 +1148,66 @@ async fn max_bytes_stops_fetching_by_manifest_size_or_response_length() {
         assert_eq!(summary.skipped, 7, "sizes {sizes}: {summary:?}");
     }
 }
+
+/// A manifest's digest binds the file at the edge after a restart too: a
+/// copy the mirror changes later never reaches a PC whole.
+#[test]
+fn a_manifest_digest_still_binds_the_file_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin_rt = tokio::runtime::Runtime::new().unwrap();
+    let origin = origin_rt.block_on(Origin::start());
+    let published = content(300_000, 21);
+    let tampered = content(300_000, 22);
+    origin.put(
+        "/lib/app.msi",
+        Resource::new(published.clone())
+            .etag("\"good\"")
+            .header("cache-control", "max-age=600"),
+    );
+    origin.put(
+        "/lib/SHA256SUMS",
+        Resource::new(Bytes::from(format!(
+            "{}  app.msi\n",
+            sha256_hex(&published)
+        )))
+        .no_cache_headers(),
+    );
+    let config = channel(&origin, "/lib/SHA256SUMS");
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let site = Site::start(dir.path(), vec![config.clone()], 1 << 30).await;
+            let summary = site.sync("lib").await;
+            assert_eq!(summary.result, "ok", "{summary:?}");
+            site.engine.store.flush_access().unwrap();
+        });
+        rt.shutdown_background();
+    }
+    // While the edge was down, the mirror's copy was swapped.
+    origin.put(
+        "/lib/app.msi",
+        Resource::new(tampered.clone())
+            .etag("\"bad\"")
+            .header("cache-control", "max-age=600"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let site = Site::start(dir.path(), vec![config.clone()], 1 << 30).await;
+        let client = Client::new(site.addr);
+        let reply = client
+            .get(
+                &origin.url("/lib/app.msi"),
+                &[("cache-control", "no-cache")],
+            )
+            .await
+            .unwrap();
+        assert!(
+            !(reply.status == 200 && reply.body == tampered),
+            "a PC's refresh after the restart got the tampered file"
+        );
+        // Nor a plain request after it.
+        let reply = client.get(&origin.url("/lib/app.msi"), &[]).await.unwrap();
+        assert_ne!(reply.body, tampered);
+    });
+    rt.shutdown_background();
+}
