@@ -922,7 +922,14 @@ impl Engine {
         }
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         self.store.touch(&obj);
-        Some(object_response(obj, parts, None, None, "HIT", SystemTime::now()))
+        Some(object_response(
+            obj,
+            parts,
+            None,
+            None,
+            "HIT",
+            SystemTime::now(),
+        ))
     }
 
     /// Revalidates `obj` for later clients (stale-while-revalidate), joined
@@ -1328,6 +1335,18 @@ impl Engine {
             if validators_contradict(&head.headers, &rparts.headers) {
                 return self.fetch_miss(client, target, route, None).await;
             }
+            if cache_control::has(&rparts.headers, "private")
+                || cache_control::has(&rparts.headers, "no-store")
+            {
+                // The response is no longer for everyone: merged into the
+                // stored copy, it (and whatever per-user field came with
+                // it) would be served to every PC. The stored copy goes;
+                // the leader gets a full answer of its own.
+                if let Err(e) = self.purge(obj.key()) {
+                    tracing::warn!(key = %route.key, error = %e, "cannot drop a copy that turned private");
+                }
+                return self.fetch_miss(client, target, route, None).await;
+            }
             // RFC 9111 section 3.2: every field of the 304 replaces the
             // stored one, except those that describe the stored body itself
             // (its coding, digest and range), which a 304 cannot change.
@@ -1345,8 +1364,15 @@ impl Engine {
                     continue;
                 }
                 // A cookie set on a 304 is for the client whose request
-                // revalidated, not for every PC the stored response serves.
-                if matches!(name.as_str(), "set-cookie" | "set-cookie2") {
+                // revalidated, not for every PC the stored response serves;
+                // likewise the origin's answer to its credentials.
+                if matches!(
+                    name.as_str(),
+                    "set-cookie"
+                        | "set-cookie2"
+                        | "authentication-info"
+                        | "proxy-authentication-info"
+                ) {
                     continue;
                 }
                 headers.remove(name);

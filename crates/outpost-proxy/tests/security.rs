@@ -852,7 +852,9 @@ async fn a_manifest_digest_binds_every_later_copy_of_the_file() {
     );
     // Without a checked copy (evicted, say), the mirror's unstorable
     // answer cannot be checked: 502, never its bytes.
-    edge.engine.purge(&edge.engine.prefetch_key(url.parse().unwrap()).unwrap()).unwrap();
+    edge.engine
+        .purge(&edge.engine.prefetch_key(url.parse().unwrap()).unwrap())
+        .unwrap();
     let reply = edge.client().get(&url, &[]).await.unwrap();
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_ne!(reply.body, tampered);
@@ -920,6 +922,77 @@ async fn the_last_byte_is_held_when_the_length_is_unknown() {
     assert!(
         matches!(result, Err(PrefetchError::DigestMismatch { .. })),
         "{result:?}"
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_that_turns_a_response_private_is_not_shared_with_waiters() {
+    // The page is public at first; later the origin answers conditionals
+    // with a private 304 carrying a field for the requesting user.
+    let private_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = private_now.clone();
+    let (origin, _) = scripted_origin(move |req| {
+        let user = req
+            .headers()
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("anonymous")
+            .to_string();
+        let conditional = req.headers().contains_key("if-none-match");
+        if !flag.load(Ordering::SeqCst) {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"the page")));
+            resp.headers_mut()
+                .insert("cache-control", "max-age=0".parse().unwrap());
+            resp.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
+            return (Duration::ZERO, resp);
+        }
+        let mut resp = Response::new(Full::new(if conditional {
+            Bytes::new()
+        } else {
+            Bytes::from(format!("the page for {user}"))
+        }));
+        if conditional {
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        }
+        resp.headers_mut()
+            .insert("cache-control", "private, max-age=3600".parse().unwrap());
+        resp.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
+        resp.headers_mut().insert(
+            "authentication-info",
+            format!("nextnonce=\"{user}\"").parse().unwrap(),
+        );
+        (Duration::from_millis(400), resp)
+    })
+    .await;
+    let edge = Edge::start(loopback_allowed()).await;
+    let client = edge.client();
+    let url = format!("http://{origin}/account");
+    assert_eq!(client.get(&url, &[]).await.unwrap().status, 200);
+    private_now.store(true, Ordering::SeqCst);
+    let alice = {
+        let url = url.clone();
+        tokio::spawn(async move { client.get(&url, &[("cookie", "user=alice")]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let bob = client.get(&url, &[]).await.unwrap();
+    let alice = alice.await.unwrap().unwrap();
+    assert_eq!(alice.status, 200);
+    assert_eq!(bob.status, 200);
+    assert!(
+        !bob.header("authentication-info")
+            .is_some_and(|v| v.contains("alice")),
+        "B got the field the origin sent for A: {:?}",
+        bob.headers
+    );
+    // Nor is the copy kept for everyone before served any more.
+    let later = client.get(&url, &[]).await.unwrap();
+    assert!(
+        !later
+            .header("authentication-info")
+            .is_some_and(|v| v.contains("alice")),
+        "{:?}",
+        later.headers
     );
     edge.stop().await;
 }
