@@ -54,6 +54,14 @@ impl ChannelDb {
     pub fn open(path: &Path) -> Result<Self, ChannelError> {
         let conn = Connection::open(path)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+        // The channels' URLs (query tokens included) are the edge's own,
+        // like the store's index.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
         conn.execute_batch(SCHEMA)?;
         // Added after the first release; fails harmlessly once it exists.
         let _ = conn.execute(

@@ -1211,3 +1211,19 @@ fn a_manifest_digest_still_binds_the_file_after_a_restart() {
     });
     rt.shutdown_background();
 }
+
+/// The channels' database holds the sources' URLs, query tokens included:
+/// it is as private as the store's index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_database_is_private_to_the_edge_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _site = Site::start(dir.path(), vec![channel(&origin, "/lib/")], 1 << 30).await;
+    let mode = std::fs::metadata(dir.path().join("channels.sqlite"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "channels.sqlite is {mode:o}");
+}
