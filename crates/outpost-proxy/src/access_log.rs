@@ -127,13 +127,16 @@ fn open_target(target: &LogTarget) -> std::io::Result<Box<dyn Write + Send>> {
                 })?;
             }
             Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display()))
-                    })?,
+                // Every URL with its query (download tokens): readable by
+                // the edge's user and its group (log readers), no one else.
+                std::os::unix::fs::OpenOptionsExt::mode(
+                    OpenOptions::new().create(true).append(true),
+                    0o640,
+                )
+                .open(path)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display()))
+                })?,
             )
         }
     })

@@ -55,7 +55,14 @@ pub struct Admin {
     connections: Arc<Semaphore>,
     /// Set while connections are being turned away (logged once per spell).
     saturated: AtomicBool,
+    /// The last `/metrics` document and when it was rendered: the endpoint
+    /// needs no token, and a render reads the index and every channel's
+    /// files, so one render a second serves every scraper.
+    metrics_cache: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
 }
+
+/// How long a rendered `/metrics` document is served again.
+const METRICS_CACHE: Duration = Duration::from_secs(1);
 
 /// Shortest token accepted from a configured token file.
 const MIN_CONFIGURED_TOKEN: usize = 16;
@@ -171,6 +178,7 @@ pub async fn bind(
             header_read_timeout: config.header_read_timeout,
             connections: Arc::new(Semaphore::new(config.max_connections)),
             saturated: AtomicBool::new(false),
+            metrics_cache: tokio::sync::Mutex::new(None),
         }),
     ))
 }
@@ -251,7 +259,11 @@ impl Admin {
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110 section 11.1).
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), self.token.as_bytes()))
     }
 
@@ -272,7 +284,7 @@ impl Admin {
         match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n", "text/plain"),
             (&Method::GET, "/readyz") => return text(StatusCode::OK, "ready\n", "text/plain"),
-            (&Method::GET, "/metrics") => return self.metrics(),
+            (&Method::GET, "/metrics") => return self.cached_metrics().await,
             _ => {}
         }
         if !self.authorized(&req) {
@@ -533,7 +545,34 @@ impl Admin {
         )
     }
 
-    fn metrics(&self) -> Response<Full<Bytes>> {
+    /// `/metrics`, rendered at most once per `METRICS_CACHE` (renders wait
+    /// for each other), off the async workers.
+    async fn cached_metrics(&self) -> Response<Full<Bytes>> {
+        let mut cache = self.metrics_cache.lock().await;
+        let body = match cache.as_ref() {
+            Some((at, body)) if at.elapsed() < METRICS_CACHE => body.clone(),
+            _ => {
+                let rendered = tokio::task::block_in_place(|| self.metrics());
+                let Some(body) = rendered else {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "metrics encoding failed\n",
+                        "text/plain",
+                    );
+                };
+                let body = Bytes::from(body);
+                *cache = Some((Instant::now(), body.clone()));
+                body
+            }
+        };
+        text(
+            StatusCode::OK,
+            body,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    }
+
+    fn metrics(&self) -> Option<String> {
         let e = &self.engine;
         let s = &e.stats;
         let f = &e.fills.stats;
@@ -656,18 +695,8 @@ impl Admin {
             );
         }
         let mut out = String::new();
-        if encode(&mut out, &registry).is_err() {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "metrics encoding failed\n",
-                "text/plain",
-            );
-        }
-        text(
-            StatusCode::OK,
-            out,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
+        encode(&mut out, &registry).ok()?;
+        Some(out)
     }
 }
 

@@ -51,6 +51,44 @@ pub struct Endpoint {
     token: Result<(String, String), Vec<String>>,
 }
 
+/// A token file the CLI found by itself (not one named on its command
+/// line): read only if it is a regular file of this user's or root's that
+/// nobody else can read or write, never through a symbolic link. Whoever
+/// could plant one (in the current directory, say) could otherwise make
+/// the CLI send another file's first line as a bearer token, or feed it
+/// a token of theirs.
+fn discovered_token(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot read the admin token file {} (it must not be a symbolic link; it is readable by the edge's user only: run as that user or root, or give --token-file)",
+                path.display()
+            )
+        })?;
+    let meta = file.metadata()?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_file() || (meta.uid() != me && meta.uid() != 0) || meta.mode() & 0o077 != 0 {
+        bail!(
+            "the admin token file {} is not a private file of this user or root (owner {}, mode {:o}): not used; give --token-file to use it anyway",
+            path.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        bail!("the admin token file {} is empty", path.display());
+    }
+    Ok(token)
+}
+
 fn token_from_file(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
@@ -113,7 +151,7 @@ impl Endpoint {
                     let token_path = file.admin_token_file();
                     if file.admin.token_file.is_some() || token_path.exists() {
                         token = Some((
-                            token_from_file(&token_path)?,
+                            discovered_token(&token_path)?,
                             format!(
                                 "{} (from --config {})",
                                 token_path.display(),
@@ -135,7 +173,7 @@ impl Endpoint {
                 let system = Path::new(SYSTEM_CONFIG);
                 if default.exists() {
                     token = Some((
-                        token_from_file(&default)?,
+                        discovered_token(&default)?,
                         format!("{} (the default cache directory)", default.display()),
                     ));
                 } else if system.exists() {
@@ -144,7 +182,7 @@ impl Endpoint {
                     let token_path = file.admin_token_file();
                     if file.admin.token_file.is_some() || token_path.exists() {
                         token = Some((
-                            token_from_file(&token_path)?,
+                            discovered_token(&token_path)?,
                             format!("{} (from {SYSTEM_CONFIG})", token_path.display()),
                         ));
                     } else {
@@ -165,6 +203,19 @@ impl Endpoint {
             .admin
             .or_else(|| config.as_ref().and_then(|c| c.admin.listen))
             .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("default admin address"));
+        let explicit_token = target.token.is_some() || target.token_file.is_some();
+        if let Some((_, source)) = &token
+            && !explicit_token
+            && target.admin.is_some()
+            && !addr.ip().is_loopback()
+        {
+            // A token this host's edge wrote goes to that edge only: sent
+            // to an address from the command line, it would cross the LAN
+            // to whoever that is.
+            bail!(
+                "the admin token in {source} is this host's edge's: not sent to {addr}; give --token or --token-file for another edge"
+            );
+        }
         Ok(Self {
             addr,
             token: token.ok_or(looked),

@@ -16,6 +16,9 @@ use outpost_shaper::{LocalTime, Rate, RateRule, RateSchedule};
 use outpost_store::StoreConfig;
 use serde::{Deserialize, Deserializer};
 
+/// The longest duration a setting may have.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// A duration written as "30s", "5m", "200ms".
 #[derive(Debug, Clone, Copy)]
 pub struct HumanDuration(pub Duration);
@@ -23,13 +26,19 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\")"
-                ))
-            })
+        let duration = humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\")"
+            ))
+        })?;
+        // Deadlines are computed as now + duration: a century-long one
+        // would overflow the clock and stop every connection.
+        if duration > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "duration {s:?} is longer than a year"
+            )));
+        }
+        Ok(HumanDuration(duration))
     }
 }
 
@@ -491,9 +500,13 @@ impl FileConfig {
                 .map(|l| format!(" (line {l})"))
                 .unwrap_or_default()
         };
-        if self.admin.max_connections == Some(0) {
+        if self
+            .admin
+            .max_connections
+            .is_some_and(|n| n == 0 || n > 4096)
+        {
             bail!(
-                "admin.max_connections{}: must be at least 1",
+                "admin.max_connections{}: must be from 1 to 4096",
                 in_admin("max_connections")
             );
         }
@@ -550,6 +563,16 @@ impl FileConfig {
             && let Err(e) = outpost_proxy::upstream::load_ca_file(path)
         {
             bail!("server.upstream_ca_file{}: {e}", at("upstream_ca_file"));
+        }
+        if self
+            .server
+            .max_connections
+            .is_some_and(|n| n == 0 || n > 1_000_000)
+        {
+            bail!(
+                "server.max_connections{}: must be from 1 to 1000000",
+                at("max_connections")
+            );
         }
         for d in self.server.allowed_destinations.iter().flatten() {
             if let Err(e) = outpost_proxy::config::Destination::parse(d) {
@@ -1175,6 +1198,28 @@ source = "http://fileserver.corp.example/av/SHA256SUMS"
             err.contains("line 10") && err.contains("max_bytes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn values_that_would_overflow_a_clock_or_a_limit_are_refused() {
+        for text in [
+            "[server]\nidle_timeout = \"292000000000y\"\n",
+            "[admin]\nheader_read_timeout = \"400days\"\n",
+        ] {
+            let err = FileConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains("longer than a year"), "{text}: {err}");
+        }
+        for text in [
+            "[server]\nmax_connections = 18446744073709551615\n",
+            "[admin]\nmax_connections = 1000000\n",
+        ] {
+            let err = FileConfig::parse(text)
+                .unwrap()
+                .validate(text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("max_connections"), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -217,6 +217,14 @@ async fn run(
     config_path: Option<PathBuf>,
     overrides: Overrides,
 ) -> anyhow::Result<()> {
+    // Taken before anything slow (opening the store, the channels): a
+    // `systemctl reload` or logrotate's SIGUSR1 during startup would
+    // otherwise end the process (their default action), and systemd takes
+    // a SIGHUP death for a clean exit that Restart=on-failure leaves down.
+    // Signals that arrive early are handled once the handlers run.
+    use tokio::signal::unix::{SignalKind, signal};
+    let hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let usr1 = signal(SignalKind::user_defined1()).context("cannot install the SIGUSR1 handler")?;
     let store_config = resolved.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))
         .await?
@@ -254,11 +262,8 @@ async fn run(
     ));
     {
         let reloader = reloader.clone();
+        let mut hup = hup;
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the configuration");
                 let reloader = reloader.clone();
@@ -308,11 +313,8 @@ async fn run(
     let server_task = tokio::spawn(server.run(shutdown.clone()));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin, shutdown.clone()));
     if let Some(log) = access_log {
+        let mut usr1 = usr1;
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
-                return;
-            };
             while usr1.recv().await.is_some() {
                 tracing::info!("SIGUSR1: reopening the access log");
                 log.reopen();

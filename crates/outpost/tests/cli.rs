@@ -1281,3 +1281,75 @@ async fn sigusr1_reopens_the_access_log_for_logrotate() {
     }
     assert!(lines(&rotated) >= 1);
 }
+
+/// A token the CLI finds by itself is used only if nobody else could have
+/// planted it, and only for this host's edge.
+#[test]
+fn the_cli_uses_a_found_token_only_if_it_is_private_and_only_for_this_hosts_edge() {
+    use std::net::TcpListener;
+    use std::os::unix::fs::PermissionsExt;
+    // Something listening where the CLI would send the token: it counts
+    // connections and closes them unanswered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let connections = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+    }
+    let accepted = || connections.load(std::sync::atomic::Ordering::SeqCst);
+    let run = |dir: &Path, args: &[&str]| {
+        let out = cli_command(dir).args(args).output().expect("run outpost");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    // A symbolic link planted as ./outpost-cache/admin.token, pointing at
+    // another secret.
+    let planted = tempfile::tempdir().unwrap();
+    let secret = planted.path().join("secret");
+    std::fs::write(&secret, "not-a-token-but-a-secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(planted.path().join("outpost-cache")).unwrap();
+    std::os::unix::fs::symlink(&secret, planted.path().join("outpost-cache/admin.token")).unwrap();
+    let (ok, stderr) = run(planted.path(), &["status", "--admin", &admin]);
+    assert!(!ok && stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(accepted(), 0, "the planted link's target was sent");
+
+    // A token file others can read (or write).
+    let loose = tempfile::tempdir().unwrap();
+    std::fs::create_dir(loose.path().join("outpost-cache")).unwrap();
+    let token = loose.path().join("outpost-cache/admin.token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, stderr) = run(loose.path(), &["status", "--admin", &admin]);
+    assert!(!ok && stderr.contains("not a private file"), "{stderr}");
+    assert_eq!(accepted(), 0, "a token that is not private was sent");
+
+    // A private one, but for an address off this host.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, stderr) = run(loose.path(), &["status", "--admin", "192.0.2.1:3180"]);
+    assert!(!ok && stderr.contains("not sent to"), "{stderr}");
+    // Named explicitly, it is the user's call (nothing listens there: the
+    // CLI gets as far as trying to connect).
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (ok, stderr) = run(
+        loose.path(),
+        &[
+            "status",
+            "--admin",
+            &closed,
+            "--token-file",
+            token.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && stderr.contains("cannot reach"), "{stderr}");
+    assert_eq!(accepted(), 0);
+}
