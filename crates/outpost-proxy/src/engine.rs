@@ -1366,12 +1366,11 @@ impl Engine {
                 // A cookie set on a 304 is for the client whose request
                 // revalidated, not for every PC the stored response serves;
                 // likewise the origin's answer to its credentials.
+                // (`Set-Cookie2`, obsolete since RFC 6265 and read by no
+                // client, is updated as RFC 9111 section 3.2 says.)
                 if matches!(
                     name.as_str(),
-                    "set-cookie"
-                        | "set-cookie2"
-                        | "authentication-info"
-                        | "proxy-authentication-info"
+                    "set-cookie" | "authentication-info" | "proxy-authentication-info"
                 ) {
                     continue;
                 }
