@@ -561,6 +561,19 @@ impl Engine {
             }
         }
         for key in keys {
+            // A pinned object is the admin's (a channel's file): a PC's
+            // POST, which any web page can make it send, must not drop it
+            // and its pin. Its own freshness rules still apply.
+            if self
+                .store
+                .get(&key)
+                .ok()
+                .flatten()
+                .is_some_and(|o| o.snapshot().pinned)
+            {
+                tracing::info!(key = %key, "pinned: not invalidated by an unsafe request");
+                continue;
+            }
             if let Err(e) = self.purge(&key) {
                 tracing::warn!(key = %key, error = %e, "invalidation failed");
             }

@@ -999,3 +999,54 @@ async fn a_304_that_turns_a_response_private_is_not_shared_with_waiters() {
     );
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_from_a_pc_does_not_drop_a_pinned_file() {
+    let origin = Origin::start().await;
+    origin.put("/pkgs/app.msi", Resource::new(content(10_000, 1)));
+    origin.put("/pkgs/other.msi", Resource::new(content(10_000, 2)));
+    let edge = Edge::start(loopback_allowed()).await;
+    let client = edge.client();
+    for path in ["/pkgs/app.msi", "/pkgs/other.msi"] {
+        let url = origin.url(path);
+        assert_eq!(client.get(&url, &[]).await.unwrap().status, 200);
+        let key = outpost_http::CacheKey::from_uri(&url.parse().unwrap()).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(5), || edge
+                .engine
+                .store
+                .get(&key)
+                .unwrap()
+                .is_some_and(|o| o.is_complete()))
+            .await
+        );
+    }
+    // The admin pins one (as a channel does).
+    let pinned =
+        outpost_http::CacheKey::from_uri(&origin.url("/pkgs/app.msi").parse().unwrap()).unwrap();
+    assert!(edge.engine.store.set_pinned(&pinned, true).unwrap());
+    // A web page makes a PC POST to both URLs; the origin answers 200.
+    for path in ["/pkgs/app.msi", "/pkgs/other.msi"] {
+        let reply = client
+            .request("POST", &origin.url(path), &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    let reply = client.get(&origin.url("/pkgs/app.msi"), &[]).await.unwrap();
+    assert_eq!(
+        reply.header("x-cache"),
+        Some("HIT"),
+        "the pinned file stays"
+    );
+    let reply = client
+        .get(&origin.url("/pkgs/other.msi"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.header("x-cache"),
+        Some("MISS"),
+        "an ordinary entry is invalidated as RFC 9111 says"
+    );
+    edge.stop().await;
+}
