@@ -178,6 +178,25 @@ pub struct ProxyConfig {
     /// Absolute-form requests for hosts other than the configured sites are
     /// proxied. `None`: only when no reverse origin or site is configured.
     pub forward: Option<bool>,
+    /// Ports forward and transparent requests may reach (inclusive
+    /// ranges): HTTP written to a mail or database port can be read as
+    /// commands by a lenient service (cross-protocol requests).
+    pub forward_ports: Vec<(u16, u16)>,
+}
+
+/// Squid's `Safe_ports`, less the ports of protocols the edge does not
+/// speak (FTP, gopher, WAIS): HTTP, HTTPS, the registered HTTP variants
+/// and every unprivileged port.
+pub fn default_forward_ports() -> Vec<(u16, u16)> {
+    vec![
+        (80, 80),
+        (443, 443),
+        (280, 280),
+        (488, 488),
+        (591, 591),
+        (777, 777),
+        (1025, 65535),
+    ]
 }
 
 /// The rules a reload replaces while the edge runs: who may use the edge
@@ -246,6 +265,7 @@ impl Default for ProxyConfig {
             bypass_request_headers: Vec::new(),
             internal_destinations: Vec::new(),
             forward: None,
+            forward_ports: default_forward_ports(),
         }
     }
 }
@@ -254,6 +274,13 @@ impl ProxyConfig {
     /// Whether absolute-form requests for any host are forward-proxied: by
     /// default only on an edge with no reverse configuration, so that a
     /// reverse deployment is never an open proxy.
+    /// Whether forward and transparent requests may reach `port`.
+    pub fn forward_port_allowed(&self, port: u16) -> bool {
+        self.forward_ports
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&port))
+    }
+
     pub fn forward_enabled(&self) -> bool {
         self.forward
             .unwrap_or(self.origin.is_none() && self.sites.is_empty())

@@ -381,10 +381,19 @@ fn route(
         .map_err(|e| bad(&e.to_string()))
 }
 
-/// Refuses an address-literal destination the guard refuses, before any
-/// lookup in the cache. Names are checked by the connector after it
-/// resolves them (no DNS lookup on the hit path).
+/// Refuses a client's destination on a port outside `forward_ports`, and
+/// an address-literal destination the guard refuses, before any lookup in
+/// the cache. Names are checked by the connector after it resolves them
+/// (no DNS lookup on the hit path).
 fn precheck_literal(engine: &Engine, uri: &Uri) -> Result<(), Box<Response<EdgeBody>>> {
+    let port = crate::destination::port_of(uri);
+    if !engine.config.forward_port_allowed(port) {
+        tracing::warn!(%uri, port, "destination port not in forward_ports: 403");
+        return Err(Box::new(error_response(
+            StatusCode::FORBIDDEN,
+            "this port is not allowed (server.forward_ports)",
+        )));
+    }
     let Some(host) = uri.host() else {
         return Ok(());
     };

@@ -1050,3 +1050,25 @@ async fn a_post_from_a_pc_does_not_drop_a_pinned_file() {
     );
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_requests_reach_only_web_ports() {
+    // A mail server a web page would like the edge to write HTTP to.
+    let smtp = Service::start("127.0.0.1:0").await.unwrap();
+    let edge = Edge::start(ProxyConfig {
+        forward_ports: vec![(80, 80), (443, 443)],
+        ..loopback_allowed()
+    })
+    .await;
+    let reply = edge
+        .client()
+        .request("POST", &format!("http://{}/", smtp.addr), &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(smtp.accepted(), 0);
+    // The default list has the privileged ports of mail and the like out.
+    assert!(!ProxyConfig::default().forward_port_allowed(25));
+    assert!(ProxyConfig::default().forward_port_allowed(8080));
+    edge.stop().await;
+}

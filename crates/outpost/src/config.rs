@@ -16,6 +16,39 @@ use outpost_shaper::{LocalTime, Rate, RateRule, RateSchedule};
 use outpost_store::StoreConfig;
 use serde::{Deserialize, Deserializer};
 
+/// A port (`80`) or an inclusive range of ports (`"1025-65535"`).
+#[derive(Debug, Clone, Copy)]
+pub struct PortRange(pub u16, pub u16);
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Port(u16),
+            Text(String),
+        }
+        let bad = |s: &str| {
+            serde::de::Error::custom(format!(
+                "invalid port or range {s:?} (write e.g. 443 or \"1025-65535\")"
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Port(p) => Ok(PortRange(p, p)),
+            Raw::Text(s) => {
+                let (low, high) = match s.split_once('-') {
+                    Some((a, b)) => (a.trim().parse(), b.trim().parse()),
+                    None => (s.trim().parse(), s.trim().parse()),
+                };
+                match (low, high) {
+                    (Ok(low), Ok(high)) if low <= high => Ok(PortRange(low, high)),
+                    _ => Err(bad(&s)),
+                }
+            }
+        }
+    }
+}
+
 /// The longest duration a setting may have.
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
@@ -259,6 +292,8 @@ pub struct ServerSection {
     /// Proxy absolute-form requests for any host. Default: only when no
     /// `origin` or `[[site]]` is configured.
     pub forward: Option<bool>,
+    /// Ports forward and transparent requests may reach.
+    pub forward_ports: Option<Vec<PortRange>>,
     /// PEM file of CA certificates trusted for https origins, beside the
     /// OS trust store.
     pub upstream_ca_file: Option<PathBuf>,
@@ -753,6 +788,9 @@ impl FileConfig {
             max_connections: s.max_connections.unwrap_or(defaults.max_connections),
             internal_destinations: s.internal_destinations.unwrap_or_default(),
             forward: s.forward,
+            forward_ports: s.forward_ports.map_or(defaults.forward_ports, |ports| {
+                ports.iter().map(|p| (p.0, p.1)).collect()
+            }),
         };
         let mut proxy = proxy;
         proxy.overrides = self.overrides.iter().filter_map(cache_override).collect();
@@ -1198,6 +1236,29 @@ source = "http://fileserver.corp.example/av/SHA256SUMS"
             err.contains("line 10") && err.contains("max_bytes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn forward_ports_take_ports_and_ranges() {
+        let text = "[server]\nforward_ports = [80, \"8000-8999\", \"443\"]\n";
+        let config = FileConfig::parse(text).unwrap();
+        config.validate(text).unwrap();
+        let proxy = config.resolve(&Overrides::default()).proxy;
+        assert_eq!(
+            proxy.forward_ports,
+            vec![(80, 80), (8000, 8999), (443, 443)]
+        );
+        assert!(proxy.forward_port_allowed(8080) && !proxy.forward_port_allowed(25));
+        let defaults = FileConfig::default().resolve(&Overrides::default()).proxy;
+        assert!(!defaults.forward_port_allowed(25) && defaults.forward_port_allowed(3128));
+        for bad in ["\"9-1\"", "\"http\"", "70000"] {
+            let text = format!("[server]\n\nforward_ports = [{bad}]\n");
+            let err = FileConfig::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("forward_ports") && err.contains("line 3"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
