@@ -30,14 +30,23 @@ struct Edge {
 impl Edge {
     /// An edge with `config` as given: no loopback allowance unless the
     /// test sets one.
-    async fn start(mut config: ProxyConfig) -> Self {
+    async fn start(config: ProxyConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreConfig::new(dir.path(), 1 << 32);
+        Self::start_with_store(config, store, dir).await
+    }
+
+    async fn start_with_store(
+        mut config: ProxyConfig,
+        store: StoreConfig,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let dir = tempfile::tempdir().unwrap();
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let store = Store::open(StoreConfig::new(dir.path(), 1 << 32)).expect("open store");
+        let store = Store::open(store).expect("open store");
         let engine = Engine::new(config, store);
         let server = Server::bind(engine.clone()).await.expect("bind");
         let addr = server.local_addrs()[0];
@@ -1070,5 +1079,60 @@ async fn forward_requests_reach_only_web_ports() {
     // The default list has the privileged ports of mail and the like out.
     assert!(!ProxyConfig::default().forward_port_allowed(25));
     assert!(ProxyConfig::default().forward_port_allowed(8080));
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (mounts a tmpfs)"]
+async fn a_fill_of_unknown_length_stops_keeping_bytes_at_the_disk_reserve() {
+    const MIB: u64 = 1 << 20;
+    let origin = Origin::start().await;
+    // Chunked: no length to check against free space up front.
+    let body = content(48 * MIB as usize, 41);
+    origin.put(
+        "/image.wim",
+        Resource::new(body.clone())
+            .header("cache-control", "max-age=600")
+            .chunked(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mounting a tmpfs (needs root)");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(dir.path().to_path_buf());
+    let mut store = StoreConfig::new(dir.path().join("cache"), 1 << 30);
+    store.disk_reserve = outpost_store::DiskReserve::Bytes(24 * MIB);
+    let cache = dir.path().to_path_buf();
+    let edge = Edge::start_with_store(
+        ProxyConfig {
+            origin: Some(origin.url("/").parse().unwrap()),
+            ..ProxyConfig::default()
+        },
+        store,
+        dir,
+    )
+    .await;
+    let reply = edge.client().get("/image.wim", &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == body, "the PC gets every byte all the same");
+    let vfs = rustix::fs::statvfs(&cache).unwrap();
+    let free = vfs.f_bavail * vfs.f_frsize;
+    assert!(
+        free >= 24 * MIB,
+        "the fill wrote into the reserve: {} MiB free",
+        free / MIB
+    );
     edge.stop().await;
 }

@@ -557,6 +557,23 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `needed` more bytes can be written and leave the disk
+    /// reserve free (one `statvfs`): asked before each batch a fill
+    /// writes, since a body of unknown length, or many fills at once, pass
+    /// the check made when their objects were created.
+    pub fn check_room(&self, needed: u64) -> Result<(), StoreError> {
+        self.check_space(needed)
+    }
+
+    /// Evicts what no one is using until `needed` bytes plus the reserve
+    /// are free. Returns the bytes freed. Blocking (index and unlinks).
+    pub fn make_room_within_reserve(&self, needed: u64) -> Result<u64, StoreError> {
+        let fs_size = rustix::fs::statvfs(&self.inner.objects_dir)
+            .map(|v| v.f_blocks.saturating_mul(v.f_frsize))
+            .unwrap_or(0);
+        self.make_room(needed.saturating_add(self.disk_reserve_of(fs_size)))
+    }
+
     /// The free space this store leaves on a file system of `fs_size` bytes.
     pub fn disk_reserve_of(&self, fs_size: u64) -> u64 {
         self.inner.config.disk_reserve.bytes_for(fs_size)
