@@ -106,6 +106,18 @@ fn private_dir(dir: &Path) -> Result<(), StoreError> {
         .create(dir)
         .map_err(err)?;
     let meta = fs::metadata(dir).map_err(err)?;
+    {
+        // Whoever owns the directory can swap the files in it (an object
+        // file for one of theirs, the admin token): only this user or root.
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(err(std::io::Error::other(format!(
+                "owned by uid {}, not by the edge's user (uid {me}): that user could swap files under the edge; chown it or choose another cache directory",
+                meta.uid()
+            ))));
+        }
+    }
     if meta.permissions().mode() & 0o777 != DIR_MODE {
         // Not fatal: a directory the edge does not own (a mount point) may
         // refuse it, and the files inside are private anyway.

@@ -189,3 +189,18 @@ async fn verify_does_not_read_through_a_link() {
     assert!(store.list(10).unwrap().is_empty());
     assert_eq!(std::fs::read(&impostor).unwrap(), b"origin");
 }
+
+#[test]
+#[ignore = "needs root (chown)"]
+fn a_cache_directory_owned_by_another_user_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    // nobody
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let err = Store::open(StoreConfig::new(&cache, 1 << 30))
+        .err()
+        .expect("a cache directory another user owns is refused")
+        .to_string();
+    assert!(err.contains("owned by uid 65534"), "{err}");
+}
