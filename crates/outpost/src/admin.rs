@@ -183,11 +183,60 @@ pub async fn bind(
     ))
 }
 
+/// Connections one client address may hold at once: a single client
+/// cannot take every slot from the others (monitoring, the CLI).
+const MAX_CONNECTIONS_PER_CLIENT: usize = 8;
+
+/// Releases a client's place in the per-address count when its
+/// connection ends.
+struct ClientSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+    let per_client = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let slot = {
+            let mut counts = per_client.lock().unwrap_or_else(|p| p.into_inner());
+            let n = counts.entry(peer.ip()).or_insert(0);
+            if *n >= MAX_CONNECTIONS_PER_CLIENT {
+                None
+            } else {
+                *n += 1;
+                Some(ClientSlot {
+                    counts: per_client.clone(),
+                    ip: peer.ip(),
+                })
+            }
+        };
+        let Some(slot) = slot else {
+            drop(stream);
+            continue;
         };
         // Over the cap: closed at once, unread, so that a flood of idle
         // connections costs the edge nothing and ends with the header
@@ -218,6 +267,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
             drop(permit);
+            drop(slot);
         });
     }
 }

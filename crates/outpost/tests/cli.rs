@@ -1353,3 +1353,45 @@ fn the_cli_uses_a_found_token_only_if_it_is_private_and_only_for_this_hosts_edge
     assert!(!ok && stderr.contains("cannot reach"), "{stderr}");
     assert_eq!(accepted(), 0);
 }
+
+/// One client address cannot take every admin slot: monitoring and the
+/// CLI from elsewhere still get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_every_admin_connection() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpSocket, TcpStream};
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(&config, "[admin]\nheader_read_timeout = \"30s\"\n").unwrap();
+    let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
+    let token = edge.token();
+    let connect_from = |from: &'static str| async move {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(edge.admin).await.unwrap()
+    };
+    // One address opens many idle connections.
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for _ in 0..20 {
+        idle.push(connect_from("127.0.0.1").await);
+    }
+    // Past its share, that address's connections are closed at once.
+    let mut over = connect_from("127.0.0.1").await;
+    let request =
+        format!("GET /status HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {token}\r\n\r\n");
+    let _ = over.write_all(request.as_bytes()).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_until_closed(&mut over))
+        .await
+        .expect("closed at once");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // Another address is served.
+    let mut other = connect_from("127.0.0.2").await;
+    other.write_all(request.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_until_closed(&mut other))
+        .await
+        .expect("answered");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+}
