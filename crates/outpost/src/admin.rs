@@ -70,6 +70,44 @@ const MIN_CONFIGURED_TOKEN: usize = 16;
 const MIN_GENERATED_TOKEN: usize = 32;
 
 /// Reads a token file: its content, trimmed.
+/// A configured token file others could replace (writable by group or
+/// others, or in a directory they can write) would let them choose the
+/// admin token: refused. One others can read is only warned about (a
+/// packaged install may need it readable by the service's dynamic user).
+fn check_token_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("admin token file {}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        bail!(
+            "admin token file {} is a symbolic link: name the file itself",
+            path.display()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "admin token file {} is writable by group or others (mode {:o}): anyone who can write it chooses the admin token; chmod go-w it",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(dir_meta) = std::fs::metadata(dir)
+        && dir_meta.mode() & 0o002 != 0
+        && dir_meta.mode() & 0o1000 == 0
+    {
+        bail!(
+            "admin token file {} is in {}, a directory anyone can write: move it",
+            path.display(),
+            dir.display()
+        );
+    }
+    if meta.mode() & 0o004 != 0 {
+        tracing::warn!(path = %path.display(), "admin token file is readable by every local user");
+    }
+    Ok(())
+}
+
 fn read_token(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("admin token file {}", path.display()))?;
@@ -150,6 +188,7 @@ pub async fn bind(
     }
     let token = match &config.token_file {
         Some(path) => {
+            check_token_file(path)?;
             let token = read_token(path)?;
             if token.len() < MIN_CONFIGURED_TOKEN {
                 bail!(
