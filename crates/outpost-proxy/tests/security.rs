@@ -1136,3 +1136,82 @@ async fn a_fill_of_unknown_length_stops_keeping_bytes_at_the_disk_reserve() {
     );
     edge.stop().await;
 }
+
+/// An nftables table redirecting connections for 127.0.0.3:80 to the
+/// edge, as a DNAT in front of it would; deleted on drop.
+struct Dnat(String);
+
+impl Dnat {
+    fn install(to_port: u16) -> Self {
+        let table = format!("outpost_security_{}", std::process::id());
+        let script = format!(
+            "table ip {table} {{\n chain out {{\n  type nat hook output priority -100; policy accept;\n  ip daddr 127.0.0.3 tcp dport 80 redirect to :{to_port}\n }}\n}}\n"
+        );
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
+        }
+        assert!(
+            child.wait().unwrap().success(),
+            "install the nftables redirect"
+        );
+        Self(table)
+    }
+}
+
+impl Drop for Dnat {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (nftables)"]
+async fn a_reverse_edge_behind_a_dnat_serves_its_sites_and_nothing_else() {
+    let site = Origin::start().await;
+    site.put("/pkgs/a.msi", Resource::new(content(1000, 1)));
+    let other = Origin::start().await;
+    other.put("/x", Resource::new(content(1000, 2)));
+    let edge = Edge::start(ProxyConfig {
+        sites: vec![outpost_proxy::Site {
+            host: "packages.branch".into(),
+            origin: site.url("/").parse().unwrap(),
+        }],
+        ..loopback_allowed()
+    })
+    .await;
+    let _dnat = Dnat::install(edge.addr.port());
+    let pc = Client::new("127.0.0.3:80".parse().unwrap());
+    let reply = pc
+        .get("/pkgs/a.msi", &[("host", "packages.branch")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "the site is served through the DNAT");
+    let reply = pc
+        .get("/x", &[("host", &other.addr().to_string())])
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "another host through the DNAT"
+    );
+    assert_eq!(
+        other.requests().len(),
+        0,
+        "the reverse edge proxied elsewhere"
+    );
+    edge.stop().await;
+}
