@@ -85,6 +85,15 @@ impl CacheKey {
     }
 }
 
+/// Maps keyed by `CacheKey` can be searched by `&str` (a key's URL part,
+/// say) without building a key: the derived `Hash` and `Eq` are the
+/// string's.
+impl std::borrow::Borrow<str> for CacheKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -149,6 +149,22 @@ fn is_secret(name: &HeaderName) -> bool {
     )
 }
 
+/// The URL part of a key that may name a variant (the key itself when it
+/// names none), without copying it.
+pub fn url_part(key: &str) -> &str {
+    key.split_once(VARIANT_SEPARATOR)
+        .map_or(key, |(url, _)| url)
+}
+
+/// The URL's key of a key that may name a variant: what quarantines,
+/// expected digests and the variant map are kept by.
+pub fn url_key(key: &CacheKey) -> CacheKey {
+    match key.as_str().split_once(VARIANT_SEPARATOR) {
+        Some((url, _)) => CacheKey::from_stored(url.to_string()),
+        None => key.clone(),
+    }
+}
+
 /// For a variant key: the URL's key and the header names it varies on.
 pub fn split_variant(key: &str) -> Option<(CacheKey, Vec<HeaderName>)> {
     let (base, variant) = key.split_once(VARIANT_SEPARATOR)?;

@@ -274,6 +274,15 @@ impl ProxyConfig {
     /// Whether absolute-form requests for any host are forward-proxied: by
     /// default only on an edge with no reverse configuration, so that a
     /// reverse deployment is never an open proxy.
+    /// The reverse site for requests naming `host`; `*` sites match any
+    /// host only when `wildcard` (a Host header), not for absolute-form
+    /// requests, which name a host of their own choice.
+    pub fn site_for(&self, host: &str, wildcard: bool) -> Option<&Site> {
+        self.sites
+            .iter()
+            .find(|s| (wildcard && s.host == "*") || s.host.eq_ignore_ascii_case(host))
+    }
+
     /// Whether forward and transparent requests may reach `port`.
     pub fn forward_port_allowed(&self, port: u16) -> bool {
         self.forward_ports

@@ -390,21 +390,25 @@ mod tests {
     #[test]
     fn the_hosts_own_addresses_are_refused_on_every_port() {
         let guard = DestinationGuard::new(Vec::new());
-        let own: Vec<IpAddr> = if_addrs::get_if_addrs()
-            .unwrap()
-            .into_iter()
-            .map(|i| i.ip())
-            .filter(|ip| !ip.is_loopback())
-            .collect();
-        for ip in own {
-            assert!(
-                matches!(
-                    guard.check(SocketAddr::new(ip, 6379)),
-                    Err(Refusal::Internal { .. })
-                ),
-                "{ip}"
+        // As if the host's LAN interface had 192.0.2.2 (whatever this
+        // test machine's interfaces are).
+        guard.host.lock().unwrap().listed = Some((
+            std::time::Instant::now() + std::time::Duration::from_secs(3600),
+            Ok(vec!["192.0.2.2".parse().unwrap()]),
+        ));
+        for port in [80, 6379] {
+            assert_eq!(
+                guard.check(SocketAddr::new("192.0.2.2".parse().unwrap(), port)),
+                Err(Refusal::Internal {
+                    addr: SocketAddr::new("192.0.2.2".parse().unwrap(), port),
+                    class: "this host's"
+                })
             );
         }
+        assert_eq!(guard.check(addr("192.0.2.3:6379")), Ok(()));
+        // The kernel's own list includes loopback, so listing works here.
+        let listed = if_addrs::get_if_addrs().unwrap();
+        assert!(listed.iter().any(|i| i.ip().is_loopback()));
     }
 
     #[tokio::test]

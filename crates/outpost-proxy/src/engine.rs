@@ -122,6 +122,9 @@ pub struct Engine {
     /// process, so that a request that comes back is recognised as a loop
     /// while a chain of several Outpost edges still works.
     pub via: String,
+    /// The received-by part of `via` (`outpost-<id>`), which loop
+    /// detection looks for.
+    via_name: String,
     /// Size of the variant map at which it is next rebuilt.
     variant_map_limit: AtomicUsize,
 }
@@ -140,7 +143,7 @@ fn via_pseudonym(config: &ProxyConfig) -> String {
         hasher.update(name.trim().as_bytes());
     }
     let hex = hasher.finalize().to_hex();
-    format!("1.1 outpost-{}", &hex[..10])
+    format!("outpost-{}", &hex[..10])
 }
 
 /// Variants one URL may have stored at once: a header like `User-Agent`
@@ -160,14 +163,6 @@ struct VariantSet {
     names: Vec<http::HeaderName>,
     /// Each variant key, with when it was first recorded.
     keys: HashMap<CacheKey, std::time::Instant>,
-}
-
-/// The URL's key of a key that may name a variant.
-pub fn base_key(key: &CacheKey) -> CacheKey {
-    match vary::split_variant(key.as_str()) {
-        Some((base, _)) => base,
-        None => key.clone(),
-    }
 }
 
 /// The variants the store holds, from their keys (at startup).
@@ -271,7 +266,7 @@ fn passthrough_response(resp: Response<Incoming>, shaper: &Arc<WanShaper>) -> Re
 impl Engine {
     pub fn new(config: ProxyConfig, store: Store) -> Arc<Self> {
         let store_for_variants = store.clone();
-        let via = via_pseudonym(&config);
+        let via_name = via_pseudonym(&config);
         let guard = Arc::new(crate::destination::DestinationGuard::new(
             config.internal_destinations.clone(),
         ));
@@ -295,7 +290,8 @@ impl Engine {
             access_log: std::sync::OnceLock::new(),
             quarantined: Mutex::new(HashMap::new()),
             variants: Mutex::new(known_variants(&store_for_variants)),
-            via,
+            via: format!("1.1 {via_name}"),
+            via_name,
             variant_map_limit: AtomicUsize::new(VARIANT_MAP_MIN),
         })
     }
@@ -309,8 +305,7 @@ impl Engine {
     /// Whether a request already passed through this edge (its `Via` names
     /// our pseudonym).
     pub fn is_looping(&self, headers: &HeaderMap) -> bool {
-        let ours = self.via.split_whitespace().nth(1).unwrap_or_default();
-        via_names(headers).any(|name| name == ours)
+        via_names(headers).any(|name| name == self.via_name)
     }
 
     /// Logs every request from now on (set once, at startup).
@@ -325,10 +320,7 @@ impl Engine {
     /// The route with the key of the variant these request headers select,
     /// when the URL's responses are known to vary.
     pub fn select_variant(&self, mut route: Route, headers: &HeaderMap) -> Route {
-        let base = match vary::split_variant(route.key.as_str()) {
-            Some((base, _)) => base,
-            None => route.key.clone(),
-        };
+        let base = vary::url_key(&route.key);
         route.key = match lock(&self.variants).get(&base) {
             Some(set) if !set.names.is_empty() => vary::variant_key(&base, &set.names, headers),
             // The URL does not vary (or no longer does): one entry for all.
@@ -428,7 +420,7 @@ impl Engine {
     /// the refusal with `None`.
     pub fn set_quarantined(&self, key: &CacheKey, reason: Option<String>) {
         // By URL: every variant of a quarantined file is refused.
-        let key = &base_key(key);
+        let key = &vary::url_key(key);
         let mut q = lock(&self.quarantined);
         match reason {
             Some(r) => {
@@ -451,15 +443,9 @@ impl Engine {
         if read {
             // First of all: no way around a quarantine, not even one that
             // sends the request straight to the origin.
-            let quarantined = {
-                let q = lock(&self.quarantined);
-                // Most edges quarantine nothing: no key work on the hit path.
-                if q.is_empty() {
-                    None
-                } else {
-                    q.get(&base_key(&route.key)).cloned()
-                }
-            };
+            let quarantined = lock(&self.quarantined)
+                .get(vary::url_part(route.key.as_str()))
+                .cloned();
             if let Some(reason) = quarantined {
                 // Serving it, even from the origin, would hand PCs a package
                 // that is not the one the admin published.
@@ -478,7 +464,7 @@ impl Engine {
         // A file a manifest gives a digest for is served only from a copy
         // the edge has checked: requests that would bypass the store go
         // through it instead.
-        let digest_bound = read && self.store.expected_digest(&route.key).is_some();
+        let digest_bound = read && self.store.expects_digest(&route.key);
         if !digest_bound && self.rule(&route).is_some_and(|r| r.never_cache) {
             self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
             return self.forward(req, &route).await;
@@ -505,6 +491,7 @@ impl Engine {
         };
         if method == Method::HEAD {
             let now = SystemTime::now();
+            // As for GET: credentials share only what the origin shares.
             let authorized = !digest_bound && req.headers().contains_key(header::AUTHORIZATION);
             if let Ok(Some(obj)) = self.store.get(&route.key)
                 && obj.is_complete()
@@ -684,14 +671,17 @@ impl Engine {
         route: Route,
         digest_bound: bool,
     ) -> Response<EdgeBody> {
-        // The upstream target is built only off the plain-hit path (most
-        // requests never need it); a variant route differs only by its key.
-        // The admin published a digest-bound file for every PC: a checked
-        // copy is shared whatever the request's credentials.
-        let authorized = !digest_bound && parts.headers.contains_key(header::AUTHORIZATION);
         if digest_bound && let Some(resp) = self.checked_copy(&parts, &route) {
             return resp;
         }
+        // A response fetched for another client's request answers one with
+        // credentials only if the origin made it shareable (RFC 9111
+        // section 3.5). The admin published a digest-bound file for every
+        // PC: it is shared whatever the request's credentials.
+        let authorized = !digest_bound && parts.headers.contains_key(header::AUTHORIZATION);
+        let may_share = |head: &StoredHead| !authorized || explicitly_shared(head);
+        // The upstream target is built only off the plain-hit path (most
+        // requests never need it); a variant route differs only by its key.
         for _ in 0..4 {
             let route = self.select_variant(route.clone(), &parts.headers);
             let now = SystemTime::now();
@@ -700,7 +690,7 @@ impl Engine {
             if let Some(fill) = self.fills.active(&route.key)
                 && !fill.object.is_complete()
             {
-                if authorized && !explicitly_shared(&fill.object.head()) {
+                if !may_share(&fill.object.head()) {
                     return self.pass_own(parts, &route).await;
                 }
                 // A request that arrives while the response streams shares
@@ -728,9 +718,7 @@ impl Engine {
             let mut revalidate = None;
             if let Some(obj) = stored {
                 let head = obj.head();
-                if authorized && !explicitly_shared(&head) {
-                    // Stored from another client's request: the origin did
-                    // not say a user with credentials may share it.
+                if !may_share(&head) {
                     return self.pass_own(parts, &route).await;
                 }
                 // The common hit: a plain request for a stored response that
@@ -827,9 +815,8 @@ impl Engine {
             let Some(Collapsed { outcome, led }) = outcome else {
                 continue;
             };
-            // A response fetched for another client's request is shared
-            // only as far as it may be (RFC 9111 section 3.5).
-            let shared_with_me = |head: &StoredHead| led || !authorized || explicitly_shared(head);
+            // What this client's own request brought back is its own.
+            let shared_with_me = |head: &StoredHead| led || may_share(head);
             match outcome {
                 Outcome::Fill(fill) => {
                     // The response turned out to vary: serve it only to
@@ -1204,92 +1191,97 @@ impl Engine {
     /// The key a response is stored under: the URL's, or the variant the
     /// leading request selects when the response varies; `None` when the
     /// URL already has `MAX_VARIANTS` other variants stored. Records what it
-    /// learns for later lookups.
+    /// learns for later lookups. The store is only read with the variant
+    /// map unlocked: every GET takes that lock to select its variant.
     fn variant_to_store(
         &self,
         route: &Route,
         client: &HeaderMap,
         names: Vec<http::HeaderName>,
     ) -> Option<CacheKey> {
-        let base = match vary::split_variant(route.key.as_str()) {
-            Some((base, _)) => base,
-            None => route.key.clone(),
-        };
-        let mut variants = lock(&self.variants);
+        let base = vary::url_key(&route.key);
         if names.is_empty() {
             // No longer varies: one entry for everyone again.
-            if let Some(old) = variants.remove(&base) {
-                drop(variants);
-                for key in old.keys.into_keys() {
-                    let _ = self.store.purge(&key);
-                }
+            let old = lock(&self.variants).remove(&base);
+            for key in old.into_iter().flat_map(|set| set.keys.into_keys()) {
+                let _ = self.store.purge(&key);
             }
             return Some(base);
         }
         let mut normalized = client.clone();
         vary::normalize_request(&mut normalized);
         let key = vary::variant_key(&base, &names, &normalized);
-        // The store is read with the map unlocked: every GET takes this
-        // lock to select its variant.
-        if variants.len() >= self.variant_map_limit.load(Ordering::Relaxed) {
-            // Entries of URLs whose variants were all evicted linger; drop
-            // them before the map outgrows what the store holds. Entries
-            // recorded meanwhile are kept.
-            drop(variants);
-            let rebuilt = known_variants(&self.store);
-            variants = lock(&self.variants);
-            let mut merged = rebuilt;
-            for (url, set) in variants.drain() {
-                let recent = set
-                    .keys
-                    .into_iter()
-                    .filter(|(_, at)| at.elapsed() < VARIANT_CREATE_GRACE);
-                let entry = merged.entry(url).or_default();
-                entry.keys.extend(recent);
-                if entry.names.is_empty() {
-                    entry.names = set.names;
-                }
-            }
-            *variants = merged;
-            self.variant_map_limit
-                .store((variants.len() * 2).max(VARIANT_MAP_MIN), Ordering::Relaxed);
+        if lock(&self.variants).len() >= self.variant_map_limit.load(Ordering::Relaxed) {
+            self.rebuild_variant_map();
         }
-        let full = variants
-            .get(&base)
-            .is_some_and(|set| !set.keys.contains_key(&key) && set.keys.len() >= MAX_VARIANTS);
-        if full {
-            // Evicted variants free their places; a key recorded moments
-            // ago may not be in the store yet (its object is being
-            // created) and keeps its place.
-            let candidates: Vec<(CacheKey, std::time::Instant)> = variants
-                .get(&base)
-                .map(|set| set.keys.iter().map(|(k, at)| (k.clone(), *at)).collect())
-                .unwrap_or_default();
-            drop(variants);
-            let gone: Vec<CacheKey> = candidates
-                .into_iter()
-                .filter(|(k, at)| {
-                    at.elapsed() >= VARIANT_CREATE_GRACE
-                        && self.store.get(k).ok().flatten().is_none()
-                })
-                .map(|(k, _)| k)
-                .collect();
-            variants = lock(&self.variants);
-            let set = variants.entry(base.clone()).or_default();
-            for k in &gone {
-                set.keys.remove(k);
-            }
-            if !set.keys.contains_key(&key) && set.keys.len() >= MAX_VARIANTS {
-                tracing::debug!(key = %key, max = MAX_VARIANTS, "variant limit reached; not stored");
-                return None;
-            }
+        if self.variant_places_taken(&base, &key) {
+            self.forget_evicted_variants(&base);
         }
+        let mut variants = lock(&self.variants);
         let set = variants.entry(base).or_default();
+        if !set.keys.contains_key(&key) && set.keys.len() >= MAX_VARIANTS {
+            tracing::debug!(key = %key, max = MAX_VARIANTS, "variant limit reached; not stored");
+            return None;
+        }
         set.names = names;
         set.keys
             .entry(key.clone())
             .or_insert_with(std::time::Instant::now);
         Some(key)
+    }
+
+    /// Whether `key` would be one variant too many for `base`.
+    fn variant_places_taken(&self, base: &CacheKey, key: &CacheKey) -> bool {
+        lock(&self.variants)
+            .get(base)
+            .is_some_and(|set| !set.keys.contains_key(key) && set.keys.len() >= MAX_VARIANTS)
+    }
+
+    /// Drops `base`'s variant keys whose objects eviction removed. A key
+    /// recorded moments ago may not be in the store yet (its object is
+    /// being created) and keeps its place.
+    fn forget_evicted_variants(&self, base: &CacheKey) {
+        let candidates: Vec<CacheKey> = lock(&self.variants)
+            .get(base)
+            .map(|set| {
+                set.keys
+                    .iter()
+                    .filter(|(_, at)| at.elapsed() >= VARIANT_CREATE_GRACE)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let gone: Vec<CacheKey> = candidates
+            .into_iter()
+            .filter(|k| self.store.get(k).ok().flatten().is_none())
+            .collect();
+        if let Some(set) = lock(&self.variants).get_mut(base) {
+            for k in &gone {
+                set.keys.remove(k);
+            }
+        }
+    }
+
+    /// Rebuilds the variant map from the store: entries of URLs whose
+    /// variants were all evicted linger otherwise. Keys recorded meanwhile
+    /// (objects still being created) are kept.
+    fn rebuild_variant_map(&self) {
+        let mut rebuilt = known_variants(&self.store);
+        let mut variants = lock(&self.variants);
+        for (url, set) in variants.drain() {
+            let recent = set
+                .keys
+                .into_iter()
+                .filter(|(_, at)| at.elapsed() < VARIANT_CREATE_GRACE);
+            let entry = rebuilt.entry(url).or_default();
+            entry.keys.extend(recent);
+            if entry.names.is_empty() {
+                entry.names = set.names;
+            }
+        }
+        *variants = rebuilt;
+        self.variant_map_limit
+            .store((variants.len() * 2).max(VARIANT_MAP_MIN), Ordering::Relaxed);
     }
 
     /// Leader of a revalidation: one conditional request for everyone.
@@ -1417,14 +1409,11 @@ impl Engine {
         self.forward_with_body(parts, body, length, route).await
     }
 
-    /// The client's own request, sent as is and never stored: for a client
-    /// that may not share the response fetched for another.
+    /// The client's own request (without a body), sent as is and never
+    /// stored: for a client that may not share the response fetched for
+    /// another.
     async fn pass_own(&self, parts: request::Parts, route: &Route) -> Response<EdgeBody> {
         self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
-        self.forward_parts(parts, route).await
-    }
-
-    async fn forward_parts(&self, parts: request::Parts, route: &Route) -> Response<EdgeBody> {
         self.forward_with_body(parts, crate::upstream::empty_body(), None, route)
             .await
     }

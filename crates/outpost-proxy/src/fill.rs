@@ -922,7 +922,7 @@ impl ObjectFill {
         }
         let data = pending.split().freeze();
         let n = data.len() as u64;
-        if self.ctx.store.check_room(n).is_err() {
+        if self.ctx.store.check_space(n).is_err() {
             // The disk reserve protects the system, not only new objects:
             // evict what no one uses, and if that is not enough this fill
             // stops keeping bytes (its readers go on from the origin).
@@ -930,7 +930,7 @@ impl ObjectFill {
             tokio::task::spawn_blocking(move || store.make_room_within_reserve(n))
                 .await
                 .map_err(|_| outpost_store::StoreError::Task)??;
-            self.ctx.store.check_room(n)?;
+            self.ctx.store.check_space(n)?;
         }
         let added = match self.object.write(*cursor, data.clone()).await {
             Err(e) if e.is_disk_full() => {

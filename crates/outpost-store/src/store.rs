@@ -4,6 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+use outpost_http::vary::{url_key, url_part};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -320,14 +322,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The URL part of a key that may name a variant.
-fn url_key(key: &CacheKey) -> CacheKey {
-    match outpost_http::vary::split_variant(key.as_str()) {
-        Some((base, _)) => base,
-        None => key.clone(),
-    }
-}
-
 fn object_path(objects_dir: &Path, id: u64) -> PathBuf {
     objects_dir
         .join(format!("{:02x}", id & 0xff))
@@ -433,7 +427,7 @@ impl Store {
             self.inner.small_budget.clone(),
         ));
         obj.last_access.store(row.last_access, Ordering::Relaxed);
-        if !row.complete && self.expected_digest(key).is_some() {
+        if !row.complete && self.expects_digest(key) {
             obj.set_hold_last_byte(true);
         }
         let mut live = lock(&self.inner.live);
@@ -517,7 +511,7 @@ impl Store {
             self.inner.small_budget.clone(),
         ));
         obj.last_access.store(row.last_access, Ordering::Relaxed);
-        if self.expected_digest(key).is_some() {
+        if self.expects_digest(key) {
             obj.set_hold_last_byte(true);
         }
         // The row and the live entry appear together: a lookup between the
@@ -551,9 +545,12 @@ impl Store {
         Ok((obj, published))
     }
 
-    /// Refuses a new object when the file system cannot hold it plus a
-    /// reserve: a full disk must turn caching off, not break downloads.
-    fn check_space(&self, needed: u64) -> Result<(), StoreError> {
+    /// Whether `needed` more bytes fit on the file system and leave the
+    /// disk reserve free (one `statvfs`): asked when an object is created
+    /// and before each batch a fill writes (a body of unknown length, or
+    /// many fills at once, pass the first check). A full disk must turn
+    /// caching off, not break downloads.
+    pub fn check_space(&self, needed: u64) -> Result<(), StoreError> {
         let Ok(vfs) = rustix::fs::statvfs(&self.inner.objects_dir) else {
             return Ok(());
         };
@@ -567,14 +564,6 @@ impl Store {
             });
         }
         Ok(())
-    }
-
-    /// Whether `needed` more bytes can be written and leave the disk
-    /// reserve free (one `statvfs`): asked before each batch a fill
-    /// writes, since a body of unknown length, or many fills at once, pass
-    /// the check made when their objects were created.
-    pub fn check_room(&self, needed: u64) -> Result<(), StoreError> {
-        self.check_space(needed)
     }
 
     /// Evicts what no one is using until `needed` bytes plus the reserve
@@ -757,7 +746,7 @@ impl Store {
         // Fills already running for the URL hold their last byte too.
         let live: Vec<Arc<Object>> = lock(&self.inner.live)
             .values()
-            .filter(|o| url_key(o.key()) == url)
+            .filter(|o| url_part(o.key().as_str()) == url.as_str())
             .cloned()
             .collect();
         for obj in live {
@@ -767,12 +756,15 @@ impl Store {
 
     /// The digest the completion of `key` must match, if a manifest set one.
     pub fn expected_digest(&self, key: &CacheKey) -> Option<String> {
-        let expected = lock(&self.inner.expected_digests);
-        if expected.is_empty() {
-            // Most edges pre-position nothing with a digest: no key work.
-            return None;
-        }
-        expected.get(&url_key(key)).cloned()
+        lock(&self.inner.expected_digests)
+            .get(url_part(key.as_str()))
+            .cloned()
+    }
+
+    /// Whether a manifest gives the digest of `key`'s URL (asked for every
+    /// request: neither the key nor the digest is copied).
+    pub fn expects_digest(&self, key: &CacheKey) -> bool {
+        lock(&self.inner.expected_digests).contains_key(url_part(key.as_str()))
     }
 
     /// The (expected, actual) digests of the last refused completion of `key`.
@@ -783,7 +775,10 @@ impl Store {
         }
         // Recorded under the variant the response selected.
         let url = url_key(key);
-        let variant = mismatches.keys().find(|k| url_key(k) == url).cloned()?;
+        let variant = mismatches
+            .keys()
+            .find(|k| url_part(k.as_str()) == url.as_str())
+            .cloned()?;
         mismatches.remove(&variant)
     }
 
