@@ -13,6 +13,7 @@
 pub mod cache_control;
 pub mod headers;
 pub mod key;
+pub mod path;
 pub mod policy;
 pub mod range;
 pub mod vary;

@@ -259,13 +259,7 @@ fn mode_of(engine: &Engine, req: &Request<ReqBody>, conn: Conn) -> h1::Mode {
         h1::Mode::Forward
     } else if engine.config.origin.is_some()
         || conn.original_dst.is_none()
-        || host_header(req).is_some_and(|host| {
-            engine
-                .config
-                .sites
-                .iter()
-                .any(|s| s.host == "*" || s.host.eq_ignore_ascii_case(host.host()))
-        })
+        || host_header(req).is_some_and(|host| engine.config.site_for(host.host(), true).is_some())
     {
         h1::Mode::Reverse
     } else {
@@ -297,12 +291,7 @@ fn route(
         if !engine.config.forward_enabled() {
             // A reverse edge answers absolute-form requests for its own
             // sites (RFC 9112 section 3.2.2) and nothing else.
-            let named = engine
-                .config
-                .sites
-                .iter()
-                .find(|s| s.host != "*" && s.host.eq_ignore_ascii_case(host));
-            let origin = match (named, &engine.config.origin) {
+            let origin = match (engine.config.site_for(host, false), &engine.config.origin) {
                 (Some(site), _) => &site.origin,
                 (None, Some(origin))
                     if origin.host().is_some_and(|h| h.eq_ignore_ascii_case(host))
@@ -328,7 +317,7 @@ fn route(
             if !destination_allowed(engine, host) {
                 return Err(forbidden(host));
             }
-            precheck_literal(engine, uri)?;
+            precheck_destination(engine, uri)?;
             (uri.clone(), Reach::Guarded)
         }
     } else if let Some(origin) = &engine.config.origin {
@@ -336,14 +325,9 @@ fn route(
             join_origin(origin, &path).map_err(|e| bad(&e))?,
             Reach::Configured,
         )
-    } else if let Some(site) = host_header(req).and_then(|host| {
-        let name = host.host().to_ascii_lowercase();
-        engine
-            .config
-            .sites
-            .iter()
-            .find(|s| s.host == "*" || s.host.eq_ignore_ascii_case(&name))
-    }) {
+    } else if let Some(site) =
+        host_header(req).and_then(|host| engine.config.site_for(host.host(), true))
+    {
         (
             join_origin(&site.origin, &path).map_err(|e| bad(&e))?,
             Reach::Configured,
@@ -369,7 +353,7 @@ fn route(
             .path_and_query(path)
             .build()
             .map_err(|e| bad(&e.to_string()))?;
-        precheck_literal(engine, &uri)?;
+        precheck_destination(engine, &uri)?;
         (uri, Reach::Guarded)
     } else {
         return Err(bad(
@@ -385,7 +369,7 @@ fn route(
 /// an address-literal destination the guard refuses, before any lookup in
 /// the cache. Names are checked by the connector after it resolves them
 /// (no DNS lookup on the hit path).
-fn precheck_literal(engine: &Engine, uri: &Uri) -> Result<(), Box<Response<EdgeBody>>> {
+fn precheck_destination(engine: &Engine, uri: &Uri) -> Result<(), Box<Response<EdgeBody>>> {
     let port = crate::destination::port_of(uri);
     if !engine.config.forward_port_allowed(port) {
         tracing::warn!(%uri, port, "destination port not in forward_ports: 403");
@@ -401,7 +385,7 @@ fn precheck_literal(engine: &Engine, uri: &Uri) -> Result<(), Box<Response<EdgeB
     let Ok(ip) = bare.parse::<IpAddr>() else {
         return Ok(());
     };
-    let addr = SocketAddr::new(ip, crate::destination::port_of(uri));
+    let addr = SocketAddr::new(ip, port);
     engine
         .upstream
         .guard
@@ -418,7 +402,8 @@ fn host_header(req: &Request<ReqBody>) -> Option<Authority> {
 /// 5.2.4), so that no request leaves the base's prefix.
 fn join_origin(origin: &Uri, path: &PathAndQuery) -> Result<Uri, String> {
     let base = origin.path().trim_end_matches('/');
-    let normalized = remove_dot_segments(path.path())?;
+    let normalized =
+        outpost_http::path::remove_dot_segments(path.path()).map_err(|e| e.to_string())?;
     let joined = match path.query() {
         Some(q) => format!("{base}{normalized}?{q}"),
         None => format!("{base}{normalized}"),
@@ -430,133 +415,6 @@ fn join_origin(origin: &Uri, path: &PathAndQuery) -> Result<Uri, String> {
             .map_err(|e: http::uri::InvalidUri| e.to_string())?,
     );
     Uri::from_parts(parts).map_err(|e| e.to_string())
-}
-
-/// Whether a path segment means "this folder" or "the parent folder" to an
-/// origin: `Some(true)` for a literal `..`, `Some(false)` for `.`, `None`
-/// for a name. `Err` for a segment that an origin may read as a dot
-/// segment although it is not a literal one: percent-encoded dots
-/// (`%2e%2E`, double-encoded `%252e`, IIS's `%u002e`, overlong UTF-8
-/// `%c0%ae`), a dot segment behind an encoded slash or a backslash (IIS
-/// takes `\` for `/`), or with a path parameter (`..;/`, Tomcat). No
-/// client has a reason to send those; the origins that decode them differ
-/// too much to normalise them all the same way.
-fn dot_segment(segment: &str) -> Result<Option<bool>, String> {
-    match segment {
-        "." => return Ok(Some(false)),
-        ".." => return Ok(Some(true)),
-        _ => {}
-    }
-    if !segment.bytes().any(|b| matches!(b, b'%' | b'\\' | b';')) {
-        return Ok(None);
-    }
-    let decoded = decode_for_origins(segment);
-    let hidden = decoded
-        .split(|b| *b == b'/' || *b == b'\\')
-        .map(|piece| piece.split(|b| *b == b';').next().unwrap_or_default())
-        .any(|piece| piece == b"." || piece == b"..");
-    if hidden {
-        return Err(format!(
-            "path segment {segment:?} hides a dot-segment from the edge"
-        ));
-    }
-    Ok(None)
-}
-
-/// A path segment decoded as permissively as any origin might: percent
-/// escapes repeatedly (double encoding), `%uXXXX`, and overlong UTF-8 for
-/// `.`, `/` and `\`.
-fn decode_for_origins(segment: &str) -> Vec<u8> {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let mut bytes = segment.as_bytes().to_vec();
-    for _ in 0..4 {
-        if !bytes.contains(&b'%') {
-            break;
-        }
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' {
-                let rest = &bytes[i + 1..];
-                if let [b'u' | b'U', a, b, c, d, ..] = rest
-                    && let (Some(a), Some(b), Some(c), Some(d)) =
-                        (hex(*a), hex(*b), hex(*c), hex(*d))
-                {
-                    let unit =
-                        u32::from(a) << 12 | u32::from(b) << 8 | u32::from(c) << 4 | u32::from(d);
-                    match char::from_u32(unit) {
-                        Some(ch) => {
-                            let mut buf = [0u8; 4];
-                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                        }
-                        None => out.push(b'?'),
-                    }
-                    i += 6;
-                    continue;
-                }
-                if let [a, b, ..] = rest
-                    && let (Some(a), Some(b)) = (hex(*a), hex(*b))
-                {
-                    out.push(a << 4 | b);
-                    i += 3;
-                    continue;
-                }
-            }
-            out.push(bytes[i]);
-            i += 1;
-        }
-        bytes = out;
-    }
-    // Overlong forms of '.', '/' and '\\' that lenient decoders accept.
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match &bytes[i..] {
-            [0xc0, 0xae, ..] => out.push(b'.'),
-            [0xc0, 0xaf, ..] => out.push(b'/'),
-            [0xc1, 0x9c, ..] => out.push(b'\\'),
-            _ => {
-                out.push(bytes[i]);
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    out
-}
-
-/// RFC 3986 section 5.2.4 on an origin-form path, counting encoded dots as
-/// dots. A path that climbs above the root is refused rather than clamped:
-/// no client has a reason to send one.
-fn remove_dot_segments(path: &str) -> Result<String, String> {
-    if !path.starts_with('/') {
-        return Err(format!("request target {path:?} is not an absolute path"));
-    }
-    // The common path has nothing to normalise or examine.
-    if !path.contains("/.") && !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';')) {
-        return Ok(path.to_string());
-    }
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (i, segment) in segments.iter().enumerate() {
-        match dot_segment(segment)? {
-            Some(parent) => {
-                if parent && out.pop().is_none() {
-                    return Err("request path climbs above the site's root".into());
-                }
-                // `/a/.` and `/a/b/..` name the folder: keep its slash.
-                if i == last {
-                    out.push("");
-                }
-            }
-            None => out.push(segment),
-        }
-    }
-    Ok(format!("/{}", out.join("/")))
 }
 
 /// `CONNECT host:port`: a byte tunnel to an allowed port.
@@ -586,11 +444,8 @@ async fn connect(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Resp
     let addrs = match engine.upstream.guard.resolve(authority.host(), port).await {
         Ok(addrs) => addrs,
         Err(refusal) => {
-            tracing::warn!(client = %conn.peer, target = %authority, %refusal, "CONNECT destination refused: 403");
-            return error_response(
-                StatusCode::FORBIDDEN,
-                "this destination is not allowed (loopback, link-local or this edge itself)",
-            );
+            tracing::warn!(client = %conn.peer, target = %authority, "CONNECT destination refused");
+            return crate::engine::refused_destination(&refusal);
         }
     };
     let upstream = match tokio::time::timeout(
