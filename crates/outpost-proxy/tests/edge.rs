@@ -1,21 +1,15 @@
 //! The edge end to end: a real listener, a real disk store, a fake origin,
 //! clients over loopback sockets.
 
+mod common;
+use common::Edge;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_proxy::{Engine, ProxyConfig, Server};
-use outpost_store::{Store, StoreConfig};
+use outpost_proxy::ProxyConfig;
+use outpost_store::StoreConfig;
 use outpost_testkit::{Client, Origin, Resource, content, wait_until};
-use tokio_util::sync::CancellationToken;
-
-struct Edge {
-    addr: SocketAddr,
-    engine: Arc<Engine>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
 
 impl Edge {
     async fn start(dir: &std::path::Path, config: ProxyConfig) -> Self {
@@ -23,52 +17,12 @@ impl Edge {
     }
 
     async fn start_sized(dir: &std::path::Path, mut config: ProxyConfig, max_bytes: u64) -> Self {
-        // RUST_LOG=outpost_proxy=debug shows the edge's own account of a failing test.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         // The fake origins are on loopback, which the destination guard
         // refuses by default (tests/security.rs checks that).
         if config.internal_destinations.is_empty() {
             config.internal_destinations = vec!["127.0.0.0/8".parse().unwrap()];
         }
-        let store = Store::open(StoreConfig::new(dir, max_bytes)).expect("open store");
-        let engine = Engine::new(config, store);
-        let server = Server::bind(engine.clone()).await.expect("bind");
-        let addr = server.local_addrs()[0];
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server.run(shutdown.clone()));
-        Self {
-            addr,
-            engine,
-            shutdown,
-            task,
-        }
-    }
-
-    /// Waits until the object stored under `key` is complete.
-    async fn completes(&self, key: &outpost_http::CacheKey, deadline: Duration) -> bool {
-        wait_until(deadline, || {
-            self.engine
-                .store
-                .get(key)
-                .unwrap()
-                .is_some_and(|o| o.is_complete())
-        })
-        .await
-    }
-
-    fn client(&self) -> Client {
-        Client::new(self.addr)
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-        self.engine.fills.checkpoint_all().await;
-        let _ = self.engine.store.flush_access();
+        Self::start_with_store(config, StoreConfig::new(dir, max_bytes)).await
     }
 }
 

@@ -2,34 +2,17 @@
 //! default, configurable, and small enough that a small file system still
 //! caches.
 
+mod common;
+use common::{head, key};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
-use outpost_http::CacheKey;
-use outpost_store::{DiskReserve, Store, StoreConfig, StoredHead};
+use outpost_store::{DiskReserve, Store, StoreConfig};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
-
-fn key(url: &str) -> CacheKey {
-    CacheKey::from_uri(&url.parse().unwrap()).unwrap()
-}
-
-fn head() -> StoredHead {
-    let (req, ()) = http::Request::get("http://origin.example/x")
-        .body(())
-        .unwrap()
-        .into_parts();
-    let (res, ()) = http::Response::builder()
-        .status(200)
-        .header("cache-control", "max-age=3600")
-        .body(())
-        .unwrap()
-        .into_parts();
-    let policy = outpost_http::policy::policy_for(&req, &res, std::time::SystemTime::now());
-    StoredHead::new(res.status, res.headers, policy)
-}
 
 #[test]
 fn the_automatic_reserve_is_one_percent_within_bounds() {
