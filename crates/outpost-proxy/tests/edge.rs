@@ -696,19 +696,16 @@ impl Drop for NftRedirect {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: installs an nftables redirect"]
 async fn transparent_connections_are_proxied_by_host_and_share_the_cache() {
     let origin = Origin::start().await;
     let body = content(200_000, 17);
     origin.put("/t.msi", Resource::new(body.clone()));
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path(), ProxyConfig::default()).await;
-    let Some(_redirect) = NftRedirect::install(edge.addr.port()) else {
-        // Needs root and nftables (CI installs it); say so instead of passing silently.
-        eprintln!(
-            "SKIPPED transparent test: cannot install an nftables redirect (not root, or nft missing)"
-        );
-        return;
-    };
+    let _redirect = NftRedirect::install(edge.addr.port()).expect(
+        "cannot install an nftables redirect (needs root and nft; .ci/run installs nftables)",
+    );
     // The PC talks to "the origin" at 127.0.0.2:80; the firewall hands the
     // connection to the edge, which proxies by the Host header.
     let host = origin.addr().to_string();
@@ -1174,6 +1171,7 @@ impl Drop for SmallDisk {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: mounts a tmpfs"]
 async fn a_fill_that_meets_a_full_disk_evicts_and_goes_on() {
     const MIB: usize = 1 << 20;
     let origin = Origin::start().await;
@@ -1184,10 +1182,7 @@ async fn a_fill_that_meets_a_full_disk_evicts_and_goes_on() {
     origin.put("/big.wim", Resource::new(content(80 * MIB, 33)).chunked());
     let dir = tempfile::tempdir().unwrap();
     // The cache's limit (1 GiB) is above what the disk has (100 MiB).
-    let Some(_disk) = SmallDisk::mount(dir.path(), 100) else {
-        eprintln!("SKIPPED: mounting a tmpfs needs CAP_SYS_ADMIN");
-        return;
-    };
+    let _disk = SmallDisk::mount(dir.path(), 100).expect("mounting a tmpfs needs CAP_SYS_ADMIN");
     let edge = Edge::start_sized(dir.path(), reverse(&origin), 1 << 30).await;
     let client = edge.client();
     for (path, seed) in [("/a.cab", 31), ("/b.cab", 32)] {
@@ -1222,16 +1217,14 @@ async fn a_fill_that_meets_a_full_disk_evicts_and_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: mounts a tmpfs"]
 async fn a_client_whose_fill_cannot_be_stored_gets_the_rest_from_the_origin() {
     const MIB: usize = 1 << 20;
     let origin = Origin::start().await;
     let body = content(60 * MIB, 41);
     origin.put("/image.wim", Resource::new(body.clone()).rate(16 << 20));
     let dir = tempfile::tempdir().unwrap();
-    let Some(_disk) = SmallDisk::mount(dir.path(), 200) else {
-        eprintln!("SKIPPED: mounting a tmpfs needs CAP_SYS_ADMIN");
-        return;
-    };
+    let _disk = SmallDisk::mount(dir.path(), 200).expect("mounting a tmpfs needs CAP_SYS_ADMIN");
     let edge = Edge::start_sized(dir.path(), reverse(&origin), 1 << 30).await;
     let client = edge.client();
     let download = tokio::spawn(async move { client.get("/image.wim", &[]).await });
