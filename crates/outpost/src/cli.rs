@@ -256,7 +256,12 @@ impl Endpoint {
                 );
             }
             if !status.is_success() {
-                bail!("admin API answered {status}: {}", String::from_utf8_lossy(&body).trim());
+                // The edge's errors are `{"error": "..."}`: show the reason.
+                let reason = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+                bail!("admin API answered {status}: {reason}");
             }
             serde_json::from_slice(&body).context("admin API sent something that is not JSON")
         })

@@ -277,8 +277,16 @@ async fn run(
             }
         });
     }
-    let (admin_listener, admin) =
-        admin::bind(&resolved.admin, engine.clone(), channels, reloader).await?;
+    // `admin::AllowedHosts::new(admin.allowed_hosts)` once the config has it.
+    let allowed_hosts = admin::AllowedHosts::default();
+    let (admin_listener, admin) = admin::bind(
+        &resolved.admin,
+        engine.clone(),
+        channels,
+        reloader,
+        allowed_hosts,
+    )
+    .await?;
     if let Ok(addr) = admin_listener.local_addr() {
         // No client may make the proxy connect to the admin API.
         engine.add_own_address(addr);

@@ -1,0 +1,230 @@
+//! The admin API and the CLI as an operator meets them: a real `outpost
+//! serve` process, the `outpost` commands run against it, and raw HTTP to
+//! the admin port where the point is what the API answers.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use outpost_testkit::{Client, Origin, Reply};
+
+struct Edge {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    /// The directory the edge runs in; its cache is ./outpost-cache.
+    dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Edge {
+    /// `outpost serve` in `dir` (cache ./outpost-cache) as a reverse proxy
+    /// for `origin`, with `config` as its config file if given.
+    fn start(dir: &Path, origin: &Origin, config: Option<&str>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+        cmd.current_dir(dir)
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--origin", &origin.url("/")])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped());
+        if let Some(text) = config {
+            std::fs::write(dir.join("outpost.toml"), text).unwrap();
+            cmd.args(["--config", "outpost.toml"]);
+        }
+        let mut child = cmd.spawn().expect("start outpost");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for field in ["admin=", "addr="] {
+                    if let Some(addr) = line
+                        .split(field)
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                    {
+                        let _ = tx.send((field, addr));
+                    }
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
+            let (field, value) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "outpost did not report its addresses:\n{}",
+                        log.lock().unwrap().join("\n")
+                    )
+                });
+            if field == "admin=" {
+                admin = Some(value);
+            } else {
+                addr = Some(value);
+            }
+        }
+        Self {
+            child,
+            addr: addr.unwrap(),
+            admin: admin.unwrap(),
+            dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    /// An `outpost` command as a user on the edge's machine runs it: from
+    /// the edge's directory, no token given, none of the developer's
+    /// OUTPOST_* variables.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .current_dir(&self.dir)
+            .env_remove("OUTPOST_ADMIN")
+            .env_remove("OUTPOST_ADMIN_TOKEN")
+            .env_remove("OUTPOST_ADMIN_TOKEN_FILE")
+            .args(args)
+            .args(["--admin", &self.admin.to_string()])
+            .output()
+            .expect("run outpost")
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("outpost-cache/admin.token"))
+            .expect("the edge's admin.token")
+            .trim()
+            .to_string()
+    }
+
+    /// A request to the admin API with the token and `Host: host`.
+    async fn admin_request(&self, method: &str, target: &str, host: &str) -> Reply {
+        let bearer = format!("Bearer {}", self.token());
+        Client::new(self.admin)
+            .request(
+                method,
+                target,
+                &[("authorization", &bearer), ("host", host)],
+            )
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// DNS rebinding: a page whose name now resolves to the edge sends
+/// `Host: its-own-name`. The admin API answers only Host values that name
+/// this machine, so such a page reads neither the open `/metrics` nor,
+/// with a leaked token, anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_answers_only_host_names_of_this_machine() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), &origin, None);
+    let port = edge.admin.port();
+    let hostname = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    for host in [
+        edge.admin.to_string(),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("{hostname}:{port}"),
+    ] {
+        for path in ["/metrics", "/status"] {
+            let r = edge.admin_request("GET", path, &host).await;
+            assert_eq!(r.status, 200, "GET {path} with Host {host}");
+        }
+    }
+    for host in [
+        format!("rebind.attacker.example:{port}"),
+        "rebind.attacker.example".to_string(),
+        format!("localhost.attacker.example:{port}"),
+    ] {
+        for path in ["/metrics", "/healthz", "/status"] {
+            let r = edge.admin_request("GET", path, &host).await;
+            assert_eq!(r.status, 421, "GET {path} with Host {host}");
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(body.contains("admin.allowed_hosts"), "{body}");
+            assert!(!body.contains("outpost_requests"), "{body}");
+        }
+    }
+    let log = edge.log.lock().unwrap().join("\n");
+    assert!(log.contains("DNS rebinding"), "{log}");
+    // The CLI names the edge by its address: unaffected.
+    let out = edge.cli(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Every error the admin API gives is JSON with the reason, queries are
+/// form-decoded (`+` is a space), and every answer says `no-store`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_errors_are_json_and_queries_are_form_decoded() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), &origin, None);
+    let host = edge.admin.to_string();
+    let error_of = |r: &Reply| -> String {
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.body));
+        v["error"].as_str().expect("an error message").to_string()
+    };
+    let cases = [
+        ("GET", "/nothing-here", 404, "not found"),
+        ("POST", "/status", 405, "method not allowed"),
+        (
+            "POST",
+            "/channels/sync?name=no+such%2Bchannel",
+            404,
+            "no such+channel",
+        ),
+        ("POST", "/pin", 400, "?url="),
+        ("POST", "/pin?url=a&url=b", 400, "url"),
+    ];
+    for (method, target, status, says) in cases {
+        let r = edge.admin_request(method, target, &host).await;
+        assert_eq!(r.status, status, "{method} {target}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        let error = error_of(&r);
+        assert!(error.contains(says), "{method} {target}: {error}");
+    }
+    let unauthorized = Client::new(edge.admin)
+        .get("/status", &[("host", &host)])
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status, 401);
+    assert!(error_of(&unauthorized).contains("Bearer"));
+    let metrics = edge.admin_request("GET", "/metrics", &host).await;
+    assert_eq!(metrics.header("cache-control"), Some("no-store"));
+    // The CLI shows the edge's reason, not a JSON document.
+    let out = edge.cli(&["sync", "no such"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no channel named") && !err.contains('{'),
+        "{err}"
+    );
+    let _ = stdout(&out);
+    let _ = edge.addr;
+}
