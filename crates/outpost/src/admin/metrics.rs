@@ -247,7 +247,7 @@ impl Metrics {
             if let Some(last) = &ch.last_run {
                 last_ok
                     .get_or_create(&name)
-                    .set(i64::from(last.result == "ok"));
+                    .set(i64::from(last.result == outpost_protocol::SyncResult::Ok));
                 last_finished.get_or_create(&name).set(last.finished);
             }
         }

@@ -18,7 +18,7 @@
 //!   hold the port. The accept loop here, not axum, enforces these, since
 //!   they must act before a request exists.
 //! - Every answer is `Cache-Control: no-store`; every error is a JSON
-//!   `{"error": "..."}`.
+//!   [`outpost_protocol::ApiError`].
 
 mod host;
 mod metrics;
@@ -208,7 +208,12 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
 
 /// A JSON error answer: `{"error": message}`.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    json(status, &serde_json::json!({ "error": message.into() }))
+    json(
+        status,
+        &outpost_protocol::ApiError {
+            error: message.into(),
+        },
+    )
 }
 
 /// A JSON answer, pretty-printed for people reading it with curl.

@@ -16,7 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{StatusCode, header};
 use outpost_http::CacheKey;
+use outpost_protocol::{
+    ActionOutcome, ActiveFill, CacheList, CacheUsage, CachedObject, DroppedObject, EdgeStatus,
+    ModeTraffic, ObjectAction, ProxyMode, ReloadReport, RequestCounts, ServedBytes, StartedRun,
+    SyncStarted, VerifyReport, WanClass,
+};
 use outpost_proxy::Engine;
+use outpost_proxy::h1::Mode;
 use serde::Deserialize;
 
 use super::{Admin, error, json};
@@ -94,7 +100,13 @@ async fn channels(State(admin): State<Arc<Admin>>) -> Response {
 async fn reload(State(admin): State<Arc<Admin>>) -> Response {
     let reloader = admin.reloader.clone();
     match tokio::task::spawn_blocking(move || reloader.reload()).await {
-        Ok(Ok(report)) => json(StatusCode::OK, &report),
+        Ok(Ok(report)) => json(
+            StatusCode::OK,
+            &ReloadReport {
+                applied: report.applied,
+                restart_needed: report.restart_needed,
+            },
+        ),
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
     }
@@ -104,41 +116,27 @@ async fn purge(
     State(admin): State<Arc<Admin>>,
     q: Result<Query<UrlQuery>, QueryRejection>,
 ) -> Response {
-    act(&admin, q, |engine, key| {
-        engine
-            .purge(key)
-            .map(|done| serde_json::json!({ "purged": done }))
-    })
+    act(&admin, q, ObjectAction::Purge)
 }
 
 async fn pin(
     State(admin): State<Arc<Admin>>,
     q: Result<Query<UrlQuery>, QueryRejection>,
 ) -> Response {
-    act(&admin, q, |engine, key| {
-        engine
-            .store
-            .set_pinned(key, true)
-            .map(|done| serde_json::json!({ "pinned": done }))
-    })
+    act(&admin, q, ObjectAction::Pin)
 }
 
 async fn unpin(
     State(admin): State<Arc<Admin>>,
     q: Result<Query<UrlQuery>, QueryRejection>,
 ) -> Response {
-    act(&admin, q, |engine, key| {
-        engine
-            .store
-            .set_pinned(key, false)
-            .map(|done| serde_json::json!({ "unpinned": done }))
-    })
+    act(&admin, q, ObjectAction::Unpin)
 }
 
 fn act(
     admin: &Admin,
     q: Result<Query<UrlQuery>, QueryRejection>,
-    f: impl FnOnce(&Engine, &CacheKey) -> Result<serde_json::Value, outpost_store::StoreError>,
+    action: ObjectAction,
 ) -> Response {
     let url = match query(q) {
         Ok(UrlQuery { url: Some(url) }) => url,
@@ -158,11 +156,21 @@ fn act(
         Ok(k) => k,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match f(&admin.engine, &key) {
-        Ok(mut v) => {
-            v["url"] = serde_json::Value::String(key.to_string());
-            json(StatusCode::OK, &v)
-        }
+    let engine: &Engine = &admin.engine;
+    let done = match action {
+        ObjectAction::Purge => engine.purge(&key),
+        ObjectAction::Pin => engine.store.set_pinned(&key, true),
+        ObjectAction::Unpin => engine.store.set_pinned(&key, false),
+    };
+    match done {
+        Ok(done) => json(
+            StatusCode::OK,
+            &ActionOutcome {
+                action,
+                url: key.to_string(),
+                done,
+            },
+        ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -179,23 +187,21 @@ async fn cache_list(
         Ok(e) => e,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let objects: Vec<serde_json::Value> = entries
+    let objects = entries
         .into_iter()
         .filter(|e| glob.as_deref().is_none_or(|g| glob_match(g, &e.key)))
-        .map(|e| {
-            serde_json::json!({
-                "url": e.key,
-                "size": e.present,
-                "length": e.len,
-                "complete": e.complete,
-                "pinned": e.pinned,
-                "hits": e.hits,
-                "sha256": e.sha256,
-                "last_access": e.last_access,
-            })
+        .map(|e| CachedObject {
+            url: e.key,
+            size: e.present,
+            length: e.len,
+            complete: e.complete,
+            pinned: e.pinned,
+            hits: e.hits,
+            sha256: e.sha256,
+            last_access: e.last_access,
         })
         .collect();
-    json(StatusCode::OK, &serde_json::json!({ "objects": objects }))
+    json(StatusCode::OK, &CacheList { objects })
 }
 
 async fn verify(State(admin): State<Arc<Admin>>) -> Response {
@@ -203,11 +209,15 @@ async fn verify(State(admin): State<Arc<Admin>>) -> Response {
     match tokio::task::spawn_blocking(move || store.verify()).await {
         Ok(Ok(report)) => json(
             StatusCode::OK,
-            &serde_json::json!({
-                "checked": report.checked,
-                "digests_checked": report.digests_checked,
-                "dropped": report.dropped.iter().map(|(url, why)| serde_json::json!({ "url": url, "reason": why })).collect::<Vec<_>>(),
-            }),
+            &VerifyReport {
+                checked: report.checked,
+                digests_checked: report.digests_checked,
+                dropped: report
+                    .dropped
+                    .into_iter()
+                    .map(|(url, reason)| DroppedObject { url, reason })
+                    .collect(),
+            },
         ),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "verify task failed"),
@@ -228,78 +238,107 @@ async fn start_sync(
     let mut runs = Vec::new();
     for name in names {
         match admin.channels.sync(&name) {
-            Ok(run) => runs.push(serde_json::json!({ "channel": name, "run": run })),
+            Ok(run) => runs.push(StartedRun { channel: name, run }),
             Err(e @ outpost_channel::ChannelError::Unknown(_)) => {
                 return error(StatusCode::NOT_FOUND, e.to_string());
             }
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
-    json(StatusCode::ACCEPTED, &serde_json::json!({ "runs": runs }))
+    json(StatusCode::ACCEPTED, &SyncStarted { runs })
 }
 
 async fn status(State(admin): State<Arc<Admin>>) -> Response {
-    let e = &admin.engine;
-    let s = &e.stats;
-    let store = e.store.stats().unwrap_or_default();
-    let hits = s.hits.load(Ordering::Relaxed);
-    let served = hits
-        + s.misses.load(Ordering::Relaxed)
-        + s.collapsed.load(Ordering::Relaxed)
-        + s.revalidated.load(Ordering::Relaxed)
-        + s.stale.load(Ordering::Relaxed)
-        + s.passthrough.load(Ordering::Relaxed);
-    let fills: Vec<serde_json::Value> = e
-        .fills
-        .progress()
-        .into_iter()
-        .map(|(url, present, len)| serde_json::json!({ "url": url, "bytes": present, "length": len }))
-        .collect();
-    json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": admin.started.elapsed().as_secs(),
-            "listeners": admin.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "reverse_origin": e.config.origin.as_ref().map(|o| o.to_string()),
-            "cache": {
-                "bytes_used": store.bytes,
-                "bytes_limit": store.max_bytes,
-                "objects": store.objects,
-                "pinned_bytes": store.pinned_bytes,
-                "evictions": store.evictions,
+    json(StatusCode::OK, &admin.status())
+}
+
+impl Admin {
+    fn status(&self) -> EdgeStatus {
+        let e = &self.engine;
+        let s = &e.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let store = e.store.stats().unwrap_or_default();
+        let requests = RequestCounts {
+            hit: load(&s.hits),
+            miss: load(&s.misses),
+            collapsed: load(&s.collapsed),
+            revalidated: load(&s.revalidated),
+            stale: load(&s.stale),
+            passthrough: load(&s.passthrough),
+            error: load(&s.errors),
+        };
+        let answered = requests.hit
+            + requests.miss
+            + requests.collapsed
+            + requests.revalidated
+            + requests.stale
+            + requests.passthrough;
+        let served = ServedBytes {
+            cache: load(&e.served.from_cache),
+            fills: load(&e.served.from_fills),
+            other: load(&e.served.other),
+        };
+        let wan_bytes = load(&e.fills.stats.wan_bytes);
+        EdgeStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            listeners: self.listen.iter().map(|a| a.to_string()).collect(),
+            reverse_origin: e.config.origin.as_ref().map(|o| o.to_string()),
+            cache: CacheUsage {
+                bytes_used: store.bytes,
+                bytes_limit: store.max_bytes,
+                objects: store.objects,
+                pinned_bytes: store.pinned_bytes,
+                evictions: store.evictions,
             },
-            "requests": {
-                "hit": hits,
-                "miss": s.misses.load(Ordering::Relaxed),
-                "collapsed": s.collapsed.load(Ordering::Relaxed),
-                "revalidated": s.revalidated.load(Ordering::Relaxed),
-                "stale": s.stale.load(Ordering::Relaxed),
-                "passthrough": s.passthrough.load(Ordering::Relaxed),
-                "error": s.errors.load(Ordering::Relaxed),
+            requests,
+            hit_ratio: if answered == 0 {
+                0.0
+            } else {
+                requests.hit as f64 / answered as f64
             },
-            "hit_ratio": if served == 0 { 0.0 } else { hits as f64 / served as f64 },
-            "wan_bytes": e.fills.stats.wan_bytes.load(Ordering::Relaxed),
-            "served_bytes": {
-                "cache": e.served.from_cache.load(Ordering::Relaxed),
-                "fills": e.served.from_fills.load(Ordering::Relaxed),
-                "other": e.served.other.load(Ordering::Relaxed),
-            },
-            "modes": outpost_proxy::h1::Mode::ALL.iter().map(|m| serde_json::json!({
-                "mode": m.name(),
-                "requests": e.served.mode_requests[*m as usize].load(Ordering::Relaxed),
-                "bytes": e.served.mode_bytes[*m as usize].load(Ordering::Relaxed),
-            })).collect::<Vec<_>>(),
-            // What clients got from the edge's copies minus what those
-            // copies cost on the WAN.
-            "wan_saved_bytes": (e.served.from_cache.load(Ordering::Relaxed)
-                + e.served.from_fills.load(Ordering::Relaxed))
-                .saturating_sub(e.fills.stats.wan_bytes.load(Ordering::Relaxed)),
-            "active_fills": fills,
-            "wan": e.fills.shaper.status(),
-            "channels": admin.channels.status(),
-        }),
-    )
+            wan_bytes,
+            served_bytes: served,
+            modes: Mode::ALL
+                .iter()
+                .map(|m| ModeTraffic {
+                    mode: proxy_mode(*m),
+                    requests: load(&e.served.mode_requests[*m as usize]),
+                    bytes: load(&e.served.mode_bytes[*m as usize]),
+                })
+                .collect(),
+            wan_saved_bytes: (served.cache + served.fills).saturating_sub(wan_bytes),
+            active_fills: e
+                .fills
+                .progress()
+                .into_iter()
+                .map(|(url, bytes, length)| ActiveFill { url, bytes, length })
+                .collect(),
+            wan: e
+                .fills
+                .shaper
+                .status()
+                .into_iter()
+                .map(|c| WanClass {
+                    class: c.class.to_string(),
+                    limit: c.limit,
+                    rate: c.rate,
+                    bytes_total: c.bytes_total,
+                    queued_reads: c.queued_reads as u64,
+                    queued_bytes: c.queued_bytes,
+                })
+                .collect(),
+            channels: self.channels.status(),
+        }
+    }
+}
+
+pub(super) fn proxy_mode(mode: Mode) -> ProxyMode {
+    match mode {
+        Mode::Forward => ProxyMode::Forward,
+        Mode::Transparent => ProxyMode::Transparent,
+        Mode::Reverse => ProxyMode::Reverse,
+    }
 }
 
 /// `*` matches any run of characters (including `/`); everything else
