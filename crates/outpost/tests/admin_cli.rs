@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use outpost_testkit::{Client, Origin, Reply};
+use outpost_testkit::{Client, Origin, Reply, Resource, content};
 
 struct Edge {
     child: Child,
@@ -227,4 +227,88 @@ async fn admin_errors_are_json_and_queries_are_form_decoded() {
     );
     let _ = stdout(&out);
     let _ = edge.addr;
+}
+
+/// docs/metrics.md's table and `/metrics` agree both ways: every
+/// documented metric is served with its type and labels, and nothing is
+/// served that the table does not name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_in_the_docs_is_served_with_its_type_and_labels_and_no_other() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[log]\naccess_log = \"access.log\"\n[[channel]]\nname = \"pkgs\"\nsource = \"{}\"\n",
+        origin.url("/pkgs/")
+    );
+    origin.put(
+        "/pkgs/",
+        Resource::new(bytes::Bytes::from_static(b"<a href=\"a.msi\">a.msi</a>")).no_cache_headers(),
+    );
+    origin.put(
+        "/pkgs/a.msi",
+        Resource::new(content(1000, 1)).no_cache_headers(),
+    );
+    let edge = Edge::start(dir.path(), &origin, Some(&config));
+    // A finished sync, so that the per-channel families have samples.
+    let out = edge.cli(&["sync", "pkgs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let host = edge.admin.to_string();
+    let reply = edge.admin_request("GET", "/metrics", &host).await;
+    assert_eq!(reply.status, 200);
+    let text = String::from_utf8(reply.body.to_vec()).unwrap();
+
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/metrics.md"
+    ))
+    .unwrap();
+    let table = docs
+        .split("Metrics (all prefixed `outpost_`")
+        .nth(1)
+        .and_then(|t| t.split_once("\n\n"))
+        .map(|(_, t)| t)
+        .expect("the metrics table in docs/metrics.md");
+    let mut documented = Vec::new();
+    for row in table.lines().skip_while(|l| !l.starts_with("| `")) {
+        if !row.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (names, kind) = (cells[1], cells[2]);
+        for name in names.split(", ") {
+            let name = name.trim_matches('`');
+            let (name, labels) = match name.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}').split(',').collect::<Vec<_>>()),
+                None => (name, Vec::new()),
+            };
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            let type_line = format!("# TYPE outpost_{family} {kind}");
+            assert!(text.contains(&type_line), "{type_line} missing:\n{text}");
+            if !labels.is_empty() {
+                let sample = text
+                    .lines()
+                    .find(|l| l.starts_with(&format!("outpost_{name}{{")))
+                    .unwrap_or_else(|| panic!("no sample of outpost_{name}:\n{text}"));
+                let found: Vec<&str> = sample
+                    .split_once('{')
+                    .and_then(|(_, rest)| rest.split_once('}'))
+                    .map(|(l, _)| {
+                        l.split(',')
+                            .filter_map(|kv| kv.split_once('='))
+                            .map(|(k, _)| k)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                assert_eq!(found, labels, "{sample}");
+            }
+            documented.push(format!("outpost_{family}"));
+        }
+    }
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let family = line.split(' ').nth(2).unwrap();
+        assert!(
+            documented.iter().any(|d| d == family),
+            "{family} is served but not in docs/metrics.md"
+        );
+    }
 }
