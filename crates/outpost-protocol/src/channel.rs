@@ -132,6 +132,51 @@ pub struct RunSummary {
     pub limits: Vec<LimitHit>,
 }
 
+/// What a sync did with a file, as a [`RunSummary`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOutcome {
+    /// Brought over the WAN (whole, or the part that was missing).
+    Fetched,
+    /// The source answered 304: the edge's copy was current.
+    NotModified,
+    /// No request needed: the copy matched the manifest's digest, or was
+    /// still fresh.
+    Unchanged,
+    Failed,
+    /// Refused for a digest mismatch.
+    Quarantined,
+    /// Gone from the source, so dropped from the channel.
+    Removed,
+    /// Kept out by max_files or max_bytes.
+    Skipped,
+}
+
+crate::wire_display!(FileOutcome {
+    Fetched => "fetched",
+    NotModified => "not_modified",
+    Unchanged => "unchanged",
+    Failed => "failed",
+    Quarantined => "quarantined",
+    Removed => "removed",
+    Skipped => "skipped",
+});
+
+impl RunSummary {
+    /// Each outcome with its count; the names are the summary's keys.
+    pub fn outcomes(&self) -> [(FileOutcome, u64); 7] {
+        [
+            (FileOutcome::Fetched, self.fetched),
+            (FileOutcome::NotModified, self.not_modified),
+            (FileOutcome::Unchanged, self.unchanged),
+            (FileOutcome::Failed, self.failed),
+            (FileOutcome::Quarantined, self.quarantined),
+            (FileOutcome::Removed, self.removed),
+            (FileOutcome::Skipped, self.skipped),
+        ]
+    }
+}
+
 /// A file being fetched now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveFile {

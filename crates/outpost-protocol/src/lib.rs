@@ -20,7 +20,7 @@ pub use action::{
     SyncStarted, VerifyReport,
 };
 pub use channel::{
-    ActiveFile, ChannelStatus, FileProblem, LimitHit, RunPhase, RunProgress, RunSummary,
+    ActiveFile, ChannelStatus, FileOutcome, FileProblem, LimitHit, RunPhase, RunProgress, RunSummary,
     SourceKind, SyncResult,
 };
 pub use status::{

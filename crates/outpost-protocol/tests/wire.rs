@@ -76,3 +76,23 @@ fn stored_run_summaries_of_older_versions_still_decode() {
     .unwrap();
     assert_eq!(channel.name, "pkgs");
 }
+
+/// The CLI prints a run's counts under these names: they must be the
+/// summary's own keys, so the text and the JSON say the same thing.
+#[test]
+fn file_outcomes_are_named_as_the_summary_keys() {
+    let summary = RunSummary {
+        fetched: 1,
+        not_modified: 2,
+        unchanged: 3,
+        failed: 4,
+        quarantined: 5,
+        removed: 6,
+        skipped: 7,
+        ..RunSummary::default()
+    };
+    let doc = serde_json::to_value(&summary).unwrap();
+    for (outcome, count) in summary.outcomes() {
+        assert_eq!(doc[outcome.as_str()], count, "{outcome}");
+    }
+}

@@ -225,8 +225,6 @@ async fn admin_errors_are_json_and_queries_are_form_decoded() {
         err.contains("no channel named") && !err.contains('{'),
         "{err}"
     );
-    let _ = stdout(&out);
-    let _ = edge.addr;
 }
 
 /// docs/metrics.md's table and `/metrics` agree both ways: every
@@ -311,4 +309,172 @@ async fn every_metric_in_the_docs_is_served_with_its_type_and_labels_and_no_othe
             "{family} is served but not in docs/metrics.md"
         );
     }
+}
+
+/// `pin` (and `purge`, `unpin`) of a URL the edge does not hold did
+/// nothing: it exits non-zero and says so, instead of exiting 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_of_an_uncached_url_fails_and_says_why() {
+    let origin = Origin::start().await;
+    origin.put("/a.msi", Resource::new(content(10_000, 1)));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), &origin, None);
+    let missing = origin.url("/never-fetched.msi");
+    for verb in ["pin", "unpin", "purge"] {
+        let out = edge.cli(&[verb, &missing]);
+        assert!(!out.status.success(), "{verb}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("not in the edge's cache") && err.contains(&format!("nothing to {verb}")),
+            "{verb}: {err}"
+        );
+    }
+    // --json still prints the edge's answer, and fails the same way.
+    let out = edge.cli(&["pin", &missing, "--json"]);
+    assert!(!out.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (answer["action"].as_str(), answer["done"].as_bool()),
+        (Some("pin"), Some(false))
+    );
+
+    // A stored object is pinned, exit 0.
+    let body = Client::new(edge.addr).get("/a.msi", &[]).await.unwrap();
+    assert_eq!(body.status, 200);
+    let stored = origin.url("/a.msi");
+    let pinned = || {
+        let out = edge.cli(&["cache", "ls", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        list["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["url"] == stored.as_str() && o["pinned"] == true)
+    };
+    // The object is indexed once its fill completes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = edge.cli(&["pin", &stored]);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), format!("pin {stored}: done"));
+    assert!(pinned());
+}
+
+/// `outpost reload` speaks to people: a summary on success, the edge's
+/// reason as plain lines on failure (never a JSON document with literal
+/// `\n`), and indented JSON with `--json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_prints_a_summary_or_the_reason_and_json_only_when_asked() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(
+        dir.path(),
+        &origin,
+        Some("[wan]\nprepos_rate = \"unlimited\"\n"),
+    );
+    let config = dir.path().join("outpost.toml");
+
+    std::fs::write(&config, "[wan]\nprepos_rate = \"2 Mbit/s\"\n").unwrap();
+    let out = edge.cli(&["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("applied: "), "{text}");
+    assert!(!text.contains('{') && !text.contains("\\n"), "{text}");
+
+    let out = edge.cli(&["reload", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(report["applied"].is_array() && report["restart_needed"].is_array());
+    assert!(text.lines().count() > 1, "not indented: {text}");
+
+    std::fs::write(&config, "[wan]\nprepos_rate = \"fast\"\n").unwrap();
+    let out = edge.cli(&["reload"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("invalid rate"), "{err}");
+    assert!(!err.contains("\\n") && !err.contains("\"error\""), "{err}");
+}
+
+/// `outpost sync` draws no progress until the totals are known: while the
+/// source is being listed it says so, instead of `0 B / 0 B`. Its summary
+/// counts files under the JSON's own names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_says_listing_instead_of_an_empty_bar_and_counts_in_the_jsons_words() {
+    let origin = Origin::start().await;
+    // A listing slow enough that the CLI's first look finds the run listing.
+    origin.put(
+        "/pkgs/",
+        Resource::new(bytes::Bytes::from_static(b"<a href=\"a.msi\">a.msi</a>"))
+            .no_cache_headers()
+            .latency(Duration::from_millis(1500)),
+    );
+    origin.put(
+        "/pkgs/a.msi",
+        Resource::new(content(300_000, 1)).no_cache_headers(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[channel]]\nname = \"pkgs\"\nsource = \"{}\"\n",
+        origin.url("/pkgs/")
+    );
+    let edge = Edge::start(dir.path(), &origin, Some(&config));
+    let out = edge.cli(&["sync", "pkgs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let progress = stderr(&out);
+    assert!(progress.contains("pkgs: listing the source"), "{progress}");
+    assert!(!progress.contains("0 B / 0 B"), "{progress}");
+    let summary = stdout(&out);
+    assert!(
+        summary.contains("sync #1 ok: 1 files: 1 fetched;"),
+        "{summary}"
+    );
+
+    // A second sync finds the file current: the text uses the word the
+    // JSON has for it.
+    let out = edge.cli(&["sync", "pkgs", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let word = ["not_modified", "unchanged"]
+        .into_iter()
+        .find(|k| last[k].as_u64() == Some(1))
+        .unwrap_or_else(|| panic!("the file is neither not_modified nor unchanged: {last}"));
+    let out = edge.cli(&["channels"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("last sync #2 ok: 1 {word}")),
+        "{text}"
+    );
+}
+
+/// README's CLI examples work as written on a fresh clone: the commands
+/// they run are `outpost`, so the README says how to get it on PATH
+/// before the first one.
+#[test]
+fn readme_says_how_to_get_outpost_on_path_before_using_it() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let install = "cargo install --path crates/outpost";
+    let mut in_code = false;
+    let mut installed = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        installed |= line.contains(install);
+        if in_code && line.trim_start().starts_with("outpost ") {
+            assert!(installed, "README runs `{line}` before saying `{install}`");
+        }
+    }
+    assert!(installed, "README never says how to install outpost");
+    // The path the command names builds the `outpost` binary.
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    assert!(manifest.contains("name = \"outpost\"\npath = \"src/main.rs\""));
 }

@@ -8,7 +8,7 @@ use outpost_protocol::{
 };
 use serde::Serialize;
 
-use super::text::{bar, eta_text, human, query_value, rate_text, short_url};
+use super::text::{bar, eta_text, human, outcome_counts, query_value, rate_text, short_url};
 use super::{Endpoint, Target};
 
 /// Prints `value` as the edge's JSON document, indented.
@@ -171,13 +171,18 @@ pub fn action(target: &Target, action: ObjectAction, url: &str) -> anyhow::Resul
     let v: ActionOutcome = Endpoint::resolve(target)?.call(Method::POST, &path)?;
     if target.json {
         print_json(&v)?;
-    } else {
-        println!(
-            "{} {}: {}",
-            v.action,
+    }
+    // Nothing done is a failure: a script that pins what it just
+    // downloaded must learn that the edge does not hold it.
+    if !v.done {
+        bail!(
+            "{} is not in the edge's cache: nothing to {} (is the URL exactly the one clients fetch?)",
             v.url,
-            if v.done { "done" } else { "not cached" }
+            v.action
         );
+    }
+    if !target.json {
+        println!("{} {}: done", v.action, v.url);
     }
     Ok(())
 }
@@ -213,16 +218,15 @@ fn print_channel(ch: &ChannelStatus) {
     );
     match &ch.last_run {
         Some(last) => {
-            println!(
-                "  last sync #{} {}: {} fetched, {} unchanged, {} failed, {} quarantined, {} removed",
-                last.run,
-                last.result,
-                last.fetched,
-                last.not_modified + last.unchanged,
-                last.failed,
-                last.quarantined,
-                last.removed
-            );
+            let head = format!("  last sync #{} {}:", last.run, last.result);
+            let counts = outcome_counts(last);
+            // Counts that do not fit beside the head go on their own line.
+            if head.len() + 1 + counts.len() <= 80 {
+                println!("{head} {counts}");
+            } else {
+                println!("{head}");
+                println!("    {counts}");
+            }
             if let Some(msg) = &last.message {
                 println!("  {}", short_url(msg, 76));
             }

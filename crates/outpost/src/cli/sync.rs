@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use http::Method;
-use outpost_protocol::{ChannelStatus, RunSummary, SyncResult, SyncStarted};
+use outpost_protocol::{ChannelStatus, RunPhase, RunSummary, SyncResult, SyncStarted};
 
 use super::show::print_json;
-use super::text::{eta_text, human, query_value, rate_text};
+use super::text::{eta_text, human, outcome_counts, query_value, rate_text};
 use super::{Endpoint, Target};
 
 pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
@@ -26,7 +26,11 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
     }
     let tty = std::io::stderr().is_terminal() && !target.json;
     let multi = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template(
+    // No bar until the totals are known: while the source is listed a
+    // bar could only say "0 B / 0 B".
+    let listing_style = indicatif::ProgressStyle::with_template("{prefix:12} {spinner} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let bar_style = indicatif::ProgressStyle::with_template(
         "{prefix:12} [{bar:20}] {bytes}/{total_bytes} {msg}",
     )
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
@@ -35,14 +39,17 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             let bar = multi.add(indicatif::ProgressBar::new(0));
-            bar.set_style(style.clone());
+            bar.set_style(listing_style.clone());
             bar.set_prefix(r.channel.clone());
+            bar.set_message("starting");
             if !tty {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
             bar
         })
         .collect();
+    let mut sized = vec![false; runs.len()];
+    let mut said_listing = vec![false; runs.len()];
     let mut done: Vec<Option<RunSummary>> = vec![None; runs.len()];
     let mut last_line = Instant::now() - Duration::from_secs(60);
     loop {
@@ -56,7 +63,21 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
                 continue;
             };
             match (&ch.running, &ch.last_run) {
+                (Some(running), _)
+                    if running.run == run.run && running.phase == RunPhase::Listing =>
+                {
+                    bars[i].set_message("listing the source");
+                    bars[i].tick();
+                    if !tty && !said_listing[i] {
+                        eprintln!("{}: listing the source", run.channel);
+                        said_listing[i] = true;
+                    }
+                }
                 (Some(running), _) if running.run == run.run => {
+                    if !sized[i] {
+                        bars[i].set_style(bar_style.clone());
+                        sized[i] = true;
+                    }
                     let msg = format!(
                         "{}/{} files {} ETA {} {}",
                         running.files_done,
@@ -78,7 +99,9 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
                     }
                 }
                 (_, Some(last)) if last.run >= run.run => {
-                    bars[i].finish_with_message(last.result.to_string());
+                    // The summary below says how it ended; a finished bar
+                    // left on the screen would repeat it, or show 0 / 0.
+                    bars[i].finish_and_clear();
                     done[i] = Some(last.clone());
                 }
                 _ => {}
@@ -98,17 +121,13 @@ pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {
             print_json(&last)?;
         } else {
             println!(
-                "{}: sync #{} {}: {} files, {} fetched ({}), {} unchanged, {} failed, {} quarantined, {} removed",
+                "{}: sync #{} {}: {} files: {}; {} over the WAN",
                 run.channel,
                 last.run,
                 last.result,
                 last.files,
-                last.fetched,
+                outcome_counts(&last),
                 human(last.fetched_bytes),
-                last.not_modified + last.unchanged,
-                last.failed,
-                last.quarantined,
-                last.removed
             );
             if let Some(msg) = &last.message {
                 println!("  {msg}");

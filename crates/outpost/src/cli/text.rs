@@ -59,3 +59,19 @@ pub(super) fn eta_text(secs: Option<u64>) -> String {
 pub(super) fn query_value(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
+
+/// A run's non-zero counts under the summary's own names ("2 fetched,
+/// 1 not_modified"), or "nothing to do".
+pub(super) fn outcome_counts(summary: &outpost_protocol::RunSummary) -> String {
+    let parts: Vec<String> = summary
+        .outcomes()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(outcome, n)| format!("{n} {outcome}"))
+        .collect();
+    if parts.is_empty() {
+        "nothing to do".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
