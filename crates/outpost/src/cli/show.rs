@@ -8,7 +8,9 @@ use outpost_protocol::{
 };
 use serde::Serialize;
 
-use super::text::{bar, eta_text, human, outcome_counts, query_value, rate_text, short_url};
+use super::text::{
+    bar, eta_text, human, outcome_counts, query_value, rate_text, short_url, uptime_text,
+};
 use super::{Endpoint, Target};
 
 /// Prints `value` as the edge's JSON document, indented.
@@ -37,9 +39,9 @@ pub fn status(target: &Target) -> anyhow::Result<()> {
     let cache = &s.cache;
     let (used, limit) = (cache.bytes_used, cache.bytes_limit);
     line!(
-        "outpost {}  up {}s  listening {}",
+        "outpost {}  up {}  listening {}",
         s.version,
-        s.uptime_seconds,
+        uptime_text(s.uptime_seconds),
         s.listeners.join(", ")
     );
     line!(

@@ -1,19 +1,10 @@
-//! How the CLI writes numbers for people: sizes, rates, durations, bars,
+//! How the CLI writes numbers for people: sizes (bytesize, binary units),
+//! rates (bytesize, bits per second), durations (humantime), bars,
 //! shortened URLs, and how it writes query values for the edge.
 
+/// A size for people, in binary units: "781.3 KiB".
 pub(super) fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < units.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[unit])
-    }
+    bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
 pub(super) fn bar(done: u64, total: u64, width: usize) -> String {
@@ -38,21 +29,29 @@ pub(super) fn short_url(url: &str, width: usize) -> String {
     }
 }
 
+/// A rate in bits per second, as links are sold: "40.0 Mb/s".
 pub(super) fn rate_text(bytes_per_sec: f64) -> String {
-    let bits = bytes_per_sec * 8.0;
-    if bits >= 1e6 {
-        format!("{:.1} Mbit/s", bits / 1e6)
+    // Rates are measured, so fractions of a byte are noise; a negative or
+    // NaN rate (none is sent) shows as 0.
+    let bytes = if bytes_per_sec.is_finite() && bytes_per_sec > 0.0 {
+        bytes_per_sec.round() as u64
     } else {
-        format!("{:.0} kbit/s", bits / 1e3)
+        0
+    };
+    format!("{}/s", bytesize::ByteSize(bytes).display().si_bits())
+}
+
+/// Time left, to the second: "1h 2m 5s"; "-" when unknown.
+pub(super) fn eta_text(secs: Option<u64>) -> String {
+    match secs {
+        Some(s) => humantime::format_duration(std::time::Duration::from_secs(s)).to_string(),
+        None => "-".into(),
     }
 }
 
-pub(super) fn eta_text(secs: Option<u64>) -> String {
-    match secs {
-        Some(s) if s >= 3600 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
-        Some(s) => format!("{}m{:02}s", s / 60, s % 60),
-        None => "-".into(),
-    }
+/// How long the edge has run, to the second.
+pub(super) fn uptime_text(secs: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
 /// A query value, form-urlencoded as the edge decodes it.
@@ -73,5 +72,36 @@ pub(super) fn outcome_counts(summary: &outpost_protocol::RunSummary) -> String {
         "nothing to do".to_string()
     } else {
         parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_rates_and_durations_read_as_people_write_them() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(800_000), "781.2 KiB");
+        assert_eq!(human(10 << 30), "10.0 GiB");
+        assert_eq!(rate_text(5_000_000.0), "40.0 Mb/s");
+        assert_eq!(rate_text(f64::NAN), "0 b/s");
+        assert_eq!(eta_text(Some(3725)), "1h 2m 5s");
+        assert_eq!(eta_text(None), "-");
+        assert_eq!(uptime_text(90), "1m 30s");
+    }
+
+    #[test]
+    fn long_urls_keep_their_end() {
+        assert_eq!(short_url("http://h/a/b/c/file.msi", 12), ".../file.msi");
+        assert_eq!(short_url("http://h/x", 12), "http://h/x");
+    }
+
+    #[test]
+    fn query_values_are_form_encoded() {
+        assert_eq!(
+            query_value("http://h/a b+c?d=1&e"),
+            "http%3A%2F%2Fh%2Fa+b%2Bc%3Fd%3D1%26e"
+        );
     }
 }
