@@ -20,8 +20,8 @@ pub use action::{
     SyncStarted, VerifyReport,
 };
 pub use channel::{
-    ActiveFile, ChannelStatus, FileOutcome, FileProblem, LimitHit, RunPhase, RunProgress, RunSummary,
-    SourceKind, SyncResult,
+    ActiveFile, ChannelStatus, FileOutcome, FileProblem, LimitHit, RunPhase, RunProgress,
+    RunSummary, SourceKind, SyncResult,
 };
 pub use status::{
     ActiveFill, CacheUsage, EdgeStatus, ModeTraffic, ProxyMode, RequestCounts, ServedBytes,
