@@ -478,3 +478,54 @@ fn readme_says_how_to_get_outpost_on_path_before_using_it() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
     assert!(manifest.contains("name = \"outpost\"\npath = \"src/main.rs\""));
 }
+
+/// The bug the shared status model removes: an edge whose status
+/// document lacks a field (a renamed key, another version) made
+/// `outpost status` print 0. Now the CLI refuses the document and names
+/// the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_from_an_edge_with_a_renamed_field_is_an_error_not_a_zero() {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!(
+        "../../outpost-protocol/tests/fixtures/status.json"
+    ))
+    .unwrap();
+    let mut renamed = fixture.clone();
+    let cache = renamed["cache"].as_object_mut().unwrap();
+    let used = cache.remove("bytes_used").unwrap();
+    cache.insert("used_bytes".into(), used);
+    // A stand-in edge: the fake origin answers /status with the documents.
+    let edge = Origin::start().await;
+    edge.put(
+        "/status",
+        Resource::new(bytes::Bytes::from(renamed.to_string())).no_cache_headers(),
+    );
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .env_remove("OUTPOST_ADMIN")
+            .env_remove("OUTPOST_ADMIN_TOKEN")
+            .env_remove("OUTPOST_ADMIN_TOKEN_FILE")
+            .args(["status", "--admin", &edge.addr().to_string()])
+            .args(["--token", "0123456789abcdef0123456789abcdef"])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bytes_used") && err.contains("same version"),
+        "{err}"
+    );
+    // The same document with the field is shown.
+    edge.put(
+        "/status",
+        Resource::new(bytes::Bytes::from(fixture.to_string())).no_cache_headers(),
+    );
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1.0 MiB / 10.0 GiB"),
+        "{}",
+        stdout(&out)
+    );
+}
