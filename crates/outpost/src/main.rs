@@ -294,6 +294,7 @@ async fn run(
         tracing::info!(admin = %addr, "admin API listening");
     }
     let server = Server::bind(engine.clone()).await?;
+    admin.set_listeners(server.local_addrs());
     for addr in server.local_addrs() {
         match &engine.config.origin {
             Some(origin) => tracing::info!(%addr, %origin, "listening (reverse proxy)"),

@@ -176,6 +176,28 @@ async fn the_admin_api_answers_only_host_names_of_this_machine() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// `outpost status` says where the proxy listens: the bound address, not
+/// the configured `127.0.0.1:0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_address_the_proxy_is_bound_to() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), &origin, None);
+    let out = edge.cli(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status["listeners"],
+        serde_json::json!([edge.addr.to_string()])
+    );
+    let out = edge.cli(&["status"]);
+    assert!(
+        stdout(&out).contains(&format!("listening {}", edge.addr)),
+        "{}",
+        stdout(&out)
+    );
+}
+
 /// Every error the admin API gives is JSON with the reason, queries are
 /// form-decoded (`+` is a space), and every answer says `no-store`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,7 +58,10 @@ pub struct Admin {
     token: String,
     allowed_hosts: AllowedHosts,
     started: Instant,
-    listen: Vec<SocketAddr>,
+    /// The proxy's addresses: the configured ones until the listeners are
+    /// bound, then the bound ones (a configured port 0 becomes the real
+    /// port).
+    listen: std::sync::Mutex<Vec<SocketAddr>>,
     header_read_timeout: Duration,
     connections: Arc<Semaphore>,
     /// Set while connections are being turned away (logged once per spell).
@@ -88,7 +91,7 @@ pub async fn bind(
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.listen))?;
-    let listen = engine.config.listen.clone();
+    let listen = std::sync::Mutex::new(engine.config.listen.clone());
     let metrics = metrics::Metrics::new(engine.clone(), channels.clone());
     Ok((
         listener,
@@ -290,6 +293,21 @@ async fn gate(State(admin): State<Arc<Admin>>, req: Request, next: Next) -> Resp
 }
 
 impl Admin {
+    /// The addresses the proxy listens on, once bound: what `/status`
+    /// reports.
+    pub fn set_listeners(&self, addrs: Vec<SocketAddr>) {
+        *self.listen.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+    }
+
+    fn listeners(&self) -> Vec<String> {
+        self.listen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect()
+    }
+
     fn authorized(&self, req: &Request<Body>) -> bool {
         req.headers()
             .get(header::AUTHORIZATION)

@@ -282,7 +282,7 @@ impl Admin {
         EdgeStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            listeners: self.listen.iter().map(|a| a.to_string()).collect(),
+            listeners: self.listeners(),
             reverse_origin: e.config.origin.as_ref().map(|o| o.to_string()),
             cache: CacheUsage {
                 bytes_used: store.bytes,
