@@ -166,14 +166,58 @@ impl ChannelDb {
     }
 
     /// Runs that started and never finished (the edge stopped during them).
-    /// They are marked finished as interrupted; returns whether any was.
+    /// They are marked finished as interrupted, with a whole summary (so
+    /// status shows the run as interrupted rather than "never synced");
+    /// returns whether any was.
     pub fn take_interrupted(&self, channel: &str, now: i64) -> Result<bool, ChannelError> {
-        let n = self
+        let unfinished: Vec<(i64, i64)> = self
             .conn
             .prepare_cached(
-                "UPDATE channel_runs SET finished = ?2, summary = '{\"result\":\"interrupted\"}' WHERE channel = ?1 AND finished IS NULL",
+                "SELECT run, started FROM channel_runs WHERE channel = ?1 AND finished IS NULL",
             )?
-            .execute(params![channel, now])?;
-        Ok(n > 0)
+            .query_map(params![channel], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for &(run, started) in &unfinished {
+            let summary = outpost_protocol::RunSummary {
+                run: u64::try_from(run).unwrap_or(0),
+                started,
+                finished: now,
+                result: outpost_protocol::SyncResult::Interrupted,
+                message: Some("the edge stopped during this sync".to_string()),
+                ..Default::default()
+            };
+            // Plain numbers and strings: encoding cannot fail.
+            let json = serde_json::to_string(&summary).unwrap_or_default();
+            self.finish_run(channel, summary.run, now, &json)?;
+        }
+        Ok(!unfinished.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run cut short by a stop reads back as an interrupted run with its
+    /// number, not as an undecodable row that status shows as "never
+    /// synced".
+    #[test]
+    fn an_interrupted_run_reads_back_as_a_whole_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ChannelDb::open(&dir.path().join("channels.sqlite")).unwrap();
+        let run = db.start_run("pkgs", 100).unwrap();
+        assert!(db.take_interrupted("pkgs", 200).unwrap());
+        assert!(!db.take_interrupted("pkgs", 300).unwrap());
+        let json = db.last_summary("pkgs").unwrap().unwrap();
+        let summary: outpost_protocol::RunSummary = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (
+                summary.run,
+                summary.started,
+                summary.finished,
+                summary.result
+            ),
+            (run, 100, 200, outpost_protocol::SyncResult::Interrupted)
+        );
     }
 }

@@ -9,10 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use http::{StatusCode, Uri};
 use outpost_http::CacheKey;
+pub use outpost_protocol::{
+    ActiveFile, ChannelStatus, FileProblem, LimitHit, RunPhase, RunProgress, RunSummary,
+    SourceKind, SyncResult,
+};
 use outpost_proxy::Engine;
 use outpost_proxy::prefetch::{PrefetchError, PrefetchOutcome, PrefetchRequest};
 use outpost_shaper::{BucketId, Rate, RateRule, RateSchedule, TimeWindow};
-use serde::Serialize;
 use tokio::sync::watch;
 use url::Url;
 
@@ -26,15 +29,6 @@ use crate::state::{ChannelDb, FileRow};
 const MAX_DOCUMENT: usize = 16 << 20;
 /// Problems kept per channel for status.
 const MAX_PROBLEMS: usize = 50;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// A folder whose HTML directory listings are crawled.
-    Listing,
-    /// A JSON or text file naming the files.
-    Manifest,
-}
 
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
@@ -86,45 +80,6 @@ impl Default for ChannelLimits {
             max_page_links: 10_000,
             max_files: 100_000,
             max_bytes: None,
-        }
-    }
-}
-
-/// A limit a sync ran into, or a folder it took for a symlink loop.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct LimitHit {
-    /// The `[[channel]]` key ("max_depth", "max_pages", "max_page_links",
-    /// "max_files", "max_bytes"), or "loop".
-    pub limit: String,
-    /// The key's value in force.
-    pub value: Option<u64>,
-    /// The first folder or file it kept out (for "max_page_links", the
-    /// page that was cut).
-    pub url: String,
-    /// How many folders, pages or files it kept out.
-    pub times: u64,
-}
-
-/// "max_depth = 16 reached 3 times, first at URL": the URL comes last,
-/// because `outpost channels` shortens a long message from its start.
-impl std::fmt::Display for LimitHit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.limit.as_str(), self.value) {
-            ("loop", _) => write!(
-                f,
-                "a folder lists the same entries as one above it (a symlink loop?), not followed"
-            )?,
-            ("max_page_links", Some(v)) => write!(
-                f,
-                "max_page_links = {v} reached, only the first {v} entries of a page read"
-            )?,
-            (limit, Some(v)) => write!(f, "{limit} = {v} reached")?,
-            (limit, None) => write!(f, "{limit} reached")?,
-        }
-        if self.times > 1 {
-            write!(f, " {} times, first at {}", self.times, self.url)
-        } else {
-            write!(f, " at {}", self.url)
         }
     }
 }
@@ -184,96 +139,11 @@ impl ChannelConfig {
     }
 }
 
-/// A file a sync could not bring in, or refused.
-#[derive(Debug, Clone, Serialize)]
-pub struct FileProblem {
-    pub url: String,
-    pub error: String,
-    /// Unix seconds.
-    pub at: i64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct RunSummary {
-    pub run: u64,
-    pub started: i64,
-    pub finished: i64,
-    /// "ok", "errors" (some files failed, or a folder could not be
-    /// listed), "limit" (a limit or a symlink loop stopped part of the
-    /// sync: see `limits`), "failed" (the source could not be listed) or
-    /// "interrupted".
-    pub result: String,
-    pub message: Option<String>,
-    pub files: u64,
-    pub fetched: u64,
-    pub not_modified: u64,
-    pub unchanged: u64,
-    pub failed: u64,
-    pub quarantined: u64,
-    pub removed: u64,
-    /// Body bytes brought over the WAN by this run.
-    pub fetched_bytes: u64,
-    /// Files listed but not fetched, or fetched but not kept, because of
-    /// max_files or max_bytes.
-    #[serde(default)]
-    pub skipped: u64,
-    #[serde(default)]
-    pub limits: Vec<LimitHit>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ActiveFile {
-    pub url: String,
-    pub bytes: u64,
-    pub len: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RunProgress {
-    pub run: u64,
-    pub started: i64,
-    /// "listing", "syncing" or "waiting for window".
-    pub phase: String,
-    pub files_total: u64,
-    pub files_done: u64,
-    pub bytes_total: u64,
-    pub bytes_done: u64,
-    /// Bytes per second fetched since the run started.
-    pub rate: f64,
-    pub eta_secs: Option<u64>,
-    pub active: Vec<ActiveFile>,
-}
-
-/// One channel as `outpost channels` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ChannelStatus {
-    pub name: String,
-    pub source: String,
-    pub kind: SourceKind,
-    pub schedule: Option<String>,
-    pub rate: String,
-    pub window: Option<String>,
-    /// The limit in force now (bytes/s; `None` = unlimited; 0 = outside
-    /// the window).
-    pub limit_now: Option<f64>,
-    pub files_total: u64,
-    pub files_present: u64,
-    pub bytes_total: u64,
-    pub bytes_present: u64,
-    pub pinned_files: u64,
-    pub quarantined: Vec<FileProblem>,
-    pub errors: Vec<FileProblem>,
-    pub running: Option<RunProgress>,
-    pub last_run: Option<RunSummary>,
-    /// Local time of the next scheduled run.
-    pub next_run: Option<String>,
-}
-
 struct RunState {
     run: u64,
     started: i64,
     started_at: std::time::Instant,
-    phase: String,
+    phase: RunPhase,
     files_total: u64,
     files_done: u64,
     bytes_total: u64,
@@ -661,7 +531,7 @@ impl Channels {
             run: id,
             started,
             started_at: std::time::Instant::now(),
-            phase: "listing".into(),
+            phase: RunPhase::Listing,
             files_total: 0,
             files_done: 0,
             bytes_total: 0,
@@ -871,7 +741,7 @@ impl Channels {
             Ok(listed) => listed,
             Err(e) => {
                 tracing::warn!(channel = %name, error = %e, "cannot list the channel's source");
-                summary.result = "failed".into();
+                summary.result = SyncResult::Failed;
                 summary.message = Some(format!("cannot list the source: {e}"));
                 summary.finished = now_secs();
                 return summary;
@@ -910,7 +780,7 @@ impl Channels {
         {
             let mut r = lock(&ch.run);
             if let Some(r) = r.as_mut() {
-                r.phase = "syncing".into();
+                r.phase = RunPhase::Syncing;
                 r.files_total = files.len() as u64;
                 r.bytes_total = files
                     .iter()
@@ -992,11 +862,11 @@ impl Channels {
         summary.finished = now_secs();
         summary.limits = limit_hits.0;
         summary.result = if !summary.limits.is_empty() {
-            "limit".into()
+            SyncResult::Limit
         } else if summary.failed + summary.quarantined > 0 || !complete_listing {
-            "errors".into()
+            SyncResult::Errors
         } else {
-            "ok".into()
+            SyncResult::Ok
         };
         if !summary.limits.is_empty() {
             tracing::warn!(channel = %name, limits = ?summary.limits, "sync stopped at a limit");
@@ -1253,10 +1123,10 @@ impl Channels {
             status.running = Some(RunProgress {
                 run: r.run,
                 started: r.started,
-                phase: if paused && r.phase == "syncing" {
-                    "waiting for window".into()
+                phase: if paused && r.phase == RunPhase::Syncing {
+                    RunPhase::WaitingForWindow
                 } else {
-                    r.phase.clone()
+                    r.phase
                 },
                 files_total: r.files_total,
                 files_done: r.files_done,

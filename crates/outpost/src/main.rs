@@ -15,6 +15,7 @@ use anyhow::Context;
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 use outpost_channel::Channels;
+use outpost_protocol::ObjectAction;
 use outpost_proxy::access_log::{AccessLog, LogFormat, LogTarget};
 use outpost_proxy::{Engine, Server};
 use outpost_store::Store;
@@ -148,9 +149,9 @@ fn main() -> ExitCode {
             cli::cache_ls(&target, glob.as_deref())
         }
         Command::Cache(CacheCommand::Verify { target }) => cli::cache_verify(&target),
-        Command::Purge { url, target } => cli::action(&target, "purge", &url),
-        Command::Pin { url, target } => cli::action(&target, "pin", &url),
-        Command::Unpin { url, target } => cli::action(&target, "unpin", &url),
+        Command::Purge { url, target } => cli::action(&target, ObjectAction::Purge, &url),
+        Command::Pin { url, target } => cli::action(&target, ObjectAction::Pin, &url),
+        Command::Unpin { url, target } => cli::action(&target, ObjectAction::Unpin, &url),
         Command::Sync { channel, target } => cli::sync(&target, channel.as_deref()),
         Command::Channels(target) => cli::channels(&target),
         Command::Reload(target) => cli::reload(&target),
@@ -277,14 +278,23 @@ async fn run(
             }
         });
     }
-    let (admin_listener, admin) =
-        admin::bind(&resolved.admin, engine.clone(), channels, reloader).await?;
+    // `admin::AllowedHosts::new(admin.allowed_hosts)` once the config has it.
+    let allowed_hosts = admin::AllowedHosts::default();
+    let (admin_listener, admin) = admin::bind(
+        &resolved.admin,
+        engine.clone(),
+        channels,
+        reloader,
+        allowed_hosts,
+    )
+    .await?;
     if let Ok(addr) = admin_listener.local_addr() {
         // No client may make the proxy connect to the admin API.
         engine.add_own_address(addr);
         tracing::info!(admin = %addr, "admin API listening");
     }
     let server = Server::bind(engine.clone()).await?;
+    admin.set_listeners(server.local_addrs());
     for addr in server.local_addrs() {
         match &engine.config.origin {
             Some(origin) => tracing::info!(%addr, %origin, "listening (reverse proxy)"),

@@ -359,7 +359,11 @@ fn metric(text: &str, name: &str) -> u64 {
 
 /// GET on the admin API.
 async fn admin_get(addr: &SocketAddr, path: &str) -> String {
-    let reply = Client::new(*addr).get(path, &[]).await.unwrap();
+    let host = addr.to_string();
+    let reply = Client::new(*addr)
+        .get(path, &[("host", &host)])
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200);
     String::from_utf8(reply.body.to_vec()).unwrap()
 }
@@ -872,6 +876,7 @@ async fn admin_api_needs_the_token_on_loopback_too_and_keeps_it_across_restarts(
     // From loopback, as the edge's own proxy connections come, every
     // action needs the token.
     let admin = Client::new(edge.admin);
+    let host = edge.admin.to_string();
     let purge = format!("/purge?url={}", origin.url("/x"));
     let actions = [
         ("GET", "/status"),
@@ -883,24 +888,28 @@ async fn admin_api_needs_the_token_on_loopback_too_and_keeps_it_across_restarts(
         ("POST", "/channels/sync"),
     ];
     for (method, path) in actions {
-        let r = admin.request(method, path, &[]).await.unwrap();
+        let r = admin
+            .request(method, path, &[("host", &host)])
+            .await
+            .unwrap();
         assert_eq!(r.status, 401, "{method} {path} without a token");
         let wrong = format!("Bearer {}", "0".repeat(64));
         let r = admin
-            .request(method, path, &[("authorization", &wrong)])
+            .request(method, path, &[("authorization", &wrong), ("host", &host)])
             .await
             .unwrap();
         assert_eq!(r.status, 401, "{method} {path} with a wrong token");
     }
     let bearer = format!("Bearer {token}");
     let r = admin
-        .get("/status", &[("authorization", &bearer)])
+        .get("/status", &[("authorization", &bearer), ("host", &host)])
         .await
         .unwrap();
     assert_eq!(r.status, 200);
     // Health, readiness and metrics stay open for monitoring.
     for path in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(admin.get(path, &[]).await.unwrap().status, 200, "{path}");
+        let r = admin.get(path, &[("host", &host)]).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
     }
 
     // The next start keeps the token: scripts holding it go on working.
@@ -1096,7 +1105,7 @@ async fn slow_or_idle_clients_cannot_hold_the_admin_port() {
     let edge = EdgeProcess::with_config(dir.path(), &origin, &config);
     let token = edge.token();
     let request =
-        format!("GET /status HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {token}\r\n\r\n");
+        format!("GET /status HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\r\n");
 
     // Four connections take every slot: one says nothing, three send half
     // a head and stop.
@@ -1104,7 +1113,7 @@ async fn slow_or_idle_clients_cannot_hold_the_admin_port() {
     slow.push(TcpStream::connect(edge.admin).await.unwrap());
     for _ in 0..3 {
         let mut s = TcpStream::connect(edge.admin).await.unwrap();
-        s.write_all(b"GET /status HTTP/1.1\r\nhost: admin\r\n")
+        s.write_all(b"GET /status HTTP/1.1\r\nhost: 127.0.0.1\r\n")
             .await
             .unwrap();
         slow.push(s);
@@ -1156,7 +1165,7 @@ async fn slow_or_idle_clients_cannot_hold_the_admin_port() {
     let mut piped = TcpStream::connect(edge.admin).await.unwrap();
     piped
         .write_all(
-            b"GET /healthz HTTP/1.1\r\nhost: admin\r\n\r\nGET /healthz HTTP/1.1\r\nhost: admin\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n",
         )
         .await
         .unwrap();
@@ -1379,7 +1388,7 @@ async fn one_client_cannot_take_every_admin_connection() {
     // Past its share, that address's connections are closed at once.
     let mut over = connect_from("127.0.0.1").await;
     let request =
-        format!("GET /status HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {token}\r\n\r\n");
+        format!("GET /status HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\r\n");
     let _ = over.write_all(request.as_bytes()).await;
     let answer = tokio::time::timeout(Duration::from_secs(5), read_until_closed(&mut over))
         .await
