@@ -129,7 +129,10 @@ mod tests {
         );
         // Strictly after: the run's own minute is not found again.
         assert_eq!(
-            next("0 2 * * *", at(2026, 11, 24, 2, 0) + chrono::Duration::seconds(30)),
+            next(
+                "0 2 * * *",
+                at(2026, 11, 24, 2, 0) + chrono::Duration::seconds(30)
+            ),
             at(2026, 11, 25, 2, 0)
         );
         assert_eq!(

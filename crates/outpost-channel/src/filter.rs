@@ -97,7 +97,10 @@ mod tests {
         assert!(f.wanted("a.msi") && f.wanted("older/a.msi") && f.wanted("x/bold/a.msi"));
         for pattern in ["old", "old/", "**/old/**"] {
             let f = filter(&[], &[pattern]);
-            assert!(!f.wanted("old/a.msi") && !f.wanted("x/old/a.msi"), "{pattern}");
+            assert!(
+                !f.wanted("old/a.msi") && !f.wanted("x/old/a.msi"),
+                "{pattern}"
+            );
             assert!(f.wanted("older/a.msi"), "{pattern}");
         }
     }
