@@ -264,18 +264,7 @@ impl Endpoint {
 }
 
 fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < units.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[unit])
-    }
+    bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
 fn bar(done: u64, total: u64, width: usize) -> String {
