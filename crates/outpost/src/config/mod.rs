@@ -11,6 +11,7 @@
 //! - no setting is dropped silently: a value that does not resolve is an
 //!   error, never a default.
 
+mod channels;
 mod file;
 mod resolve;
 mod values;
