@@ -227,6 +227,16 @@ mod tests {
                 at(2027, 3, day, 2, 30)
             );
         }
+        // A whole year of a nightly schedule: every run exactly 24 hours
+        // after the one before, DST dates included, as in UTC.
+        let schedule: CronSchedule = "30 2 * * *".parse().unwrap();
+        let mut run = schedule.next_after(at(2026, 12, 31, 12, 0)).unwrap();
+        for _ in 0..365 {
+            let following = schedule.next_after(run).unwrap();
+            assert_eq!(following - run, chrono::Duration::hours(24), "after {run}");
+            run = following;
+        }
+        assert_eq!(run, at(2028, 1, 1, 2, 30));
         let leap = next("0 0 29 2 *", at(2026, 3, 1, 0, 0));
         assert_eq!(leap, at(2028, 2, 29, 0, 0));
     }

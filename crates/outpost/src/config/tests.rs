@@ -436,3 +436,24 @@ fn command_line_overrides_file() {
     .unwrap();
     assert_eq!(r.store.dir, PathBuf::from("/from/cli"));
 }
+
+#[test]
+fn tables_of_the_wrong_shape_are_errors_with_a_position() {
+    for (text, expected) in [
+        ("server = 5\n", "t.toml:1:10: server: invalid type"),
+        ("[[server]]\nlisten = []\n", "t.toml:1:"),
+        ("channel = 3\n", "t.toml:1:11: channel: invalid type"),
+        ("[wan]\nrule = 5\n", "t.toml:2:8: rule: invalid type"),
+        (
+            "[[channel]]\nname = 5\nsource = \"http://h/\"\n",
+            "t.toml:2:8: channel.name: invalid type",
+        ),
+        (
+            "[cache]\nhigh_watermark = \"high\"\n",
+            "t.toml:2:18: cache.high_watermark: invalid type",
+        ),
+    ] {
+        let err = errors(text);
+        assert!(err.contains(expected), "{text:?}: {err}");
+    }
+}
