@@ -636,12 +636,14 @@ fn admin_config(
     // The same rule admin::bind applies, so check-config refuses what
     // serve would.
     if !listen.ip().is_loopback() && token_file.is_none() {
-        let message = format!(
-            "admin.listen {listen} is not loopback: set admin.token_file so the admin API is not open to the network"
-        );
+        let rule =
+            "is not loopback: set admin.token_file so the admin API is not open to the network";
         match (&overrides.admin, &a.listen) {
-            (None, Some(setting)) => r.error_at(&setting.span.clone(), message),
-            _ => r.error(format!("--admin {listen}: {message}")),
+            (None, Some(setting)) => r.error_at(
+                &setting.span.clone(),
+                format!("admin.listen {listen} {rule}"),
+            ),
+            _ => r.error(format!("--admin {listen} {rule}")),
         }
     }
     let allowed_hosts = r
