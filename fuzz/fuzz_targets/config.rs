@@ -1,17 +1,13 @@
-//! The TOML configuration: any text is either a clear error or a config
-//! that validates and resolves; never a panic.
+//! The TOML configuration: any text is either a list of clear errors or a
+//! resolved config; never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outpost::config::{FileConfig, Overrides};
+use outpost::config::{Overrides, resolve_text};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(config) = FileConfig::parse(text)
-        && config.validate(text).is_ok()
-    {
-        let _ = config.resolve(&Overrides::default());
-    }
+    let _ = resolve_text(text, "fuzz", &Overrides::default());
 });

@@ -1,140 +1,81 @@
-//! Cron schedules ("30 2 * * *"), evaluated in local wall-clock time.
+//! Cron schedules ("30 2 * * *"), evaluated in the edge's local wall-clock
+//! time by the `croner` crate. This module fixes the dialect and keeps the
+//! schedule sans-io: [`CronSchedule::next_after`] takes `now`.
 //!
-//! Five fields: minute, hour, day of month, month, day of week, each `*`, a
-//! number, a range `a-b`, a list `a,b`, or a step `*/n` / `a-b/n`; month and
-//! day names are accepted. As in Vixie cron, when both day fields are
-//! restricted a day matching either one runs. `@hourly`, `@daily`
-//! (`@midnight`), `@weekly`, `@monthly` are shorthands.
+//! The dialect: five fields (minute, hour, day of month, month, day of
+//! week), each `*`, a number, a range `a-b`, a list `a,b`, or a step `*/n`
+//! / `a-b/n`; month and day names; day of week 0 or 7 is Sunday. Beyond
+//! Vixie cron: `L` (last day of the month; `5L` last Friday), `W` (`15W`:
+//! the weekday nearest the 15th), `#` (`1#2`: the second Monday).
+//! `@hourly`, `@daily` (`@midnight`), `@weekly`, `@monthly`, `@yearly`
+//! (`@annually`) are shorthands. Seconds and years are not accepted.
+//!
+//! Day rule (Vixie cron's): when both day fields are restricted (neither is
+//! `*`), a day matching *either* runs: "0 0 1 * fri" is the 1st and every
+//! Friday. A `+` before the day-of-week field asks for both instead
+//! ("0 0 1-7 * +fri": the first Friday).
 
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{Datelike, Duration, Timelike};
+use chrono::Timelike;
+use croner::parser::{CronParser, Seconds, Year};
 
 pub use chrono::NaiveDateTime;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CronSchedule {
-    minutes: u64,
-    hours: u32,
-    days: u32,
-    months: u16,
-    weekdays: u8,
-    days_restricted: bool,
-    weekdays_restricted: bool,
+    cron: croner::Cron,
+    /// As the admin wrote it (trimmed): shown in status and compared by
+    /// reload.
     text: String,
 }
 
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.cron == other.cron
+    }
+}
+
+impl Eq for CronSchedule {}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid schedule {text:?}: {reason} (expected cron fields \"minute hour day month weekday\", e.g. \"0 2 * * *\")"
+    "invalid schedule {text:?}: {reason} (expected cron fields \"minute hour day-of-month month day-of-week\", e.g. \"0 2 * * *\")"
 )]
 pub struct CronError {
     text: String,
     reason: String,
 }
 
-const MONTHS: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
-const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-
-fn parse_value(v: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> Result<u32, String> {
-    let lower = v.to_ascii_lowercase();
-    if let Some(i) = names.iter().position(|n| *n == lower) {
-        return Ok(i as u32 + name_base);
-    }
-    let n: u32 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
-    if n < min || n > max {
-        return Err(format!("{n} is outside {min}-{max}"));
-    }
-    Ok(n)
-}
-
-/// Parses one field into a bit set of allowed values.
-fn parse_field(
-    field: &str,
-    min: u32,
-    max: u32,
-    names: &[&str],
-    name_base: u32,
-) -> Result<(u64, bool), String> {
-    let mut bits = 0u64;
-    let mut restricted = true;
-    for part in field.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((r, s)) => {
-                let step: u32 = s.parse().map_err(|_| format!("bad step {s:?}"))?;
-                if step == 0 {
-                    return Err("a step must be at least 1".into());
-                }
-                (r, step)
-            }
-            None => (part, 1),
-        };
-        let (lo, hi) = if range == "*" {
-            if step == 1 && field == "*" {
-                restricted = false;
-            }
-            (min, max)
-        } else if let Some((a, b)) = range.split_once('-') {
-            (
-                parse_value(a, min, max, names, name_base)?,
-                parse_value(b, min, max, names, name_base)?,
-            )
-        } else {
-            let v = parse_value(range, min, max, names, name_base)?;
-            (v, if part.contains('/') { max } else { v })
-        };
-        if lo > hi {
-            return Err(format!("range {range:?} runs backwards"));
-        }
-        let mut v = lo;
-        while v <= hi {
-            bits |= 1 << v;
-            v += step;
-        }
-    }
-    Ok((bits, restricted))
-}
-
 impl FromStr for CronSchedule {
     type Err = CronError;
 
     fn from_str(text: &str) -> Result<Self, CronError> {
+        let text = text.trim();
         let err = |reason: String| CronError {
             text: text.to_string(),
             reason,
         };
-        let expanded = match text.trim() {
-            "@hourly" => "0 * * * *",
-            "@daily" | "@midnight" => "0 0 * * *",
-            "@weekly" => "0 0 * * 0",
-            "@monthly" => "0 0 1 * *",
-            other => other,
+        let expanded = match text {
+            // croner does not know Vixie's @midnight; earlier versions of
+            // this parser accepted it.
+            t if t.eq_ignore_ascii_case("@midnight") => "@daily",
+            t => t,
         };
-        let fields: Vec<&str> = expanded.split_whitespace().collect();
-        if fields.len() != 5 {
-            return Err(err(format!("{} fields, not 5", fields.len())));
+        let fields = expanded.split_whitespace().count();
+        if !expanded.starts_with('@') && fields != 5 {
+            return Err(err(format!("{fields} fields, not 5")));
         }
-        let (minutes, _) = parse_field(fields[0], 0, 59, &[], 0).map_err(err)?;
-        let (hours, _) = parse_field(fields[1], 0, 23, &[], 0).map_err(err)?;
-        let (days, days_restricted) = parse_field(fields[2], 1, 31, &[], 0).map_err(err)?;
-        let (months, _) = parse_field(fields[3], 1, 12, &MONTHS, 1).map_err(err)?;
-        let (mut weekdays, weekdays_restricted) =
-            parse_field(fields[4], 0, 7, &WEEKDAYS, 0).map_err(err)?;
-        if weekdays & (1 << 7) != 0 {
-            weekdays |= 1; // 7 is Sunday too
-        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build()
+            .parse(expanded)
+            .map_err(|e| err(e.to_string()))?;
         Ok(Self {
-            minutes,
-            hours: hours as u32,
-            days: days as u32,
-            months: months as u16,
-            weekdays: (weekdays & 0x7f) as u8,
-            days_restricted,
-            weekdays_restricted,
-            text: text.trim().to_string(),
+            cron,
+            text: text.to_string(),
         })
     }
 }
@@ -146,39 +87,14 @@ impl fmt::Display for CronSchedule {
 }
 
 impl CronSchedule {
-    fn day_matches(&self, t: &NaiveDateTime) -> bool {
-        let dom = self.days & (1 << t.day()) != 0;
-        let dow = self.weekdays & (1 << t.weekday().num_days_from_sunday()) != 0;
-        match (self.days_restricted, self.weekdays_restricted) {
-            (true, true) => dom || dow,
-            (true, false) => dom,
-            (false, true) => dow,
-            (false, false) => true,
-        }
-    }
-
-    /// The first matching minute strictly after `after` (local time), within
-    /// about five years; `None` for a schedule that never matches (such as
+    /// The first matching minute strictly after `after` (local wall-clock
+    /// time); `None` for a schedule that never matches (such as
     /// "0 0 31 2 *").
     pub fn next_after(&self, after: NaiveDateTime) -> Option<NaiveDateTime> {
-        let mut t = after.with_second(0)?.with_nanosecond(0)? + Duration::minutes(1);
-        let limit = after + Duration::days(366 * 5);
-        while t <= limit {
-            if self.months & (1 << t.month()) == 0 || !self.day_matches(&t) {
-                t = (t.date() + Duration::days(1)).and_hms_opt(0, 0, 0)?;
-                continue;
-            }
-            if self.hours & (1 << t.hour()) == 0 {
-                t = t.with_minute(0)? + Duration::hours(1);
-                continue;
-            }
-            if self.minutes & (1 << t.minute()) == 0 {
-                t += Duration::minutes(1);
-                continue;
-            }
-            return Some(t);
-        }
-        None
+        // Whole minutes: a run at 02:00:00 must not be followed by another
+        // at 02:00 when the loop wakes a few milliseconds early or late.
+        let minute = after.with_second(0)?.with_nanosecond(0)?;
+        self.cron.find_next_occurrence(&minute, false).ok()
     }
 }
 
@@ -198,7 +114,7 @@ mod tests {
         expr.parse::<CronSchedule>()
             .unwrap()
             .next_after(from)
-            .unwrap()
+            .unwrap_or_else(|| panic!("{expr} never runs after {from}"))
     }
 
     #[test]
@@ -211,6 +127,14 @@ mod tests {
             next("0 2 * * *", at(2026, 11, 24, 1, 59)),
             at(2026, 11, 24, 2, 0)
         );
+        // Strictly after: the run's own minute is not found again.
+        assert_eq!(
+            next(
+                "0 2 * * *",
+                at(2026, 11, 24, 2, 0) + chrono::Duration::seconds(30)
+            ),
+            at(2026, 11, 25, 2, 0)
+        );
         assert_eq!(
             next("*/15 * * * *", at(2026, 11, 24, 3, 7)),
             at(2026, 11, 24, 3, 15)
@@ -219,10 +143,14 @@ mod tests {
             next("@hourly", at(2026, 12, 31, 23, 30)),
             at(2027, 1, 1, 0, 0)
         );
+        assert_eq!(
+            next("@midnight", at(2026, 12, 31, 23, 30)),
+            at(2027, 1, 1, 0, 0)
+        );
     }
 
     #[test]
-    fn weekdays_months_and_either_day_rule() {
+    fn weekdays_months_and_the_either_day_rule() {
         // 2026-11-24 is a Tuesday.
         assert_eq!(
             next("30 22 * * mon-fri", at(2026, 11, 27, 23, 0)),
@@ -236,32 +164,101 @@ mod tests {
             next("0 3 1 feb *", at(2026, 11, 24, 0, 0)),
             at(2027, 2, 1, 3, 0)
         );
-        // Day 1 of the month or any Friday.
+        // Vixie: day 1 of the month OR any Friday (the 27th comes first)...
         assert_eq!(
             next("0 0 1 * fri", at(2026, 11, 24, 0, 0)),
             at(2026, 11, 27, 0, 0)
         );
+        assert_eq!(
+            next("0 0 1 * fri", at(2026, 11, 28, 0, 0)),
+            at(2026, 12, 1, 0, 0)
+        );
+        // ...one restricted field alone decides...
+        assert_eq!(
+            next("0 0 13 * *", at(2026, 11, 24, 0, 0)),
+            at(2026, 12, 13, 0, 0)
+        );
+        // ...and `+` asks for both: the first Friday of a month that is
+        // also one of days 1-7 (2027-01-01 is a Friday).
+        assert_eq!(
+            next("0 0 1-7 * +fri", at(2026, 12, 5, 0, 0)),
+            at(2027, 1, 1, 0, 0)
+        );
         assert!(
             "0 0 31 2 *"
                 .parse::<CronSchedule>()
-                .unwrap()
-                .next_after(at(2026, 1, 1, 0, 0))
-                .is_none()
+                .map_or(true, |s| s.next_after(at(2026, 1, 1, 0, 0)).is_none())
         );
     }
 
     #[test]
-    fn rejects_bad_expressions() {
+    fn last_nearest_weekday_and_nth_weekday() {
+        // L: the last day of the month (February 2027 has 28 days).
+        assert_eq!(
+            next("0 4 L * *", at(2027, 2, 1, 0, 0)),
+            at(2027, 2, 28, 4, 0)
+        );
+        // 5L: the last Friday (2026-11-27).
+        assert_eq!(
+            next("0 4 * * 5L", at(2026, 11, 1, 0, 0)),
+            at(2026, 11, 27, 4, 0)
+        );
+        // 15W: the weekday nearest the 15th; 2026-11-15 is a Sunday, so
+        // Monday the 16th.
+        assert_eq!(
+            next("0 4 15W * *", at(2026, 11, 1, 0, 0)),
+            at(2026, 11, 16, 4, 0)
+        );
+        // 1#2: the second Monday (2026-11-09).
+        assert_eq!(
+            next("0 4 * * 1#2", at(2026, 11, 1, 0, 0)),
+            at(2026, 11, 9, 4, 0)
+        );
+    }
+
+    #[test]
+    fn wall_clock_times_have_no_daylight_saving_gaps() {
+        // Schedules run on the naive local wall clock the caller passes:
+        // 02:30 exists every day, including the nights clocks change in
+        // Europe (2027-03-28) and the US (2027-03-14).
+        for day in [14, 28] {
+            assert_eq!(
+                next("30 2 * * *", at(2027, 3, day, 0, 0)),
+                at(2027, 3, day, 2, 30)
+            );
+        }
+        // A whole year of a nightly schedule: every run exactly 24 hours
+        // after the one before, DST dates included, as in UTC.
+        let schedule: CronSchedule = "30 2 * * *".parse().unwrap();
+        let mut run = schedule.next_after(at(2026, 12, 31, 12, 0)).unwrap();
+        for _ in 0..365 {
+            let following = schedule.next_after(run).unwrap();
+            assert_eq!(following - run, chrono::Duration::hours(24), "after {run}");
+            run = following;
+        }
+        assert_eq!(run, at(2028, 1, 1, 2, 30));
+        let leap = next("0 0 29 2 *", at(2026, 3, 1, 0, 0));
+        assert_eq!(leap, at(2028, 2, 29, 0, 0));
+    }
+
+    #[test]
+    fn rejects_bad_expressions_with_the_text_and_what_is_expected() {
         for bad in [
             "",
             "* * * *",
+            "0 0 0 * * *",
             "60 * * * *",
             "* 24 * * *",
             "*/0 * * * *",
             "5-1 * * * *",
             "0 0 * * funday",
+            "every night",
         ] {
-            assert!(bad.parse::<CronSchedule>().is_err(), "{bad:?} parsed");
+            let err = bad.parse::<CronSchedule>().expect_err(bad).to_string();
+            assert!(
+                err.contains(&format!("{:?}", bad.trim())) && err.contains("minute hour"),
+                "{bad:?}: {err}"
+            );
         }
     }
 }

@@ -3,7 +3,8 @@
 //! asks, keeps pinned, and serves at the packages' own URLs.
 //!
 //! This crate owns the channel configuration, the source parsers
-//! ([`listing`]), cron schedules ([`cron`]), what the edge remembers of each
+//! ([`listing`]), cron schedules ([`cron`]), which files a channel takes
+//! ([`filter`]), what the edge remembers of each
 //! channel across restarts (`state`), and the sync runs ([`Channels`]).
 //!
 //! Invariants:
@@ -20,11 +21,13 @@
 //!   the store and is refused to clients until a later sync finds it right.
 
 pub mod cron;
+pub mod filter;
 pub mod listing;
 mod state;
 mod sync;
 
 pub use cron::{CronError, CronSchedule};
+pub use filter::PathFilter;
 pub use sync::{
     ActiveFile, ChannelConfig, ChannelLimits, ChannelStatus, Channels, FileProblem, LimitHit,
     RunProgress, RunSummary, SourceKind,

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use http::{StatusCode, Uri};
 use outpost_http::CacheKey;
 pub use outpost_protocol::{
@@ -21,6 +20,7 @@ use url::Url;
 
 use crate::ChannelError;
 use crate::cron::CronSchedule;
+use crate::filter::PathFilter;
 use crate::listing::{ListingLink, parse_listing_limited, parse_manifest_each};
 use crate::state::{ChannelDb, FileRow};
 
@@ -30,7 +30,7 @@ const MAX_DOCUMENT: usize = 16 << 20;
 /// Problems kept per channel for status.
 const MAX_PROBLEMS: usize = 50;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelConfig {
     pub name: String,
     pub source: Url,
@@ -160,8 +160,7 @@ struct Channel {
     /// it started with).
     limits: Mutex<ChannelLimits>,
     group: BucketId,
-    includes: Option<GlobSet>,
-    excludes: GlobSet,
+    filter: PathFilter,
     run: Mutex<Option<RunState>>,
     /// Sends the number of the last finished run.
     finished: watch::Sender<u64>,
@@ -184,36 +183,6 @@ fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn glob_set(patterns: &[String]) -> Result<GlobSet, ChannelError> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p)?);
-    }
-    Ok(b.build()?)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(v) = u8::from_str_radix(
-                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                16,
-            )
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// "a; b; c (and 7 more)": a message stays readable (and small) however
@@ -383,8 +352,8 @@ fn to_uri(url: &Url) -> Result<Uri, String> {
 impl Channel {
     fn wanted(&self, url: &Url) -> bool {
         let base = self.config.base();
-        let rel = percent_decode(url.path().strip_prefix(base.path()).unwrap_or(url.path()));
-        self.includes.as_ref().is_none_or(|g| g.is_match(&rel)) && !self.excludes.is_match(&rel)
+        self.filter
+            .wanted(url.path().strip_prefix(base.path()).unwrap_or(url.path()))
     }
 }
 
@@ -420,19 +389,13 @@ impl Channels {
                 resume.push(config.name.clone());
             }
             let group = engine.fills.shaper.add_group(config.shaper_schedule());
-            let includes = if config.include.is_empty() {
-                None
-            } else {
-                Some(glob_set(&config.include)?)
-            };
-            let excludes = glob_set(&config.exclude)?;
+            let filter = PathFilter::new(&config.include, &config.exclude)?;
             channels.push(Arc::new(Channel {
                 pacing: Mutex::new((config.rate, config.window.clone())),
                 limits: Mutex::new(config.limits),
                 config,
                 group,
-                includes,
-                excludes,
+                filter,
                 run: Mutex::new(None),
                 finished: watch::channel(0).0,
                 next_run: Mutex::new(None),

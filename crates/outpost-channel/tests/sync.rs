@@ -1227,3 +1227,37 @@ async fn the_channel_database_is_private_to_the_edge_user() {
         & 0o777;
     assert_eq!(mode, 0o600, "channels.sqlite is {mode:o}");
 }
+
+/// `exclude = ["*/old/*"]`, as the example config writes it: the old
+/// folder at the top of the source and below it are both left out, and an
+/// include matches a percent-encoded `+` as the `+` it is.
+#[tokio::test]
+async fn an_excluded_old_folder_is_left_out_at_the_top_and_below() {
+    let origin = Origin::start().await;
+    let mut lib = Library::new(Style::Nginx);
+    lib.add("/lib/setup.msi", content(1000, 1), "a");
+    lib.add("/lib/old/setup.msi", content(1000, 2), "b");
+    lib.add("/lib/x64/old/driver.msi", content(1000, 3), "c");
+    lib.add("/lib/x64/driver.msi", content(1000, 4), "d");
+    lib.add("/lib/x64/c%2B%2B.msi", content(1000, 5), "e");
+    lib.add("/lib/x64/readme.txt", content(1000, 6), "f");
+    lib.publish(&origin, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = channel(&origin, "/lib/");
+    config.include = vec!["*.msi".into(), "c++*".into()];
+    config.exclude = vec!["*/old/*".into()];
+    let site = Site::start(dir.path(), vec![config], 1 << 30).await;
+    let summary = site.sync("lib").await;
+    assert_eq!(summary.result, "ok", "{summary:?}");
+    for (path, taken) in [
+        ("/lib/setup.msi", true),
+        ("/lib/x64/driver.msi", true),
+        ("/lib/x64/c%2B%2B.msi", true),
+        ("/lib/old/setup.msi", false),
+        ("/lib/x64/old/driver.msi", false),
+        ("/lib/x64/readme.txt", false),
+    ] {
+        assert_eq!(origin.count(path), usize::from(taken), "{path}");
+        assert_eq!(site.stored(&origin, path).is_some(), taken, "{path}");
+    }
+}

@@ -8,7 +8,7 @@ use http::Uri;
 use ipnet::IpNet;
 
 /// A named reverse-proxy site: requests whose Host is `host` go to `origin`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Site {
     /// Host name (without port) the clients use; `*` matches any host.
     pub host: String,
@@ -30,6 +30,18 @@ pub struct CacheOverride {
     pub never_cache: bool,
 }
 
+/// Two rules are the same when their patterns and settings are (reload
+/// compares rules by value).
+impl PartialEq for CacheOverride {
+    fn eq(&self, other: &Self) -> bool {
+        self.host.glob() == other.host.glob()
+            && self.path.glob() == other.path.glob()
+            && self.freshness == other.freshness
+            && self.ignore_query == other.ignore_query
+            && self.never_cache == other.never_cache
+    }
+}
+
 impl CacheOverride {
     pub fn matches(&self, host: &str, path: &str) -> bool {
         self.host.is_match(host) && self.path.is_match(path)
@@ -42,6 +54,16 @@ impl CacheOverride {
 pub enum Destination {
     Host(globset::GlobMatcher),
     Net(ipnet::IpNet),
+}
+
+impl PartialEq for Destination {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Host(a), Self::Host(b)) => a.glob() == b.glob(),
+            (Self::Net(a), Self::Net(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Destination {
@@ -82,7 +104,7 @@ pub enum RangeMissPolicy {
     Wait,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FillConfig {
     /// Keep filling when every client of a fill has gone.
     pub continue_on_client_abort: bool,
@@ -182,6 +204,11 @@ pub struct ProxyConfig {
     /// ranges): HTTP written to a mail or database port can be read as
     /// commands by a lenient service (cross-protocol requests).
     pub forward_ports: Vec<(u16, u16)>,
+    /// How long SIGTERM lets responses in flight finish before stopping.
+    pub drain: Duration,
+    /// The edge's own RFC 9213 targeted cache-control field (reverse
+    /// mode), e.g. `Outpost-Cache-Control`.
+    pub targeted_cache_control: Option<http::HeaderName>,
 }
 
 /// Squid's `Safe_ports`, less the ports of protocols the edge does not
@@ -202,7 +229,7 @@ pub fn default_forward_ports() -> Vec<(u16, u16)> {
 /// The rules a reload replaces while the edge runs: who may use the edge
 /// and the admin's caching rules. They start as `ProxyConfig`'s; every
 /// other setting needs a restart.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LiveRules {
     pub allowed_clients: Vec<IpNet>,
     pub connect_ports: Vec<u16>,
@@ -266,6 +293,8 @@ impl Default for ProxyConfig {
             internal_destinations: Vec::new(),
             forward: None,
             forward_ports: default_forward_ports(),
+            drain: Duration::from_secs(30),
+            targeted_cache_control: None,
         }
     }
 }

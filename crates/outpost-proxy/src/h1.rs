@@ -42,7 +42,7 @@ pub type ReqBody = StreamedBody;
 pub const MAX_HEADERS_LIMIT: usize = 256;
 
 /// Limits of the client side.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct H1Config {
     /// Time to receive a whole request head once its first byte arrived.
     pub header_read_timeout: Duration,

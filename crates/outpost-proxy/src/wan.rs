@@ -14,7 +14,7 @@ use outpost_shaper::{BucketId, Class, LocalTime, Rate, RateSchedule, Shaper, Tic
 use tokio::sync::Notify;
 
 /// Rate schedules for the site and each class.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WanPolicy {
     /// All upstream traffic of the edge.
     pub site: RateSchedule,

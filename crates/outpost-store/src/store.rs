@@ -19,7 +19,7 @@ use crate::index::{Index, Row};
 use crate::object::{Object, Phase, State};
 
 /// Where the store lives and how big it may grow.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     pub dir: PathBuf,
     /// Byte limit of the bodies on disk.

@@ -21,7 +21,7 @@ use outpost_proxy::{Engine, Server};
 use outpost_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{FileConfig, Overrides};
+use crate::config::Overrides;
 
 // The hit path allocates small, short-lived buffers (headers, keys) on many
 // threads; glibc's malloc showed up as 15 % of a 4 KiB-hit profile.
@@ -43,7 +43,8 @@ struct Cli {
 enum Command {
     /// Run the edge in the foreground (logs to stderr, stops on SIGTERM).
     Serve(ServeArgs),
-    /// Check a configuration file and report the first error with its key and line.
+    /// Check a configuration file as `serve` would; reports every error with
+    /// its line and column.
     CheckConfig {
         /// The TOML file to check.
         file: PathBuf,
@@ -166,7 +167,7 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    FileConfig::load(file)?;
+    config::load(file, &Overrides::default())?;
     println!("{}: ok", file.display());
     Ok(())
 }
@@ -191,10 +192,6 @@ fn init_logging(level: Option<&str>) {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
     let overrides = Overrides {
         listen: args.listen,
         cache_dir: args.cache_dir,
@@ -203,7 +200,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         access_log: args.access_log,
         admin: args.admin,
     };
-    let resolved = file.resolve(&overrides);
+    let resolved = match &args.config {
+        Some(path) => config::load(path, &overrides)?,
+        None => config::without_file(&overrides)?,
+    };
     init_logging(resolved.log_level.as_deref());
     let config_path = args.config.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -278,8 +278,7 @@ async fn run(
             }
         });
     }
-    // `admin::AllowedHosts::new(admin.allowed_hosts)` once the config has it.
-    let allowed_hosts = admin::AllowedHosts::default();
+    let allowed_hosts = admin::AllowedHosts::new(resolved.admin.allowed_hosts.clone());
     let (admin_listener, admin) = admin::bind(
         &resolved.admin,
         engine.clone(),

@@ -13,7 +13,7 @@ use outpost_channel::Channels;
 use outpost_proxy::Engine;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
-use crate::config::{FileConfig, Overrides, Resolved};
+use crate::config::{Overrides, Resolved};
 
 /// Set once by `init_logging`: lets a reload change the log filter.
 pub static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
@@ -32,10 +32,6 @@ pub struct Reloader {
     current: Mutex<Resolved>,
     engine: Arc<Engine>,
     channels: Arc<Channels>,
-}
-
-fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
-    format!("{a:?}") != format!("{b:?}")
 }
 
 impl Reloader {
@@ -59,44 +55,15 @@ impl Reloader {
         let Some(path) = &self.path else {
             anyhow::bail!("the edge was started without --config: nothing to reload");
         };
-        let next = FileConfig::load(path)
-            .with_context(|| format!("reloading {}", path.display()))?
-            .resolve(&self.overrides);
+        let next = crate::config::load(path, &self.overrides)
+            .with_context(|| format!("reloading {}", path.display()))?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = ReloadReport {
             applied: Vec::new(),
             restart_needed: Vec::new(),
         };
         let (old, new) = (&current.proxy, &next.proxy);
-        for (name, changed) in [
-            ("server.listen", differs(&old.listen, &new.listen)),
-            (
-                "server.origin / [[site]]",
-                differs(&(&old.origin, &old.sites), &(&new.origin, &new.sites)),
-            ),
-            (
-                "server limits and timeouts",
-                differs(
-                    &(&old.h1, old.max_connections),
-                    &(&new.h1, new.max_connections),
-                ),
-            ),
-            ("[fill]", differs(&old.fill, &new.fill)),
-            (
-                "channel aliases",
-                differs(&old.host_aliases, &new.host_aliases),
-            ),
-            (
-                "receive buffers of pre-positioning connections",
-                differs(&old.wan.bulk_receive_buffer, &new.wan.bulk_receive_buffer),
-            ),
-            ("[cache]", differs(&current.store, &next.store)),
-            ("[admin]", differs(&current.admin, &next.admin)),
-            (
-                "log.access_log",
-                differs(&current.access_log, &next.access_log),
-            ),
-        ] {
+        for (name, changed) in restart_only_changes(&current, &next) {
             if changed {
                 report.restart_needed.push(name.to_string());
             }
@@ -105,7 +72,7 @@ impl Reloader {
             outpost_proxy::LiveRules::from_config(old),
             outpost_proxy::LiveRules::from_config(new),
         );
-        if differs(&old_rules, &new_rules) {
+        if old_rules != new_rules {
             self.engine.set_rules(new_rules);
             report.applied.push(
                 "server.allowed_clients, connect_ports, allowed_destinations, \
@@ -113,10 +80,9 @@ impl Reloader {
                     .into(),
             );
         }
-        if differs(
-            &(&old.wan.site, &old.wan.interactive, &old.wan.prepos),
-            &(&new.wan.site, &new.wan.interactive, &new.wan.prepos),
-        ) {
+        if (&old.wan.site, &old.wan.interactive, &old.wan.prepos)
+            != (&new.wan.site, &new.wan.interactive, &new.wan.prepos)
+        {
             self.engine.fills.shaper.set_policy(new.wan.clone());
             report.applied.push("[wan] limits and rules".into());
         }
@@ -124,7 +90,7 @@ impl Reloader {
         report
             .restart_needed
             .extend(self.channels.reconfigure(&next.channels));
-        if differs(&current.channels, &next.channels) && report.restart_needed.len() == before {
+        if current.channels != next.channels && report.restart_needed.len() == before {
             report.applied.push("channel limits and windows".into());
         }
         if current.log_level != next.log_level && std::env::var_os("RUST_LOG").is_none() {
@@ -141,7 +107,11 @@ impl Reloader {
         }
         // Keep what was applied; what needs a restart is compared against
         // the running values again next time.
+        // The receive buffer size is not live: keep the running one, so
+        // the next reload still reports it.
+        let running_buffer = current.proxy.wan.bulk_receive_buffer;
         current.proxy.wan = new.wan.clone();
+        current.proxy.wan.bulk_receive_buffer = running_buffer;
         current.proxy.allowed_clients = new.allowed_clients.clone();
         current.proxy.connect_ports = new.connect_ports.clone();
         current.proxy.allowed_destinations = new.allowed_destinations.clone();
@@ -151,5 +121,132 @@ impl Reloader {
         current.channels = next.channels.clone();
         tracing::info!(applied = ?report.applied, restart_needed = ?report.restart_needed, "configuration reloaded");
         Ok(report)
+    }
+}
+
+/// The settings a running edge cannot change (they own sockets, files and
+/// running tasks), each with whether it differs between two configurations.
+pub fn restart_only_changes(old: &Resolved, new: &Resolved) -> Vec<(&'static str, bool)> {
+    let (p, q) = (&old.proxy, &new.proxy);
+    vec![
+        ("server.listen", p.listen != q.listen),
+        (
+            "server.origin / [[site]]",
+            (&p.origin, &p.sites) != (&q.origin, &q.sites),
+        ),
+        (
+            "server limits and timeouts",
+            (&p.h1, p.max_connections, p.drain) != (&q.h1, q.max_connections, q.drain),
+        ),
+        (
+            "server.forward, forward_ports, internal_destinations, upstream_ca_file",
+            (
+                &p.forward,
+                &p.forward_ports,
+                &p.internal_destinations,
+                &p.upstream_ca,
+            ) != (
+                &q.forward,
+                &q.forward_ports,
+                &q.internal_destinations,
+                &q.upstream_ca,
+            ),
+        ),
+        (
+            "server.targeted_cache_control",
+            p.targeted_cache_control != q.targeted_cache_control,
+        ),
+        ("[fill]", p.fill != q.fill),
+        ("channel aliases", p.host_aliases != q.host_aliases),
+        (
+            "receive buffers of pre-positioning connections",
+            p.wan.bulk_receive_buffer != q.wan.bulk_receive_buffer,
+        ),
+        ("[cache]", old.store != new.store),
+        ("[admin]", old.admin != new.admin),
+        ("log.access_log", old.access_log != new.access_log),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::resolve_text;
+
+    fn resolved(text: &str) -> Resolved {
+        resolve_text(text, "t.toml", &Overrides::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .1
+    }
+
+    fn restart_needed(old: &str, new: &str) -> Vec<&'static str> {
+        restart_only_changes(&resolved(old), &resolved(new))
+            .into_iter()
+            .filter_map(|(name, changed)| changed.then_some(name))
+            .collect()
+    }
+
+    const BASE: &str = "[server]\nlisten = [\"127.0.0.1:3128\"]\nallowed_clients = [\"10.0.0.0/8\"]\n[[override]]\npath = \"/pkgs/*\"\nmin_fresh = \"1day\"\n[wan]\nrate = \"10 Mbit/s\"\n";
+
+    #[test]
+    fn the_same_settings_written_differently_change_nothing() {
+        let moved = "# comments and order do not matter\n[wan]\nrate = \"10Mbit/s\"\n[[override]]\nmin_fresh = \"24h\"\npath = \"/pkgs/*\"\n\n[server]\nallowed_clients = [\"10.0.0.0/8\"]\nlisten = [\"127.0.0.1:3128\"]\n";
+        assert!(restart_needed(BASE, moved).is_empty());
+        let (old, new) = (resolved(BASE), resolved(moved));
+        assert_eq!(
+            outpost_proxy::LiveRules::from_config(&old.proxy),
+            outpost_proxy::LiveRules::from_config(&new.proxy)
+        );
+        assert_eq!(old.proxy.wan, new.proxy.wan);
+    }
+
+    #[test]
+    fn live_rules_differ_by_value_and_need_no_restart() {
+        let changed = BASE
+            .replace("10.0.0.0/8", "192.168.0.0/16")
+            .replace("/pkgs/*", "/packages/*")
+            .replace("[wan]\n", "[wan]\ninteractive_rate = \"5 Mbit/s\"\n");
+        assert!(restart_needed(BASE, &changed).is_empty());
+        let (old, new) = (resolved(BASE), resolved(&changed));
+        assert_ne!(
+            outpost_proxy::LiveRules::from_config(&old.proxy),
+            outpost_proxy::LiveRules::from_config(&new.proxy)
+        );
+        assert_ne!(old.proxy.wan.interactive, new.proxy.wan.interactive);
+    }
+
+    #[test]
+    fn sockets_files_and_tasks_need_a_restart() {
+        for (edit, expected) in [
+            ("[server]\nlisten = [\"127.0.0.1:3129\"]\n", "server.listen"),
+            (
+                "[server]\norigin = \"http://o/\"\n",
+                "server.origin / [[site]]",
+            ),
+            (
+                "[server]\nidle_timeout = \"5s\"\n",
+                "server limits and timeouts",
+            ),
+            ("[server]\ndrain = \"5s\"\n", "server limits and timeouts"),
+            (
+                "[server]\nforward_ports = [80]\n",
+                "server.forward, forward_ports, internal_destinations, upstream_ca_file",
+            ),
+            (
+                "[server]\ntargeted_cache_control = \"Outpost-Cache-Control\"\n",
+                "server.targeted_cache_control",
+            ),
+            ("[fill]\nmax_fills = 8\n", "[fill]"),
+            ("[cache]\nmax_size = \"2 GiB\"\n", "[cache]"),
+            ("[admin]\nmax_connections = 8\n", "[admin]"),
+            ("[admin]\nallowed_hosts = [\"edge\"]\n", "[admin]"),
+            ("[log]\naccess_log = \"-\"\n", "log.access_log"),
+            (
+                "[[channel]]\nname = \"c\"\nsource = \"http://h/c/\"\naliases = [\"h2\"]\n",
+                "channel aliases",
+            ),
+        ] {
+            assert_eq!(restart_needed("", edit), vec![expected], "{edit}");
+        }
     }
 }

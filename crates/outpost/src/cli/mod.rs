@@ -212,7 +212,7 @@ impl Endpoint {
         }
         let addr = target
             .admin
-            .or_else(|| config.as_ref().and_then(|c| c.admin.listen))
+            .or_else(|| config.as_ref().and_then(|c| c.admin_listen()))
             .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("default admin address"));
         let explicit_token = target.token.is_some() || target.token_file.is_some();
         if let Some((_, source)) = &token
