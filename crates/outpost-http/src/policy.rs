@@ -25,7 +25,7 @@ pub fn policy_for(
     res: &http::response::Parts,
     now: SystemTime,
 ) -> CachePolicy {
-    match as_policy_reads_it(res, false) {
+    match as_policy_reads_it(res, false, now) {
         Some(adjusted) => CachePolicy::new_options(req, &adjusted, now, shared_cache_options()),
         None => CachePolicy::new_options(req, res, now, shared_cache_options()),
     }
@@ -41,10 +41,15 @@ pub const SURROGATE_TOKEN: &str = "outpost";
 /// - `Cache-Control` in canonical form: names in lower case (the library
 ///   compares exactly, and `No-Cache` must still forbid reuse without
 ///   revalidation), `max-age = 5` and the like dropped as not the syntax;
-/// - an `Age` that is not exactly one non-negative integer on one field
-///   line makes the response stale at once: its true age is unknown, so
-///   the safe reading is "check before use" (the public cache-tests suite
-///   asks the same);
+/// - `Age` (RFC 9111 section 5.1) as its first member: a list-valued
+///   `Age: 10, 20` (or two field lines) is 10; a first member that is not
+///   delta-seconds (`abc`, `-5`, `1.5`, `+5`, empty) is ignored as if the
+///   field were absent; a huge one is 2^31 (section 1.2.2);
+/// - `Expires` and `Date` as strict HTTP-dates ([`crate::date`]): a valid
+///   one in another form is rewritten as IMF-fixdate (the library reads
+///   only that), an invalid `Expires` becomes `0`, "already expired"
+///   (RFC 9111 section 5.3), an invalid `Date` is dropped (the library then
+///   uses the time of receipt);
 /// - for a reverse proxy (`surrogate`), `Surrogate-Control` directives meant
 ///   for the edge replace `Cache-Control` and `Expires` (W3C Edge
 ///   Architecture), so an origin can give its surrogates a lifetime that
@@ -52,6 +57,7 @@ pub const SURROGATE_TOKEN: &str = "outpost";
 fn as_policy_reads_it(
     res: &http::response::Parts,
     surrogate: bool,
+    now: SystemTime,
 ) -> Option<http::response::Parts> {
     use http::header::{AGE, CACHE_CONTROL, EXPIRES};
     let mut adjusted: Option<http::response::Parts> = None;
@@ -83,41 +89,90 @@ fn as_policy_reads_it(
             copy.headers.insert(CACHE_CONTROL, v);
         }
     }
-    let ages: Vec<&[u8]> = res
-        .headers
-        .get_all(AGE)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let age_is_valid = match ages.as_slice() {
-        [] => true,
-        [one] => {
-            let trimmed = one.trim_ascii();
-            !trimmed.is_empty() && trimmed.iter().all(u8::is_ascii_digit)
-        }
-        _ => false,
-    };
     if let Some(stand_in) = status_stand_in(res.status, adjusted.as_ref().unwrap_or(res)) {
         adjusted.get_or_insert_with(|| res.clone()).status = stand_in;
     }
-    if !age_is_valid {
+    if let Some(age) = age_as_read(&res.headers) {
         let copy = adjusted.get_or_insert_with(|| res.clone());
         copy.headers.remove(AGE);
-        copy.headers.remove(EXPIRES);
-        let kept: Vec<String> = crate::cache_control::directives(&copy.headers)
-            .filter(|(name, _)| !matches!(name.as_str(), "max-age" | "s-maxage" | "immutable"))
-            .map(|(name, value)| match value {
-                Some(v) => format!("{name}={v}"),
-                None => name,
-            })
-            .chain(std::iter::once("max-age=0".to_string()))
-            .collect();
-        copy.headers.remove(CACHE_CONTROL);
-        if let Ok(v) = http::HeaderValue::from_str(&kept.join(", ")) {
-            copy.headers.insert(CACHE_CONTROL, v);
+        if let Some(secs) = age {
+            copy.headers.insert(AGE, http::HeaderValue::from(secs));
+        }
+    }
+    for name in [EXPIRES, http::header::DATE] {
+        let current = adjusted.as_ref().unwrap_or(res);
+        if let Some(date) = date_as_read(&current.headers, &name, now) {
+            let copy = adjusted.get_or_insert_with(|| res.clone());
+            copy.headers.remove(&name);
+            match date {
+                Some(v) => {
+                    copy.headers.insert(name, v);
+                }
+                None if name == EXPIRES => {
+                    copy.headers
+                        .insert(name, http::HeaderValue::from_static("0"));
+                }
+                None => {}
+            }
         }
     }
     adjusted
+}
+
+/// The largest delta-seconds a cache must handle; larger ones mean this
+/// (RFC 9111 section 1.2.2).
+const DELTA_SECONDS_MAX: u64 = 2_147_483_648;
+
+/// The `Age` the policy should see, when it differs from what the response
+/// says as written: `Some(None)` to drop it, `Some(Some(n))` to replace it,
+/// `None` when the single field line is already plain delta-seconds.
+fn age_as_read(headers: &http::HeaderMap) -> Option<Option<u64>> {
+    use http::header::AGE;
+    let mut lines = headers.get_all(AGE).iter();
+    let first_line = lines.next()?;
+    let several_lines = lines.next().is_some();
+    let first_member = first_line
+        .to_str()
+        .ok()
+        .and_then(|v| crate::cache_control::split_list(v).into_iter().next());
+    let secs = first_member
+        .filter(|m| m.bytes().all(|b| b.is_ascii_digit()))
+        .map(|m| {
+            m.parse::<u64>()
+                .map_or(DELTA_SECONDS_MAX, |n| n.min(DELTA_SECONDS_MAX))
+        });
+    let as_written = !several_lines
+        && first_member.is_some_and(|m| m.len() == first_line.len())
+        && secs.is_some_and(|n| n < DELTA_SECONDS_MAX);
+    (!as_written).then_some(secs)
+}
+
+/// The value of the date field `name` the policy should see, when it
+/// differs from what is written: `Some(Some(v))` a valid date rewritten as
+/// IMF-fixdate, `Some(None)` an invalid one, `None` absent or already
+/// IMF-fixdate. Several lines are invalid unless they are all the same.
+fn date_as_read(
+    headers: &http::HeaderMap,
+    name: &http::HeaderName,
+    now: SystemTime,
+) -> Option<Option<http::HeaderValue>> {
+    let mut lines = headers.get_all(name).iter();
+    let first = lines.next()?;
+    if lines.any(|other| other != first) {
+        return Some(None);
+    }
+    let Some(when) = first
+        .to_str()
+        .ok()
+        .and_then(|v| crate::date::parse_http_date(v, now))
+    else {
+        return Some(None);
+    };
+    let canonical = crate::date::format_http_date(when);
+    if headers.get_all(name).iter().count() == 1 && first.as_bytes() == canonical.as_bytes() {
+        return None;
+    }
+    Some(http::HeaderValue::from_str(&canonical).ok())
 }
 
 /// Statuses the policy library knows; it refuses to store any other.
@@ -214,7 +269,7 @@ pub fn policy_with_override(
     surrogate: bool,
 ) -> CachePolicy {
     let surrogate_view = if surrogate {
-        as_policy_reads_it(res, true)
+        as_policy_reads_it(res, true, now)
     } else {
         None
     };
@@ -300,8 +355,14 @@ mod tests {
         (req, res.body(()).unwrap().into_parts().0)
     }
 
+    /// A fixed instant: the rules under test depend on `now` only through
+    /// what the caller passes, so no test reads the clock.
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000)
+    }
+
     fn ttl(cc: Option<&str>, ov: &FreshnessOverride) -> Duration {
-        let now = SystemTime::now();
+        let now = now();
         let (req, res) = parts(cc);
         policy_with_override(&req, &res, now, Some(ov), false).time_to_live(now)
     }
@@ -331,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_minimum_freshness_does_not_share_responses_to_authorized_requests() {
-        let now = SystemTime::now();
+        let now = now();
         let ov = FreshnessOverride {
             min_fresh: Some(Duration::from_secs(86_400)),
             ..Default::default()
@@ -353,7 +414,7 @@ mod tests {
 
     #[test]
     fn private_and_no_store_only_when_asked() {
-        let now = SystemTime::now();
+        let now = now();
         let (req, res) = parts(Some("private, max-age=600"));
         let plain = FreshnessOverride::default();
         assert!(!policy_with_override(&req, &res, now, Some(&plain), false).is_storable());

@@ -24,6 +24,85 @@ fn http_date(offset_secs: i64) -> String {
     httpdate::fmt_http_date(t)
 }
 
+/// `offset_secs` from now in the obsolete RFC 850 form
+/// (`Thursday, 18-Aug-50 02:01:18 GMT`).
+fn rfc850_date(offset_secs: i64) -> String {
+    let imf = http_date(offset_secs);
+    let long = [
+        ("Mon", "Monday"),
+        ("Tue", "Tuesday"),
+        ("Wed", "Wednesday"),
+        ("Thu", "Thursday"),
+        ("Fri", "Friday"),
+        ("Sat", "Saturday"),
+        ("Sun", "Sunday"),
+    ]
+    .into_iter()
+    .find(|(short, _)| imf.starts_with(short))
+    .map(|(_, long)| long)
+    .unwrap();
+    // `Thu, 18 Aug 2050 02:01:18 GMT`
+    format!(
+        "{long}, {}-{}-{} {} GMT",
+        &imf[5..7],
+        &imf[8..11],
+        &imf[14..16],
+        &imf[17..25]
+    )
+}
+
+/// `offset_secs` from now in asctime form (`Thu Aug  8 02:01:18 2050`).
+fn asctime_date(offset_secs: i64) -> String {
+    let imf = http_date(offset_secs);
+    let day = imf[5..7].trim_start_matches('0');
+    format!(
+        "{} {} {day:>2} {} {}",
+        &imf[0..3],
+        &imf[8..11],
+        &imf[17..25],
+        &imf[12..16]
+    )
+}
+
+/// `res` with `name` sent on several field lines.
+fn with_lines(mut res: Resource, name: &str, values: &[&str]) -> Resource {
+    res.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    for v in values {
+        res.headers.push((name.to_string(), v.to_string()));
+    }
+    res
+}
+
+/// A response whose freshness can only come from its `Expires` (no
+/// Cache-Control, no Last-Modified for a heuristic).
+fn expires(value: &str) -> Resource {
+    let mut r = Resource::new(content(2000, 1))
+        .no_cache_headers()
+        .header("expires", value);
+    r.last_modified = None;
+    r
+}
+
+fn lower_case_month(imf: &str) -> String {
+    format!(
+        "{}{}{}",
+        &imf[..8],
+        imf[8..11].to_ascii_lowercase(),
+        &imf[11..]
+    )
+}
+
+/// `Thu, 18 Aug 50 02:01:18 GMT`
+fn two_digit_year(imf: &str) -> String {
+    format!("{}{}", &imf[..12], &imf[14..])
+}
+
+/// `Thu, 18 Aug 2050 2:01:18 GMT` (for an hour before 10), else the hour
+/// with a leading space dropped: either way not the grammar.
+fn one_digit_hour(imf: &str) -> String {
+    format!("{}{}", &imf[..17], &imf[18..])
+}
+
 /// What a client request must get.
 struct Expect {
     status: u16,
@@ -213,6 +292,98 @@ fn cases() -> Vec<Case> {
             resource: Resource::new(content(2000, 1))
                 .no_cache_headers()
                 .header("expires", &http_date(-3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires in the obsolete RFC 850 form gives freshness",
+            resource: expires(&rfc850_date(3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Expires in asctime form gives freshness",
+            resource: expires(&asctime_date(3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (doubled spaces) means already expired",
+            resource: expires(&http_date(3600).replacen(" 2", "  2", 1)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (UTC for GMT) means already expired",
+            resource: expires(&http_date(3600).replace("GMT", "UTC")),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (no zone) means already expired",
+            resource: expires(&http_date(3600).replace(" GMT", "")),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (lower-case month) means already expired",
+            resource: expires(&lower_case_month(&http_date(3600))),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (trailing garbage) means already expired",
+            resource: expires(&format!("{} x", http_date(3600))),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (two-digit year) means already expired",
+            resource: expires(&two_digit_year(&http_date(3600))),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (no comma) means already expired",
+            resource: expires(&http_date(3600).replacen(",", "", 1)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (1-digit hour) means already expired",
+            resource: expires(&one_digit_hour(&http_date(3600))),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires on two field lines that differ means already expired",
+            resource: with_lines(
+                expires(""),
+                "expires",
+                &[&http_date(3600), &http_date(3601)],
+            ),
             config: no_config,
             steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
             origin_requests: 2,
@@ -890,8 +1061,112 @@ fn cases() -> Vec<Case> {
             conditional: Some(0),
         },
         Case {
-            rule: "an Age that is not one non-negative integer makes the response stale",
+            rule: "Age: an invalid value (non-numeric: `abc`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "abc"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (negative: `-7200`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "-7200"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a float: `7200.0`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "7200.0"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a float: `1.5`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "1.5"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a prefix: `+5`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "+5"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a prefix: `a5`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "a5"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (empty: ``) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", ""),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a parameter: `7200;foo=bar`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "7200;foo=bar"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: a list uses its first member (0, 7200 is fresh)",
+            resource: res("max-age=3600").header("age", "0, 7200"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: a list uses its first member (0, 0 is fresh)",
             resource: res("max-age=3600").header("age", "0, 0"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: two field lines use the first (0, then 7200: fresh)",
+            resource: with_lines(res("max-age=3600"), "age", &["0", "7200"]),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: a list uses its first member (7200, 0 is stale)",
+            resource: res("max-age=3600").header("age", "7200, 0"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Age: two field lines use the first (7200, then 0: stale)",
+            resource: with_lines(res("max-age=3600"), "age", &["7200", "0"]),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Age: a value past 2^31 is very old, not ignored",
+            resource: res("max-age=3600").header("age", "99999999999999999999999"),
             config: no_config,
             steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
             origin_requests: 2,
