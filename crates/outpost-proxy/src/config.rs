@@ -182,6 +182,11 @@ pub struct ProxyConfig {
     /// ranges): HTTP written to a mail or database port can be read as
     /// commands by a lenient service (cross-protocol requests).
     pub forward_ports: Vec<(u16, u16)>,
+    /// The edge's own targeted cache-control field (RFC 9213 section 2.2,
+    /// e.g. `Outpost-Cache-Control`): for its reverse origins it takes
+    /// precedence over `CDN-Cache-Control`, which takes precedence over
+    /// `Cache-Control`; both are removed from what clients receive.
+    pub targeted_cache_control: Option<http::HeaderName>,
 }
 
 /// Squid's `Safe_ports`, less the ports of protocols the edge does not
@@ -266,6 +271,7 @@ impl Default for ProxyConfig {
             internal_destinations: Vec::new(),
             forward: None,
             forward_ports: default_forward_ports(),
+            targeted_cache_control: None,
         }
     }
 }
@@ -288,6 +294,28 @@ impl ProxyConfig {
         self.forward_ports
             .iter()
             .any(|&(low, high)| (low..=high).contains(&port))
+    }
+
+    /// The targeted cache-control fields the edge obeys for its reverse
+    /// origins, most specific first.
+    pub fn targeted_fields(&self) -> outpost_http::policy::TargetedFields {
+        outpost_http::policy::TargetedFields::new(self.targeted_cache_control.clone())
+    }
+
+    /// `headers` (a stored or received response's) as the edge's own
+    /// caching decisions read their directives: through the targeted
+    /// fields when the edge is the origin's CDN (`surrogate`), as they are
+    /// otherwise.
+    pub fn caching_view<'h>(
+        &self,
+        headers: &'h http::HeaderMap,
+        surrogate: bool,
+    ) -> std::borrow::Cow<'h, http::HeaderMap> {
+        if surrogate {
+            self.targeted_fields().view(headers)
+        } else {
+            std::borrow::Cow::Borrowed(headers)
+        }
     }
 
     pub fn forward_enabled(&self) -> bool {

@@ -407,12 +407,13 @@ impl Engine {
         response: &response::Parts,
     ) -> outpost_http::policy::CachePolicy {
         let preq = self.policy_request(client, route, &response.headers);
+        let targeted = route.surrogate.then(|| self.config.targeted_fields());
         outpost_http::policy::policy_with_override(
             &preq,
             response,
             SystemTime::now(),
             self.rule(route).map(|r| &r.freshness),
-            route.surrogate,
+            targeted.as_ref(),
         )
     }
 
@@ -750,9 +751,10 @@ impl Engine {
                         request,
                         matches: true,
                     } if obj.is_complete() => {
-                        if let Some(window) =
-                            cache_control::seconds(&head.headers, "stale-while-revalidate")
-                            && head.staleness(now) <= Duration::from_secs(window)
+                        if let Some(window) = cache_control::seconds(
+                            &self.config.caching_view(&head.headers, route.surrogate),
+                            "stale-while-revalidate",
+                        ) && head.staleness(now) <= Duration::from_secs(window)
                             && !demands_validation(&parts.headers)
                         {
                             // RFC 5861: answer now from the stale copy, and
@@ -1321,8 +1323,9 @@ impl Engine {
             cache_control::seconds(h, "stale-if-error")
                 .is_some_and(|w| staleness <= Duration::from_secs(w))
         };
-        let stale_ok = !forbids_stale(&head.headers)
-            && (self.config.fill.serve_stale_on_error || within(&head.headers) || within(&client));
+        let directives = self.config.caching_view(&head.headers, route.surrogate);
+        let stale_ok = !forbids_stale(&directives)
+            && (self.config.fill.serve_stale_on_error || within(&directives) || within(&client));
         let resp = match self.upstream.send_as(req, target.class, target.reach).await {
             Ok(resp) => resp,
             Err(UpstreamError::Refused(refusal)) => return Outcome::Refused(refusal),
