@@ -1012,12 +1012,14 @@ impl Engine {
             let pending_map = self.pending.clone();
             let key = key.clone();
             // The leader runs on its own so that a client hanging up does
-            // not cancel the fetch everyone waits for.
-            tokio::spawn(async move {
+            // not cancel the fetch everyone waits for. Interim responses
+            // to its request go to the client that led, not the joiners.
+            let interim = crate::interim::current();
+            tokio::spawn(crate::interim::scope(interim, async move {
                 let outcome = work.await;
                 lock(&pending_map).remove(&key);
                 let _ = tx.send(Some(outcome));
-            });
+            }));
             break (rx, true);
         };
         match rx.wait_for(|o| o.is_some()).await {

@@ -187,10 +187,11 @@ impl Upstream {
     /// Sends `req` on the connection pool of `class` and `reach`.
     pub async fn send_as(
         &self,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
         class: Class,
         reach: Reach,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        crate::interim::forward_to_client(&mut req);
         let exchange = async {
             match (reach, class) {
                 (Reach::Configured, Class::Interactive) => self.client.request(req).await,

@@ -1589,3 +1589,143 @@ async fn every_caching_rule_holds() {
         failures.join("\n")
     );
 }
+
+/// A fake origin on a raw socket (the testkit origin cannot send 1xx): every
+/// request gets `103 Early Hints` and `102 Processing` before a storable
+/// 200. Returns its address and a count of the requests it answered.
+async fn interim_origin() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let answer = b"HTTP/1.1 103 Early Hints\r\n\
+                            Link: </style.css>; rel=preload; as=style\r\n\r\n\
+                            HTTP/1.1 102 Processing\r\n\r\n\
+                            HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\
+                            Cache-Control: max-age=3600\r\nETag: \"e1\"\r\n\r\nhello";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, answered)
+}
+
+/// Sends `request` on a new connection and reads until the final response
+/// (the first non-1xx head) and its 5-byte body are in: everything the
+/// client saw, as text.
+async fn raw_exchange(edge: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut socket = tokio::net::TcpStream::connect(edge).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&seen).to_string();
+            let final_head = text
+                .match_indices("HTTP/1.")
+                .map(|(at, _)| at)
+                .find(|&at| !text[at + 9..].starts_with('1'));
+            if let Some(at) = final_head
+                && let Some(end) = text[at..].find("\r\n\r\n")
+                && text.len() >= at + end + 4 + 5
+            {
+                return text;
+            }
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return text,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("no final response within 10 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_responses_reach_the_client_that_caused_them_and_are_never_stored() {
+    use std::sync::atomic::Ordering;
+    let (origin, answered) = interim_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        origin: Some(format!("http://{origin}/").parse().unwrap()),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        ..ProxyConfig::default()
+    };
+    let store = Store::open(StoreConfig::new(dir.path(), 1 << 30)).unwrap();
+    let engine: Arc<Engine> = Engine::new(config, store);
+    let server = Server::bind(engine.clone()).await.unwrap();
+    let edge = server.local_addrs()[0];
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+
+    let miss = raw_exchange(edge, "GET /r HTTP/1.1\r\nHost: site\r\n\r\n").await;
+    let early = miss.find("HTTP/1.1 103 Early Hints\r\n");
+    let processing = miss.find("HTTP/1.1 102 Processing\r\n");
+    let ok = miss.find("HTTP/1.1 200 OK\r\n");
+    assert!(
+        early.is_some() && early < processing && processing < ok,
+        "the 1xx come first, in order:\n{miss}"
+    );
+    let hints = &miss[early.unwrap()..processing.unwrap()];
+    assert!(
+        hints
+            .to_ascii_lowercase()
+            .contains("link: </style.css>; rel=preload; as=style"),
+        "the hint's fields are passed on:\n{hints}"
+    );
+    assert!(miss.ends_with("hello"), "{miss}");
+    assert!(
+        wait_until(Duration::from_secs(10), || engine
+            .fills
+            .progress()
+            .is_empty())
+        .await,
+        "fill never finished"
+    );
+
+    let hit = raw_exchange(edge, "GET /r HTTP/1.1\r\nHost: site\r\n\r\n").await;
+    assert!(
+        hit.starts_with("HTTP/1.1 200 OK\r\n"),
+        "a hit has no 1xx:\n{hit}"
+    );
+    assert!(hit.to_ascii_lowercase().contains("x-cache: hit"), "{hit}");
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+
+    // An HTTP/1.0 client must not get a 1xx (RFC 9110 section 15.2), even
+    // when its request reaches the origin, which sends them.
+    let old = raw_exchange(
+        edge,
+        "GET /r HTTP/1.0\r\nHost: site\r\nCache-Control: no-cache\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answered.load(Ordering::SeqCst), 2, "the origin was asked");
+    assert!(
+        old.starts_with("HTTP/1.1 200 OK\r\n"),
+        "no 1xx for HTTP/1.0:\n{old}"
+    );
+
+    shutdown.cancel();
+    let _ = task.await;
+}
