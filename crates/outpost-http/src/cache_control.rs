@@ -11,6 +11,8 @@
 //! that does not parse or gives a known directive a value of the wrong
 //! type, and the caller then ignores it.
 
+use std::time::Duration;
+
 use http::HeaderMap;
 use http::header::CACHE_CONTROL;
 
@@ -102,6 +104,57 @@ pub fn forbids_stale(headers: &HeaderMap) -> bool {
             "must-revalidate" | "proxy-revalidate" | "no-cache" | "no-store"
         )
     })
+}
+
+/// Whether a stored response that has been stale for `staleness` may be
+/// served at once while it is revalidated in the background (RFC 5861
+/// section 3): within its `stale-while-revalidate` window, counted from the
+/// end of its freshness, and not against an explicit prohibition
+/// (`must-revalidate`, `proxy-revalidate`, `no-cache`, `no-store`: RFC 9111
+/// section 4.2.4 makes them a MUST NOT, which a MAY does not lift).
+/// `s-maxage` implies proxy-revalidate only; an origin that also sends
+/// `stale-while-revalidate` has said what it wants, and
+/// `s-maxage=60, stale-while-revalidate=600` is how CDNs are told to do it.
+pub fn stale_while_revalidate_allows(response: &HeaderMap, staleness: Duration) -> bool {
+    !forbids_stale(response)
+        && seconds(response, "stale-while-revalidate")
+            .is_some_and(|window| staleness <= Duration::from_secs(window))
+}
+
+/// Whether a stored response that has been stale for `staleness` may be
+/// served because the origin failed (unreachable, or a 5xx):
+///
+/// - never against `must-revalidate`, `proxy-revalidate`, `no-cache` or
+///   `no-store`;
+/// - within a `stale-if-error` window of the response or the request
+///   (RFC 5861 section 4), counted from the end of freshness;
+/// - else by the admin's default (`serve_on_error`, RFC 9111 section 4.2.4
+///   lets a disconnected cache serve stale), unless the origin or the
+///   client closed that door: an explicit `stale-if-error` window that has
+///   passed, or `s-maxage`, which carries proxy-revalidate's semantics for
+///   a shared cache (RFC 9111 section 5.2.2.10).
+pub fn stale_on_error_allows(
+    response: &HeaderMap,
+    request: &HeaderMap,
+    staleness: Duration,
+    serve_on_error: bool,
+) -> bool {
+    if forbids_stale(response) {
+        return false;
+    }
+    let windows = [
+        seconds(response, "stale-if-error"),
+        seconds(request, "stale-if-error"),
+    ];
+    if windows
+        .iter()
+        .flatten()
+        .any(|&w| staleness <= Duration::from_secs(w))
+    {
+        return true;
+    }
+    let origin_said_how_long = windows.iter().any(Option::is_some);
+    serve_on_error && !origin_said_how_long && seconds(response, "s-maxage").is_none()
 }
 
 /// The largest delta-seconds a cache must handle (RFC 9111 section 1.2.2).
@@ -471,5 +524,78 @@ mod tests {
             assert_eq!(targeted_of(&[v]), None, "{v:?}");
         }
         assert_eq!(targeted_of(&[]), None, "absent");
+    }
+
+    #[test]
+    fn stale_while_revalidate_only_where_nothing_forbids_stale() {
+        let secs = Duration::from_secs;
+        let swr = |cc: &str, stale: u64| stale_while_revalidate_allows(&h(&[cc]), secs(stale));
+        assert!(swr("max-age=1, stale-while-revalidate=60", 30));
+        assert!(
+            !swr("max-age=1, stale-while-revalidate=60", 61),
+            "past the window"
+        );
+        assert!(!swr("max-age=1", 0), "no window");
+        for forbidding in [
+            "must-revalidate",
+            "proxy-revalidate",
+            "no-cache",
+            "no-store",
+        ] {
+            assert!(
+                !swr(
+                    &format!("max-age=1, {forbidding}, stale-while-revalidate=60"),
+                    1
+                ),
+                "{forbidding}"
+            );
+        }
+        assert!(
+            swr("s-maxage=1, stale-while-revalidate=60", 1),
+            "an explicit window with s-maxage"
+        );
+    }
+
+    #[test]
+    fn stale_on_error_follows_the_windows_and_the_prohibitions() {
+        let secs = Duration::from_secs;
+        let none = HeaderMap::new();
+        let on_error = |cc: &str, req: &HeaderMap, stale: u64, switch: bool| {
+            stale_on_error_allows(&h(&[cc]), req, secs(stale), switch)
+        };
+        assert!(on_error("max-age=1", &none, 9999, true), "the admin switch");
+        assert!(!on_error("max-age=1", &none, 1, false));
+        assert!(on_error("max-age=1, stale-if-error=60", &none, 30, false));
+        assert!(
+            !on_error("max-age=1, stale-if-error=60", &none, 61, true),
+            "an elapsed window closes the switch"
+        );
+        let asks = h(&["stale-if-error=60"]);
+        assert!(on_error("max-age=1", &asks, 30, false));
+        assert!(!on_error("max-age=1", &asks, 61, true));
+        assert!(
+            !on_error("max-age=1, s-maxage=1", &none, 1, true),
+            "s-maxage"
+        );
+        assert!(
+            on_error("s-maxage=1, stale-if-error=60", &none, 30, true),
+            "explicit permission"
+        );
+        for forbidding in [
+            "must-revalidate",
+            "proxy-revalidate",
+            "no-cache",
+            "no-store",
+        ] {
+            assert!(
+                !on_error(
+                    &format!("max-age=1, {forbidding}, stale-if-error=60"),
+                    &none,
+                    1,
+                    true
+                ),
+                "{forbidding}"
+            );
+        }
     }
 }

@@ -108,8 +108,10 @@ pub struct FillConfig {
     pub upstream_header_timeout: Duration,
     /// A fill whose body stalls this long is treated as dropped.
     pub upstream_idle_timeout: Duration,
-    /// Serve a stale object when the origin cannot be reached (unless the
-    /// response forbids it with must-revalidate, proxy-revalidate or no-cache).
+    /// Serve a stale object when the origin cannot be reached or answers
+    /// 5xx (unless the response forbids it with must-revalidate,
+    /// proxy-revalidate, no-cache or s-maxage, or a stale-if-error window
+    /// of the response or request has passed).
     pub serve_stale_on_error: bool,
     /// Fills running at once; a miss beyond this gets 503 + Retry-After.
     pub max_fills: usize,

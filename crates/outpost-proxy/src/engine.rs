@@ -10,7 +10,7 @@ use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request, response,
 };
 use hyper::body::Incoming;
-use outpost_http::cache_control::{self, forbids_stale};
+use outpost_http::cache_control;
 use outpost_http::headers::{
     FILL_CONTROLLED_REQUEST_HEADERS, add_via, add_via_as, strip_hop_by_hop, via_names,
 };
@@ -751,11 +751,10 @@ impl Engine {
                         request,
                         matches: true,
                     } if obj.is_complete() => {
-                        if let Some(window) = cache_control::seconds(
+                        if cache_control::stale_while_revalidate_allows(
                             &self.config.caching_view(&head.headers, route.surrogate),
-                            "stale-while-revalidate",
-                        ) && head.staleness(now) <= Duration::from_secs(window)
-                            && !demands_validation(&parts.headers)
+                            head.staleness(now),
+                        ) && !demands_validation(&parts.headers)
                         {
                             // RFC 5861: answer now from the stale copy, and
                             // refresh it for the next client.
@@ -1317,17 +1316,15 @@ impl Engine {
             .upstream_requests
             .fetch_add(1, Ordering::Relaxed);
         let head = obj.head();
-        // Stale on error: when the admin switch says so, or within the
-        // response's or the request's stale-if-error window (RFC 5861);
-        // never against must-revalidate, proxy-revalidate or no-cache.
-        let staleness = head.staleness(SystemTime::now());
-        let within = |h: &HeaderMap| {
-            cache_control::seconds(h, "stale-if-error")
-                .is_some_and(|w| staleness <= Duration::from_secs(w))
-        };
-        let directives = self.config.caching_view(&head.headers, route.surrogate);
-        let stale_ok = !forbids_stale(&directives)
-            && (self.config.fill.serve_stale_on_error || within(&directives) || within(&client));
+        // Stale on error: within the response's or the request's
+        // stale-if-error window, or by the admin switch where the origin
+        // did not close the door (cache_control::stale_on_error_allows).
+        let stale_ok = cache_control::stale_on_error_allows(
+            &self.config.caching_view(&head.headers, route.surrogate),
+            &client,
+            head.staleness(SystemTime::now()),
+            self.config.fill.serve_stale_on_error,
+        );
         let resp = match self.upstream.send_as(req, target.class, target.reach).await {
             Ok(resp) => resp,
             Err(UpstreamError::Refused(refusal)) => return Outcome::Refused(refusal),
