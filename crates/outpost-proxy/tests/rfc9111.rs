@@ -1829,3 +1829,42 @@ async fn interim_responses_reach_the_client_that_caused_them_and_are_never_store
     shutdown.cancel();
     let _ = task.await;
 }
+
+/// Not an RFC rule, but what an admin reads when the origin is down: the
+/// 502 says why (refused, and where), not "client error (Connect)".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_origin_says_why_in_its_502() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (origin, why) in [
+        (
+            format!("http://127.0.0.1:{port}/"),
+            format!("connection refused (127.0.0.1:{port})"),
+        ),
+        (
+            "http://outpost-test.invalid/".to_string(),
+            "DNS lookup failed (outpost-test.invalid:80)".to_string(),
+        ),
+    ] {
+        let config = ProxyConfig {
+            origin: Some(origin.parse().unwrap()),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..ProxyConfig::default()
+        };
+        let store = Store::open(StoreConfig::new(dir.path(), 1 << 30)).unwrap();
+        let engine: Arc<Engine> = Engine::new(config, store);
+        let server = Server::bind(engine).await.unwrap();
+        let client = Client::new(server.local_addrs()[0]);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        let reply = client.get(PATH, &[]).await.unwrap();
+        let body = String::from_utf8_lossy(&reply.body).to_string();
+        shutdown.cancel();
+        let _ = task.await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(body.contains(&why), "{origin}: {body}");
+    }
+}
