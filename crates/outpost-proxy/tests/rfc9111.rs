@@ -1868,3 +1868,42 @@ async fn an_unreachable_origin_says_why_in_its_502() {
         assert!(body.contains(&why), "{origin}: {body}");
     }
 }
+
+/// A forward proxy is not the origin's CDN: `CDN-Cache-Control` neither
+/// stores a `no-store` response nor is taken away from the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_mode_ignores_cdn_cache_control_and_passes_it_on() {
+    let origin = Origin::start().await;
+    origin.put(PATH, cdn("no-store", "max-age=3600"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        internal_destinations: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ProxyConfig::default()
+    };
+    let store = Store::open(StoreConfig::new(dir.path(), 1 << 30)).unwrap();
+    let engine: Arc<Engine> = Engine::new(config, store);
+    let server = Server::bind(engine).await.unwrap();
+    let client = Client::new(server.local_addrs()[0]);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    let url = origin.url(PATH);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let reply = client.get(&url, &[]).await.unwrap();
+        seen.push((
+            reply.status,
+            reply.header("x-cache").map(str::to_string),
+            reply.header("cdn-cache-control").map(str::to_string),
+        ));
+    }
+    shutdown.cancel();
+    let _ = task.await;
+    let passed = (
+        StatusCode::OK,
+        Some("PASS".to_string()),
+        Some("max-age=3600".to_string()),
+    );
+    assert_eq!(seen, vec![passed.clone(), passed]);
+    assert_eq!(origin.count(PATH), 2);
+}
