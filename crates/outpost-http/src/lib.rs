@@ -11,6 +11,7 @@
 //! - nothing here reads the clock: callers pass `now`.
 
 pub mod cache_control;
+pub mod date;
 pub mod headers;
 pub mod key;
 pub mod path;

@@ -25,9 +25,76 @@ pub fn policy_for(
     res: &http::response::Parts,
     now: SystemTime,
 ) -> CachePolicy {
-    match as_policy_reads_it(res, false) {
+    match as_policy_reads_it(res, None, now) {
         Some(adjusted) => CachePolicy::new_options(req, &adjusted, now, shared_cache_options()),
         None => CachePolicy::new_options(req, res, now, shared_cache_options()),
+    }
+}
+
+/// The targeted cache-control fields (RFC 9213) an edge obeys as the CDN of
+/// its reverse origins, most specific first: the admin's own field name
+/// (`server.targeted_cache_control`, e.g. `Outpost-Cache-Control`), then
+/// `CDN-Cache-Control`. Not used in forward mode, where the edge is not
+/// the origin's CDN.
+#[derive(Debug, Clone)]
+pub struct TargetedFields {
+    names: Vec<http::HeaderName>,
+}
+
+/// The field every CDN obeys (RFC 9213 section 3).
+pub const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
+
+impl TargetedFields {
+    pub fn new(own: Option<http::HeaderName>) -> Self {
+        let cdn = http::HeaderName::from_static(CDN_CACHE_CONTROL);
+        let mut names: Vec<http::HeaderName> = own.into_iter().filter(|own| *own != cdn).collect();
+        names.push(cdn);
+        Self { names }
+    }
+
+    /// The directives of the first targeted field present with a valid,
+    /// non-empty value, as a `Cache-Control` value (RFC 9213 section 2.2);
+    /// `None` when no such field applies.
+    pub fn directives(&self, headers: &http::HeaderMap) -> Option<String> {
+        self.names
+            .iter()
+            .filter(|name| headers.contains_key(*name))
+            .find_map(|name| crate::cache_control::targeted(headers.get_all(name)))
+    }
+
+    /// `headers` as the edge's own caching reads them (for the directives
+    /// the policy library does not handle: stale-while-revalidate,
+    /// stale-if-error, must-revalidate): when a targeted field applies, its
+    /// directives replace `Cache-Control` and `Expires` is dropped.
+    pub fn view<'h>(&self, headers: &'h http::HeaderMap) -> std::borrow::Cow<'h, http::HeaderMap> {
+        match self.directives(headers) {
+            None => std::borrow::Cow::Borrowed(headers),
+            Some(directives) => {
+                let mut view = headers.clone();
+                replace_cache_control(&mut view, &directives);
+                std::borrow::Cow::Owned(view)
+            }
+        }
+    }
+
+    /// Removes every targeted field: they are addressed to this edge, not
+    /// to the clients behind it.
+    pub fn strip(&self, headers: &mut http::HeaderMap) {
+        for name in &self.names {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Puts `directives` in place of `Cache-Control` and `Expires` (a targeted
+/// field overrides both, RFC 9213 section 2.2).
+fn replace_cache_control(headers: &mut http::HeaderMap, directives: &str) {
+    headers.remove(http::header::CACHE_CONTROL);
+    headers.remove(http::header::EXPIRES);
+    if !directives.is_empty()
+        && let Ok(v) = http::HeaderValue::from_str(directives)
+    {
+        headers.insert(http::header::CACHE_CONTROL, v);
     }
 }
 
@@ -41,17 +108,24 @@ pub const SURROGATE_TOKEN: &str = "outpost";
 /// - `Cache-Control` in canonical form: names in lower case (the library
 ///   compares exactly, and `No-Cache` must still forbid reuse without
 ///   revalidation), `max-age = 5` and the like dropped as not the syntax;
-/// - an `Age` that is not exactly one non-negative integer on one field
-///   line makes the response stale at once: its true age is unknown, so
-///   the safe reading is "check before use" (the public cache-tests suite
-///   asks the same);
-/// - for a reverse proxy (`surrogate`), `Surrogate-Control` directives meant
-///   for the edge replace `Cache-Control` and `Expires` (W3C Edge
-///   Architecture), so an origin can give its surrogates a lifetime that
-///   browsers do not see.
+/// - `Age` (RFC 9111 section 5.1) as its first member: a list-valued
+///   `Age: 10, 20` (or two field lines) is 10; a first member that is not
+///   delta-seconds (`abc`, `-5`, `1.5`, `+5`, empty) is ignored as if the
+///   field were absent; a huge one is 2^31 (section 1.2.2);
+/// - `Expires` and `Date` as strict HTTP-dates ([`crate::date`]): a valid
+///   one in another form is rewritten as IMF-fixdate (the library reads
+///   only that), an invalid `Expires` becomes `0`, "already expired"
+///   (RFC 9111 section 5.3), an invalid `Date` is dropped (the library then
+///   uses the time of receipt);
+/// - for a reverse proxy (`targeted` given), the first targeted field that
+///   applies (the admin's own, then `CDN-Cache-Control`, RFC 9213) replaces
+///   `Cache-Control` and `Expires`; without one, `Surrogate-Control`
+///   directives meant for the edge do (W3C Edge Architecture). Either way
+///   an origin can give its CDN a lifetime that browsers do not see.
 fn as_policy_reads_it(
     res: &http::response::Parts,
-    surrogate: bool,
+    targeted: Option<&TargetedFields>,
+    now: SystemTime,
 ) -> Option<http::response::Parts> {
     use http::header::{AGE, CACHE_CONTROL, EXPIRES};
     let mut adjusted: Option<http::response::Parts> = None;
@@ -75,7 +149,13 @@ fn as_policy_reads_it(
             }
         }
     }
-    if surrogate && let Some(directives) = surrogate_directives(&res.headers) {
+    let targeted_directives = targeted.and_then(|t| t.directives(&res.headers));
+    if let Some(directives) = targeted_directives {
+        let copy = adjusted.get_or_insert_with(|| res.clone());
+        replace_cache_control(&mut copy.headers, &directives);
+    } else if targeted.is_some()
+        && let Some(directives) = surrogate_directives(&res.headers)
+    {
         let copy = adjusted.get_or_insert_with(|| res.clone());
         copy.headers.remove(CACHE_CONTROL);
         copy.headers.remove(EXPIRES);
@@ -83,41 +163,90 @@ fn as_policy_reads_it(
             copy.headers.insert(CACHE_CONTROL, v);
         }
     }
-    let ages: Vec<&[u8]> = res
-        .headers
-        .get_all(AGE)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let age_is_valid = match ages.as_slice() {
-        [] => true,
-        [one] => {
-            let trimmed = one.trim_ascii();
-            !trimmed.is_empty() && trimmed.iter().all(u8::is_ascii_digit)
-        }
-        _ => false,
-    };
     if let Some(stand_in) = status_stand_in(res.status, adjusted.as_ref().unwrap_or(res)) {
         adjusted.get_or_insert_with(|| res.clone()).status = stand_in;
     }
-    if !age_is_valid {
+    if let Some(age) = age_as_read(&res.headers) {
         let copy = adjusted.get_or_insert_with(|| res.clone());
         copy.headers.remove(AGE);
-        copy.headers.remove(EXPIRES);
-        let kept: Vec<String> = crate::cache_control::directives(&copy.headers)
-            .filter(|(name, _)| !matches!(name.as_str(), "max-age" | "s-maxage" | "immutable"))
-            .map(|(name, value)| match value {
-                Some(v) => format!("{name}={v}"),
-                None => name,
-            })
-            .chain(std::iter::once("max-age=0".to_string()))
-            .collect();
-        copy.headers.remove(CACHE_CONTROL);
-        if let Ok(v) = http::HeaderValue::from_str(&kept.join(", ")) {
-            copy.headers.insert(CACHE_CONTROL, v);
+        if let Some(secs) = age {
+            copy.headers.insert(AGE, http::HeaderValue::from(secs));
+        }
+    }
+    for name in [EXPIRES, http::header::DATE] {
+        let current = adjusted.as_ref().unwrap_or(res);
+        if let Some(date) = date_as_read(&current.headers, &name, now) {
+            let copy = adjusted.get_or_insert_with(|| res.clone());
+            copy.headers.remove(&name);
+            match date {
+                Some(v) => {
+                    copy.headers.insert(name, v);
+                }
+                None if name == EXPIRES => {
+                    copy.headers
+                        .insert(name, http::HeaderValue::from_static("0"));
+                }
+                None => {}
+            }
         }
     }
     adjusted
+}
+
+/// The largest delta-seconds a cache must handle; larger ones mean this
+/// (RFC 9111 section 1.2.2).
+const DELTA_SECONDS_MAX: u64 = 2_147_483_648;
+
+/// The `Age` the policy should see, when it differs from what the response
+/// says as written: `Some(None)` to drop it, `Some(Some(n))` to replace it,
+/// `None` when the single field line is already plain delta-seconds.
+fn age_as_read(headers: &http::HeaderMap) -> Option<Option<u64>> {
+    use http::header::AGE;
+    let mut lines = headers.get_all(AGE).iter();
+    let first_line = lines.next()?;
+    let several_lines = lines.next().is_some();
+    let first_member = first_line
+        .to_str()
+        .ok()
+        .and_then(|v| crate::cache_control::split_list(v).into_iter().next());
+    let secs = first_member
+        .filter(|m| m.bytes().all(|b| b.is_ascii_digit()))
+        .map(|m| {
+            m.parse::<u64>()
+                .map_or(DELTA_SECONDS_MAX, |n| n.min(DELTA_SECONDS_MAX))
+        });
+    let as_written = !several_lines
+        && first_member.is_some_and(|m| m.len() == first_line.len())
+        && secs.is_some_and(|n| n < DELTA_SECONDS_MAX);
+    (!as_written).then_some(secs)
+}
+
+/// The value of the date field `name` the policy should see, when it
+/// differs from what is written: `Some(Some(v))` a valid date rewritten as
+/// IMF-fixdate, `Some(None)` an invalid one, `None` absent or already
+/// IMF-fixdate. Several lines are invalid unless they are all the same.
+fn date_as_read(
+    headers: &http::HeaderMap,
+    name: &http::HeaderName,
+    now: SystemTime,
+) -> Option<Option<http::HeaderValue>> {
+    let mut lines = headers.get_all(name).iter();
+    let first = lines.next()?;
+    if lines.any(|other| other != first) {
+        return Some(None);
+    }
+    let Some(when) = first
+        .to_str()
+        .ok()
+        .and_then(|v| crate::date::parse_http_date(v, now))
+    else {
+        return Some(None);
+    };
+    let canonical = crate::date::format_http_date(when);
+    if headers.get_all(name).iter().count() == 1 && first.as_bytes() == canonical.as_bytes() {
+        return None;
+    }
+    Some(http::HeaderValue::from_str(&canonical).ok())
 }
 
 /// Statuses the policy library knows; it refuses to store any other.
@@ -204,17 +333,18 @@ pub struct FreshnessOverride {
 
 /// [`policy_for`] with an admin override: the policy is computed from a
 /// copy of the response whose `Cache-Control` says what the override wants.
-/// `surrogate`: the edge is the origin's reverse proxy, so
-/// `Surrogate-Control` applies. The headers clients receive are not changed.
+/// `targeted`: the edge is the origin's reverse proxy (its CDN), so the
+/// targeted fields and `Surrogate-Control` apply; `None` in forward mode.
+/// The headers clients receive are not changed.
 pub fn policy_with_override(
     req: &http::request::Parts,
     res: &http::response::Parts,
     now: SystemTime,
     ov: Option<&FreshnessOverride>,
-    surrogate: bool,
+    targeted: Option<&TargetedFields>,
 ) -> CachePolicy {
-    let surrogate_view = if surrogate {
-        as_policy_reads_it(res, true)
+    let surrogate_view = if targeted.is_some() {
+        as_policy_reads_it(res, targeted, now)
     } else {
         None
     };
@@ -300,10 +430,16 @@ mod tests {
         (req, res.body(()).unwrap().into_parts().0)
     }
 
+    /// A fixed instant: the rules under test depend on `now` only through
+    /// what the caller passes, so no test reads the clock.
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000)
+    }
+
     fn ttl(cc: Option<&str>, ov: &FreshnessOverride) -> Duration {
-        let now = SystemTime::now();
+        let now = now();
         let (req, res) = parts(cc);
-        policy_with_override(&req, &res, now, Some(ov), false).time_to_live(now)
+        policy_with_override(&req, &res, now, Some(ov), None).time_to_live(now)
     }
 
     #[test]
@@ -331,7 +467,7 @@ mod tests {
 
     #[test]
     fn a_minimum_freshness_does_not_share_responses_to_authorized_requests() {
-        let now = SystemTime::now();
+        let now = now();
         let ov = FreshnessOverride {
             min_fresh: Some(Duration::from_secs(86_400)),
             ..Default::default()
@@ -340,29 +476,57 @@ mod tests {
         req.headers
             .insert("authorization", "Basic YWxpY2U6cHc=".parse().unwrap());
         assert!(
-            !policy_with_override(&req, &res, now, Some(&ov), false).is_storable(),
+            !policy_with_override(&req, &res, now, Some(&ov), None).is_storable(),
             "RFC 9111 section 3.5: only the origin makes it shareable"
         );
         let (mut req, res) = parts(Some("s-maxage=60"));
         req.headers
             .insert("authorization", "Basic YWxpY2U6cHc=".parse().unwrap());
-        let policy = policy_with_override(&req, &res, now, Some(&ov), false);
+        let policy = policy_with_override(&req, &res, now, Some(&ov), None);
         assert!(policy.is_storable(), "the origin's s-maxage shares it");
         assert_eq!(policy.time_to_live(now), Duration::from_secs(86_400));
     }
 
     #[test]
     fn private_and_no_store_only_when_asked() {
-        let now = SystemTime::now();
+        let now = now();
         let (req, res) = parts(Some("private, max-age=600"));
         let plain = FreshnessOverride::default();
-        assert!(!policy_with_override(&req, &res, now, Some(&plain), false).is_storable());
+        assert!(!policy_with_override(&req, &res, now, Some(&plain), None).is_storable());
         let forced = FreshnessOverride {
             cache_private: true,
             ..Default::default()
         };
-        let policy = policy_with_override(&req, &res, now, Some(&forced), false);
+        let policy = policy_with_override(&req, &res, now, Some(&forced), None);
         assert!(policy.is_storable());
         assert_eq!(policy.time_to_live(now), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn cdn_cache_control_counts_only_for_an_edge_that_is_the_cdn() {
+        let now = now();
+        let (req, mut res) = parts(Some("no-store"));
+        res.headers
+            .insert("cdn-cache-control", "max-age=600".parse().unwrap());
+        let forward = policy_with_override(&req, &res, now, None, None);
+        assert!(!forward.is_storable(), "forward mode: Cache-Control rules");
+        let targeted = TargetedFields::new(None);
+        let reverse = policy_with_override(&req, &res, now, None, Some(&targeted));
+        assert!(reverse.is_storable());
+        assert_eq!(reverse.time_to_live(now), Duration::from_secs(600));
+        let own = TargetedFields::new(Some(http::HeaderName::from_static("outpost-cache-control")));
+        res.headers
+            .insert("outpost-cache-control", "max-age=60".parse().unwrap());
+        let mine = policy_with_override(&req, &res, now, None, Some(&own));
+        assert_eq!(
+            mine.time_to_live(now),
+            Duration::from_secs(60),
+            "most specific wins"
+        );
+        let mut stripped = res.headers.clone();
+        own.strip(&mut stripped);
+        assert!(!stripped.contains_key("outpost-cache-control"));
+        assert!(!stripped.contains_key("cdn-cache-control"));
+        assert!(stripped.contains_key("cache-control"));
     }
 }

@@ -130,8 +130,10 @@ pub struct FillConfig {
     pub upstream_header_timeout: Duration,
     /// A fill whose body stalls this long is treated as dropped.
     pub upstream_idle_timeout: Duration,
-    /// Serve a stale object when the origin cannot be reached (unless the
-    /// response forbids it with must-revalidate, proxy-revalidate or no-cache).
+    /// Serve a stale object when the origin cannot be reached or answers
+    /// 5xx (unless the response forbids it with must-revalidate,
+    /// proxy-revalidate, no-cache or s-maxage, or a stale-if-error window
+    /// of the response or request has passed).
     pub serve_stale_on_error: bool,
     /// Fills running at once; a miss beyond this gets 503 + Retry-After.
     pub max_fills: usize,
@@ -206,8 +208,10 @@ pub struct ProxyConfig {
     pub forward_ports: Vec<(u16, u16)>,
     /// How long SIGTERM lets responses in flight finish before stopping.
     pub drain: Duration,
-    /// The edge's own RFC 9213 targeted cache-control field (reverse
-    /// mode), e.g. `Outpost-Cache-Control`.
+    /// The edge's own targeted cache-control field (RFC 9213 section 2.2,
+    /// e.g. `Outpost-Cache-Control`): for its reverse origins it takes
+    /// precedence over `CDN-Cache-Control`, which takes precedence over
+    /// `Cache-Control`; both are removed from what clients receive.
     pub targeted_cache_control: Option<http::HeaderName>,
 }
 
@@ -317,6 +321,28 @@ impl ProxyConfig {
         self.forward_ports
             .iter()
             .any(|&(low, high)| (low..=high).contains(&port))
+    }
+
+    /// The targeted cache-control fields the edge obeys for its reverse
+    /// origins, most specific first.
+    pub fn targeted_fields(&self) -> outpost_http::policy::TargetedFields {
+        outpost_http::policy::TargetedFields::new(self.targeted_cache_control.clone())
+    }
+
+    /// `headers` (a stored or received response's) as the edge's own
+    /// caching decisions read their directives: through the targeted
+    /// fields when the edge is the origin's CDN (`surrogate`), as they are
+    /// otherwise.
+    pub fn caching_view<'h>(
+        &self,
+        headers: &'h http::HeaderMap,
+        surrogate: bool,
+    ) -> std::borrow::Cow<'h, http::HeaderMap> {
+        if surrogate {
+            self.targeted_fields().view(headers)
+        } else {
+            std::borrow::Cow::Borrowed(headers)
+        }
     }
 
     pub fn forward_enabled(&self) -> bool {

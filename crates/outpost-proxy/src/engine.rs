@@ -10,7 +10,7 @@ use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request, response,
 };
 use hyper::body::Incoming;
-use outpost_http::cache_control::{self, forbids_stale};
+use outpost_http::cache_control;
 use outpost_http::headers::{
     FILL_CONTROLLED_REQUEST_HEADERS, add_via, add_via_as, strip_hop_by_hop, via_names,
 };
@@ -407,12 +407,13 @@ impl Engine {
         response: &response::Parts,
     ) -> outpost_http::policy::CachePolicy {
         let preq = self.policy_request(client, route, &response.headers);
+        let targeted = route.surrogate.then(|| self.config.targeted_fields());
         outpost_http::policy::policy_with_override(
             &preq,
             response,
             SystemTime::now(),
             self.rule(route).map(|r| &r.freshness),
-            route.surrogate,
+            targeted.as_ref(),
         )
     }
 
@@ -750,10 +751,10 @@ impl Engine {
                         request,
                         matches: true,
                     } if obj.is_complete() => {
-                        if let Some(window) =
-                            cache_control::seconds(&head.headers, "stale-while-revalidate")
-                            && head.staleness(now) <= Duration::from_secs(window)
-                            && !demands_validation(&parts.headers)
+                        if cache_control::stale_while_revalidate_allows(
+                            &self.config.caching_view(&head.headers, route.surrogate),
+                            head.staleness(now),
+                        ) && !demands_validation(&parts.headers)
                         {
                             // RFC 5861: answer now from the stale copy, and
                             // refresh it for the next client.
@@ -1010,12 +1011,14 @@ impl Engine {
             let pending_map = self.pending.clone();
             let key = key.clone();
             // The leader runs on its own so that a client hanging up does
-            // not cancel the fetch everyone waits for.
-            tokio::spawn(async move {
+            // not cancel the fetch everyone waits for. Interim responses
+            // to its request go to the client that led, not the joiners.
+            let interim = crate::interim::current();
+            tokio::spawn(crate::interim::scope(interim, async move {
                 let outcome = work.await;
                 lock(&pending_map).remove(&key);
                 let _ = tx.send(Some(outcome));
-            });
+            }));
             break (rx, true);
         };
         match rx.wait_for(|o| o.is_some()).await {
@@ -1313,16 +1316,15 @@ impl Engine {
             .upstream_requests
             .fetch_add(1, Ordering::Relaxed);
         let head = obj.head();
-        // Stale on error: when the admin switch says so, or within the
-        // response's or the request's stale-if-error window (RFC 5861);
-        // never against must-revalidate, proxy-revalidate or no-cache.
-        let staleness = head.staleness(SystemTime::now());
-        let within = |h: &HeaderMap| {
-            cache_control::seconds(h, "stale-if-error")
-                .is_some_and(|w| staleness <= Duration::from_secs(w))
-        };
-        let stale_ok = !forbids_stale(&head.headers)
-            && (self.config.fill.serve_stale_on_error || within(&head.headers) || within(&client));
+        // Stale on error: within the response's or the request's
+        // stale-if-error window, or by the admin switch where the origin
+        // did not close the door (cache_control::stale_on_error_allows).
+        let stale_ok = cache_control::stale_on_error_allows(
+            &self.config.caching_view(&head.headers, route.surrogate),
+            &client,
+            head.staleness(SystemTime::now()),
+            self.config.fill.serve_stale_on_error,
+        );
         let resp = match self.upstream.send_as(req, target.class, target.reach).await {
             Ok(resp) => resp,
             Err(UpstreamError::Refused(refusal)) => return Outcome::Refused(refusal),

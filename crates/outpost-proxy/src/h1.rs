@@ -233,6 +233,11 @@ pub async fn serve<F, Fut>(
         };
         let req = Request::from_parts(parts, body);
         let (resp, body_ok) = match pump {
+            // Interim responses only to HTTP/1.1 (RFC 9110 section 15.2), and
+            // only while no request body is being read from the socket.
+            None if version == Version::HTTP_11 => {
+                (conn.handle_with_interim(handler(req)).await, true)
+            }
             None => (handler(req).await, true),
             Some((framing, tx)) => {
                 let pump = conn.pump_body(framing, tx, expects_continue, config);
@@ -516,6 +521,38 @@ impl Conn {
                 return Err(invalid("chunk not followed by CRLF"));
             }
             self.buf.advance(2);
+        }
+    }
+
+    /// Runs `handling` (a request's handler) with a sink for interim
+    /// responses, writing each to the client as it comes and before the
+    /// final response. A client that stops reading them is left to the
+    /// final response's own write to notice.
+    async fn handle_with_interim<Fut>(&mut self, handling: Fut) -> Response<EdgeBody>
+    where
+        Fut: Future<Output = Response<EdgeBody>>,
+    {
+        let (sink, mut interim) = crate::interim::channel();
+        let handling = crate::interim::scope(Some(sink), handling);
+        tokio::pin!(handling);
+        let mut writable = true;
+        loop {
+            tokio::select! {
+                biased;
+                Some(head) = interim.recv(), if writable => {
+                    let bytes = crate::interim::encode(&head);
+                    writable = write_within(&mut self.stream, &bytes, self.send_timeout).await.is_ok();
+                }
+                resp = &mut handling => {
+                    // Heads the origin sent before its final response are
+                    // already queued: they go first.
+                    while writable && let Ok(head) = interim.try_recv() {
+                        let bytes = crate::interim::encode(&head);
+                        writable = write_within(&mut self.stream, &bytes, self.send_timeout).await.is_ok();
+                    }
+                    return resp;
+                }
+            }
         }
     }
 

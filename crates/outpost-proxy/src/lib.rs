@@ -17,6 +17,7 @@ pub mod destination;
 pub mod engine;
 pub mod fill;
 pub mod h1;
+pub mod interim;
 pub mod prefetch;
 pub mod serve;
 pub mod server;

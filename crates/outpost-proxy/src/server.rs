@@ -246,7 +246,13 @@ async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Res
     tracing::debug!(client = %conn.peer, method = %req.method(), key = %route.key, "request");
     let url = route.key.to_string();
     let mode = mode_of(&engine, &req, conn);
+    // Targeted cache-control fields are addressed to the edge as its
+    // origins' CDN (RFC 9213); they are kept in the store, never sent on.
+    let strip_targeted = route.surrogate;
     let mut resp = engine.handle(req, route).await;
+    if strip_targeted {
+        engine.config.targeted_fields().strip(resp.headers_mut());
+    }
     resp.extensions_mut().insert(LogUrl(url));
     resp.extensions_mut().insert(mode);
     resp

@@ -24,6 +24,85 @@ fn http_date(offset_secs: i64) -> String {
     httpdate::fmt_http_date(t)
 }
 
+/// `offset_secs` from now in the obsolete RFC 850 form
+/// (`Thursday, 18-Aug-50 02:01:18 GMT`).
+fn rfc850_date(offset_secs: i64) -> String {
+    let imf = http_date(offset_secs);
+    let long = [
+        ("Mon", "Monday"),
+        ("Tue", "Tuesday"),
+        ("Wed", "Wednesday"),
+        ("Thu", "Thursday"),
+        ("Fri", "Friday"),
+        ("Sat", "Saturday"),
+        ("Sun", "Sunday"),
+    ]
+    .into_iter()
+    .find(|(short, _)| imf.starts_with(short))
+    .map(|(_, long)| long)
+    .unwrap();
+    // `Thu, 18 Aug 2050 02:01:18 GMT`
+    format!(
+        "{long}, {}-{}-{} {} GMT",
+        &imf[5..7],
+        &imf[8..11],
+        &imf[14..16],
+        &imf[17..25]
+    )
+}
+
+/// `offset_secs` from now in asctime form (`Thu Aug  8 02:01:18 2050`).
+fn asctime_date(offset_secs: i64) -> String {
+    let imf = http_date(offset_secs);
+    let day = imf[5..7].trim_start_matches('0');
+    format!(
+        "{} {} {day:>2} {} {}",
+        &imf[0..3],
+        &imf[8..11],
+        &imf[17..25],
+        &imf[12..16]
+    )
+}
+
+/// `res` with `name` sent on several field lines.
+fn with_lines(mut res: Resource, name: &str, values: &[&str]) -> Resource {
+    res.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    for v in values {
+        res.headers.push((name.to_string(), v.to_string()));
+    }
+    res
+}
+
+/// A response whose freshness can only come from its `Expires` (no
+/// Cache-Control, no Last-Modified for a heuristic).
+fn expires(value: &str) -> Resource {
+    let mut r = Resource::new(content(2000, 1))
+        .no_cache_headers()
+        .header("expires", value);
+    r.last_modified = None;
+    r
+}
+
+fn lower_case_month(imf: &str) -> String {
+    format!(
+        "{}{}{}",
+        &imf[..8],
+        imf[8..11].to_ascii_lowercase(),
+        &imf[11..]
+    )
+}
+
+/// `Thu, 18 Aug 50 02:01:18 GMT`
+fn two_digit_year(imf: &str) -> String {
+    format!("{}{}", &imf[..12], &imf[14..])
+}
+
+/// `Thu, 18 Aug 2050 2:01:18 GMT` (for an hour before 10), else the hour
+/// with a leading space dropped: either way not the grammar.
+fn one_digit_hour(imf: &str) -> String {
+    format!("{}{}", &imf[..17], &imf[18..])
+}
+
 /// What a client request must get.
 struct Expect {
     status: u16,
@@ -147,6 +226,15 @@ fn cache_private(c: &mut ProxyConfig) {
     c.overrides.push(r);
 }
 
+fn own_targeted_field(c: &mut ProxyConfig) {
+    c.targeted_cache_control = Some(http::HeaderName::from_static("outpost-cache-control"));
+}
+
+/// `res` with a `CDN-Cache-Control` field.
+fn cdn(cache_control: &str, cdn_cache_control: &str) -> Resource {
+    res(cache_control).header("cdn-cache-control", cdn_cache_control)
+}
+
 fn origin_down() -> Step {
     Step::Origin(Box::new(|o: &Origin| {
         o.put(
@@ -213,6 +301,98 @@ fn cases() -> Vec<Case> {
             resource: Resource::new(content(2000, 1))
                 .no_cache_headers()
                 .header("expires", &http_date(-3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires in the obsolete RFC 850 form gives freshness",
+            resource: expires(&rfc850_date(3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Expires in asctime form gives freshness",
+            resource: expires(&asctime_date(3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (doubled spaces) means already expired",
+            resource: expires(&http_date(3600).replacen(" 2", "  2", 1)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (UTC for GMT) means already expired",
+            resource: expires(&http_date(3600).replace("GMT", "UTC")),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (no zone) means already expired",
+            resource: expires(&http_date(3600).replace(" GMT", "")),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (lower-case month) means already expired",
+            resource: expires(&lower_case_month(&http_date(3600))),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (trailing garbage) means already expired",
+            resource: expires(&format!("{} x", http_date(3600))),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (two-digit year) means already expired",
+            resource: expires(&two_digit_year(&http_date(3600))),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (no comma) means already expired",
+            resource: expires(&http_date(3600).replacen(",", "", 1)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires that is not an HTTP-date (1-digit hour) means already expired",
+            resource: expires(&one_digit_hour(&http_date(3600))),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Expires on two field lines that differ means already expired",
+            resource: with_lines(
+                expires(""),
+                "expires",
+                &[&http_date(3600), &http_date(3601)],
+            ),
             config: no_config,
             steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
             origin_requests: 2,
@@ -492,6 +672,106 @@ fn cases() -> Vec<Case> {
             steps: vec![get_body(1, "MISS"), origin_down(), get(&[], 500, None)],
             origin_requests: 2,
             conditional: None,
+        },
+        Case {
+            rule: "stale-close: s-maxage forbids serving stale on error (proxy-revalidate), \
+                   the admin switch notwithstanding",
+            resource: res("max-age=1, s-maxage=1").header("age", "10"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), origin_down(), get(&[], 500, None)],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "stale-close: proxy-revalidate is never served stale on error",
+            resource: res("max-age=1, proxy-revalidate").header("age", "10"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), origin_down(), get(&[], 500, None)],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "stale-close: no-cache is never served stale on error",
+            resource: res("no-cache"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), origin_down(), get(&[], 500, None)],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "stale-close: s-maxage with an explicit stale-if-error serves stale in its window",
+            resource: res("max-age=1, s-maxage=1, stale-if-error=3600").header("age", "10"),
+            config: no_stale_on_error,
+            steps: vec![get_body(1, "MISS"), origin_down(), get_body(1, "STALE")],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "stale-close: an elapsed stale-if-error window closes the admin switch",
+            resource: res("max-age=1, stale-if-error=5").header("age", "100"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), origin_down(), get(&[], 500, None)],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "stale-close: a request's elapsed stale-if-error window closes the admin switch",
+            resource: res("max-age=1").header("age", "100"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                origin_down(),
+                get(&[("cache-control", "stale-if-error=5")], 500, None),
+            ],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "stale-close: must-revalidate forbids stale-while-revalidate",
+            resource: res("max-age=1, must-revalidate, stale-while-revalidate=3600")
+                .header("age", "10"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "stale-close: proxy-revalidate forbids stale-while-revalidate",
+            resource: res("max-age=1, proxy-revalidate, stale-while-revalidate=3600")
+                .header("age", "10"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "stale-close: no-cache forbids stale-while-revalidate",
+            resource: res("no-cache, stale-while-revalidate=3600"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "s-maxage with stale-while-revalidate answers at once and refreshes behind",
+            resource: res("s-maxage=1, stale-while-revalidate=3600").header("age", "10"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get_body(1, "STALE"),
+                Step::OriginSees(2),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "the stale-while-revalidate window counts from the end of freshness, \
+                   not from storage",
+            resource: res("max-age=1, stale-while-revalidate=60").header("age", "120"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
         },
         Case {
             rule: "a 304 keeps the body and updates the stored headers",
@@ -890,8 +1170,112 @@ fn cases() -> Vec<Case> {
             conditional: Some(0),
         },
         Case {
-            rule: "an Age that is not one non-negative integer makes the response stale",
+            rule: "Age: an invalid value (non-numeric: `abc`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "abc"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (negative: `-7200`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "-7200"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a float: `7200.0`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "7200.0"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a float: `1.5`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "1.5"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a prefix: `+5`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "+5"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a prefix: `a5`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "a5"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (empty: ``) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", ""),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: an invalid value (a parameter: `7200;foo=bar`) is ignored, not taken as old",
+            resource: res("max-age=3600").header("age", "7200;foo=bar"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: a list uses its first member (0, 7200 is fresh)",
+            resource: res("max-age=3600").header("age", "0, 7200"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: a list uses its first member (0, 0 is fresh)",
             resource: res("max-age=3600").header("age", "0, 0"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: two field lines use the first (0, then 7200: fresh)",
+            resource: with_lines(res("max-age=3600"), "age", &["0", "7200"]),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "Age: a list uses its first member (7200, 0 is stale)",
+            resource: res("max-age=3600").header("age", "7200, 0"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Age: two field lines use the first (7200, then 0: stale)",
+            resource: with_lines(res("max-age=3600"), "age", &["7200", "0"]),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "Age: a value past 2^31 is very old, not ignored",
+            resource: res("max-age=3600").header("age", "99999999999999999999999"),
             config: no_config,
             steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
             origin_requests: 2,
@@ -959,6 +1343,181 @@ fn cases() -> Vec<Case> {
             ],
             origin_requests: 1,
             conditional: None,
+        },
+        Case {
+            rule: "CDN-Cache-Control max-age lets the reverse edge keep a no-store response, \
+                   and is not passed on to clients",
+            resource: cdn("no-store", "max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get_fields(
+                    "MISS",
+                    &[
+                        ("cdn-cache-control", None),
+                        ("cache-control", Some("no-store")),
+                    ],
+                ),
+                get_fields("HIT", &[("cdn-cache-control", None)]),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "CDN-Cache-Control no-store keeps the reverse edge from storing",
+            resource: cdn("max-age=3600", "no-store"),
+            config: no_config,
+            steps: vec![get_body(1, "PASS"), get_body(1, "PASS")],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "CDN-Cache-Control private keeps the reverse edge from storing",
+            resource: cdn("max-age=3600", "private"),
+            config: no_config,
+            steps: vec![get_body(1, "PASS"), get_body(1, "PASS")],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "CDN-Cache-Control no-cache makes the reverse edge validate every use",
+            resource: cdn("max-age=10000", "no-cache"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "CDN-Cache-Control max-age=0 wins over a long Cache-Control max-age and Expires",
+            resource: cdn("max-age=3600", "max-age=0").header("expires", &http_date(3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "CDN-Cache-Control max-age: a past Expires is ignored",
+            resource: Resource::new(content(2000, 1))
+                .no_cache_headers()
+                .header("cdn-cache-control", "max-age=3600")
+                .header("expires", &http_date(-3600)),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "CDN-Cache-Control s-maxage gives the reverse edge freshness",
+            resource: cdn("max-age=0", "s-maxage=3600"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "CDN-Cache-Control: Age counts against its max-age",
+            resource: cdn("max-age=100000", "max-age=3600").header("age", "7200"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "REVALIDATED")],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "CDN-Cache-Control directive names are read case-insensitively (MaX-aGe)",
+            resource: cdn("no-store", "MaX-aGe=3600"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), get_body(1, "HIT")],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "CDN-Cache-Control must-revalidate forbids serving stale on error",
+            resource: cdn("max-age=1", "max-age=1, must-revalidate").header("age", "10"),
+            config: no_config,
+            steps: vec![get_body(1, "MISS"), origin_down(), get(&[], 500, None)],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "CDN-Cache-Control stale-while-revalidate answers at once and refreshes behind",
+            resource: cdn("max-age=1", "max-age=1, stale-while-revalidate=3600")
+                .header("age", "10"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                get_body(1, "STALE"),
+                Step::OriginSees(2),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
+            rule: "CDN-Cache-Control stale-if-error serves stale when the origin fails",
+            resource: cdn("max-age=1", "max-age=1, stale-if-error=3600").header("age", "10"),
+            config: no_stale_on_error,
+            steps: vec![get_body(1, "MISS"), origin_down(), get_body(1, "STALE")],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "an invalid CDN-Cache-Control (a string for max-age) is ignored whole",
+            resource: cdn("no-store", "max-age=\"10000\""),
+            config: no_config,
+            steps: vec![get_body(1, "PASS"), get_body(1, "PASS")],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "an invalid CDN-Cache-Control (not a dictionary) is ignored whole",
+            resource: cdn("no-store", "max-age=10000, &&&&&"),
+            config: no_config,
+            steps: vec![get_body(1, "PASS"), get_body(1, "PASS")],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "an invalid CDN-Cache-Control (space before =) is ignored whole",
+            resource: cdn("no-store", "max-age =10000"),
+            config: no_config,
+            steps: vec![get_body(1, "PASS"), get_body(1, "PASS")],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "the edge's own targeted field wins over CDN-Cache-Control, \
+                   and neither is passed on to clients",
+            resource: cdn("no-store", "no-store").header("outpost-cache-control", "max-age=3600"),
+            config: own_targeted_field,
+            steps: vec![
+                get_fields(
+                    "MISS",
+                    &[("outpost-cache-control", None), ("cdn-cache-control", None)],
+                ),
+                get_fields("HIT", &[("outpost-cache-control", None)]),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "the edge's own targeted field no-store keeps it from storing \
+                   what CDN-Cache-Control allows",
+            resource: cdn("max-age=3600", "max-age=3600")
+                .header("outpost-cache-control", "no-store"),
+            config: own_targeted_field,
+            steps: vec![get_body(1, "PASS"), get_body(1, "PASS")],
+            origin_requests: 2,
+            conditional: Some(0),
+        },
+        Case {
+            rule: "without the setting, another CDN's targeted field is not the edge's",
+            resource: cdn("max-age=3600", "max-age=3600")
+                .header("outpost-cache-control", "no-store"),
+            config: no_config,
+            steps: vec![
+                get_fields("MISS", &[("outpost-cache-control", Some("no-store"))]),
+                get_body(1, "HIT"),
+            ],
+            origin_requests: 1,
+            conditional: Some(0),
         },
         Case {
             rule: "Surrogate-Control max-age lets the reverse edge keep a no-store response, \
@@ -1129,4 +1688,222 @@ async fn every_caching_rule_holds() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// A fake origin on a raw socket (the testkit origin cannot send 1xx): every
+/// request gets `103 Early Hints` and `102 Processing` before a storable
+/// 200. Returns its address and a count of the requests it answered.
+async fn interim_origin() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let answer = b"HTTP/1.1 103 Early Hints\r\n\
+                            Link: </style.css>; rel=preload; as=style\r\n\r\n\
+                            HTTP/1.1 102 Processing\r\n\r\n\
+                            HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\
+                            Cache-Control: max-age=3600\r\nETag: \"e1\"\r\n\r\nhello";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, answered)
+}
+
+/// Sends `request` on a new connection and reads until the final response
+/// (the first non-1xx head) and its 5-byte body are in: everything the
+/// client saw, as text.
+async fn raw_exchange(edge: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut socket = tokio::net::TcpStream::connect(edge).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&seen).to_string();
+            let final_head = text
+                .match_indices("HTTP/1.")
+                .map(|(at, _)| at)
+                .find(|&at| !text[at + 9..].starts_with('1'));
+            if let Some(at) = final_head
+                && let Some(end) = text[at..].find("\r\n\r\n")
+                && text.len() >= at + end + 4 + 5
+            {
+                return text;
+            }
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return text,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("no final response within 10 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_responses_reach_the_client_that_caused_them_and_are_never_stored() {
+    use std::sync::atomic::Ordering;
+    let (origin, answered) = interim_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        origin: Some(format!("http://{origin}/").parse().unwrap()),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        ..ProxyConfig::default()
+    };
+    let store = Store::open(StoreConfig::new(dir.path(), 1 << 30)).unwrap();
+    let engine: Arc<Engine> = Engine::new(config, store);
+    let server = Server::bind(engine.clone()).await.unwrap();
+    let edge = server.local_addrs()[0];
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+
+    let miss = raw_exchange(edge, "GET /r HTTP/1.1\r\nHost: site\r\n\r\n").await;
+    let early = miss.find("HTTP/1.1 103 Early Hints\r\n");
+    let processing = miss.find("HTTP/1.1 102 Processing\r\n");
+    let ok = miss.find("HTTP/1.1 200 OK\r\n");
+    assert!(
+        early.is_some() && early < processing && processing < ok,
+        "the 1xx come first, in order:\n{miss}"
+    );
+    let hints = &miss[early.unwrap()..processing.unwrap()];
+    assert!(
+        hints
+            .to_ascii_lowercase()
+            .contains("link: </style.css>; rel=preload; as=style"),
+        "the hint's fields are passed on:\n{hints}"
+    );
+    assert!(miss.ends_with("hello"), "{miss}");
+    assert!(
+        wait_until(Duration::from_secs(10), || engine
+            .fills
+            .progress()
+            .is_empty())
+        .await,
+        "fill never finished"
+    );
+
+    let hit = raw_exchange(edge, "GET /r HTTP/1.1\r\nHost: site\r\n\r\n").await;
+    assert!(
+        hit.starts_with("HTTP/1.1 200 OK\r\n"),
+        "a hit has no 1xx:\n{hit}"
+    );
+    assert!(hit.to_ascii_lowercase().contains("x-cache: hit"), "{hit}");
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+
+    // An HTTP/1.0 client must not get a 1xx (RFC 9110 section 15.2), even
+    // when its request reaches the origin, which sends them.
+    let old = raw_exchange(
+        edge,
+        "GET /r HTTP/1.0\r\nHost: site\r\nCache-Control: no-cache\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answered.load(Ordering::SeqCst), 2, "the origin was asked");
+    assert!(
+        old.starts_with("HTTP/1.1 200 OK\r\n"),
+        "no 1xx for HTTP/1.0:\n{old}"
+    );
+
+    shutdown.cancel();
+    let _ = task.await;
+}
+
+/// Not an RFC rule, but what an admin reads when the origin is down: the
+/// 502 says why (refused, and where), not "client error (Connect)".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_origin_says_why_in_its_502() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (origin, why) in [
+        (
+            format!("http://127.0.0.1:{port}/"),
+            format!("connection refused (127.0.0.1:{port})"),
+        ),
+        (
+            "http://outpost-test.invalid/".to_string(),
+            "DNS lookup failed (outpost-test.invalid:80)".to_string(),
+        ),
+    ] {
+        let config = ProxyConfig {
+            origin: Some(origin.parse().unwrap()),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..ProxyConfig::default()
+        };
+        let store = Store::open(StoreConfig::new(dir.path(), 1 << 30)).unwrap();
+        let engine: Arc<Engine> = Engine::new(config, store);
+        let server = Server::bind(engine).await.unwrap();
+        let client = Client::new(server.local_addrs()[0]);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        let reply = client.get(PATH, &[]).await.unwrap();
+        let body = String::from_utf8_lossy(&reply.body).to_string();
+        shutdown.cancel();
+        let _ = task.await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(body.contains(&why), "{origin}: {body}");
+    }
+}
+
+/// A forward proxy is not the origin's CDN: `CDN-Cache-Control` neither
+/// stores a `no-store` response nor is taken away from the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_mode_ignores_cdn_cache_control_and_passes_it_on() {
+    let origin = Origin::start().await;
+    origin.put(PATH, cdn("no-store", "max-age=3600"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        internal_destinations: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ProxyConfig::default()
+    };
+    let store = Store::open(StoreConfig::new(dir.path(), 1 << 30)).unwrap();
+    let engine: Arc<Engine> = Engine::new(config, store);
+    let server = Server::bind(engine).await.unwrap();
+    let client = Client::new(server.local_addrs()[0]);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    let url = origin.url(PATH);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let reply = client.get(&url, &[]).await.unwrap();
+        seen.push((
+            reply.status,
+            reply.header("x-cache").map(str::to_string),
+            reply.header("cdn-cache-control").map(str::to_string),
+        ));
+    }
+    shutdown.cancel();
+    let _ = task.await;
+    let passed = (
+        StatusCode::OK,
+        Some("PASS".to_string()),
+        Some("max-age=3600".to_string()),
+    );
+    assert_eq!(seen, vec![passed.clone(), passed]);
+    assert_eq!(origin.count(PATH), 2);
 }
