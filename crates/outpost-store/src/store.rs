@@ -16,6 +16,7 @@ use outpost_http::{ByteRange, CacheKey, RangeSet};
 use crate::error::StoreError;
 use crate::head::StoredHead;
 use crate::index::{Index, Row};
+use crate::lock::DirLock;
 use crate::object::{Object, Phase, State};
 
 /// Where the store lives and how big it may grow.
@@ -98,16 +99,23 @@ fn is_symlink_refusal(e: &std::io::Error) -> bool {
 /// `CacheDirectory=`) to that mode too.
 fn private_dir(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
-    let err = |source| StoreError::Dir {
+    let err = |cause| StoreError::Dir {
         path: dir.to_path_buf(),
-        source,
+        cause,
     };
+    // A file in the directory's place: said so, rather than the "File
+    // exists" that creating the directory over it answers.
+    if fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(StoreError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
         .create(dir)
-        .map_err(err)?;
-    let meta = fs::metadata(dir).map_err(err)?;
+        .map_err(|e| StoreError::access("create", dir, e))?;
+    let meta = fs::metadata(dir).map_err(|e| StoreError::access("read", dir, e))?;
     {
         // Whoever owns the directory can swap the files in it (an object
         // file for one of theirs, the admin token): only this user or root.
@@ -146,7 +154,7 @@ fn private_index_files(index: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
     let err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| StoreError::IndexFile { path, source }
+        move |cause| StoreError::IndexFile { path, cause }
     };
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut name = index.as_os_str().to_owned();
@@ -174,7 +182,7 @@ fn private_index_files(index: &Path) -> Result<(), StoreError> {
         .mode(FILE_MODE)
         .custom_flags(nofollow())
         .open(index)
-        .map_err(err(index))?;
+        .map_err(|e| StoreError::access("create", index, e))?;
     Ok(())
 }
 
@@ -288,6 +296,8 @@ impl SmallBudget {
 const LIVE_SOFT_LIMIT: usize = 4096;
 
 struct Inner {
+    /// Held for the store's life: no other process uses the directory.
+    _dir_lock: Arc<DirLock>,
     config: StoreConfig,
     objects_dir: PathBuf,
     index: Mutex<Index>,
@@ -334,6 +344,9 @@ impl Store {
     /// blocking task.
     pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
         private_dir(&config.dir)?;
+        // Before anything is read or written: the directory may be another
+        // edge's, mid-fill.
+        let dir_lock = DirLock::acquire(&config.dir)?;
         let objects_dir = config.dir.join("objects");
         private_dir(&objects_dir)?;
         let index_path = config.dir.join("index.sqlite");
@@ -343,6 +356,7 @@ impl Store {
         let next_id = index.max_id()? + 1;
         let store = Self {
             inner: Arc::new(Inner {
+                _dir_lock: dir_lock,
                 config,
                 objects_dir,
                 index: Mutex::new(index),

@@ -226,9 +226,8 @@ async fn run(
     let hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let usr1 = signal(SignalKind::user_defined1()).context("cannot install the SIGUSR1 handler")?;
     let store_config = resolved.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(store_config))
-        .await?
-        .with_context(|| format!("cannot open the cache in {}", resolved.store.dir.display()))?;
+    // The store's errors name the directory and the cause themselves.
+    let store = tokio::task::spawn_blocking(move || Store::open(store_config)).await??;
     let engine = Engine::new(resolved.proxy.clone(), store.clone());
     let channels = Channels::start(
         engine.clone(),

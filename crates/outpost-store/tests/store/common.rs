@@ -1,5 +1,4 @@
 //! What the store's tests share: keys, a stored head, a complete object.
-#![allow(dead_code)] // each test binary uses its own part of it
 
 use std::sync::Arc;
 
