@@ -36,3 +36,48 @@ pub async fn put(store: &Store, url: &str, body: &[u8]) -> Arc<Object> {
     assert!(store.finish(&obj).await.unwrap());
     obj
 }
+
+/// Opens the store in `dir` with room for everything.
+pub fn open(dir: &std::path::Path) -> Store {
+    Store::open(outpost_store::StoreConfig::new(dir, 1 << 40)).unwrap()
+}
+
+/// Every object file under `dir/objects`, as (name, length).
+pub fn object_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    for sub in std::fs::read_dir(dir.join("objects")).unwrap() {
+        let sub = sub.unwrap().path();
+        if !sub.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&sub).unwrap() {
+            let f = f.unwrap();
+            files.push((
+                f.file_name().to_string_lossy().into_owned(),
+                f.metadata().unwrap().len(),
+            ));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The path of the file of the object stored under `url`.
+pub fn file_of(store: &Store, url: &str) -> std::path::PathBuf {
+    store
+        .get(&key(url))
+        .unwrap()
+        .expect("stored")
+        .path()
+        .to_path_buf()
+}
+
+/// Runs `sql` on the index of the store in `dir` (the store itself closed
+/// or not: the index is in WAL mode), as an earlier crash or another
+/// version could have left it.
+pub fn index_sql(dir: &std::path::Path, sql: &str) {
+    let conn = rusqlite::Connection::open(dir.join("index.sqlite")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn.execute_batch(sql).unwrap();
+}

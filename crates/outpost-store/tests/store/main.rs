@@ -5,6 +5,10 @@
 mod common;
 mod digest_hold;
 mod disk_reserve;
+mod eviction;
+mod extents;
 mod lock;
 mod open_errors;
+mod pins;
 mod private_files;
+mod reconcile;
