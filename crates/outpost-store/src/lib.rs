@@ -25,6 +25,7 @@ mod head;
 mod index;
 mod lock;
 mod object;
+mod small_body;
 mod store;
 
 pub use error::StoreError;

@@ -18,6 +18,7 @@ use crate::head::StoredHead;
 use crate::index::{Index, Row};
 use crate::lock::DirLock;
 use crate::object::{Object, Phase, State};
+use crate::small_body::{SMALL_BODIES_BUDGET, SmallBudget};
 
 /// Where the store lives and how big it may grow.
 #[derive(Debug, Clone)]
@@ -263,32 +264,6 @@ pub struct EntryInfo {
     pub last_access: i64,
     pub hits: u64,
     pub sha256: Option<String>,
-}
-
-/// Complete objects up to this size are served from a copy in memory.
-pub const SMALL_BODY_MAX: u64 = 16 * 1024;
-/// Memory for those copies, in all.
-const SMALL_BODIES_BUDGET: u64 = 8 * 1024 * 1024;
-
-/// Bytes of memory that small-body copies may still take.
-pub(crate) struct SmallBudget(AtomicU64);
-
-impl SmallBudget {
-    fn new(bytes: u64) -> Self {
-        Self(AtomicU64::new(bytes))
-    }
-
-    pub(crate) fn reserve(&self, n: u64) -> bool {
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                left.checked_sub(n)
-            })
-            .is_ok()
-    }
-
-    pub(crate) fn release(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::AcqRel);
-    }
 }
 
 /// Live objects kept in memory beyond those in use; a bound, not a cache
