@@ -182,6 +182,10 @@ pub struct ProxyConfig {
     /// ranges): HTTP written to a mail or database port can be read as
     /// commands by a lenient service (cross-protocol requests).
     pub forward_ports: Vec<(u16, u16)>,
+    /// On SIGTERM/SIGINT the edge stops accepting and lets responses in
+    /// flight finish for this long before it stops (a second signal ends
+    /// at once).
+    pub drain: Duration,
 }
 
 /// Squid's `Safe_ports`, less the ports of protocols the edge does not
@@ -266,6 +270,7 @@ impl Default for ProxyConfig {
             internal_destinations: Vec::new(),
             forward: None,
             forward_ports: default_forward_ports(),
+            drain: Duration::from_secs(30),
         }
     }
 }

@@ -791,6 +791,7 @@ impl FileConfig {
             forward_ports: s.forward_ports.map_or(defaults.forward_ports, |ports| {
                 ports.iter().map(|p| (p.0, p.1)).collect()
             }),
+            drain: defaults.drain,
         };
         let mut proxy = proxy;
         proxy.overrides = self.overrides.iter().filter_map(cache_override).collect();
