@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS objects (
     hits INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS objects_eviction ON objects (pinned, hits, last_access);
+-- Start-up reads these instead of every row (a million heads are a
+-- gigabyte): the bytes stored, and the partial objects to reconcile.
+CREATE INDEX IF NOT EXISTS objects_usage ON objects (size);
+CREATE INDEX IF NOT EXISTS objects_partial ON objects (id) WHERE complete = 0;
 ";
 
 fn extents_json(extents: &RangeSet) -> String {
@@ -103,6 +107,48 @@ impl Index {
             .query_map([], Self::row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Every object id, ascending (from the id index, not the rows).
+    pub fn ids(&self) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id FROM objects ORDER BY id")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, i64>(0).map(|id| id as u64))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids)
+    }
+
+    /// The rows of objects not complete.
+    pub fn partial(&self) -> Result<Vec<Row>, StoreError> {
+        let sql = format!("SELECT {} FROM objects WHERE complete = 0", Self::COLUMNS);
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map([], Self::row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Removes the rows of these object ids, in one transaction.
+    pub fn remove_ids(&mut self, ids: &[u64]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([*id as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Bytes the objects hold on disk, by the index.
+    pub fn used_bytes(&self) -> Result<u64, StoreError> {
+        let used: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(SUM(size), 0) FROM objects", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(used as u64)
     }
 
     pub fn max_id(&self) -> Result<u64, StoreError> {

@@ -23,8 +23,10 @@
 mod error;
 mod head;
 mod index;
+mod layout;
 mod lock;
 mod object;
+mod reconcile;
 mod small_body;
 mod store;
 

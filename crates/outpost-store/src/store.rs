@@ -16,8 +16,10 @@ use outpost_http::{ByteRange, CacheKey, RangeSet};
 use crate::error::StoreError;
 use crate::head::StoredHead;
 use crate::index::{Index, Row};
+use crate::layout::object_path;
 use crate::lock::DirLock;
 use crate::object::{Object, Phase, State};
+use crate::reconcile::reconcile;
 use crate::small_body::{SMALL_BODIES_BUDGET, SmallBudget};
 
 /// Where the store lives and how big it may grow.
@@ -307,12 +309,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn object_path(objects_dir: &Path, id: u64) -> PathBuf {
-    objects_dir
-        .join(format!("{:02x}", id & 0xff))
-        .join(format!("{id:016x}"))
-}
-
 impl Store {
     /// Opens (creating if needed) the store in `config.dir` and reconciles the
     /// index with the files. Blocking: call it before serving, or from a
@@ -364,7 +360,10 @@ impl Store {
             Ok(h) => h,
             Err(reason) => {
                 tracing::warn!(key = %key, %reason, "dropping object with unreadable metadata");
-                self.remove_row_and_file(key.as_str(), row.id);
+                // Counted in the usage at start-up, unlike a vanished file.
+                if self.remove_row(key.as_str(), row.id) {
+                    self.drop_file(row.id, Some(row.extents.covered()));
+                }
                 return Ok(None);
             }
         };
@@ -395,6 +394,25 @@ impl Store {
             }
             Err(e) => return Err(StoreError::file(&path, e)),
         };
+        if row.complete {
+            // Checked here rather than at start-up (see `reconcile`): a
+            // file cut after its row said complete is never served.
+            let on_disk = file.metadata().map(|m| m.len()).ok();
+            if on_disk.is_none() || on_disk != row.len {
+                tracing::warn!(
+                    key = %key,
+                    path = %path.display(),
+                    file_bytes = ?on_disk,
+                    object_bytes = ?row.len,
+                    "object file is not the object's length; dropping entry"
+                );
+                drop(file);
+                if self.remove_row(key.as_str(), row.id) {
+                    self.drop_file(row.id, Some(row.extents.covered()));
+                }
+                return Ok(None);
+            }
+        }
         let state = State {
             head: Arc::new(head),
             len: row.len,
@@ -1119,113 +1137,4 @@ fn prune_live(live: &mut HashMap<CacheKey, Arc<Object>>) {
         return;
     }
     live.retain(|_, obj| Arc::strong_count(obj) > 1 || obj.phase() == Phase::Filling);
-}
-
-/// Makes index and files agree; returns the bytes the surviving objects hold.
-fn reconcile(index: &mut Index, objects_dir: &Path) -> Result<u64, StoreError> {
-    // Object subdirectories are real directories: a link in their place
-    // would lead every file path under it elsewhere.
-    if let Ok(dirs) = fs::read_dir(objects_dir) {
-        for dir in dirs.flatten() {
-            if dir.file_type().is_ok_and(|t| !t.is_dir()) {
-                tracing::error!(
-                    path = %dir.path().display(),
-                    "not a directory in the objects directory (a symbolic link?): removed"
-                );
-                let _ = fs::remove_file(dir.path());
-            }
-        }
-    }
-    let rows = index.all()?;
-    let mut known = HashSet::new();
-    let mut used = 0u64;
-    let (mut dropped, mut partial) = (0u32, 0u32);
-    for mut row in rows {
-        let path = object_path(objects_dir, row.id);
-        // Not following links: a link planted in place of an object file
-        // makes the row unsound (dropped with the link below).
-        let file_len = match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_file() => Some(m.len()),
-            Ok(_) => {
-                tracing::error!(
-                    path = %path.display(),
-                    "object file is not a regular file (a symbolic link?): refused, dropping it"
-                );
-                None
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(StoreError::file(&path, e)),
-        };
-        let head_ok = StoredHead::from_json(&row.head).is_ok();
-        let sound = match (file_len, row.complete) {
-            (None, _) => false,
-            (Some(_), _) if !head_ok => false,
-            (Some(flen), true) => row.len == Some(flen),
-            (Some(_), false) => true,
-        };
-        if !sound {
-            index.remove(&row.key, row.id)?;
-            let _ = fs::remove_file(&path);
-            dropped += 1;
-            continue;
-        }
-        if !row.complete {
-            // Trust only extents the index recorded, and only as far as the
-            // file actually reaches.
-            let before = row.extents.clone();
-            if let Some(flen) = file_len {
-                row.extents.truncate(flen);
-            }
-            if let Some(len) = row.len {
-                row.extents.truncate(len);
-            }
-            // Every byte was checkpointed but the completion was not recorded
-            // (stopped between the last write and `finish`): complete now.
-            let whole = row.len.is_some_and(|len| {
-                file_len == Some(len) && row.extents.contains(ByteRange::new(0, len))
-            });
-            if whole {
-                row.complete = true;
-                index.update_extents(&row.key, row.id, row.len, true, &row.extents)?;
-            } else {
-                if row.extents != before {
-                    index.update_extents(&row.key, row.id, row.len, false, &row.extents)?;
-                }
-                partial += 1;
-            }
-        }
-        used += row.extents.covered().max(if row.complete {
-            row.len.unwrap_or(0)
-        } else {
-            0
-        });
-        known.insert(row.id);
-    }
-    // Files with no row: a crash between creating the file and writing the
-    // row, or a row dropped above.
-    let mut orphans = 0u32;
-    if let Ok(dirs) = fs::read_dir(objects_dir) {
-        for dir in dirs.flatten() {
-            let Ok(files) = fs::read_dir(dir.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let name = file.file_name();
-                let id = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok());
-                if !id.is_some_and(|id| known.contains(&id)) {
-                    let _ = fs::remove_file(file.path());
-                    orphans += 1;
-                }
-            }
-        }
-    }
-    tracing::info!(
-        objects = known.len(),
-        partial,
-        dropped,
-        orphans,
-        bytes = used,
-        "store reconciled"
-    );
-    Ok(used)
 }

@@ -82,6 +82,7 @@ async fn a_complete_row_whose_file_is_short_is_never_served() {
     let store = open(tmp.path());
     assert!(store.get(&key(URL)).unwrap().is_none());
     assert!(object_files(tmp.path()).is_empty());
+    assert_eq!(store.stats().unwrap().bytes, 0);
 }
 
 #[tokio::test]
@@ -107,6 +108,7 @@ async fn a_half_written_head_drops_the_object() {
         .expect("the sound object stays");
     assert!(other.is_complete());
     assert_eq!(object_files(tmp.path()).len(), 1);
+    assert_eq!(store.stats().unwrap().bytes, 5);
 }
 
 #[tokio::test]
