@@ -128,6 +128,20 @@ impl Index {
         Ok(rows)
     }
 
+    /// Removes each (key, id) row that still belongs to its object, in one
+    /// transaction.
+    pub fn remove_all(&mut self, rows: &[(String, u64)]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE key = ?1 AND id = ?2")?;
+            for (key, id) in rows {
+                stmt.execute(params![key, *id as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Removes the rows of these object ids, in one transaction.
     pub fn remove_ids(&mut self, ids: &[u64]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;

@@ -118,9 +118,20 @@ async fn storing_past_the_high_watermark_evicts_in_the_background() {
         put(&store, &url(name), &[0u8; KIB]).await;
     }
     // The fourth put crossed 3.6 KiB; eviction runs on a blocking task.
-    let evicted = wait_for(|| store.stats().unwrap().bytes <= 2 * KIB as u64).await;
-    assert!(evicted, "usage stayed at {}", store.stats().unwrap().bytes);
-    assert_eq!(object_files(tmp.path()).len(), stored(&store).len());
+    // Files go first, their rows right after: wait for both.
+    let evicted = wait_for(|| {
+        store.stats().unwrap().bytes <= 2 * KIB as u64
+            && object_files(tmp.path()).len() == stored(&store).len()
+    })
+    .await;
+    assert!(
+        evicted,
+        "usage {}, files {}, rows {}",
+        store.stats().unwrap().bytes,
+        object_files(tmp.path()).len(),
+        stored(&store).len()
+    );
+    assert!(stored(&store).len() <= 2);
 }
 
 /// Waits up to 10 s for `check` to hold.
