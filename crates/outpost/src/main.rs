@@ -40,7 +40,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the edge in the foreground (logs to stderr, stops on SIGTERM).
+    /// Run the edge in the foreground (logs to stderr; SIGTERM drains, a second one stops at once).
     Serve(ServeArgs),
     /// Check a configuration file and report the first error with its key and line.
     CheckConfig {
