@@ -72,6 +72,15 @@ impl Index {
         Ok(Self { conn })
     }
 
+    /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// a deferred one that reads first and then writes fails at once, busy
+    /// timeout or not, when another connection (`sqlite3` in an admin's
+    /// shell, a store still closing) committed in between.
+    fn write_transaction(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+    }
+
     fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         let extents: String = r.get(5)?;
         Ok(Row {
@@ -131,7 +140,7 @@ impl Index {
     /// Removes each (key, id) row that still belongs to its object, in one
     /// transaction.
     pub fn remove_all(&mut self, rows: &[(String, u64)]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         {
             let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE key = ?1 AND id = ?2")?;
             for (key, id) in rows {
@@ -144,7 +153,7 @@ impl Index {
 
     /// Removes the rows of these object ids, in one transaction.
     pub fn remove_ids(&mut self, ids: &[u64]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         {
             let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
             for id in ids {
@@ -175,7 +184,7 @@ impl Index {
     /// Inserts or replaces the row of `key`; returns the id of the object it
     /// replaced, if any, so its file can be removed.
     pub fn put(&mut self, row: &Row) -> Result<Option<u64>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         let old: Option<i64> = tx
             .query_row("SELECT id FROM objects WHERE key = ?1", [&row.key], |r| {
                 r.get(0)
@@ -246,7 +255,7 @@ impl Index {
     }
 
     pub fn record_access(&mut self, updates: &[(String, u64, i64, u64)]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "UPDATE objects SET last_access = ?3, hits = hits + ?4 WHERE key = ?1 AND id = ?2",

@@ -36,7 +36,7 @@ pub(crate) const LOCK_FILE: &str = "lock";
 /// the process ends).
 #[derive(Debug)]
 pub(crate) struct DirLock {
-    _file: File,
+    file: File,
 }
 
 /// Locks this process holds, by the lock file's device and inode (which a
@@ -67,7 +67,12 @@ impl DirLock {
         let id = (meta.dev(), meta.ino());
         let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
         held.retain(|_, lock| lock.strong_count() > 0);
-        if let Some(mine) = held.get(&id).and_then(Weak::upgrade) {
+        // An inode number is reused once its file is gone: a lock held on a
+        // deleted file (a directory removed under a store still closing) is
+        // not this file's.
+        if let Some(mine) = held.get(&id).and_then(Weak::upgrade)
+            && mine.file.metadata().is_ok_and(|m| m.nlink() > 0)
+        {
             return Ok(mine);
         }
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -84,7 +89,7 @@ impl DirLock {
         file.set_len(0)
             .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
             .map_err(|e| StoreError::access("write", &path, e))?;
-        let lock = Arc::new(Self { _file: file });
+        let lock = Arc::new(Self { file });
         held.insert(id, Arc::downgrade(&lock));
         Ok(lock)
     }

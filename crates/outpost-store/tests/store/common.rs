@@ -34,6 +34,17 @@ pub async fn put(store: &Store, url: &str, body: &[u8]) -> Arc<Object> {
     let added = obj.write(0, Bytes::copy_from_slice(body)).await.unwrap();
     store.account(added);
     assert!(store.finish(&obj).await.unwrap());
+    // `finish` records the body's digest from a background task that holds
+    // the store: wait for it, so that a test reopening the store after
+    // this never has the old one writing the index behind it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.digest(&key(url)).unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "digest never recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     obj
 }
 
