@@ -206,7 +206,9 @@ pub struct ProxyConfig {
     /// ranges): HTTP written to a mail or database port can be read as
     /// commands by a lenient service (cross-protocol requests).
     pub forward_ports: Vec<(u16, u16)>,
-    /// How long SIGTERM lets responses in flight finish before stopping.
+    /// On SIGTERM/SIGINT the edge stops accepting and lets responses in
+    /// flight finish for this long before it stops (a second signal ends
+    /// at once).
     pub drain: Duration,
     /// The edge's own targeted cache-control field (RFC 9213 section 2.2,
     /// e.g. `Outpost-Cache-Control`): for its reverse origins it takes

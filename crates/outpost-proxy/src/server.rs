@@ -13,11 +13,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, header};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Route};
@@ -37,6 +38,53 @@ struct Conn {
 pub struct Server {
     engine: Arc<Engine>,
     listeners: Vec<TcpListener>,
+    open: Arc<OpenConnections>,
+}
+
+/// The client connections being served, so that a stopping edge can wait
+/// for the responses in flight (a drain) after it has stopped accepting.
+#[derive(Debug, Default)]
+pub struct OpenConnections {
+    count: AtomicUsize,
+    last_closed: Notify,
+}
+
+impl OpenConnections {
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Returns once no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.last_closed.notified();
+            tokio::pin!(closed);
+            // Registered before the count is read: a close in between
+            // still wakes this waiter.
+            closed.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+
+    fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        OpenConnection(self.clone())
+    }
+}
+
+/// One counted connection; uncounted when dropped, however its task ends.
+struct OpenConnection(Arc<OpenConnections>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.last_closed.notify_waiters();
+        }
+    }
 }
 
 impl Server {
@@ -52,7 +100,17 @@ impl Server {
             }
             listeners.push(listener);
         }
-        Ok(Self { engine, listeners })
+        Ok(Self {
+            engine,
+            listeners,
+            open: Arc::default(),
+        })
+    }
+
+    /// The connections this server serves, counted until each closes
+    /// (also after `run` has returned).
+    pub fn open_connections(&self) -> Arc<OpenConnections> {
+        self.open.clone()
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -62,7 +120,10 @@ impl Server {
             .collect()
     }
 
-    /// Accepts connections until `shutdown` is cancelled.
+    /// Accepts connections until `shutdown` is cancelled, then closes the
+    /// listeners (new connections are refused) and returns. Connections
+    /// already accepted go on: idle ones close at once, a response in
+    /// flight is finished first (see [`Server::open_connections`]).
     pub async fn run(self, shutdown: CancellationToken) {
         let limit = Arc::new(Semaphore::new(self.engine.config.max_connections.max(1)));
         let mut tasks = Vec::new();
@@ -70,8 +131,9 @@ impl Server {
             let engine = self.engine.clone();
             let shutdown = shutdown.clone();
             let limit = limit.clone();
+            let open = self.open.clone();
             tasks.push(tokio::spawn(async move {
-                accept_loop(listener, engine, shutdown, limit).await
+                accept_loop(listener, engine, shutdown, limit, open).await
             }));
         }
         for t in tasks {
@@ -85,6 +147,7 @@ async fn accept_loop(
     engine: Arc<Engine>,
     shutdown: CancellationToken,
     limit: Arc<Semaphore>,
+    open: Arc<OpenConnections>,
 ) {
     // Connections beyond `max_connections` are told so (503) by a few
     // short-lived responders; past those, they are closed at once.
@@ -132,9 +195,11 @@ async fn accept_loop(
         };
         let engine = engine.clone();
         let shutdown = shutdown.clone();
+        let counted = open.opened();
         tokio::spawn(async move {
             serve_connection(stream, peer, engine, shutdown).await;
             drop(permit);
+            drop(counted);
         });
     }
 }

@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS objects (
     hits INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS objects_eviction ON objects (pinned, hits, last_access);
+-- Start-up reads these instead of every row (a million heads are a
+-- gigabyte): the bytes stored, and the partial objects to reconcile.
+CREATE INDEX IF NOT EXISTS objects_usage ON objects (size);
+CREATE INDEX IF NOT EXISTS objects_partial ON objects (id) WHERE complete = 0;
 ";
 
 fn extents_json(extents: &RangeSet) -> String {
@@ -66,6 +70,15 @@ impl Index {
         // that already have it.
         let _ = conn.execute("ALTER TABLE objects ADD COLUMN sha256 TEXT", []);
         Ok(Self { conn })
+    }
+
+    /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// a deferred one that reads first and then writes fails at once, busy
+    /// timeout or not, when another connection (`sqlite3` in an admin's
+    /// shell, a store still closing) committed in between.
+    fn write_transaction(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
     }
 
     fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -105,6 +118,62 @@ impl Index {
         Ok(rows)
     }
 
+    /// Every object id, ascending (from the id index, not the rows).
+    pub fn ids(&self) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id FROM objects ORDER BY id")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, i64>(0).map(|id| id as u64))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids)
+    }
+
+    /// The rows of objects not complete.
+    pub fn partial(&self) -> Result<Vec<Row>, StoreError> {
+        let sql = format!("SELECT {} FROM objects WHERE complete = 0", Self::COLUMNS);
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map([], Self::row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Removes each (key, id) row that still belongs to its object, in one
+    /// transaction.
+    pub fn remove_all(&mut self, rows: &[(String, u64)]) -> Result<(), StoreError> {
+        let tx = self.write_transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE key = ?1 AND id = ?2")?;
+            for (key, id) in rows {
+                stmt.execute(params![key, *id as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes the rows of these object ids, in one transaction.
+    pub fn remove_ids(&mut self, ids: &[u64]) -> Result<(), StoreError> {
+        let tx = self.write_transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([*id as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Bytes the objects hold on disk, by the index.
+    pub fn used_bytes(&self) -> Result<u64, StoreError> {
+        let used: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(SUM(size), 0) FROM objects", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(used as u64)
+    }
+
     pub fn max_id(&self) -> Result<u64, StoreError> {
         let id: Option<i64> = self
             .conn
@@ -115,7 +184,7 @@ impl Index {
     /// Inserts or replaces the row of `key`; returns the id of the object it
     /// replaced, if any, so its file can be removed.
     pub fn put(&mut self, row: &Row) -> Result<Option<u64>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         let old: Option<i64> = tx
             .query_row("SELECT id FROM objects WHERE key = ?1", [&row.key], |r| {
                 r.get(0)
@@ -186,7 +255,7 @@ impl Index {
     }
 
     pub fn record_access(&mut self, updates: &[(String, u64, i64, u64)]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "UPDATE objects SET last_access = ?3, hits = hits + ?4 WHERE key = ?1 AND id = ?2",

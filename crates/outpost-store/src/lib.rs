@@ -15,13 +15,19 @@
 //!   torn, and partial objects resume from their last checkpoint;
 //! - on open, index and files are reconciled: rows without a sound file and
 //!   files without a row are dropped;
+//! - one process at a time uses a cache directory: the store holds an
+//!   exclusive `flock` on its `lock` file (with the holder's pid) while open;
 //! - pinned objects are never evicted; eviction prefers objects that were
 //!   used once (scan resistance) and skips objects being filled or read.
 
 mod error;
 mod head;
 mod index;
+mod layout;
+mod lock;
 mod object;
+mod reconcile;
+mod small_body;
 mod store;
 
 pub use error::StoreError;

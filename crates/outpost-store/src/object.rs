@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::error::StoreError;
 use crate::head::StoredHead;
+use crate::small_body::{SMALL_BODY_MAX, SmallBudget};
 
 /// Where an object is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +84,7 @@ pub struct Object {
     hold_last_byte: AtomicBool,
     /// The body of a small complete object, kept in memory (see `small_body`).
     small: OnceLock<Option<Bytes>>,
-    small_budget: Arc<crate::store::SmallBudget>,
+    small_budget: Arc<SmallBudget>,
 }
 
 impl std::fmt::Debug for Object {
@@ -102,7 +103,7 @@ impl Object {
         path: PathBuf,
         file: File,
         state: State,
-        small_budget: Arc<crate::store::SmallBudget>,
+        small_budget: Arc<SmallBudget>,
     ) -> Self {
         let (version, _) = watch::channel(0);
         Self {
@@ -372,7 +373,7 @@ impl Object {
             }
             s.len?
         };
-        if len > crate::store::SMALL_BODY_MAX {
+        if len > SMALL_BODY_MAX {
             return None;
         }
         self.small

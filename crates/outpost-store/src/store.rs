@@ -5,8 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
-use outpost_http::vary::{url_key, url_part};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +15,19 @@ use outpost_http::{ByteRange, CacheKey, RangeSet};
 use crate::error::StoreError;
 use crate::head::StoredHead;
 use crate::index::{Index, Row};
+use crate::layout::object_path;
+use crate::lock::DirLock;
 use crate::object::{Object, Phase, State};
+use crate::reconcile::reconcile;
+use crate::small_body::{SMALL_BODIES_BUDGET, SmallBudget};
+
+mod digest;
+mod evict;
+mod files;
+
+pub use digest::VerifyReport;
+use digest::{sha256_file, sha256_while_stored};
+use files::{private_dir, private_index_files};
 
 /// Where the store lives and how big it may grow.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,91 +104,6 @@ fn is_symlink_refusal(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
-/// Creates `dir` (and missing parents) private to the edge's user, and
-/// takes an existing one (from an earlier version, or made by systemd's
-/// `CacheDirectory=`) to that mode too.
-fn private_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |source| StoreError::Dir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(err)?;
-    let meta = fs::metadata(dir).map_err(err)?;
-    {
-        // Whoever owns the directory can swap the files in it (an object
-        // file for one of theirs, the admin token): only this user or root.
-        use std::os::unix::fs::MetadataExt;
-        let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me && meta.uid() != 0 {
-            return Err(err(std::io::Error::other(format!(
-                "owned by uid {}, not by the edge's user (uid {me}): that user could swap files under the edge; chown it or choose another cache directory",
-                meta.uid()
-            ))));
-        }
-    }
-    if meta.permissions().mode() & 0o777 != DIR_MODE {
-        // Not fatal: a directory the edge does not own (a mount point) may
-        // refuse it, and the files inside are private anyway.
-        match fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)) {
-            Ok(()) => tracing::info!(
-                dir = %dir.display(),
-                was = format!("{:o}", meta.permissions().mode() & 0o777),
-                "cache directory made private (0700)"
-            ),
-            Err(e) => tracing::warn!(
-                dir = %dir.display(),
-                error = %e,
-                "cannot make the cache directory private (0700): other local users may list it"
-            ),
-        }
-    }
-    Ok(())
-}
-
-/// Makes the index and its WAL and shared-memory files (if any) readable
-/// by the edge's user only, creating the index file so that SQLite (which
-/// gives its side files the main file's mode) never makes it 0644.
-fn private_index_files(index: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StoreError::IndexFile { path, source }
-    };
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut name = index.as_os_str().to_owned();
-        name.push(suffix);
-        let path = PathBuf::from(name);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(err(&path)(std::io::Error::other(
-                    "is a symbolic link: refused, not followed",
-                )));
-            }
-            Ok(m) if m.permissions().mode() & 0o777 != FILE_MODE => {
-                fs::set_permissions(&path, fs::Permissions::from_mode(FILE_MODE))
-                    .map_err(err(&path))?;
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(&path)(e)),
-        }
-    }
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .custom_flags(nofollow())
-        .open(index)
-        .map_err(err(index))?;
-    Ok(())
-}
-
 /// Figures for status pages and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -186,62 +112,6 @@ pub struct StoreStats {
     pub pinned_bytes: u64,
     pub max_bytes: u64,
     pub evictions: u64,
-}
-
-/// What `verify` found.
-#[derive(Debug, Clone, Default)]
-pub struct VerifyReport {
-    pub checked: u64,
-    pub digests_checked: u64,
-    /// Objects dropped, with the reason.
-    pub dropped: Vec<(String, String)>,
-}
-
-/// Hex SHA-256 of the first `len` bytes of `file`.
-fn sha256_file(file: &std::fs::File, len: u64) -> std::io::Result<String> {
-    use std::os::unix::fs::FileExt;
-    sha256_read(len, |buf, offset| file.read_at(buf, offset))
-}
-
-/// Hex SHA-256 of the first `len` bytes that `read(buf, offset)` yields.
-fn sha256_read(
-    len: u64,
-    mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
-) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    while offset < len {
-        let want = ((len - offset) as usize).min(buf.len());
-        let n = read(&mut buf[..want], offset)?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "file shorter than the object",
-            ));
-        }
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-/// Like [`sha256_file`] for a stored object, without keeping it from
-/// eviction: the object is held only while a chunk is read, so a full disk
-/// can take it back mid-hash (the answer is then `NotFound`).
-fn sha256_while_stored(obj: &std::sync::Weak<Object>, len: u64) -> std::io::Result<String> {
-    use std::os::unix::fs::FileExt;
-    sha256_read(len, |buf, offset| {
-        let obj = obj
-            .upgrade()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "evicted"))?;
-        obj.file().read_at(buf, offset)
-    })
 }
 
 /// One row of `cache ls`.
@@ -257,37 +127,16 @@ pub struct EntryInfo {
     pub sha256: Option<String>,
 }
 
-/// Complete objects up to this size are served from a copy in memory.
-pub const SMALL_BODY_MAX: u64 = 16 * 1024;
-/// Memory for those copies, in all.
-const SMALL_BODIES_BUDGET: u64 = 8 * 1024 * 1024;
-
-/// Bytes of memory that small-body copies may still take.
-pub(crate) struct SmallBudget(AtomicU64);
-
-impl SmallBudget {
-    fn new(bytes: u64) -> Self {
-        Self(AtomicU64::new(bytes))
-    }
-
-    pub(crate) fn reserve(&self, n: u64) -> bool {
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                left.checked_sub(n)
-            })
-            .is_ok()
-    }
-
-    pub(crate) fn release(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::AcqRel);
-    }
-}
+/// CPU niceness of the eviction thread (the edge's other threads keep 0).
+const EVICT_NICENESS: i32 = 10;
 
 /// Live objects kept in memory beyond those in use; a bound, not a cache
 /// tuning knob (lookups fall back to the index).
 const LIVE_SOFT_LIMIT: usize = 4096;
 
 struct Inner {
+    /// Held for the store's life: no other process uses the directory.
+    _dir_lock: Arc<DirLock>,
     config: StoreConfig,
     objects_dir: PathBuf,
     index: Mutex<Index>,
@@ -322,18 +171,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn object_path(objects_dir: &Path, id: u64) -> PathBuf {
-    objects_dir
-        .join(format!("{:02x}", id & 0xff))
-        .join(format!("{id:016x}"))
-}
-
 impl Store {
     /// Opens (creating if needed) the store in `config.dir` and reconciles the
     /// index with the files. Blocking: call it before serving, or from a
     /// blocking task.
     pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
         private_dir(&config.dir)?;
+        // Before anything is read or written: the directory may be another
+        // edge's, mid-fill.
+        let dir_lock = DirLock::acquire(&config.dir)?;
         let objects_dir = config.dir.join("objects");
         private_dir(&objects_dir)?;
         let index_path = config.dir.join("index.sqlite");
@@ -343,6 +189,7 @@ impl Store {
         let next_id = index.max_id()? + 1;
         let store = Self {
             inner: Arc::new(Inner {
+                _dir_lock: dir_lock,
                 config,
                 objects_dir,
                 index: Mutex::new(index),
@@ -375,7 +222,10 @@ impl Store {
             Ok(h) => h,
             Err(reason) => {
                 tracing::warn!(key = %key, %reason, "dropping object with unreadable metadata");
-                self.remove_row_and_file(key.as_str(), row.id);
+                // Counted in the usage at start-up, unlike a vanished file.
+                if self.remove_row(key.as_str(), row.id) {
+                    self.drop_file(row.id, Some(row.extents.covered()));
+                }
                 return Ok(None);
             }
         };
@@ -406,6 +256,25 @@ impl Store {
             }
             Err(e) => return Err(StoreError::file(&path, e)),
         };
+        if row.complete {
+            // Checked here rather than at start-up (see `reconcile`): a
+            // file cut after its row said complete is never served.
+            let on_disk = file.metadata().map(|m| m.len()).ok();
+            if on_disk.is_none() || on_disk != row.len {
+                tracing::warn!(
+                    key = %key,
+                    path = %path.display(),
+                    file_bytes = ?on_disk,
+                    object_bytes = ?row.len,
+                    "object file is not the object's length; dropping entry"
+                );
+                drop(file);
+                if self.remove_row(key.as_str(), row.id) {
+                    self.drop_file(row.id, Some(row.extents.covered()));
+                }
+                return Ok(None);
+            }
+        }
         let state = State {
             head: Arc::new(head),
             len: row.len,
@@ -595,11 +464,23 @@ impl Store {
                 }
                 store.inner.evicting.store(false, Ordering::Release);
             };
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn_blocking(evict);
-                }
-                Err(_) => evict(),
+            if tokio::runtime::Handle::try_current().is_err() {
+                evict();
+                return;
+            }
+            // A thread of its own at a lower CPU priority: evicting 100,000
+            // small objects keeps a core busy for seconds, and on a small
+            // box hits must come first (bench/evict.py). Linux applies
+            // setpriority(PRIO_PROCESS, 0) to the calling thread only.
+            let spawned = std::thread::Builder::new()
+                .name("outpost-evict".into())
+                .spawn(move || {
+                    let _ = rustix::process::setpriority_process(None, EVICT_NICENESS);
+                    evict();
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the eviction thread");
+                self.inner.evicting.store(false, Ordering::Release);
             }
         }
     }
@@ -723,142 +604,6 @@ impl Store {
             Err(e) => tracing::warn!(%key, error = %e, "cannot digest object"),
         });
         Ok(true)
-    }
-
-    /// Requires the next completion of `key` to have this SHA-256 (hex), or
-    /// lifts the requirement with `None`. A completion that does not match
-    /// fails the object and is reported by [`Store::take_digest_mismatch`].
-    /// The requirement holds for the URL: every variant of `key`'s URL,
-    /// whichever the response turns out to select.
-    pub fn expect_digest(&self, key: &CacheKey, sha256: Option<&str>) {
-        let url = url_key(key);
-        {
-            let mut expected = lock(&self.inner.expected_digests);
-            match sha256 {
-                Some(d) => {
-                    expected.insert(url.clone(), d.to_ascii_lowercase());
-                }
-                None => {
-                    expected.remove(&url);
-                }
-            }
-        }
-        // Fills already running for the URL hold their last byte too.
-        let live: Vec<Arc<Object>> = lock(&self.inner.live)
-            .values()
-            .filter(|o| url_part(o.key().as_str()) == url.as_str())
-            .cloned()
-            .collect();
-        for obj in live {
-            obj.set_hold_last_byte(sha256.is_some());
-        }
-    }
-
-    /// The digest the completion of `key` must match, if a manifest set one.
-    pub fn expected_digest(&self, key: &CacheKey) -> Option<String> {
-        lock(&self.inner.expected_digests)
-            .get(url_part(key.as_str()))
-            .cloned()
-    }
-
-    /// Whether a manifest gives the digest of `key`'s URL (asked for every
-    /// request: neither the key nor the digest is copied).
-    pub fn expects_digest(&self, key: &CacheKey) -> bool {
-        lock(&self.inner.expected_digests).contains_key(url_part(key.as_str()))
-    }
-
-    /// The (expected, actual) digests of the last refused completion of `key`.
-    pub fn take_digest_mismatch(&self, key: &CacheKey) -> Option<(String, String)> {
-        let mut mismatches = lock(&self.inner.digest_mismatches);
-        if let Some(found) = mismatches.remove(key) {
-            return Some(found);
-        }
-        // Recorded under the variant the response selected.
-        let url = url_key(key);
-        let variant = mismatches
-            .keys()
-            .find(|k| url_part(k.as_str()) == url.as_str())
-            .cloned()?;
-        mismatches.remove(&variant)
-    }
-
-    /// The SHA-256 of `obj`'s complete body: the recorded one, or computed
-    /// now (and recorded) when none is.
-    pub async fn digest_of(&self, obj: &Arc<Object>) -> Result<String, StoreError> {
-        if let Some(d) = lock(&self.inner.index)
-            .get(obj.key().as_str())?
-            .filter(|r| r.complete && r.id == obj.id())
-            .and_then(|r| r.sha256)
-        {
-            return Ok(d);
-        }
-        let file = obj.file();
-        let len = obj.len().unwrap_or(0);
-        let path = obj.path().to_path_buf();
-        let digest = tokio::task::spawn_blocking(move || sha256_file(&file, len))
-            .await
-            .map_err(|_| StoreError::Task)?
-            .map_err(|e| StoreError::file(&path, e))?;
-        if let Err(e) = lock(&self.inner.index).set_digest(obj.key().as_str(), obj.id(), &digest) {
-            tracing::warn!(key = %obj.key(), error = %e, "cannot record digest");
-        }
-        Ok(digest)
-    }
-
-    /// The recorded SHA-256 of the complete object under `key`, if known.
-    pub fn digest(&self, key: &CacheKey) -> Result<Option<String>, StoreError> {
-        Ok(lock(&self.inner.index)
-            .get(key.as_str())?
-            .filter(|r| r.complete)
-            .and_then(|r| r.sha256))
-    }
-
-    /// Re-reads every complete object and drops those whose file no longer
-    /// matches its recorded length or SHA-256. Blocking; returns what it
-    /// checked and what it dropped.
-    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let rows = lock(&self.inner.index).all()?;
-        let mut report = VerifyReport::default();
-        for row in rows.into_iter().filter(|r| r.complete) {
-            report.checked += 1;
-            let path = object_path(&self.inner.objects_dir, row.id);
-            let len = row.len.unwrap_or(0);
-            let problem = match OpenOptions::new()
-                .read(true)
-                .custom_flags(nofollow())
-                .open(&path)
-            {
-                Err(e) => Some(format!("cannot open: {e}")),
-                Ok(file) => match file.metadata().map(|m| m.len()) {
-                    Ok(on_disk) if on_disk != len => {
-                        Some(format!("file holds {on_disk} bytes, object is {len}"))
-                    }
-                    Err(e) => Some(format!("cannot stat: {e}")),
-                    Ok(_) => match (&row.sha256, sha256_file(&file, len)) {
-                        (Some(want), Ok(got)) if *want != got => {
-                            Some(format!("SHA-256 {got} differs from recorded {want}"))
-                        }
-                        (_, Err(e)) => Some(format!("cannot read: {e}")),
-                        _ => None,
-                    },
-                },
-            };
-            if row.sha256.is_some() {
-                report.digests_checked += 1;
-            }
-            if let Some(reason) = problem {
-                tracing::warn!(key = row.key, %reason, "verify: dropping object");
-                let key = CacheKey::from_stored(row.key.clone());
-                if let Some(obj) = lock(&self.inner.live).remove(&key) {
-                    obj.fail(&reason);
-                }
-                if self.remove_row(&row.key, row.id) {
-                    self.drop_file(row.id, Some(row.extents.covered().max(len)));
-                }
-                report.dropped.push((row.key, reason));
-            }
-        }
-        Ok(report)
     }
 
     /// Replaces the head of a stored object (after a 304 revalidation).
@@ -1000,95 +745,6 @@ impl Store {
             .collect())
     }
 
-    /// Evicts until usage is under the low watermark. Blocking.
-    pub fn evict(&self) -> Result<u64, StoreError> {
-        let cfg = &self.inner.config;
-        let low = (cfg.max_bytes as f64 * cfg.low_watermark) as u64;
-        let freed = self.evict_while(|| self.inner.used.load(Ordering::Relaxed) > low)?;
-        if self.inner.used.load(Ordering::Relaxed) > low {
-            tracing::warn!(
-                used = self.inner.used.load(Ordering::Relaxed),
-                limit = cfg.max_bytes,
-                "cache over its limit but nothing evictable (pinned or in use)"
-            );
-        }
-        Ok(freed)
-    }
-
-    /// Evicts until the file system has `needed` bytes free, for a fill that
-    /// hit a full disk (the cache's own limit may be set above what the
-    /// disk really has, or something else filled it). Returns the bytes
-    /// freed; 0 when nothing could go (pinned or in use). Blocking.
-    pub fn make_room(&self, needed: u64) -> Result<u64, StoreError> {
-        let free = || {
-            rustix::fs::statvfs(&self.inner.objects_dir)
-                .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
-                .unwrap_or(u64::MAX)
-        };
-        let freed = self.evict_while(|| free() < needed)?;
-        tracing::warn!(
-            needed,
-            freed,
-            available = free(),
-            "disk full: evicted to make room"
-        );
-        Ok(freed)
-    }
-
-    /// Evicts the least valuable objects that no one is using while `more`
-    /// says so. Returns the bytes freed.
-    fn evict_while(&self, more: impl Fn() -> bool) -> Result<u64, StoreError> {
-        // Bring counts and access times up to date so the order is right
-        // (best effort: on a full disk the index may not take the write).
-        if let Err(e) = self.flush_access() {
-            tracing::warn!(error = %e, "could not record access times before evicting");
-        }
-        let mut skipped: HashSet<String> = HashSet::new();
-        let mut freed = 0;
-        while more() {
-            let candidates = lock(&self.inner.index).eviction_candidates(skipped.len() + 64)?;
-            let mut progressed = false;
-            for (key, id, size) in candidates {
-                if skipped.contains(&key) {
-                    continue;
-                }
-                let ckey = CacheKey::from_stored(key.clone());
-                {
-                    let mut live = lock(&self.inner.live);
-                    if let Some(obj) = live.get(&ckey) {
-                        // In use (a reader or a fill holds it) or being filled:
-                        // not now.
-                        if Arc::strong_count(obj) > 1 {
-                            skipped.insert(key);
-                            continue;
-                        }
-                        live.remove(&ckey);
-                    }
-                }
-                // The file first: that is what frees the disk. A row the
-                // index cannot delete now (a full disk can refuse SQLite
-                // too) points at a vanished file, which the next lookup or
-                // start-up drops.
-                self.drop_file(id, Some(size));
-                if !self.remove_row(&key, id) {
-                    tracing::debug!(key, "index row kept for now; its file is gone");
-                }
-                self.inner.evictions.fetch_add(1, Ordering::Relaxed);
-                freed += size;
-                tracing::debug!(key, size, "evicted");
-                skipped.insert(key);
-                progressed = true;
-                if !more() {
-                    break;
-                }
-            }
-            if !progressed {
-                break;
-            }
-        }
-        Ok(freed)
-    }
-
     fn remove_row(&self, key: &str, id: u64) -> bool {
         match lock(&self.inner.index).remove(key, id) {
             Ok(removed) => removed,
@@ -1130,113 +786,4 @@ fn prune_live(live: &mut HashMap<CacheKey, Arc<Object>>) {
         return;
     }
     live.retain(|_, obj| Arc::strong_count(obj) > 1 || obj.phase() == Phase::Filling);
-}
-
-/// Makes index and files agree; returns the bytes the surviving objects hold.
-fn reconcile(index: &mut Index, objects_dir: &Path) -> Result<u64, StoreError> {
-    // Object subdirectories are real directories: a link in their place
-    // would lead every file path under it elsewhere.
-    if let Ok(dirs) = fs::read_dir(objects_dir) {
-        for dir in dirs.flatten() {
-            if dir.file_type().is_ok_and(|t| !t.is_dir()) {
-                tracing::error!(
-                    path = %dir.path().display(),
-                    "not a directory in the objects directory (a symbolic link?): removed"
-                );
-                let _ = fs::remove_file(dir.path());
-            }
-        }
-    }
-    let rows = index.all()?;
-    let mut known = HashSet::new();
-    let mut used = 0u64;
-    let (mut dropped, mut partial) = (0u32, 0u32);
-    for mut row in rows {
-        let path = object_path(objects_dir, row.id);
-        // Not following links: a link planted in place of an object file
-        // makes the row unsound (dropped with the link below).
-        let file_len = match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_file() => Some(m.len()),
-            Ok(_) => {
-                tracing::error!(
-                    path = %path.display(),
-                    "object file is not a regular file (a symbolic link?): refused, dropping it"
-                );
-                None
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(StoreError::file(&path, e)),
-        };
-        let head_ok = StoredHead::from_json(&row.head).is_ok();
-        let sound = match (file_len, row.complete) {
-            (None, _) => false,
-            (Some(_), _) if !head_ok => false,
-            (Some(flen), true) => row.len == Some(flen),
-            (Some(_), false) => true,
-        };
-        if !sound {
-            index.remove(&row.key, row.id)?;
-            let _ = fs::remove_file(&path);
-            dropped += 1;
-            continue;
-        }
-        if !row.complete {
-            // Trust only extents the index recorded, and only as far as the
-            // file actually reaches.
-            let before = row.extents.clone();
-            if let Some(flen) = file_len {
-                row.extents.truncate(flen);
-            }
-            if let Some(len) = row.len {
-                row.extents.truncate(len);
-            }
-            // Every byte was checkpointed but the completion was not recorded
-            // (stopped between the last write and `finish`): complete now.
-            let whole = row.len.is_some_and(|len| {
-                file_len == Some(len) && row.extents.contains(ByteRange::new(0, len))
-            });
-            if whole {
-                row.complete = true;
-                index.update_extents(&row.key, row.id, row.len, true, &row.extents)?;
-            } else {
-                if row.extents != before {
-                    index.update_extents(&row.key, row.id, row.len, false, &row.extents)?;
-                }
-                partial += 1;
-            }
-        }
-        used += row.extents.covered().max(if row.complete {
-            row.len.unwrap_or(0)
-        } else {
-            0
-        });
-        known.insert(row.id);
-    }
-    // Files with no row: a crash between creating the file and writing the
-    // row, or a row dropped above.
-    let mut orphans = 0u32;
-    if let Ok(dirs) = fs::read_dir(objects_dir) {
-        for dir in dirs.flatten() {
-            let Ok(files) = fs::read_dir(dir.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let name = file.file_name();
-                let id = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok());
-                if !id.is_some_and(|id| known.contains(&id)) {
-                    let _ = fs::remove_file(file.path());
-                    orphans += 1;
-                }
-            }
-        }
-    }
-    tracing::info!(
-        objects = known.len(),
-        partial,
-        dropped,
-        orphans,
-        bytes = used,
-        "store reconciled"
-    );
-    Ok(used)
 }

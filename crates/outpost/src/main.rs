@@ -41,7 +41,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the edge in the foreground (logs to stderr, stops on SIGTERM).
+    /// Run the edge in the foreground (logs to stderr; SIGTERM drains, a second one stops at once).
     Serve(ServeArgs),
     /// Check a configuration file as `serve` would; reports every error with
     /// its line and column.
@@ -227,9 +227,8 @@ async fn run(
     let hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let usr1 = signal(SignalKind::user_defined1()).context("cannot install the SIGUSR1 handler")?;
     let store_config = resolved.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(store_config))
-        .await?
-        .with_context(|| format!("cannot open the cache in {}", resolved.store.dir.display()))?;
+    // The store's errors name the directory and the cause themselves.
+    let store = tokio::task::spawn_blocking(move || Store::open(store_config)).await??;
     let engine = Engine::new(resolved.proxy.clone(), store.clone());
     let channels = Channels::start(
         engine.clone(),
@@ -300,6 +299,10 @@ async fn run(
             None => tracing::info!(%addr, "listening (forward / transparent proxy)"),
         }
     }
+    let open_connections = server.open_connections();
+    // Installed before the server runs: from here a signal starts a drain
+    // (before, its default action ends a process that serves nothing yet).
+    let mut stop_signals = StopSignals::install()?;
     let shutdown = CancellationToken::new();
     let flusher = {
         let store = store.clone();
@@ -330,10 +333,31 @@ async fn run(
             }
         });
     }
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    let first = stop_signals.recv().await;
+    let drain = engine.config.drain;
+    // Listeners close first: a new connection is refused at once (and a
+    // load balancer or a PC's retry goes elsewhere), while the responses
+    // in flight, a download of a large package among them, run to their end.
     shutdown.cancel();
     let _ = server_task.await;
+    tracing::info!(
+        signal = first,
+        connections = open_connections.count(),
+        drain = %humantime::format_duration(drain),
+        "draining: no new connections; waiting for the responses in flight (a second signal stops at once)"
+    );
+    tokio::select! {
+        _ = open_connections.all_closed() => tracing::info!("drained: every connection closed"),
+        _ = tokio::time::sleep(drain) => tracing::warn!(
+            connections = open_connections.count(),
+            "drain period over: closing the connections still open"
+        ),
+        second = stop_signals.recv() => tracing::warn!(
+            signal = second,
+            connections = open_connections.count(),
+            "second signal: stopping now"
+        ),
+    }
     let _ = admin_task.await;
     let _ = flusher.await;
     engine.fills.checkpoint_all().await;
@@ -342,18 +366,26 @@ async fn run(
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install SIGTERM handler");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT: the first starts a drain, the next ends it.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+        })
+    }
+
+    /// Waits for the next one; its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -1,8 +1,7 @@
 //! The cache directory as another local user or a planted link sees it:
 //! modes after open, and object files that are symbolic links.
 
-mod common;
-use common::{key, put};
+use crate::common::{key, put};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
 //! A body that must match a manifest's digest: readers never see its last
 //! byte before the check has passed, with its length known or not.
 
-mod common;
-use common::{head, key};
+use crate::common::{head, key};
 
 use bytes::Bytes;
 use outpost_store::{Availability, Store, StoreConfig};

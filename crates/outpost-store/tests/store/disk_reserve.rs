@@ -2,8 +2,7 @@
 //! default, configurable, and small enough that a small file system still
 //! caches.
 
-mod common;
-use common::{head, key};
+use crate::common::{head, key};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
