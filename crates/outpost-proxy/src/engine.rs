@@ -127,6 +127,8 @@ pub struct Engine {
     via_name: String,
     /// Size of the variant map at which it is next rebuilt.
     variant_map_limit: AtomicUsize,
+    /// What freshness is judged by: read once per request.
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// A pseudonym for `Via` no other edge shares: hashed from what differs
@@ -265,6 +267,15 @@ fn passthrough_response(resp: Response<Incoming>, shaper: &Arc<WanShaper>) -> Re
 
 impl Engine {
     pub fn new(config: ProxyConfig, store: Store) -> Arc<Self> {
+        Self::with_clock(config, store, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// An engine that judges freshness by `clock` (tests move it forward).
+    pub fn with_clock(
+        config: ProxyConfig,
+        store: Store,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Arc<Self> {
         let store_for_variants = store.clone();
         let via_name = via_pseudonym(&config);
         let guard = Arc::new(crate::destination::DestinationGuard::new(
@@ -293,7 +304,13 @@ impl Engine {
             via: format!("1.1 {via_name}"),
             via_name,
             variant_map_limit: AtomicUsize::new(VARIANT_MAP_MIN),
+            clock,
         })
+    }
+
+    /// The time by the engine's clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// Records an address this edge listens on (its admin API, say), which
@@ -410,7 +427,8 @@ impl Engine {
         outpost_http::policy::policy_with_override(
             &preq,
             response,
-            SystemTime::now(),
+            // The instant the response is received, by the engine's clock.
+            self.clock.now(),
             self.rule(route).map(|r| &r.freshness),
             route.surrogate,
         )
@@ -490,7 +508,7 @@ impl Engine {
             route
         };
         if method == Method::HEAD {
-            let now = SystemTime::now();
+            let now = self.clock.now();
             // As for GET: credentials share only what the origin shares.
             let authorized = !digest_bound && req.headers().contains_key(header::AUTHORIZATION);
             if let Ok(Some(obj)) = self.store.get(&route.key)
@@ -646,6 +664,7 @@ impl Engine {
         fill: Arc<ObjectFill>,
         parts: &request::Parts,
         status: &'static str,
+        now: SystemTime,
     ) -> Response<EdgeBody> {
         let source = FillSource {
             ctx: self.fills.clone(),
@@ -659,7 +678,7 @@ impl Engine {
             Some(source),
             Some(guard),
             status,
-            SystemTime::now(),
+            now,
         )
     }
 
@@ -671,7 +690,9 @@ impl Engine {
         route: Route,
         digest_bound: bool,
     ) -> Response<EdgeBody> {
-        if digest_bound && let Some(resp) = self.checked_copy(&parts, &route) {
+        // Every freshness decision of this request is made at this instant.
+        let now = self.clock.now();
+        if digest_bound && let Some(resp) = self.checked_copy(&parts, &route, now) {
             return resp;
         }
         // A response fetched for another client's request answers one with
@@ -684,7 +705,6 @@ impl Engine {
         // requests never need it); a variant route differs only by its key.
         for _ in 0..4 {
             let route = self.select_variant(route.clone(), &parts.headers);
-            let now = SystemTime::now();
             // A fill whose object just completed is about to leave the map:
             // its object is served as the hit it now is.
             if let Some(fill) = self.fills.active(&route.key)
@@ -705,7 +725,7 @@ impl Engine {
                     continue;
                 }
                 self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
-                return self.serve_fill(fill, &parts, "MISS");
+                return self.serve_fill(fill, &parts, "MISS", now);
             }
             let stored = match self.store.get(&route.key) {
                 Ok(stored) => stored,
@@ -744,7 +764,7 @@ impl Engine {
                         // fetch the rest.
                         self.stats.hits.fetch_add(1, Ordering::Relaxed);
                         let fill = self.fills.attach(obj, self.target(&parts.headers, &route));
-                        return self.serve_fill(fill, &parts, "PARTIAL_HIT");
+                        return self.serve_fill(fill, &parts, "PARTIAL_HIT", now);
                     }
                     BeforeRequest::Stale {
                         request,
@@ -763,6 +783,7 @@ impl Engine {
                                 request.headers,
                                 &parts,
                                 &route,
+                                now,
                             );
                             return object_response(obj, &parts, None, None, "STALE", now);
                         }
@@ -790,7 +811,7 @@ impl Engine {
                     (
                         self.collapse(&key, seen, async move {
                             engine
-                                .revalidate(obj, conditional, headers, target, route)
+                                .revalidate(obj, conditional, headers, target, route, now)
                                 .await
                         })
                         .await,
@@ -831,7 +852,7 @@ impl Engine {
                         return self.pass_own(parts, &route).await;
                     }
                     self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                    return self.serve_fill(fill, &parts, "MISS");
+                    return self.serve_fill(fill, &parts, "MISS", now);
                 }
                 Outcome::Refreshed(obj) | Outcome::Stale(obj) if !shared_with_me(&obj.head()) => {
                     return self.pass_own(parts, &route).await;
@@ -839,19 +860,11 @@ impl Engine {
                 Outcome::Refreshed(obj) => {
                     self.stats.revalidated.fetch_add(1, Ordering::Relaxed);
                     self.store.touch(&obj);
-                    return object_response(
-                        obj,
-                        &parts,
-                        None,
-                        None,
-                        cache_status,
-                        SystemTime::now(),
-                    );
+                    return object_response(obj, &parts, None, None, cache_status, now);
                 }
                 Outcome::Stale(obj) => {
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
-                    let mut resp =
-                        object_response(obj, &parts, None, None, "STALE", SystemTime::now());
+                    let mut resp = object_response(obj, &parts, None, None, "STALE", now);
                     resp.headers_mut().insert(
                         header::WARNING,
                         HeaderValue::from_static("111 outpost \"Revalidation Failed\""),
@@ -913,7 +926,12 @@ impl Engine {
     /// from a mirror that has changed the file would only replace a good
     /// copy with one that fails its check; the channel's next sync is what
     /// brings a new version.
-    fn checked_copy(&self, parts: &request::Parts, route: &Route) -> Option<Response<EdgeBody>> {
+    fn checked_copy(
+        &self,
+        parts: &request::Parts,
+        route: &Route,
+        now: SystemTime,
+    ) -> Option<Response<EdgeBody>> {
         let route = self.select_variant(route.clone(), &parts.headers);
         let expected = self.store.expected_digest(&route.key)?;
         let obj = self.store.get(&route.key).ok().flatten()?;
@@ -922,14 +940,7 @@ impl Engine {
         }
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         self.store.touch(&obj);
-        Some(object_response(
-            obj,
-            parts,
-            None,
-            None,
-            "HIT",
-            SystemTime::now(),
-        ))
+        Some(object_response(obj, parts, None, None, "HIT", now))
     }
 
     /// Revalidates `obj` for later clients (stale-while-revalidate), joined
@@ -940,6 +951,7 @@ impl Engine {
         conditional: HeaderMap,
         parts: &request::Parts,
         route: &Route,
+        now: SystemTime,
     ) {
         let engine = self.clone();
         let target = self.target(&parts.headers, route);
@@ -952,7 +964,7 @@ impl Engine {
             let outcome = engine
                 .collapse(&key, seen, async move {
                     inner
-                        .revalidate(obj, conditional, client, target, route)
+                        .revalidate(obj, conditional, client, target, route, now)
                         .await
                 })
                 .await;
@@ -1292,6 +1304,7 @@ impl Engine {
         client: HeaderMap,
         target: UpstreamTarget,
         route: Route,
+        now: SystemTime,
     ) -> Outcome {
         let mut builder = Request::builder()
             .method(Method::GET)
@@ -1316,7 +1329,7 @@ impl Engine {
         // Stale on error: when the admin switch says so, or within the
         // response's or the request's stale-if-error window (RFC 5861);
         // never against must-revalidate, proxy-revalidate or no-cache.
-        let staleness = head.staleness(SystemTime::now());
+        let staleness = head.staleness(now);
         let within = |h: &HeaderMap| {
             cache_control::seconds(h, "stale-if-error")
                 .is_some_and(|w| staleness <= Duration::from_secs(w))

@@ -12,6 +12,7 @@
 //! a few hundred KiB and readers read in chunks of the same order.
 
 pub mod access_log;
+pub mod clock;
 pub mod config;
 pub mod destination;
 pub mod engine;
@@ -24,6 +25,7 @@ mod sys;
 pub mod upstream;
 pub mod wan;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CacheOverride, FillConfig, LiveRules, ProxyConfig, RangeMissPolicy, Site};
 pub use engine::Engine;
 pub use server::Server;

@@ -222,6 +222,7 @@ impl Engine {
         expected: Option<&str>,
     ) -> Result<Prefetched, PrefetchError> {
         let key = &route.key;
+        let now = self.now();
         for _ in 0..8 {
             if let Some(fill) = self.fills.active(key) {
                 // Someone's fill runs (a client's range, perhaps): make sure
@@ -294,7 +295,7 @@ impl Engine {
                     let (target, route2, client) = (target.clone(), route.clone(), client.clone());
                     self.collapse(key, seen, async move {
                         engine
-                            .revalidate(obj, conditional, client, target, route2)
+                            .revalidate(obj, conditional, client, target, route2, now)
                             .await
                     })
                     .await

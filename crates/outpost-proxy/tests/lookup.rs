@@ -1,0 +1,139 @@
+//! The lookup of a stored object: what one request decides from what is
+//! stored, what is being filled and the time, judged against a clock the
+//! tests move (never `Age` headers, never sleeping).
+
+mod common;
+use common::Edge;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use outpost_proxy::{ManualClock, ProxyConfig};
+use outpost_store::StoreConfig;
+use outpost_testkit::{Origin, Resource, content};
+
+fn reverse(origin: &Origin) -> ProxyConfig {
+    ProxyConfig {
+        origin: Some(origin.url("/").parse().unwrap()),
+        // The fake origin listens on loopback, which the guard refuses.
+        internal_destinations: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ProxyConfig::default()
+    }
+}
+
+/// A clock a day behind the host's: anything that still reads the host's
+/// clock instead of the engine's shows up as a wrong freshness verdict.
+fn clock_a_day_behind() -> Arc<ManualClock> {
+    Arc::new(ManualClock::starting_at(
+        SystemTime::now() - Duration::from_secs(86_400),
+    ))
+}
+
+async fn edge(dir: &std::path::Path, config: ProxyConfig, clock: &Arc<ManualClock>) -> Edge {
+    Edge::start_with_clock(config, StoreConfig::new(dir, 1 << 30), clock.clone()).await
+}
+
+/// Guards the stale-after-restart bug: the head of an object loaded after a
+/// restart took its own `now`, later than the request's, and an object
+/// long stale was served once as a fresh HIT without asking the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_object_after_a_restart_is_revalidated_not_served_as_a_hit() {
+    let origin = Origin::start().await;
+    let body = content(64 << 10, 1);
+    origin.put(
+        "/pkg.msi",
+        Resource::new(body.clone()).header("cache-control", "max-age=60"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock_a_day_behind();
+
+    let first = edge(dir.path(), reverse(&origin), &clock).await;
+    let reply = first.client().get("/pkg.msi", &[]).await.unwrap();
+    assert_eq!(reply.header("x-cache"), Some("MISS"));
+    let key = first
+        .engine
+        .prefetch_key(origin.url("/pkg.msi").parse().unwrap())
+        .unwrap();
+    assert!(first.completes(&key, Duration::from_secs(10)).await);
+    let reply = first.client().get("/pkg.msi", &[]).await.unwrap();
+    assert_eq!(
+        reply.header("x-cache"),
+        Some("HIT"),
+        "fresh before the restart"
+    );
+    first.stop().await;
+    assert_eq!(origin.count("/pkg.msi"), 1);
+
+    clock.advance(Duration::from_secs(120));
+    let second = edge(dir.path(), reverse(&origin), &clock).await;
+    let reply = second.client().get("/pkg.msi", &[]).await.unwrap();
+    assert_eq!(reply.status.as_u16(), 200);
+    assert!(reply.body == body);
+    assert_ne!(
+        reply.header("x-cache"),
+        Some("HIT"),
+        "a response 120 s old with max-age=60 was served as fresh"
+    );
+    assert_eq!(origin.count("/pkg.msi"), 2, "the origin was not asked");
+    assert!(
+        origin.requests_for("/pkg.msi")[1].is_conditional(),
+        "the stored copy has validators: revalidated, not refetched"
+    );
+    second.stop().await;
+}
+
+/// The same restart with the origin gone: the stale copy is served only
+/// where that is allowed, and marked as such; elsewhere the client gets an
+/// error, never a fresh-looking hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_object_after_a_restart_with_the_origin_down_is_marked_stale_or_refused() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/may-be-stale",
+        Resource::new(content(4096, 2)).header("cache-control", "max-age=60"),
+    );
+    origin.put(
+        "/must-revalidate",
+        Resource::new(content(4096, 3)).header("cache-control", "max-age=60, must-revalidate"),
+    );
+    let config = reverse(&origin);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock_a_day_behind();
+
+    let first = edge(dir.path(), config.clone(), &clock).await;
+    for path in ["/may-be-stale", "/must-revalidate"] {
+        let reply = first.client().get(path, &[]).await.unwrap();
+        assert_eq!(reply.status.as_u16(), 200);
+        let key = first
+            .engine
+            .prefetch_key(origin.url(path).parse().unwrap())
+            .unwrap();
+        assert!(first.completes(&key, Duration::from_secs(10)).await);
+    }
+    first.stop().await;
+    drop(origin);
+
+    clock.advance(Duration::from_secs(120));
+    let second = edge(dir.path(), config, &clock).await;
+    let reply = second.client().get("/may-be-stale", &[]).await.unwrap();
+    assert_eq!(
+        reply.status.as_u16(),
+        200,
+        "serve_stale_on_error is on by default"
+    );
+    assert_eq!(reply.header("x-cache"), Some("STALE"));
+    assert!(
+        reply
+            .header("warning")
+            .is_some_and(|w| w.starts_with("111")),
+        "a stale answer says so: {:?}",
+        reply.header("warning")
+    );
+    let reply = second.client().get("/must-revalidate", &[]).await.unwrap();
+    assert!(
+        matches!(reply.status.as_u16(), 502 | 504),
+        "must-revalidate forbids the stale copy: got {}",
+        reply.status
+    );
+    second.stop().await;
+}
