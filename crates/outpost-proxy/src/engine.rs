@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::config::{ProxyConfig, RangeMissPolicy};
 use crate::fill::{FillContext, ObjectFill, UpstreamTarget};
 use crate::h1::ReqBody;
+use crate::lookup::{Asker, ClientRequest, Decision, Running, Stored, decide, explicitly_shared};
 use crate::serve::{EdgeBody, FillSource, error_response, object_response, streamed};
 use crate::upstream::{Reach, Upstream, UpstreamBody, UpstreamError};
 use crate::wan::WanShaper;
@@ -616,17 +617,6 @@ impl Engine {
         parts
     }
 
-    /// Whether `obj`'s response may answer this request without asking the
-    /// origin.
-    fn fresh_for(&self, obj: &Object, headers: &HeaderMap, route: &Route, now: SystemTime) -> bool {
-        let head = obj.head();
-        let preq = self.policy_request(headers, route, &head.headers);
-        matches!(
-            head.policy.before_request(&preq, now),
-            BeforeRequest::Fresh(_)
-        )
-    }
-
     /// Waits, briefly, for a fill that has every byte to record its object.
     /// Returns whether it did (else the caller shares the fill as before:
     /// a slow disk must not turn into an error).
@@ -647,6 +637,17 @@ impl Engine {
             }
         };
         tokio::time::timeout(RECORD_WAIT, recorded).await.is_ok()
+    }
+
+    /// The object stored under `key`; a store that cannot be read is a miss.
+    fn lookup(&self, key: &CacheKey) -> Option<Arc<Object>> {
+        match self.store.get(key) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(key = %key, error = %e, "store lookup failed; treating as a miss");
+                None
+            }
+        }
     }
 
     fn target(&self, client: &HeaderMap, route: &Route) -> UpstreamTarget {
@@ -705,100 +706,83 @@ impl Engine {
         // requests never need it); a variant route differs only by its key.
         for _ in 0..4 {
             let route = self.select_variant(route.clone(), &parts.headers);
-            // A fill whose object just completed is about to leave the map:
-            // its object is served as the hit it now is.
-            if let Some(fill) = self.fills.active(&route.key)
-                && !fill.object.is_complete()
-            {
-                if !may_share(&fill.object.head()) {
-                    return self.pass_own(parts, &route).await;
-                }
-                // A request that arrives while the response streams shares
-                // it (collapsed forwarding). Once every byte is in, the fill
-                // is only recording the object: a request arriving now came
-                // after the response and is judged by its freshness like any
-                // later one (a response with no lifetime is not reused).
-                if fill.object.is_fully_present()
-                    && !self.fresh_for(&fill.object, &parts.headers, &route, now)
-                    && self.until_recorded(&fill).await
-                {
+            let running = self.fills.active(&route.key);
+            let stored = self.lookup(&route.key);
+            let seen = stored.as_ref().map(|o| o.id());
+            let decision = {
+                let running_head = running.as_ref().map(|f| f.object.head());
+                let stored_head = stored.as_ref().map(|o| (o.head(), o.phase()));
+                let policy_request =
+                    |head: &StoredHead| self.policy_request(&parts.headers, &route, &head.headers);
+                let asker = Asker::Client(ClientRequest {
+                    headers: &parts.headers,
+                    authorized,
+                    policy_request: &policy_request,
+                });
+                decide(
+                    stored_head
+                        .as_ref()
+                        .map(|(head, phase)| Stored { head, phase }),
+                    running
+                        .as_ref()
+                        .zip(running_head.as_deref())
+                        .map(|(fill, head)| Running {
+                            head,
+                            complete: fill.object.is_complete(),
+                            fully_present: fill.object.is_fully_present(),
+                        }),
+                    &asker,
+                    now,
+                )
+            };
+            let mut revalidate = None;
+            match decision {
+                Decision::PassOwn => return self.pass_own(parts, &route).await,
+                Decision::AwaitRecord => {
+                    if let Some(fill) = &running
+                        && self.until_recorded(fill).await
+                    {
+                        continue;
+                    }
+                    // Recording is slow (a busy disk): share the fill as
+                    // before rather than fail.
+                    if let Some(fill) = running {
+                        self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
+                        return self.serve_fill(fill, &parts, "MISS", now);
+                    }
                     continue;
                 }
-                self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
-                return self.serve_fill(fill, &parts, "MISS", now);
-            }
-            let stored = match self.store.get(&route.key) {
-                Ok(stored) => stored,
-                Err(e) => {
-                    tracing::error!(key = %route.key, error = %e, "store lookup failed; treating as a miss");
-                    None
+                Decision::JoinFill => {
+                    let Some(fill) = running else { continue };
+                    self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
+                    return self.serve_fill(fill, &parts, "MISS", now);
                 }
-            };
-            let seen = stored.as_ref().map(|o| o.id());
-            let mut revalidate = None;
-            if let Some(obj) = stored {
-                let head = obj.head();
-                if !may_share(&head) {
-                    return self.pass_own(parts, &route).await;
-                }
-                // The common hit: a plain request for a stored response that
-                // does not vary. RFC 9111 then reduces to "is it fresh?".
-                let plain = !parts.headers.contains_key(header::CACHE_CONTROL)
-                    && !parts.headers.contains_key(header::PRAGMA)
-                    && !head.headers.contains_key(header::VARY);
-                if plain && obj.is_complete() && head.is_fresh(now) {
+                Decision::Hit => {
+                    let Some(obj) = stored else { continue };
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
                     self.store.touch(&obj);
                     return object_response(obj, &parts, None, None, "HIT", now);
                 }
-                let preq = self.policy_request(&parts.headers, &route, &head.headers);
-                match head.policy.before_request(&preq, now) {
-                    BeforeRequest::Fresh(_) if obj.is_complete() => {
-                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                        self.store.touch(&obj);
-                        return object_response(obj, &parts, None, None, "HIT", now);
-                    }
-                    BeforeRequest::Fresh(_) => {
-                        // A fresh partial object (a range fill, or a fill
-                        // interrupted by a restart): serve what is there and
-                        // fetch the rest.
-                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                        let fill = self.fills.attach(obj, self.target(&parts.headers, &route));
-                        return self.serve_fill(fill, &parts, "PARTIAL_HIT", now);
-                    }
-                    BeforeRequest::Stale {
-                        request,
-                        matches: true,
-                    } if obj.is_complete() => {
-                        if let Some(window) =
-                            cache_control::seconds(&head.headers, "stale-while-revalidate")
-                            && head.staleness(now) <= Duration::from_secs(window)
-                            && !demands_validation(&parts.headers)
-                        {
-                            // RFC 5861: answer now from the stale copy, and
-                            // refresh it for the next client.
-                            self.stats.stale.fetch_add(1, Ordering::Relaxed);
-                            self.refresh_in_background(
-                                obj.clone(),
-                                request.headers,
-                                &parts,
-                                &route,
-                                now,
-                            );
-                            return object_response(obj, &parts, None, None, "STALE", now);
-                        }
-                        if only_if_cached(&parts.headers) {
-                            return gateway_timeout();
-                        }
-                        revalidate = Some((obj, request.headers));
-                    }
-                    BeforeRequest::Stale { .. } => {}
+                Decision::FetchRest => {
+                    let Some(obj) = stored else { continue };
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    let fill = self.fills.attach(obj, self.target(&parts.headers, &route));
+                    return self.serve_fill(fill, &parts, "PARTIAL_HIT", now);
                 }
-            }
-            if only_if_cached(&parts.headers) {
-                // RFC 9111 section 5.2.1.7: nothing usable is stored, and the
-                // client forbids asking the origin.
-                return gateway_timeout();
+                Decision::StaleWhileRevalidate { conditional } => {
+                    let Some(obj) = stored else { continue };
+                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    self.refresh_in_background(obj.clone(), conditional, &parts, &route, now);
+                    return object_response(obj, &parts, None, None, "STALE", now);
+                }
+                Decision::OnlyIfCached => return gateway_timeout(),
+                Decision::Revalidate { conditional } => {
+                    let Some(obj) = stored else { continue };
+                    revalidate = Some((obj, conditional));
+                }
+                Decision::Miss => {}
+                // Only syncs are told these.
+                Decision::KeepUnvalidated | Decision::CheckDigest => {}
             }
             let client_range = self.range_to_fetch(&parts.headers);
             let engine = self.clone();
@@ -1553,28 +1537,6 @@ pub(crate) fn refused_destination(refusal: &crate::destination::Refusal) -> Resp
         StatusCode::FORBIDDEN,
         "this destination is not allowed (loopback, link-local or this edge itself)",
     )
-}
-
-/// Whether the origin made a response shareable with requests that carry
-/// `Authorization` (RFC 9111 section 3.5).
-fn explicitly_shared(head: &StoredHead) -> bool {
-    cache_control::has(&head.headers, "public")
-        || cache_control::has(&head.headers, "must-revalidate")
-        || cache_control::seconds(&head.headers, "s-maxage").is_some()
-}
-
-fn only_if_cached(request: &HeaderMap) -> bool {
-    cache_control::has(request, "only-if-cached")
-}
-
-/// The client wants the origin asked (no-cache, max-age=0, Pragma).
-fn demands_validation(request: &HeaderMap) -> bool {
-    cache_control::has(request, "no-cache")
-        || cache_control::seconds(request, "max-age") == Some(0)
-        || request
-            .get(header::PRAGMA)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("no-cache"))
 }
 
 fn gateway_timeout() -> Response<EdgeBody> {

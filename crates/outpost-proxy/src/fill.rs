@@ -233,6 +233,7 @@ impl FillContext {
             ctx: self.clone(),
             state: Mutex::new(FillState::default()),
             readers: AtomicUsize::new(0),
+            detached: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -271,6 +272,8 @@ impl FillContext {
         {
             registry.superseded.remove(&id);
         }
+        drop(registry);
+        fill.detached.send_replace(true);
     }
 
     /// Records progress of every running fill (on shutdown).
@@ -322,6 +325,9 @@ pub struct ObjectFill {
     /// A client waits for this fill (else only pre-positioning does).
     interactive: AtomicBool,
     last_checkpoint: Mutex<Instant>,
+    /// Set once the fill has left the registry, for those who wait to
+    /// look again after it.
+    detached: tokio::sync::watch::Sender<bool>,
 }
 
 /// Held by a client streaming from a fill; see `continue_on_client_abort`.
@@ -350,6 +356,13 @@ impl ObjectFill {
         } else {
             Class::Bulk
         }
+    }
+
+    /// Returns once this fill has left the registry (at once if it has).
+    pub async fn detached(&self) {
+        let mut detached = self.detached.subscribe();
+        // The sender lives as long as `self`: the wait cannot fail.
+        let _ = detached.wait_for(|gone| *gone).await;
     }
 
     pub fn reader(self: &Arc<Self>) -> ReaderGuard {

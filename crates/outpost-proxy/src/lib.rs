@@ -18,6 +18,7 @@ pub mod destination;
 pub mod engine;
 pub mod fill;
 pub mod h1;
+mod lookup;
 pub mod prefetch;
 pub mod serve;
 pub mod server;
