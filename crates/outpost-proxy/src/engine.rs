@@ -21,11 +21,12 @@ use outpost_http::{ByteRange, CacheKey, ContentRange};
 use outpost_store::{Object, Store, StoredHead};
 use tokio::sync::watch;
 
+use crate::cache_status::CacheStatus;
 use crate::config::{ProxyConfig, RangeMissPolicy};
 use crate::fill::{FillContext, ObjectFill, UpstreamTarget};
 use crate::h1::ReqBody;
 use crate::lookup::{Asker, ClientRequest, Decision, Running, Stored, decide, explicitly_shared};
-use crate::serve::{EdgeBody, FillSource, error_response, object_response, streamed};
+use crate::serve::{EdgeBody, FillSource, error_response, marked, object_response, streamed};
 use crate::upstream::{Reach, Upstream, UpstreamBody, UpstreamError};
 use crate::wan::WanShaper;
 use outpost_shaper::Class;
@@ -257,12 +258,15 @@ fn passthrough_response(resp: Response<Incoming>, shaper: &Arc<WanShaper>) -> Re
         parts.headers.insert(header::CONTENT_LENGTH, cl);
     }
     add_via(&mut parts.headers);
-    parts
-        .headers
-        .insert("x-cache", HeaderValue::from_static("PASS"));
-    Response::from_parts(
-        parts,
-        streamed(crate::wan::ShapedBody::new(body, shaper.clone())),
+    if let Some(value) = CacheStatus::Pass.header() {
+        parts.headers.insert("x-cache", value);
+    }
+    marked(
+        Response::from_parts(
+            parts,
+            streamed(crate::wan::ShapedBody::new(body, shaper.clone())),
+        ),
+        CacheStatus::Pass,
     )
 }
 
@@ -477,7 +481,7 @@ impl Engine {
                     "x-outpost-quarantine",
                     HeaderValue::from_static("digest-mismatch"),
                 );
-                return resp;
+                return marked(resp, CacheStatus::Edge);
             }
         }
         // A file a manifest gives a digest for is served only from a copy
@@ -525,7 +529,8 @@ impl Engine {
             {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 let (parts, _) = req.into_parts();
-                return object_response(obj, &parts, None, None, "HIT", now);
+                let status = hit_status(&obj);
+                return object_response(obj, &parts, None, None, status, now);
             }
         }
         let unsafe_method = !matches!(
@@ -664,7 +669,7 @@ impl Engine {
         &self,
         fill: Arc<ObjectFill>,
         parts: &request::Parts,
-        status: &'static str,
+        status: CacheStatus,
         now: SystemTime,
     ) -> Response<EdgeBody> {
         let source = FillSource {
@@ -748,32 +753,40 @@ impl Engine {
                     // before rather than fail.
                     if let Some(fill) = running {
                         self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
-                        return self.serve_fill(fill, &parts, "MISS", now);
+                        return self.serve_fill(fill, &parts, CacheStatus::Miss, now);
                     }
                     continue;
                 }
                 Decision::JoinFill => {
                     let Some(fill) = running else { continue };
                     self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
-                    return self.serve_fill(fill, &parts, "MISS", now);
+                    return self.serve_fill(fill, &parts, CacheStatus::Miss, now);
                 }
                 Decision::Hit => {
                     let Some(obj) = stored else { continue };
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
                     self.store.touch(&obj);
-                    return object_response(obj, &parts, None, None, "HIT", now);
+                    let status = hit_status(&obj);
+                    return object_response(obj, &parts, None, None, status, now);
                 }
                 Decision::FetchRest => {
                     let Some(obj) = stored else { continue };
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
                     let fill = self.fills.attach(obj, self.target(&parts.headers, &route));
-                    return self.serve_fill(fill, &parts, "PARTIAL_HIT", now);
+                    return self.serve_fill(fill, &parts, CacheStatus::PartialHit, now);
                 }
                 Decision::StaleWhileRevalidate { conditional } => {
                     let Some(obj) = stored else { continue };
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
                     self.refresh_in_background(obj.clone(), conditional, &parts, &route, now);
-                    return object_response(obj, &parts, None, None, "STALE", now);
+                    return object_response(
+                        obj,
+                        &parts,
+                        None,
+                        None,
+                        CacheStatus::StaleWhileRevalidate,
+                        now,
+                    );
                 }
                 Decision::OnlyIfCached => return gateway_timeout(),
                 Decision::Revalidate { conditional } => {
@@ -787,8 +800,15 @@ impl Engine {
             let client_range = self.range_to_fetch(&parts.headers);
             let engine = self.clone();
             let key = route.key.clone();
-            let (outcome, cache_status) = match revalidate {
+            let (outcome, changed) = match revalidate {
                 Some((obj, conditional)) => {
+                    // A new body after a request with our validators is a
+                    // refresh; without any, the request was a plain fetch.
+                    let changed = if conditional.is_empty() {
+                        CacheStatus::Miss
+                    } else {
+                        CacheStatus::Refreshed
+                    };
                     let target = self.target(&parts.headers, &route);
                     let route = route.clone();
                     let headers = parts.headers.clone();
@@ -799,7 +819,7 @@ impl Engine {
                                 .await
                         })
                         .await,
-                        "REVALIDATED",
+                        changed,
                     )
                 }
                 None => {
@@ -813,7 +833,7 @@ impl Engine {
                                 .await
                         })
                         .await,
-                        "MISS",
+                        CacheStatus::Miss,
                     )
                 }
             };
@@ -836,7 +856,7 @@ impl Engine {
                         return self.pass_own(parts, &route).await;
                     }
                     self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                    return self.serve_fill(fill, &parts, "MISS", now);
+                    return self.serve_fill(fill, &parts, changed, now);
                 }
                 Outcome::Refreshed(obj) | Outcome::Stale(obj) if !shared_with_me(&obj.head()) => {
                     return self.pass_own(parts, &route).await;
@@ -844,11 +864,12 @@ impl Engine {
                 Outcome::Refreshed(obj) => {
                     self.stats.revalidated.fetch_add(1, Ordering::Relaxed);
                     self.store.touch(&obj);
-                    return object_response(obj, &parts, None, None, cache_status, now);
+                    return object_response(obj, &parts, None, None, CacheStatus::Revalidated, now);
                 }
                 Outcome::Stale(obj) => {
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
-                    let mut resp = object_response(obj, &parts, None, None, "STALE", now);
+                    let mut resp =
+                        object_response(obj, &parts, None, None, CacheStatus::StaleOnError, now);
                     resp.headers_mut().insert(
                         header::WARNING,
                         HeaderValue::from_static("111 outpost \"Revalidation Failed\""),
@@ -858,9 +879,12 @@ impl Engine {
                 Outcome::Passthrough(status, _) if digest_bound => {
                     tracing::warn!(key = %route.key, %status, "the origin's answer for a digest-bound file cannot be stored and checked: 502");
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    return error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "pre-positioned file: the origin's answer could not be checked against the manifest",
+                    return marked(
+                        error_response(
+                            StatusCode::BAD_GATEWAY,
+                            "pre-positioned file: the origin's answer could not be checked against the manifest",
+                        ),
+                        CacheStatus::OriginFailed,
                     );
                 }
                 Outcome::Passthrough(_, slot) => {
@@ -881,9 +905,12 @@ impl Engine {
                 }
                 Outcome::Failed(reason) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    return error_response(
-                        StatusCode::BAD_GATEWAY,
-                        &format!("origin unavailable: {reason}"),
+                    return marked(
+                        error_response(
+                            StatusCode::BAD_GATEWAY,
+                            &format!("origin unavailable: {reason}"),
+                        ),
+                        CacheStatus::OriginFailed,
                     );
                 }
                 Outcome::Busy => {
@@ -897,11 +924,14 @@ impl Engine {
                     );
                     resp.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                    return resp;
+                    return marked(resp, CacheStatus::Edge);
                 }
             }
         }
-        error_response(StatusCode::BAD_GATEWAY, "could not obtain the object")
+        marked(
+            error_response(StatusCode::BAD_GATEWAY, "could not obtain the object"),
+            CacheStatus::OriginFailed,
+        )
     }
 
     /// The stored copy of a digest-bound URL, when it is complete and has
@@ -924,7 +954,8 @@ impl Engine {
         }
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         self.store.touch(&obj);
-        Some(object_response(obj, parts, None, None, "HIT", now))
+        let status = hit_status(&obj);
+        Some(object_response(obj, parts, None, None, status, now))
     }
 
     /// Revalidates `obj` for later clients (stale-while-revalidate), joined
@@ -1433,7 +1464,12 @@ impl Engine {
         }
         let req = match builder.body(body) {
             Ok(r) => r,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => {
+                return marked(
+                    error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+                    CacheStatus::Edge,
+                );
+            }
         };
         self.fills
             .stats
@@ -1445,7 +1481,10 @@ impl Engine {
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(uri = %route.upstream_uri, error = %e, "origin request failed");
-                error_response(StatusCode::BAD_GATEWAY, &format!("origin unavailable: {e}"))
+                marked(
+                    error_response(StatusCode::BAD_GATEWAY, &format!("origin unavailable: {e}")),
+                    CacheStatus::OriginFailed,
+                )
             }
         }
     }
@@ -1533,15 +1572,32 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 pub(crate) fn refused_destination(refusal: &crate::destination::Refusal) -> Response<EdgeBody> {
     // The detail (what a name resolves to inside) stays in the log.
     tracing::warn!(%refusal, "destination refused: 403");
-    error_response(
-        StatusCode::FORBIDDEN,
-        "this destination is not allowed (loopback, link-local or this edge itself)",
+    marked(
+        error_response(
+            StatusCode::FORBIDDEN,
+            "this destination is not allowed (loopback, link-local or this edge itself)",
+        ),
+        CacheStatus::Denied,
     )
 }
 
+/// A hit's verdict: an error status the origin gave a lifetime is Squid's
+/// negative hit.
+fn hit_status(obj: &Object) -> CacheStatus {
+    let status = obj.head().status;
+    if status.is_client_error() || status.is_server_error() {
+        CacheStatus::NegativeHit
+    } else {
+        CacheStatus::Hit
+    }
+}
+
 fn gateway_timeout() -> Response<EdgeBody> {
-    error_response(
-        StatusCode::GATEWAY_TIMEOUT,
-        "not cached, and the request says only-if-cached",
+    marked(
+        error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "not cached, and the request says only-if-cached",
+        ),
+        CacheStatus::Edge,
     )
 }

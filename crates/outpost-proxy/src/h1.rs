@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::cache_status::{ByteSource, CacheStatus};
 use crate::serve::{EdgeBody, Piece, StreamedBody, error_response};
 
 /// The body of a request as the engine sees it.
@@ -96,6 +97,8 @@ pub struct ServedBytes {
     /// [`Mode`].
     pub mode_requests: [std::sync::atomic::AtomicU64; 3],
     pub mode_bytes: [std::sync::atomic::AtomicU64; 3],
+    /// Responses by cache verdict, indexed like [`CacheStatus::ALL`].
+    pub by_status: [std::sync::atomic::AtomicU64; CacheStatus::ALL.len()],
 }
 
 /// How a request reached the edge; set on the response by the router.
@@ -119,12 +122,20 @@ impl Mode {
 }
 
 impl ServedBytes {
-    fn counter(&self, verdict: Option<&HeaderValue>) -> &std::sync::atomic::AtomicU64 {
-        match verdict.map(HeaderValue::as_bytes) {
-            Some(b"HIT" | b"REVALIDATED" | b"STALE") => &self.from_cache,
-            Some(b"MISS" | b"PARTIAL_HIT") => &self.from_fills,
-            _ => &self.other,
+    fn counter(&self, verdict: CacheStatus) -> &std::sync::atomic::AtomicU64 {
+        match verdict.source() {
+            ByteSource::Cache => &self.from_cache,
+            ByteSource::Fill => &self.from_fills,
+            ByteSource::Other => &self.other,
         }
+    }
+
+    /// Responses sent with each cache verdict.
+    pub fn responses(&self) -> impl Iterator<Item = (CacheStatus, u64)> + '_ {
+        CacheStatus::ALL
+            .into_iter()
+            .zip(&self.by_status)
+            .map(|(status, n)| (status, n.load(std::sync::atomic::Ordering::Relaxed)))
     }
 }
 
@@ -249,26 +260,32 @@ pub async fn serve<F, Fut>(
             conn.tunnel(upstream).await;
             return;
         }
+        // The engine marks its responses; the rest are the edge's own.
+        let verdict = resp
+            .extensions()
+            .get::<CacheStatus>()
+            .copied()
+            .unwrap_or_else(|| CacheStatus::unmarked(method.as_str(), resp.status().as_u16()));
         let facts = logged.map(|(m, uri)| {
             let url = resp
                 .extensions()
                 .get::<LogUrl>()
                 .map_or(uri, |u| u.0.clone());
-            let header = |name: &str| {
-                resp.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            (
-                m,
-                url,
-                resp.status().as_u16(),
-                header("x-cache"),
-                header("content-type"),
-            )
+            let content_type = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (m, url, resp.status().as_u16(), content_type)
         });
-        let source = served.counter(resp.headers().get("x-cache"));
+        let source = served.counter(verdict);
+        if let Some(n) = CacheStatus::ALL
+            .iter()
+            .position(|s| *s == verdict)
+            .and_then(|i| served.by_status.get(i))
+        {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mode = resp.extensions().get::<Mode>().copied();
         if mode == Some(Mode::Reverse) {
             // Addressed to the surrogate, which the edge is for its sites;
@@ -288,7 +305,7 @@ pub async fn serve<F, Fut>(
             served.mode_requests[mode as usize].fetch_add(1, Relaxed);
             served.mode_bytes[mode as usize].fetch_add(sent, Relaxed);
         }
-        if let (Some((log, client)), Some((m, url, status, cache, ctype))) = (log, facts) {
+        if let (Some((log, client)), Some((m, url, status, ctype))) = (log, facts) {
             log.record(&AccessRecord {
                 client,
                 method: &m,
@@ -296,7 +313,7 @@ pub async fn serve<F, Fut>(
                 status,
                 bytes: sent,
                 elapsed: started.elapsed(),
-                cache: cache.as_deref(),
+                result: verdict,
                 content_type: ctype.as_deref(),
             });
         }

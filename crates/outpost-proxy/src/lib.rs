@@ -12,6 +12,7 @@
 //! a few hundred KiB and readers read in chunks of the same order.
 
 pub mod access_log;
+pub mod cache_status;
 pub mod clock;
 pub mod config;
 pub mod destination;
@@ -26,6 +27,7 @@ mod sys;
 pub mod upstream;
 pub mod wan;
 
+pub use cache_status::CacheStatus;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CacheOverride, FillConfig, LiveRules, ProxyConfig, RangeMissPolicy, Site};
 pub use engine::Engine;

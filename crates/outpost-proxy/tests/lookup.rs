@@ -137,3 +137,83 @@ async fn a_stale_object_after_a_restart_with_the_origin_down_is_marked_stale_or_
     );
     second.stop().await;
 }
+
+/// The access log's line for each lookup outcome, from a log file the edge
+/// writes (the verdict travels with the response, not in `X-Cache`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_tells_a_refresh_from_a_miss_and_a_304_from_a_hit() {
+    use outpost_proxy::access_log::{AccessLog, LogFormat, LogTarget};
+    let origin = Origin::start().await;
+    origin.put(
+        "/changes.msi",
+        Resource::new(content(8192, 4))
+            .header("cache-control", "max-age=60")
+            .etag("\"v1\""),
+    );
+    origin.put(
+        "/same.msi",
+        Resource::new(content(8192, 5))
+            .header("cache-control", "max-age=60")
+            .etag("\"s1\""),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    let clock = clock_a_day_behind();
+    let edge = edge(&dir.path().join("cache"), reverse(&origin), &clock).await;
+    edge.engine.set_access_log(Arc::new(
+        AccessLog::open(LogTarget::File(log_path.clone()), LogFormat::Squid).unwrap(),
+    ));
+    let client = edge.client();
+    for path in ["/changes.msi", "/same.msi"] {
+        assert_eq!(client.get(path, &[]).await.unwrap().status.as_u16(), 200);
+        let key = edge
+            .engine
+            .prefetch_key(origin.url(path).parse().unwrap())
+            .unwrap();
+        assert!(edge.completes(&key, Duration::from_secs(10)).await);
+    }
+    assert_eq!(
+        client
+            .get("/same.msi", &[])
+            .await
+            .unwrap()
+            .header("x-cache"),
+        Some("HIT")
+    );
+
+    let new_body = content(8192, 6);
+    origin.put(
+        "/changes.msi",
+        Resource::new(new_body.clone())
+            .header("cache-control", "max-age=60")
+            .etag("\"v2\""),
+    );
+    clock.advance(Duration::from_secs(120));
+    let refreshed = client.get("/changes.msi", &[]).await.unwrap();
+    assert_eq!(refreshed.status.as_u16(), 200);
+    assert!(refreshed.body == new_body, "the new version is served");
+    assert!(origin.requests_for("/changes.msi")[1].is_conditional());
+    let confirmed = client.get("/same.msi", &[]).await.unwrap();
+    assert_eq!(confirmed.header("x-cache"), Some("REVALIDATED"));
+
+    let code_of = |line: &str| line.split_whitespace().nth(3).map(str::to_string);
+    let mut codes = Vec::new();
+    let logged = outpost_testkit::wait_until(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        codes = text.lines().filter_map(code_of).collect();
+        codes.len() >= 5
+    })
+    .await;
+    assert!(logged, "five lines expected, got {codes:?}");
+    assert_eq!(
+        codes,
+        [
+            "TCP_MISS/200",
+            "TCP_MISS/200",
+            "TCP_HIT/200",
+            "TCP_REFRESH_MODIFIED/200",
+            "TCP_REFRESH_UNMODIFIED/200",
+        ]
+    );
+    edge.stop().await;
+}
