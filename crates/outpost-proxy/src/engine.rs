@@ -420,23 +420,82 @@ impl Engine {
         route.rule.as_deref()
     }
 
-    /// The freshness policy of a response for `route`, with the admin's
-    /// override if one applies.
-    fn policy(
+    /// The freshness policy of a response for `route` as the origin states
+    /// it (what is stored), and as the admin's override makes it (what
+    /// decides whether it may be stored). Overrides are applied again at
+    /// each lookup ([`Engine::judged_head`]), so a rule added later reaches
+    /// what is stored already, and a rule removed stops applying.
+    fn policies(
         &self,
         client: &HeaderMap,
         route: &Route,
         response: &response::Parts,
-    ) -> outpost_http::policy::CachePolicy {
+    ) -> (
+        outpost_http::policy::CachePolicy,
+        outpost_http::policy::CachePolicy,
+    ) {
         let preq = self.policy_request(client, route, &response.headers);
-        outpost_http::policy::policy_with_override(
+        // The instant the response is received, by the engine's clock.
+        let received = self.clock.now();
+        let origin = outpost_http::policy::policy_with_override(
             &preq,
             response,
-            // The instant the response is received, by the engine's clock.
-            self.clock.now(),
-            self.rule(route).map(|r| &r.freshness),
+            received,
+            None,
             route.surrogate,
-        )
+        );
+        let judged = match self.freshness_rule(route) {
+            Some(rule) => outpost_http::policy::policy_with_override(
+                &preq,
+                response,
+                received,
+                Some(rule),
+                route.surrogate,
+            ),
+            None => origin.clone(),
+        };
+        (origin, judged)
+    }
+
+    /// The admin's freshness rule for `route`, when it changes anything.
+    fn freshness_rule<'r>(
+        &self,
+        route: &'r Route,
+    ) -> Option<&'r outpost_http::policy::FreshnessOverride> {
+        self.rule(route)
+            .map(|r| &r.freshness)
+            .filter(|f| **f != outpost_http::policy::FreshnessOverride::default())
+    }
+
+    /// A stored head as this request judges it: with the admin's rule for
+    /// its URL applied to the origin's response as received (Squid's
+    /// refresh_pattern, applied at lookup), else as stored.
+    pub(crate) fn judged_head(
+        &self,
+        head: Arc<StoredHead>,
+        client: &HeaderMap,
+        route: &Route,
+    ) -> Arc<StoredHead> {
+        let Some(rule) = self.freshness_rule(route) else {
+            return head;
+        };
+        let mut response: response::Parts = Response::new(()).into_parts().0;
+        response.status = head.status;
+        response.headers = head.headers.clone();
+        if !head.arrival_age().is_zero() {
+            response
+                .headers
+                .insert(header::AGE, HeaderValue::from(head.arrival_age().as_secs()));
+        }
+        let preq = self.policy_request(client, route, &head.headers);
+        let policy = outpost_http::policy::policy_with_override(
+            &preq,
+            &response,
+            head.received(),
+            Some(rule),
+            route.surrogate,
+        );
+        Arc::new(StoredHead::new(head.status, head.headers.clone(), policy))
     }
 
     /// Refuses `key` to clients (its body failed a digest check), or lifts
@@ -520,10 +579,12 @@ impl Engine {
                 && obj.is_complete()
                 && (!authorized || explicitly_shared(&obj.head()))
                 && matches!(
-                    obj.head().policy.before_request(
-                        &self.policy_request(req.headers(), &route, &obj.head().headers),
-                        now
-                    ),
+                    self.judged_head(obj.head(), req.headers(), &route)
+                        .policy
+                        .before_request(
+                            &self.policy_request(req.headers(), &route, &obj.head().headers),
+                            now
+                        ),
                     BeforeRequest::Fresh(_)
                 )
             {
@@ -715,8 +776,9 @@ impl Engine {
             let stored = self.lookup(&route.key);
             let seen = stored.as_ref().map(|o| o.id());
             let decision = {
-                let running_head = running.as_ref().map(|f| f.object.head());
-                let stored_head = stored.as_ref().map(|o| (o.head(), o.phase()));
+                let judged = |head| self.judged_head(head, &parts.headers, &route);
+                let running_head = running.as_ref().map(|f| judged(f.object.head()));
+                let stored_head = stored.as_ref().map(|o| (judged(o.head()), o.phase()));
                 let policy_request =
                     |head: &StoredHead| self.policy_request(&parts.headers, &route, &head.headers);
                 let asker = Asker::Client(ClientRequest {
@@ -1172,9 +1234,9 @@ impl Engine {
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
-        let policy = self.policy(client, route, &whole);
+        let (policy, judged) = self.policies(client, route, &whole);
         let names = vary::vary_names(&rparts.headers);
-        let storable = policy.is_storable()
+        let storable = judged.is_storable()
             && !rparts.headers.contains_key(header::SET_COOKIE)
             && names.is_some();
         if !storable {
@@ -1415,7 +1477,7 @@ impl Engine {
             let mut merged: response::Parts = Response::new(()).into_parts().0;
             merged.status = head.status;
             merged.headers = headers.clone();
-            let policy = self.policy(&client, &route, &merged);
+            let (policy, _) = self.policies(&client, &route, &merged);
             headers.remove(header::AGE);
             let new_head = StoredHead::new(head.status, headers, policy);
             if let Err(e) = self.store.update_head(&obj, new_head) {

@@ -217,3 +217,85 @@ async fn the_access_log_tells_a_refresh_from_a_miss_and_a_304_from_a_hit() {
     );
     edge.stop().await;
 }
+
+fn override_for(path: &str) -> outpost_proxy::CacheOverride {
+    outpost_proxy::CacheOverride {
+        host: globset::Glob::new("*").unwrap().compile_matcher(),
+        path: globset::Glob::new(path).unwrap().compile_matcher(),
+        freshness: Default::default(),
+        ignore_query: false,
+        never_cache: false,
+    }
+}
+
+/// Squid's refresh_pattern semantics: an `[[override]]` applies at lookup,
+/// to what was stored before it too; what is stored stays the origin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_added_later_reaches_objects_stored_before_it() {
+    let origin = Origin::start().await;
+    // What a package mirror without freshness sends: a short lifetime.
+    origin.put(
+        "/pool/main/a.deb",
+        Resource::new(content(8192, 7)).header("cache-control", "max-age=10"),
+    );
+    origin.put(
+        "/dists/InRelease",
+        Resource::new(content(1024, 8)).header("cache-control", "max-age=86400"),
+    );
+    let config = reverse(&origin);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock_a_day_behind();
+    let edge = edge(dir.path(), config.clone(), &clock).await;
+    let client = edge.client();
+    for path in ["/pool/main/a.deb", "/dists/InRelease"] {
+        assert_eq!(
+            client.get(path, &[]).await.unwrap().header("x-cache"),
+            Some("MISS")
+        );
+        let key = edge
+            .engine
+            .prefetch_key(origin.url(path).parse().unwrap())
+            .unwrap();
+        assert!(edge.completes(&key, Duration::from_secs(10)).await);
+    }
+
+    // The admin's reload: package files are immutable by path, indexes
+    // must be checked every minute.
+    let mut with_rules = config;
+    let mut pool = override_for("/pool/**");
+    pool.freshness.min_fresh = Some(Duration::from_secs(30 * 86_400));
+    let mut dists = override_for("/dists/**");
+    dists.freshness.max_fresh = Some(Duration::from_secs(60));
+    with_rules.overrides = vec![pool, dists];
+    edge.engine
+        .set_rules(outpost_proxy::LiveRules::from_config(&with_rules));
+    clock.advance(Duration::from_secs(120));
+
+    let reply = client.get("/pool/main/a.deb", &[]).await.unwrap();
+    assert_eq!(
+        reply.header("x-cache"),
+        Some("HIT"),
+        "min_fresh applies to the copy stored before the rule"
+    );
+    assert_eq!(origin.count("/pool/main/a.deb"), 1, "no origin request");
+    assert_eq!(
+        reply.header("cache-control"),
+        Some("max-age=10"),
+        "clients see the origin's headers"
+    );
+    let reply = client.get("/dists/InRelease", &[]).await.unwrap();
+    assert_ne!(
+        reply.header("x-cache"),
+        Some("HIT"),
+        "max_fresh shortens the lifetime of a copy stored before the rule"
+    );
+    assert_eq!(origin.count("/dists/InRelease"), 2);
+
+    // The rule removed: the origin's lifetime applies again.
+    edge.engine
+        .set_rules(outpost_proxy::LiveRules::from_config(&reverse(&origin)));
+    let reply = client.get("/pool/main/a.deb", &[]).await.unwrap();
+    assert_ne!(reply.header("x-cache"), Some("HIT"));
+    assert_eq!(origin.count("/pool/main/a.deb"), 2);
+    edge.stop().await;
+}

@@ -25,6 +25,10 @@ pub struct StoredHead {
     /// lifetime. Unlike `fresh_until` this lies in the past for a response
     /// that arrived already stale (its Age beyond its max-age).
     stale_since: SystemTime,
+    /// When the edge received the response, and the `Age` it arrived with:
+    /// what a policy of the same response under other rules starts from.
+    received: SystemTime,
+    arrival_age: Duration,
 }
 
 /// The explicit freshness lifetime (s-maxage, max-age, Expires - Date),
@@ -57,6 +61,8 @@ struct Timing {
     born: SystemTime,
     fresh_until: SystemTime,
     stale_since: SystemTime,
+    received: SystemTime,
+    arrival_age: Duration,
 }
 
 impl Timing {
@@ -78,6 +84,8 @@ impl Timing {
                 born,
                 fresh_until: stale_since.min(received),
                 stale_since,
+                received,
+                arrival_age,
             };
         }
         let until = born + ttl_on_arrival + arrival_age;
@@ -85,6 +93,8 @@ impl Timing {
             born,
             fresh_until: until,
             stale_since: until,
+            received,
+            arrival_age,
         }
     }
 }
@@ -111,7 +121,19 @@ impl StoredHead {
             born: timing.born,
             fresh_until: timing.fresh_until,
             stale_since: timing.stale_since,
+            received: timing.received,
+            arrival_age: timing.arrival_age,
         }
+    }
+
+    /// When the edge received the response.
+    pub fn received(&self) -> SystemTime {
+        self.received
+    }
+
+    /// The `Age` the response arrived with (zero without one).
+    pub fn arrival_age(&self) -> Duration {
+        self.arrival_age
     }
 
     /// The response's current age (RFC 9111 section 4.2.3).
