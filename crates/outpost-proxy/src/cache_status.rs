@@ -39,9 +39,10 @@ pub enum CacheStatus {
     Denied,
     /// A CONNECT tunnel.
     Tunnel,
-    /// The edge answered without asking the origin or the store (a
-    /// quarantined URL, `only-if-cached` with nothing stored, `max_fills`,
-    /// a malformed request).
+    /// The edge's own answer: without asking the origin (a quarantined
+    /// URL, `only-if-cached` with nothing stored, `max_fills`, a malformed
+    /// request), or a failure on its own side (the store refused the
+    /// object, the request could not be built).
     Edge,
     /// The origin could not be reached or failed, and nothing stored could
     /// stand in: the edge's 502.

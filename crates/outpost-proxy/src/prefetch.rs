@@ -14,7 +14,7 @@ use outpost_http::{ByteRange, CacheKey};
 use outpost_shaper::{BucketId, Class};
 use outpost_store::{Object, Phase};
 
-use crate::engine::{Engine, Outcome, Route};
+use crate::engine::{Engine, FailedSide, Outcome, Route};
 use crate::fill::UpstreamTarget;
 use crate::lookup::{Asker, Decision, Running, Stored, decide};
 use crate::upstream::empty_body;
@@ -375,7 +375,14 @@ impl Engine {
                         PrefetchError::Status(status)
                     });
                 }
-                Outcome::Failed(reason) => return Err(PrefetchError::Upstream(reason)),
+                Outcome::Failed(failure) => {
+                    return Err(match failure.side {
+                        FailedSide::Origin => PrefetchError::Upstream(failure.reason),
+                        FailedSide::Disk | FailedSide::Internal => {
+                            PrefetchError::Failed(failure.reason)
+                        }
+                    });
+                }
                 Outcome::Refused(refusal) => {
                     return Err(PrefetchError::Upstream(refusal.to_string()));
                 }

@@ -135,6 +135,11 @@ async fn a_stale_object_after_a_restart_with_the_origin_down_is_marked_stale_or_
         "must-revalidate forbids the stale copy: got {}",
         reply.status
     );
+    assert!(
+        reply.body.starts_with(b"origin unavailable"),
+        "the error says which side failed: {:?}",
+        String::from_utf8_lossy(&reply.body)
+    );
     second.stop().await;
 }
 

@@ -27,11 +27,62 @@ pub(crate) enum Outcome {
     /// Not storable: the response is for the leader's request only (it may
     /// be private to that client); every other waiter makes its own request.
     Passthrough(StatusCode, Arc<Mutex<Option<Response<Incoming>>>>),
-    Failed(String),
+    Failed(Failure),
     /// The destination guard refused the client's destination.
     Refused(crate::destination::Refusal),
     /// `max_fills` fills run already: the client should come back.
     Busy,
+}
+
+/// Which side a failed fetch failed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedSide {
+    /// The origin could not be reached, or broke off.
+    Origin,
+    /// The edge's disk or index refused the object.
+    Disk,
+    /// The edge could not even build the request (a bug, or a URL that
+    /// cannot be sent).
+    Internal,
+}
+
+/// Why a leader's fetch produced nothing to serve, as pingora's errors
+/// say it: the side that failed, and whether asking again later makes
+/// sense.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct Failure {
+    pub side: FailedSide,
+    /// A later attempt may succeed (the origin was down, the disk full);
+    /// false when the same request would fail the same way.
+    pub retry: bool,
+    pub reason: String,
+}
+
+impl Failure {
+    pub(crate) fn origin(reason: impl std::fmt::Display) -> Self {
+        Self {
+            side: FailedSide::Origin,
+            retry: true,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn disk(reason: impl std::fmt::Display) -> Self {
+        Self {
+            side: FailedSide::Disk,
+            retry: true,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn internal(reason: impl std::fmt::Display) -> Self {
+        Self {
+            side: FailedSide::Internal,
+            retry: false,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 impl Engine {

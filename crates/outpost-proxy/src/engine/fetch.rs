@@ -53,7 +53,7 @@ impl Engine {
         }
         let req = match builder.body(crate::upstream::empty_body()) {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return Outcome::Failed(Failure::internal(e)),
         };
         self.fills
             .stats
@@ -67,7 +67,7 @@ impl Engine {
             Err(UpstreamError::Refused(refusal)) => Outcome::Refused(refusal),
             Err(e) => {
                 tracing::warn!(key = %route.key, error = %e, "origin fetch failed");
-                Outcome::Failed(e.to_string())
+                Outcome::Failed(Failure::origin(e))
             }
         }
     }
@@ -175,7 +175,7 @@ impl Engine {
             Err(e) => {
                 tracing::error!(key = %route.key, error = %e, "cannot create object; passing the response through");
                 let Some(body) = body else {
-                    return Outcome::Failed(e.to_string());
+                    return Outcome::Failed(Failure::disk(e));
                 };
                 return Outcome::passthrough(Response::from_parts(rparts, body));
             }

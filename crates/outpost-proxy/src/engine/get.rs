@@ -422,14 +422,20 @@ impl Engine {
                 Outcome::Refused(refusal) => {
                     return refused_destination(&refusal);
                 }
-                Outcome::Failed(reason) => {
+                Outcome::Failed(failure) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    let (message, verdict) = match failure.side {
+                        FailedSide::Origin => ("origin unavailable", CacheStatus::OriginFailed),
+                        FailedSide::Disk => {
+                            ("the edge could not store the response", CacheStatus::Edge)
+                        }
+                        FailedSide::Internal => {
+                            ("the edge could not send the request", CacheStatus::Edge)
+                        }
+                    };
                     return marked(
-                        error_response(
-                            StatusCode::BAD_GATEWAY,
-                            &format!("origin unavailable: {reason}"),
-                        ),
-                        CacheStatus::OriginFailed,
+                        error_response(StatusCode::BAD_GATEWAY, &format!("{message}: {failure}")),
+                        verdict,
                     );
                 }
                 Outcome::Busy => {

@@ -19,6 +19,7 @@ mod route;
 
 use collapse::PendingMap;
 pub(crate) use collapse::{Collapsed, Outcome};
+pub use collapse::{FailedSide, Failure};
 use fetch::stored_headers;
 pub(crate) use forward::refused_destination;
 use forward::{passthrough_response, upstream_headers};

@@ -78,7 +78,7 @@ impl Engine {
         }
         let req = match builder.body(crate::upstream::empty_body()) {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return Outcome::Failed(Failure::internal(e)),
         };
         self.fills
             .stats
@@ -102,7 +102,7 @@ impl Engine {
                 tracing::warn!(key = %route.key, error = %e, "origin unreachable; serving stale");
                 return Outcome::Stale(obj);
             }
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return Outcome::Failed(Failure::origin(e)),
         };
         if resp.status() == StatusCode::NOT_MODIFIED {
             let (rparts, _) = resp.into_parts();
