@@ -79,6 +79,20 @@ async fn a_stale_object_after_a_restart_is_revalidated_not_served_as_a_hit() {
         origin.requests_for("/pkg.msi")[1].is_conditional(),
         "the stored copy has validators: revalidated, not refetched"
     );
+    // A HEAD goes through the same lookup: the revalidated copy is fresh.
+    let (head, _) = second.client().send("HEAD", "/pkg.msi", &[]).await.unwrap();
+    assert_eq!(head.headers.get("x-cache").unwrap(), "HIT");
+    clock.advance(Duration::from_secs(120));
+    let (head, _) = second.client().send("HEAD", "/pkg.msi", &[]).await.unwrap();
+    assert!(
+        head.headers.get("x-cache").is_none_or(|v| v != "HIT"),
+        "a stale copy does not answer a HEAD"
+    );
+    assert_eq!(
+        origin.count("/pkg.msi"),
+        3,
+        "the stale HEAD went to the origin"
+    );
     second.stop().await;
 }
 

@@ -5,6 +5,13 @@
 
 use super::*;
 
+/// What a lookup found and decided.
+pub(super) struct Lookup {
+    pub(super) running: Option<Arc<ObjectFill>>,
+    pub(super) stored: Option<Arc<Object>>,
+    pub(super) decision: Decision,
+}
+
 /// How long a request waits for a fill that has every byte to record its
 /// object (a sync and an index write) before sharing the fill instead.
 pub(super) const RECORD_WAIT: Duration = Duration::from_secs(2);
@@ -162,6 +169,48 @@ impl Engine {
         tokio::time::timeout(RECORD_WAIT, recorded).await.is_ok()
     }
 
+    /// The one lookup of a client's GET or HEAD: the facts for `route`'s
+    /// key, and what [`decide`] makes of them at `now`.
+    pub(super) fn look_up(
+        &self,
+        headers: &HeaderMap,
+        route: &Route,
+        authorized: bool,
+        now: SystemTime,
+    ) -> Lookup {
+        let running = self.fills.active(&route.key);
+        let stored = self.lookup(&route.key);
+        let judged = |head| self.judged_head(head, headers, route);
+        let running_head = running.as_ref().map(|f| judged(f.object.head()));
+        let stored_head = stored.as_ref().map(|o| (judged(o.head()), o.phase()));
+        let policy_request = |head: &StoredHead| self.policy_request(headers, route, &head.headers);
+        let asker = Asker::Client(ClientRequest {
+            headers,
+            authorized,
+            policy_request: &policy_request,
+        });
+        let decision = decide(
+            stored_head
+                .as_ref()
+                .map(|(head, phase)| Stored { head, phase }),
+            running
+                .as_ref()
+                .zip(running_head.as_deref())
+                .map(|(fill, head)| Running {
+                    head,
+                    complete: fill.object.is_complete(),
+                    fully_present: fill.object.is_fully_present(),
+                }),
+            &asker,
+            now,
+        );
+        Lookup {
+            running,
+            stored,
+            decision,
+        }
+    }
+
     /// The object stored under `key`; a store that cannot be read is a miss.
     pub(super) fn lookup(&self, key: &CacheKey) -> Option<Arc<Object>> {
         match self.store.get(key) {
@@ -229,36 +278,12 @@ impl Engine {
         // requests never need it); a variant route differs only by its key.
         for _ in 0..4 {
             let route = self.select_variant(route.clone(), &parts.headers);
-            let running = self.fills.active(&route.key);
-            let stored = self.lookup(&route.key);
+            let Lookup {
+                running,
+                stored,
+                decision,
+            } = self.look_up(&parts.headers, &route, authorized, now);
             let seen = stored.as_ref().map(|o| o.id());
-            let decision = {
-                let judged = |head| self.judged_head(head, &parts.headers, &route);
-                let running_head = running.as_ref().map(|f| judged(f.object.head()));
-                let stored_head = stored.as_ref().map(|o| (judged(o.head()), o.phase()));
-                let policy_request =
-                    |head: &StoredHead| self.policy_request(&parts.headers, &route, &head.headers);
-                let asker = Asker::Client(ClientRequest {
-                    headers: &parts.headers,
-                    authorized,
-                    policy_request: &policy_request,
-                });
-                decide(
-                    stored_head
-                        .as_ref()
-                        .map(|(head, phase)| Stored { head, phase }),
-                    running
-                        .as_ref()
-                        .zip(running_head.as_deref())
-                        .map(|(fill, head)| Running {
-                            head,
-                            complete: fill.object.is_complete(),
-                            fully_present: fill.object.is_fully_present(),
-                        }),
-                    &asker,
-                    now,
-                )
-            };
             let mut revalidate = None;
             match decision {
                 Decision::PassOwn => return self.pass_own(parts, &route).await,

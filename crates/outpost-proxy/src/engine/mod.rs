@@ -40,7 +40,6 @@ use outpost_http::cache_control::{self, forbids_stale};
 use outpost_http::headers::{
     FILL_CONTROLLED_REQUEST_HEADERS, add_via, add_via_as, strip_hop_by_hop, via_names,
 };
-use outpost_http::policy::BeforeRequest;
 use outpost_http::range::{RangeSpec, parse_range_header};
 use outpost_http::vary;
 use outpost_http::{ByteRange, CacheKey, ContentRange};
@@ -289,18 +288,13 @@ impl Engine {
             let now = self.clock.now();
             // As for GET: credentials share only what the origin shares.
             let authorized = !digest_bound && req.headers().contains_key(header::AUTHORIZATION);
-            if let Ok(Some(obj)) = self.store.get(&route.key)
-                && obj.is_complete()
-                && (!authorized || explicitly_shared(&obj.head()))
-                && matches!(
-                    self.judged_head(obj.head(), req.headers(), &route)
-                        .policy
-                        .before_request(
-                            &self.policy_request(req.headers(), &route, &obj.head().headers),
-                            now
-                        ),
-                    BeforeRequest::Fresh(_)
-                )
+            // The same lookup as a GET's; anything but a hit is forwarded
+            // (a HEAD starts no fill and revalidates nothing).
+            if let get::Lookup {
+                decision: Decision::Hit,
+                stored: Some(obj),
+                ..
+            } = self.look_up(req.headers(), &route, authorized, now)
             {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 let (parts, _) = req.into_parts();
