@@ -324,3 +324,30 @@ async fn an_override_added_later_reaches_objects_stored_before_it() {
     assert_eq!(origin.count("/pool/main/a.deb"), 2);
     edge.stop().await;
 }
+
+/// The `Age` of a response the edge fetched counts to when it is sent, not
+/// to when the request arrived (before the origin answered): a response
+/// that arrives with `Age: 7200` goes out with at least that (the public
+/// cache-tests suite checks it exactly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_response_keeps_the_age_it_arrived_with() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/aged",
+        Resource::new(content(1024, 9))
+            .header("cache-control", "max-age=86400")
+            .header("age", "7200")
+            .latency(Duration::from_millis(50)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let edge =
+        Edge::start_with_store(reverse(&origin), StoreConfig::new(dir.path(), 1 << 30)).await;
+    let reply = edge.client().get("/aged", &[]).await.unwrap();
+    assert_eq!(reply.header("x-cache"), Some("MISS"));
+    let age: u64 = reply.header("age").unwrap().parse().unwrap();
+    assert!(
+        age >= 7200,
+        "Age {age}: counted from before the origin answered"
+    );
+    edge.stop().await;
+}

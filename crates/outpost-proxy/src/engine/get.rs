@@ -384,6 +384,11 @@ impl Engine {
             let Some(Collapsed { outcome, led }) = outcome else {
                 continue;
             };
+            // The decisions were made at `now`; what the origin sent arrived
+            // later, and the `Age` this response carries is counted to when
+            // it is sent (a response that arrived with Age 7200 must not go
+            // out with 7199).
+            let sent_at = self.clock.now();
             // What this client's own request brought back is its own.
             let shared_with_me = |head: &StoredHead| led || may_share(head);
             match outcome {
@@ -400,7 +405,7 @@ impl Engine {
                         return self.pass_own(parts, &route).await;
                     }
                     self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                    return self.serve_fill(fill, &parts, changed, now);
+                    return self.serve_fill(fill, &parts, changed, sent_at);
                 }
                 Outcome::Refreshed(obj) | Outcome::Stale(obj) if !shared_with_me(&obj.head()) => {
                     return self.pass_own(parts, &route).await;
@@ -408,12 +413,25 @@ impl Engine {
                 Outcome::Refreshed(obj) => {
                     self.stats.revalidated.fetch_add(1, Ordering::Relaxed);
                     self.store.touch(&obj);
-                    return object_response(obj, &parts, None, None, CacheStatus::Revalidated, now);
+                    return object_response(
+                        obj,
+                        &parts,
+                        None,
+                        None,
+                        CacheStatus::Revalidated,
+                        sent_at,
+                    );
                 }
                 Outcome::Stale(obj) => {
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
-                    let mut resp =
-                        object_response(obj, &parts, None, None, CacheStatus::StaleOnError, now);
+                    let mut resp = object_response(
+                        obj,
+                        &parts,
+                        None,
+                        None,
+                        CacheStatus::StaleOnError,
+                        sent_at,
+                    );
                     resp.headers_mut().insert(
                         header::WARNING,
                         HeaderValue::from_static("111 outpost \"Revalidation Failed\""),
