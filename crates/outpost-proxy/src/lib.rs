@@ -3,10 +3,13 @@
 //!
 //! A request's life: [`server`] accepts the connection, checks the client
 //! against the ACL and decides the mode; [`engine`] maps the request to a
-//! cache key and either serves it from the store, attaches it to a running
-//! fill, revalidates, or starts a fill ([`fill`]); [`serve`] turns a stored or
-//! filling object into a response (ranges, conditionals, HEAD) whose body
-//! streams from disk as bytes land.
+//! cache key, reads its [`clock`] once, and acts on what the one lookup
+//! (`lookup::decide`, sans-io, shared with [`prefetch`]) says: serve from
+//! the store, attach to a running fill, revalidate, or start a fill
+//! ([`fill`]); [`serve`] turns a stored or filling object into a response
+//! (ranges, conditionals, HEAD) whose body streams from disk as bytes land.
+//! Every response the engine makes carries its [`CacheStatus`], which
+//! [`h1`] counts and [`access_log`] logs.
 //!
 //! It never buffers a whole body in memory: fills write in batches of at most
 //! a few hundred KiB and readers read in chunks of the same order.

@@ -3,12 +3,12 @@
 //! door ([`Engine::handle`]: quarantine, bypass rules, method dispatch,
 //! invalidation); each job has a file of its own:
 //!
-//! - [`route`]: URL to origin, admin rule, cache key, variants;
-//! - [`get`]: a GET's one lookup and what it serves;
-//! - [`collapse`]: one upstream request for every client waiting on a key;
-//! - [`fetch`]: a miss and whether its response is stored;
-//! - [`revalidate`]: conditional requests and the 304 merge;
-//! - [`forward`]: requests passed through unstored.
+//! - `route.rs`: URL to origin, admin rule, cache key, variants;
+//! - `get.rs`: a GET's one lookup and what it serves;
+//! - `collapse.rs`: one upstream request for every client waiting on a key;
+//! - `fetch.rs`: a miss and whether its response is stored;
+//! - `revalidate.rs`: conditional requests and the 304 merge;
+//! - `forward.rs`: requests passed through unstored.
 
 mod collapse;
 mod fetch;
