@@ -317,6 +317,12 @@ impl FillContext {
             if fill.demand(range) {
                 return;
             }
+            // The fill has ended but is still registered (it is parking:
+            // checkpointing before it detaches). Attaching again would find
+            // it again and the demand would be lost, leaving the reader
+            // waiting for bytes nobody fetches: take it out now, so that
+            // the next attach starts a fill of its own.
+            self.detach(&fill);
         }
     }
 
