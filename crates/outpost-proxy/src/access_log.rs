@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::cache_status::CacheStatus;
+
 /// Where the log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogTarget {
@@ -36,37 +38,9 @@ pub struct AccessRecord<'a> {
     pub status: u16,
     pub bytes: u64,
     pub elapsed: Duration,
-    /// The edge's `X-Cache` verdict (HIT, MISS, ...), if any.
-    pub cache: Option<&'a str>,
+    /// What the edge did: the Squid code is derived from it.
+    pub result: CacheStatus,
     pub content_type: Option<&'a str>,
-}
-
-/// Squid's result code for an outcome.
-pub fn squid_code(method: &str, status: u16, cache: Option<&str>) -> &'static str {
-    if method == "CONNECT" {
-        return if status == 200 {
-            "TCP_TUNNEL"
-        } else {
-            "TCP_DENIED"
-        };
-    }
-    if status == 403 && cache.is_none() {
-        return "TCP_DENIED";
-    }
-    match cache {
-        Some("HIT") | Some("PARTIAL_HIT") => {
-            if status == 304 {
-                "TCP_IMS_HIT"
-            } else {
-                "TCP_HIT"
-            }
-        }
-        Some("REVALIDATED") => "TCP_REFRESH_UNMODIFIED",
-        Some("REFRESHED") => "TCP_REFRESH_MODIFIED",
-        Some("STALE") => "TCP_REFRESH_FAIL_OLD",
-        Some(_) => "TCP_MISS",
-        None => "NONE_NONE",
-    }
 }
 
 pub struct AccessLog {
@@ -188,10 +162,11 @@ fn epoch(now: SystemTime) -> (u64, u32) {
 /// `time.ms elapsed client code/status bytes method URL ident hierarchy type`
 fn squid_line(r: &AccessRecord<'_>, now: SystemTime) -> String {
     let (secs, ms) = epoch(now);
-    let code = squid_code(r.method, r.status, r.cache);
-    let hierarchy = match code {
-        "TCP_HIT" | "TCP_IMS_HIT" | "TCP_DENIED" | "NONE_NONE" => "HIER_NONE/-",
-        _ => "HIER_DIRECT/-",
+    let code = r.result.squid_code(r.status);
+    let hierarchy = if r.result.went_upstream() {
+        "HIER_DIRECT/-"
+    } else {
+        "HIER_NONE/-"
     };
     format!(
         "{secs}.{ms:03} {:>6} {} {code}/{:03} {} {} {} - {hierarchy} {}\n",
@@ -205,62 +180,82 @@ fn squid_line(r: &AccessRecord<'_>, now: SystemTime) -> String {
     )
 }
 
-fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+/// One JSON access-log line; serde_json does the escaping.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    /// Seconds since the epoch, to the millisecond (as Squid's first field).
+    time: f64,
+    elapsed_ms: u128,
+    client: IpAddr,
+    result: &'static str,
+    status: u16,
+    bytes: u64,
+    method: &'a str,
+    url: &'a str,
+    content_type: &'a str,
 }
 
 fn json_line(r: &AccessRecord<'_>, now: SystemTime) -> String {
     let (secs, ms) = epoch(now);
-    format!(
-        "{{\"time\":{secs}.{ms:03},\"elapsed_ms\":{},\"client\":\"{}\",\"result\":\"{}\",\"status\":{},\"bytes\":{},\"method\":\"{}\",\"url\":\"{}\",\"content_type\":\"{}\"}}\n",
-        r.elapsed.as_millis(),
-        r.client,
-        squid_code(r.method, r.status, r.cache),
-        r.status,
-        r.bytes,
-        json_escape(r.method),
-        json_escape(r.url),
-        json_escape(r.content_type.unwrap_or("")),
-    )
+    let line = JsonLine {
+        // Parsed from its decimal form, so that it prints as exactly that.
+        time: format!("{secs}.{ms:03}").parse().unwrap_or(secs as f64),
+        elapsed_ms: r.elapsed.as_millis(),
+        client: r.client,
+        result: r.result.squid_code(r.status),
+        status: r.status,
+        bytes: r.bytes,
+        method: r.method,
+        url: r.url,
+        content_type: r.content_type.unwrap_or(""),
+    };
+    // Serialising strings and numbers cannot fail; a line is never lost
+    // for want of one, though.
+    let mut out = serde_json::to_string(&line).unwrap_or_else(|_| "{}".to_string());
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn squid_line_has_the_native_fields() {
-        let r = AccessRecord {
+    fn record(result: CacheStatus, url: &'static str) -> AccessRecord<'static> {
+        AccessRecord {
             client: "10.0.0.5".parse().unwrap(),
             method: "GET",
-            url: "http://origin/pkg.msi",
+            url,
             status: 200,
             bytes: 1234,
             elapsed: Duration::from_millis(56),
-            cache: Some("HIT"),
+            result,
             content_type: Some("application/x-msi"),
-        };
+        }
+    }
+
+    #[test]
+    fn squid_line_has_the_native_fields() {
+        let r = record(CacheStatus::Hit, "http://origin/pkg.msi");
         let line = squid_line(&r, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
         assert_eq!(
             line,
             "1700000000.123     56 10.0.0.5 TCP_HIT/200 1234 GET http://origin/pkg.msi - HIER_NONE/- application/x-msi\n"
         );
-        assert_eq!(squid_code("GET", 200, Some("MISS")), "TCP_MISS");
-        assert_eq!(
-            squid_code("GET", 200, Some("REVALIDATED")),
-            "TCP_REFRESH_UNMODIFIED"
+        let refreshed = squid_line(&record(CacheStatus::Refreshed, "http://o/a"), UNIX_EPOCH);
+        assert!(
+            refreshed.contains(" TCP_REFRESH_MODIFIED/200 ") && refreshed.contains("HIER_DIRECT/-")
         );
-        assert_eq!(squid_code("CONNECT", 200, None), "TCP_TUNNEL");
-        let json = json_line(&r, UNIX_EPOCH);
-        assert!(json.contains("\"result\":\"TCP_HIT\"") && json.ends_with("}\n"));
+    }
+
+    #[test]
+    fn json_line_is_json_whatever_the_url_holds() {
+        let r = record(CacheStatus::Miss, "http://origin/a\"b\\c\u{1}d\u{e9}");
+        let line = json_line(&r, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+        assert!(line.ends_with("}\n"));
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["url"], "http://origin/a\"b\\c\u{1}d\u{e9}");
+        assert_eq!(parsed["result"], "TCP_MISS");
+        assert_eq!(parsed["client"], "10.0.0.5");
+        assert!(line.starts_with("{\"time\":1700000000.123,"), "{line}");
     }
 }

@@ -7,6 +7,9 @@ use std::time::Duration;
 use http::Uri;
 use ipnet::IpNet;
 
+// Each part owns its settings; they are gathered here for the binary.
+pub use crate::fill::{FillConfig, RangeMissPolicy};
+
 /// A named reverse-proxy site: requests whose Host is `host` go to `origin`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Site {
@@ -90,72 +93,6 @@ impl Destination {
             Self::Net(net) => host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| net.contains(&ip)),
-        }
-    }
-}
-
-/// What to do with a Range request for bytes that are not cached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RangeMissPolicy {
-    /// Fetch the missing bytes at once with an upstream Range request.
-    Fetch,
-    /// Fetch the whole object from the start and serve the range when the
-    /// fill reaches it.
-    Wait,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct FillConfig {
-    /// Keep filling when every client of a fill has gone.
-    pub continue_on_client_abort: bool,
-    pub range_miss: RangeMissPolicy,
-    /// After a range fill, fetch the rest of the object in the background.
-    pub background_fill: bool,
-    /// Upstream range fetches for one object at a time (demanded ranges).
-    pub range_concurrency: usize,
-    /// Size of each background request.
-    pub background_chunk: u64,
-    /// A dropped or failing upstream fetch is retried (with backoff) until
-    /// it has failed this many times in a row *and* no byte has arrived for
-    /// `retry_for`: a branch's WAN outage of minutes is a stall for the
-    /// waiting clients, not an error.
-    pub max_retries: u32,
-    /// Time without a byte after which a failing fetch may give up.
-    pub retry_for: Duration,
-    pub retry_backoff_initial: Duration,
-    pub retry_backoff_max: Duration,
-    /// Sync and record progress after this many new bytes.
-    pub checkpoint_bytes: u64,
-    /// Time to connect and receive response headers from the origin.
-    pub upstream_header_timeout: Duration,
-    /// A fill whose body stalls this long is treated as dropped.
-    pub upstream_idle_timeout: Duration,
-    /// Serve a stale object when the origin cannot be reached or answers
-    /// 5xx (unless the response forbids it with must-revalidate,
-    /// proxy-revalidate, no-cache or s-maxage, or a stale-if-error window
-    /// of the response or request has passed).
-    pub serve_stale_on_error: bool,
-    /// Fills running at once; a miss beyond this gets 503 + Retry-After.
-    pub max_fills: usize,
-}
-
-impl Default for FillConfig {
-    fn default() -> Self {
-        Self {
-            continue_on_client_abort: true,
-            range_miss: RangeMissPolicy::Fetch,
-            background_fill: true,
-            range_concurrency: 1,
-            background_chunk: 8 << 20,
-            max_retries: 10,
-            retry_for: Duration::from_secs(600),
-            retry_backoff_initial: Duration::from_millis(200),
-            retry_backoff_max: Duration::from_secs(10),
-            checkpoint_bytes: 16 << 20,
-            upstream_header_timeout: Duration::from_secs(60),
-            upstream_idle_timeout: Duration::from_secs(60),
-            serve_stale_on_error: true,
-            max_fills: 512,
         }
     }
 }

@@ -7,16 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use outpost_http::headers::add_via_as;
 use outpost_http::{ByteRange, CacheKey};
 use outpost_shaper::{BucketId, Class};
 use outpost_store::{Object, Phase};
 
-use crate::engine::{Engine, Outcome, Route};
+use crate::engine::{Engine, FailedSide, Outcome, Route};
 use crate::fill::UpstreamTarget;
+use crate::lookup::{Asker, Decision, Running, Stored, decide};
 use crate::upstream::empty_body;
+
+/// How long a sync waits for an ending fill to leave the registry before
+/// it looks again anyway.
+const FILL_END_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a sync wants of one URL.
 #[derive(Debug, Clone)]
@@ -222,37 +227,62 @@ impl Engine {
         expected: Option<&str>,
     ) -> Result<Prefetched, PrefetchError> {
         let key = &route.key;
+        let now = self.now();
         for _ in 0..8 {
-            if let Some(fill) = self.fills.active(key) {
-                // Someone's fill runs (a client's range, perhaps): make sure
-                // it brings the whole object, then wait for it.
-                let _reader = fill.reader();
-                let obj = fill.object.clone();
-                let ended = matches!(obj.phase(), Phase::Failed(_))
-                    || !fill.demand(ByteRange::new(0, obj.len().unwrap_or(u64::MAX)));
-                if !ended {
-                    match self.wait_complete(&obj, PrefetchOutcome::Fetched).await {
-                        // It was an older version (dropped when the origin
-                        // refused our If-Range): fetch the current one.
-                        Err(PrefetchError::Failed(_))
-                            if matches!(obj.phase(), Phase::Failed(_)) => {}
-                        result => return result,
-                    }
-                }
-                // The fill is ending; give it a moment to leave the map.
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
-            }
+            let running = self.fills.active(key);
             let stored = self.store.get(key).ok().flatten();
             let seen = stored.as_ref().map(|o| o.id());
-            let outcome = match stored {
-                // A stored error (a 503 the origin gave a lifetime) is not the
-                // package: ask for the package.
-                Some(obj)
-                    if obj.is_complete()
-                        && obj.head().status.is_success()
-                        && expected.is_some() =>
-                {
+            let decision = {
+                let running_head = running.as_ref().map(|f| f.object.head());
+                let stored_head = stored.as_ref().map(|o| (o.head(), o.phase()));
+                decide(
+                    stored_head
+                        .as_ref()
+                        .map(|(head, phase)| Stored { head, phase }),
+                    running
+                        .as_ref()
+                        .zip(running_head.as_deref())
+                        .map(|(fill, head)| Running {
+                            head,
+                            complete: fill.object.is_complete(),
+                            fully_present: fill.object.is_fully_present(),
+                        }),
+                    &Asker::Sync {
+                        digest_expected: expected.is_some(),
+                    },
+                    now,
+                )
+            };
+            let fetch_whole = || {
+                let engine = self.clone();
+                let (target, route, client) = (target.clone(), route.clone(), client.clone());
+                async move { engine.fetch_miss(client, target, route, None).await }
+            };
+            let outcome = match (decision, stored) {
+                (Decision::JoinFill, _) => {
+                    let Some(fill) = running else { continue };
+                    // Make sure the running fill (a client's range, perhaps)
+                    // brings the whole object, then wait for it.
+                    let _reader = fill.reader();
+                    let obj = fill.object.clone();
+                    let ended = matches!(obj.phase(), Phase::Failed(_))
+                        || !fill.demand(ByteRange::new(0, obj.len().unwrap_or(u64::MAX)));
+                    if !ended {
+                        match self.wait_complete(&obj, PrefetchOutcome::Fetched).await {
+                            // It was an older version (dropped when the origin
+                            // refused our If-Range): fetch the current one.
+                            Err(PrefetchError::Failed(_))
+                                if matches!(obj.phase(), Phase::Failed(_)) => {}
+                            result => return result,
+                        }
+                    }
+                    // The fill is ending: look again once it has left the
+                    // map (a fill always detaches as it ends; the deadline
+                    // only bounds a bug's cost to one more look).
+                    let _ = tokio::time::timeout(FILL_END_WAIT, fill.detached()).await;
+                    continue;
+                }
+                (Decision::CheckDigest, Some(obj)) => {
                     let want = expected.unwrap_or_default();
                     if self.store.digest_of(&obj).await.ok().as_deref() == Some(want) {
                         return Ok(Prefetched {
@@ -264,42 +294,27 @@ impl Engine {
                     }
                     // Not the manifest's file: a 304 would keep it, so the
                     // whole file is asked for again, unconditionally.
-                    let engine = self.clone();
-                    let (target, route2, client) = (target.clone(), route.clone(), client.clone());
-                    self.collapse(key, seen, async move {
-                        engine.fetch_miss(client, target, route2, None).await
-                    })
-                    .await
+                    self.collapse(key, seen, fetch_whole()).await
                 }
-                Some(obj) if obj.is_complete() && obj.head().status.is_success() => {
-                    let head = obj.head();
-                    let mut conditional = HeaderMap::new();
-                    if let Some(etag) = head.etag() {
-                        conditional.insert(header::IF_NONE_MATCH, etag.clone());
-                    }
-                    if let Some(lm) = head.last_modified() {
-                        conditional.insert(header::IF_MODIFIED_SINCE, lm.clone());
-                    }
-                    if conditional.is_empty() && expected.is_none() {
-                        // No way to ask "has it changed?": the stored copy is
-                        // kept until a client's request revalidates it.
-                        return Ok(Prefetched {
-                            key: key.clone(),
-                            outcome: PrefetchOutcome::Unchanged,
-                            len: obj.len().unwrap_or(0),
-                            sha256: self.store.digest(key).ok().flatten(),
-                        });
-                    }
+                (Decision::KeepUnvalidated, Some(obj)) => {
+                    return Ok(Prefetched {
+                        key: key.clone(),
+                        outcome: PrefetchOutcome::Unchanged,
+                        len: obj.len().unwrap_or(0),
+                        sha256: self.store.digest(key).ok().flatten(),
+                    });
+                }
+                (Decision::Revalidate { conditional }, Some(obj)) => {
                     let engine = self.clone();
                     let (target, route2, client) = (target.clone(), route.clone(), client.clone());
                     self.collapse(key, seen, async move {
                         engine
-                            .revalidate(obj, conditional, client, target, route2)
+                            .revalidate(obj, conditional, client, target, route2, now)
                             .await
                     })
                     .await
                 }
-                Some(obj) if matches!(obj.phase(), Phase::Filling) => {
+                (Decision::FetchRest, Some(obj)) => {
                     // A partial copy (a client's range, or a sync cut short
                     // by a restart): fetch just what is missing.
                     let fill = self.fills.attach(obj.clone(), target.clone());
@@ -319,14 +334,7 @@ impl Engine {
                         result => return result,
                     }
                 }
-                _ => {
-                    let engine = self.clone();
-                    let (target, route2, client) = (target.clone(), route.clone(), client.clone());
-                    self.collapse(key, seen, async move {
-                        engine.fetch_miss(client, target, route2, None).await
-                    })
-                    .await
-                }
+                _ => self.collapse(key, seen, fetch_whole()).await,
             };
             let Some(collapsed) = outcome else {
                 continue;
@@ -367,7 +375,14 @@ impl Engine {
                         PrefetchError::Status(status)
                     });
                 }
-                Outcome::Failed(reason) => return Err(PrefetchError::Upstream(reason)),
+                Outcome::Failed(failure) => {
+                    return Err(match failure.side {
+                        FailedSide::Origin => PrefetchError::Upstream(failure.reason),
+                        FailedSide::Disk | FailedSide::Internal => {
+                            PrefetchError::Failed(failure.reason)
+                        }
+                    });
+                }
                 Outcome::Refused(refusal) => {
                     return Err(PrefetchError::Upstream(refusal.to_string()));
                 }

@@ -13,6 +13,7 @@ use outpost_http::range::{RangeError, parse_range_header, resolve_ranges};
 use outpost_http::{ByteRange, ContentRange};
 use outpost_store::{Availability, Object, StoredHead};
 
+use crate::cache_status::CacheStatus;
 use crate::fill::{FillContext, ReaderGuard, UpstreamTarget};
 
 /// A streamed body from elsewhere (the origin, for a passthrough).
@@ -92,14 +93,34 @@ enum Segment {
     Range(ByteRange),
 }
 
-/// Builds the response to `req` from `obj`. `cache_status` goes into
-/// `X-Cache` (HIT, MISS, REVALIDATED, STALE).
+/// Builds the response to `req` from `obj`. `cache_status` goes into the
+/// response's extensions (for the log and the counters) and its `X-Cache`
+/// header (for clients).
 pub fn object_response(
     obj: Arc<Object>,
     req: &request::Parts,
     source: Option<FillSource>,
     guard: Option<ReaderGuard>,
-    cache_status: &'static str,
+    cache_status: CacheStatus,
+    now: SystemTime,
+) -> Response<EdgeBody> {
+    let mut resp = object_response_unmarked(obj, req, source, guard, cache_status, now);
+    resp.extensions_mut().insert(cache_status);
+    resp
+}
+
+/// Marks a response the engine made with its cache verdict.
+pub fn marked(mut resp: Response<EdgeBody>, cache_status: CacheStatus) -> Response<EdgeBody> {
+    resp.extensions_mut().insert(cache_status);
+    resp
+}
+
+fn object_response_unmarked(
+    obj: Arc<Object>,
+    req: &request::Parts,
+    source: Option<FillSource>,
+    guard: Option<ReaderGuard>,
+    cache_status: CacheStatus,
     now: SystemTime,
 ) -> Response<EdgeBody> {
     let snap = obj.head_and_len();
@@ -217,7 +238,7 @@ pub fn object_response(
 }
 
 /// The stored end-to-end headers plus what this hop adds.
-fn response_headers(head: &StoredHead, now: SystemTime, cache_status: &'static str) -> HeaderMap {
+fn response_headers(head: &StoredHead, now: SystemTime, cache_status: CacheStatus) -> HeaderMap {
     let mut headers = head.headers.clone();
     // A stored Content-Range is a field the origin sent with a whole
     // response; ranges served from the object set their own.
@@ -232,7 +253,9 @@ fn response_headers(head: &StoredHead, now: SystemTime, cache_status: &'static s
         headers.insert(header::DATE, v);
     }
     outpost_http::headers::add_via(&mut headers);
-    headers.insert("x-cache", HeaderValue::from_static(cache_status));
+    if let Some(value) = cache_status.header() {
+        headers.insert("x-cache", value);
+    }
     headers
 }
 

@@ -25,6 +25,10 @@ pub struct StoredHead {
     /// lifetime. Unlike `fresh_until` this lies in the past for a response
     /// that arrived already stale (its Age beyond its max-age).
     stale_since: SystemTime,
+    /// When the edge received the response, and the `Age` it arrived with:
+    /// what a policy of the same response under other rules starts from.
+    received: SystemTime,
+    arrival_age: Duration,
 }
 
 /// The explicit freshness lifetime (s-maxage, max-age, Expires - Date),
@@ -47,6 +51,54 @@ fn explicit_lifetime(headers: &HeaderMap) -> Duration {
     }
 }
 
+/// The instants a policy implies, read off it without a clock. The policy
+/// counts age from the instant it received the response (`Age` at arrival
+/// plus the time resident since), so: before that instant its age is the
+/// arrival `Age`; long after it, the arrival `Age` plus the distance to that
+/// instant. The lifetime is what time-to-live plus age add up to while it
+/// is still fresh.
+struct Timing {
+    born: SystemTime,
+    fresh_until: SystemTime,
+    stale_since: SystemTime,
+    received: SystemTime,
+    arrival_age: Duration,
+}
+
+impl Timing {
+    fn of(policy: &CachePolicy, headers: &HeaderMap) -> Self {
+        // Far enough ahead of any response time the edge will see, near
+        // enough that no arithmetic on it overflows.
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 36);
+        let arrival_age = policy.age(SystemTime::UNIX_EPOCH);
+        let resident_at_far = policy.age(far).saturating_sub(arrival_age);
+        let received = far.checked_sub(resident_at_far).unwrap_or(far);
+        let born = received.checked_sub(arrival_age).unwrap_or(received);
+        let ttl_on_arrival = policy.time_to_live(SystemTime::UNIX_EPOCH);
+        if ttl_on_arrival.is_zero() {
+            // Arrived with no lifetime left: never fresh. Its lifetime, for
+            // how stale it is, is the explicit one (no longer than its age).
+            let lifetime = explicit_lifetime(headers).min(arrival_age);
+            let stale_since = born + lifetime;
+            return Self {
+                born,
+                fresh_until: stale_since.min(received),
+                stale_since,
+                received,
+                arrival_age,
+            };
+        }
+        let until = born + ttl_on_arrival + arrival_age;
+        Self {
+            born,
+            fresh_until: until,
+            stale_since: until,
+            received,
+            arrival_age,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct HeadRecord {
     status: u16,
@@ -55,25 +107,33 @@ struct HeadRecord {
 }
 
 impl StoredHead {
+    /// The head of a response, with its freshness instants derived from the
+    /// policy alone. They do not depend on when the head is made: a head
+    /// loaded lazily after a restart must give the same answers as the one
+    /// made when the response arrived (it once took its own later `now`,
+    /// and an object long stale looked fresh to the request that loaded it).
     pub fn new(status: StatusCode, headers: HeaderMap, policy: CachePolicy) -> Self {
-        let now = SystemTime::now();
-        let born = now.checked_sub(policy.age(now)).unwrap_or(now);
-        let ttl = policy.time_to_live(now);
-        let fresh_until = now + ttl;
-        let lifetime = if ttl.is_zero() {
-            explicit_lifetime(&headers)
-        } else {
-            ttl + policy.age(now)
-        };
-        let stale_since = (born + lifetime).min(fresh_until);
+        let timing = Timing::of(&policy, &headers);
         Self {
             status,
             headers,
             policy,
-            born,
-            fresh_until,
-            stale_since,
+            born: timing.born,
+            fresh_until: timing.fresh_until,
+            stale_since: timing.stale_since,
+            received: timing.received,
+            arrival_age: timing.arrival_age,
         }
+    }
+
+    /// When the edge received the response.
+    pub fn received(&self) -> SystemTime {
+        self.received
+    }
+
+    /// The `Age` the response arrived with (zero without one).
+    pub fn arrival_age(&self) -> Duration {
+        self.arrival_age
     }
 
     /// The response's current age (RFC 9111 section 4.2.3).
@@ -135,5 +195,58 @@ impl StoredHead {
             Some(tag) if !tag.as_bytes().starts_with(b"W/") => Some(tag.clone()),
             _ => self.last_modified().cloned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_received_at(received: SystemTime, cache_control: &str) -> StoredHead {
+        let req = http::Request::builder()
+            .uri("http://origin/pkg")
+            .header("host", "origin")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let res = http::Response::builder()
+            .header("cache-control", cache_control)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let policy = outpost_http::policy::policy_for(&req, &res, received);
+        StoredHead::new(res.status, res.headers, policy)
+    }
+
+    /// Guards the stale-after-restart bug: a head rebuilt long after its
+    /// response arrived (loaded from the index after a restart) took its
+    /// own `now` and called a long-stale object fresh until that instant.
+    #[test]
+    fn a_head_made_long_after_its_response_keeps_the_responses_deadline() {
+        let received = SystemTime::now() - Duration::from_secs(1000);
+        let head = head_received_at(received, "max-age=60");
+        assert!(head.is_fresh(received + Duration::from_secs(59)));
+        assert!(
+            !head.is_fresh(received + Duration::from_secs(61)),
+            "stale 61 s after arrival whenever the head was made"
+        );
+        assert_eq!(
+            head.staleness(received + Duration::from_secs(100)),
+            Duration::from_secs(40)
+        );
+        assert_eq!(
+            head.age(received + Duration::from_secs(100)),
+            Duration::from_secs(100)
+        );
+    }
+
+    #[test]
+    fn a_response_without_lifetime_is_never_fresh() {
+        let received = SystemTime::now() - Duration::from_secs(1000);
+        let head = head_received_at(received, "no-cache, max-age=60");
+        assert!(!head.is_fresh(received));
+        assert!(!head.is_fresh(received + Duration::from_secs(1)));
     }
 }

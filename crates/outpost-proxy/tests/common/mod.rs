@@ -23,7 +23,16 @@ pub struct Edge {
 impl Edge {
     /// An edge with `config` as given (its listen address aside) over the
     /// store `store` describes.
-    pub async fn start_with_store(mut config: ProxyConfig, store: StoreConfig) -> Self {
+    pub async fn start_with_store(config: ProxyConfig, store: StoreConfig) -> Self {
+        Self::start_with_clock(config, store, Arc::new(outpost_proxy::SystemClock)).await
+    }
+
+    /// The same, judging freshness by `clock`.
+    pub async fn start_with_clock(
+        mut config: ProxyConfig,
+        store: StoreConfig,
+        clock: Arc<dyn outpost_proxy::Clock>,
+    ) -> Self {
         // RUST_LOG=outpost_proxy=debug shows the edge's own account of a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -31,7 +40,7 @@ impl Edge {
             .try_init();
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         let store = Store::open(store).expect("open store");
-        let engine = Engine::new(config, store);
+        let engine = Engine::with_clock(config, store, clock);
         let server = Server::bind(engine.clone()).await.expect("bind");
         let addr = server.local_addrs()[0];
         let shutdown = CancellationToken::new();

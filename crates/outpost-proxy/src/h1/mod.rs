@@ -33,7 +33,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::cache_status::{ByteSource, CacheStatus};
 use crate::serve::{EdgeBody, Piece, StreamedBody, error_response};
+
+mod parse;
+mod write;
+
+pub use parse::parse_request_head;
+use write::write_within;
 
 /// The body of a request as the engine sees it.
 pub type ReqBody = StreamedBody;
@@ -96,6 +103,8 @@ pub struct ServedBytes {
     /// [`Mode`].
     pub mode_requests: [std::sync::atomic::AtomicU64; 3],
     pub mode_bytes: [std::sync::atomic::AtomicU64; 3],
+    /// Responses by cache verdict, indexed like [`CacheStatus::ALL`].
+    pub by_status: [std::sync::atomic::AtomicU64; CacheStatus::ALL.len()],
 }
 
 /// How a request reached the edge; set on the response by the router.
@@ -119,12 +128,20 @@ impl Mode {
 }
 
 impl ServedBytes {
-    fn counter(&self, verdict: Option<&HeaderValue>) -> &std::sync::atomic::AtomicU64 {
-        match verdict.map(HeaderValue::as_bytes) {
-            Some(b"HIT" | b"REVALIDATED" | b"STALE") => &self.from_cache,
-            Some(b"MISS" | b"PARTIAL_HIT") => &self.from_fills,
-            _ => &self.other,
+    fn counter(&self, verdict: CacheStatus) -> &std::sync::atomic::AtomicU64 {
+        match verdict.source() {
+            ByteSource::Cache => &self.from_cache,
+            ByteSource::Fill => &self.from_fills,
+            ByteSource::Other => &self.other,
         }
+    }
+
+    /// Responses sent with each cache verdict.
+    pub fn responses(&self) -> impl Iterator<Item = (CacheStatus, u64)> + '_ {
+        CacheStatus::ALL
+            .into_iter()
+            .zip(&self.by_status)
+            .map(|(status, n)| (status, n.load(std::sync::atomic::Ordering::Relaxed)))
     }
 }
 
@@ -254,26 +271,32 @@ pub async fn serve<F, Fut>(
             conn.tunnel(upstream).await;
             return;
         }
+        // The engine marks its responses; the rest are the edge's own.
+        let verdict = resp
+            .extensions()
+            .get::<CacheStatus>()
+            .copied()
+            .unwrap_or_else(|| CacheStatus::unmarked(method.as_str(), resp.status().as_u16()));
         let facts = logged.map(|(m, uri)| {
             let url = resp
                 .extensions()
                 .get::<LogUrl>()
                 .map_or(uri, |u| u.0.clone());
-            let header = |name: &str| {
-                resp.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            (
-                m,
-                url,
-                resp.status().as_u16(),
-                header("x-cache"),
-                header("content-type"),
-            )
+            let content_type = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (m, url, resp.status().as_u16(), content_type)
         });
-        let source = served.counter(resp.headers().get("x-cache"));
+        let source = served.counter(verdict);
+        if let Some(n) = CacheStatus::ALL
+            .iter()
+            .position(|s| *s == verdict)
+            .and_then(|i| served.by_status.get(i))
+        {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mode = resp.extensions().get::<Mode>().copied();
         if mode == Some(Mode::Reverse) {
             // Addressed to the surrogate, which the edge is for its sites;
@@ -293,7 +316,7 @@ pub async fn serve<F, Fut>(
             served.mode_requests[mode as usize].fetch_add(1, Relaxed);
             served.mode_bytes[mode as usize].fetch_add(sent, Relaxed);
         }
-        if let (Some((log, client)), Some((m, url, status, cache, ctype))) = (log, facts) {
+        if let (Some((log, client)), Some((m, url, status, ctype))) = (log, facts) {
             log.record(&AccessRecord {
                 client,
                 method: &m,
@@ -301,7 +324,7 @@ pub async fn serve<F, Fut>(
                 status,
                 bytes: sent,
                 elapsed: started.elapsed(),
-                cache: cache.as_deref(),
+                result: verdict,
                 content_type: ctype.as_deref(),
             });
         }
@@ -555,236 +578,6 @@ impl Conn {
             }
         }
     }
-
-    /// Writes a response (counting body bytes in `body_bytes_sent`).
-    /// Returns whether the connection can serve another request.
-    async fn write_response(
-        &mut self,
-        method: &Method,
-        version: Version,
-        keep_alive: bool,
-        resp: Response<EdgeBody>,
-    ) -> io::Result<bool> {
-        let (parts, body) = resp.into_parts();
-        let status = parts.status;
-        let bodiless = *method == Method::HEAD
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let declared_len = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let known_len = match &body {
-            EdgeBody::Empty => Some(0),
-            EdgeBody::Full(b) => Some(b.len() as u64),
-            _ => None,
-        };
-        let length = declared_len.or(known_len);
-        let chunked = !bodiless && length.is_none() && version == Version::HTTP_11;
-        let keep_alive = keep_alive && (bodiless || length.is_some() || chunked);
-
-        let mut head = BytesMut::with_capacity(512);
-        head.extend_from_slice(b"HTTP/1.1 ");
-        head.extend_from_slice(status.as_str().as_bytes());
-        head.extend_from_slice(b" ");
-        head.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-        head.extend_from_slice(b"\r\n");
-        for (name, value) in parts.headers.iter() {
-            if matches!(
-                name.as_str(),
-                "connection" | "keep-alive" | "transfer-encoding" | "content-length"
-            ) {
-                continue;
-            }
-            put_header(&mut head, name, value);
-        }
-        if let Some(len) = length
-            && (!bodiless || declared_len.is_some())
-            && status != StatusCode::NO_CONTENT
-            && !status.is_informational()
-        {
-            put_header(&mut head, &header::CONTENT_LENGTH, &HeaderValue::from(len));
-        }
-        if chunked {
-            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        }
-        if !keep_alive {
-            head.extend_from_slice(b"connection: close\r\n");
-        } else if version == Version::HTTP_10 {
-            head.extend_from_slice(b"connection: keep-alive\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-
-        if bodiless {
-            write_within(&mut self.stream, &head, self.send_timeout).await?;
-            return Ok(keep_alive);
-        }
-        let mut writer = BodyWriter {
-            stream: &mut self.stream,
-            head: Some(head),
-            chunked,
-            sent: &mut self.body_bytes_sent,
-            send_timeout: self.send_timeout,
-        };
-        let complete = match body {
-            EdgeBody::Empty => {
-                writer.data(Bytes::new()).await?;
-                true
-            }
-            EdgeBody::Full(b) => {
-                writer.data(b).await?;
-                true
-            }
-            EdgeBody::Stream(mut s) => loop {
-                match s.frame().await {
-                    None => break true,
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            writer.data(data).await?;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "response body failed; closing the connection");
-                        break false;
-                    }
-                }
-            },
-            EdgeBody::Object(obj) if obj.is_complete() => {
-                // Every byte is on disk: cork the socket so the head and the
-                // file data leave in full segments (nginx's tcp_nopush).
-                let sock = socket2::SockRef::from(&*writer.stream);
-                let _ = sock.set_tcp_cork(true);
-                let result = send_object(&mut writer, obj).await;
-                let _ = socket2::SockRef::from(&*writer.stream).set_tcp_cork(false);
-                result?
-            }
-            EdgeBody::Object(obj) => {
-                // The head goes out at once: the first bytes of a fill may
-                // be a round trip away, and a client should not wait for them
-                // to see the response start.
-                writer.flush_head().await?;
-                send_object(&mut writer, obj).await?
-            }
-        };
-        writer.flush_head().await?;
-        let sent = *writer.sent;
-        if !complete {
-            return Ok(false);
-        }
-        if let Some(len) = length
-            && sent != len
-        {
-            tracing::warn!(
-                declared = len,
-                sent,
-                "body length differs from Content-Length; closing"
-            );
-            return Ok(false);
-        }
-        if chunked {
-            write_within(&mut self.stream, b"0\r\n\r\n", self.send_timeout).await?;
-        }
-        Ok(keep_alive)
-    }
-
-    /// Splices the client connection and `upstream` (CONNECT), after the 200.
-    async fn tunnel(mut self, mut upstream: TcpStream) {
-        if self
-            .stream
-            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            .await
-            .is_err()
-        {
-            return;
-        }
-        if !self.buf.is_empty() && upstream.write_all(&self.buf).await.is_err() {
-            return;
-        }
-        let start = Instant::now();
-        let moved = AtomicU64::new(0);
-        let mut client = Watched {
-            inner: &mut self.stream,
-            moved: &moved,
-            start,
-        };
-        let mut server = Watched {
-            inner: &mut upstream,
-            moved: &moved,
-            start,
-        };
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
-        tokio::pin!(copy);
-        loop {
-            let idle_since = start + Duration::from_millis(moved.load(Relaxed));
-            tokio::select! {
-                _ = &mut copy => return,
-                _ = tokio::time::sleep_until((idle_since + self.tunnel_idle_timeout).into()) => {
-                    let idle_since = start + Duration::from_millis(moved.load(Relaxed));
-                    if idle_since.elapsed() >= self.tunnel_idle_timeout {
-                        tracing::debug!(idle = ?self.tunnel_idle_timeout, "tunnel idle; closed");
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A tunnel end that notes when bytes last arrived (milliseconds after
-/// `start`), so that an idle tunnel can be closed.
-struct Watched<'a, S> {
-    inner: &'a mut S,
-    moved: &'a AtomicU64,
-    start: Instant,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<'_, S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            let now = self.start.elapsed().as_millis() as u64;
-            self.moved.fetch_max(now, Relaxed);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<'_, S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
-    }
-}
-
-fn put_header(head: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
-    head.extend_from_slice(name.as_str().as_bytes());
-    head.extend_from_slice(b": ");
-    head.extend_from_slice(value.as_bytes());
-    head.extend_from_slice(b"\r\n");
 }
 
 /// When a request body must have arrived by: no read may wait longer than
@@ -821,276 +614,6 @@ impl BodyClock {
         let left = self.deadline.saturating_duration_since(now);
         (!left.is_zero()).then(|| left.min(self.stall))
     }
-}
-
-/// Writes a body after the head, coalescing the head with small first data.
-struct BodyWriter<'a> {
-    stream: &'a mut TcpStream,
-    head: Option<BytesMut>,
-    chunked: bool,
-    sent: &'a mut u64,
-    /// A client that takes no byte for this long is cut off.
-    send_timeout: Duration,
-}
-
-impl BodyWriter<'_> {
-    async fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        write_within(self.stream, buf, self.send_timeout).await
-    }
-
-    async fn flush_head(&mut self) -> io::Result<()> {
-        if let Some(head) = self.head.take() {
-            self.write(&head).await?;
-            tracing::trace!("response head written");
-        }
-        Ok(())
-    }
-
-    async fn data(&mut self, data: Bytes) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        *self.sent += data.len() as u64;
-        let mut out = self.head.take().unwrap_or_default();
-        if self.chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        }
-        if out.len() + data.len() <= 64 * 1024 {
-            out.extend_from_slice(&data);
-            if self.chunked {
-                out.extend_from_slice(b"\r\n");
-            }
-            return self.write(&out).await;
-        }
-        if !out.is_empty() {
-            self.write(&out).await?;
-        }
-        self.write(&data).await?;
-        if self.chunked {
-            self.write(b"\r\n").await?;
-        }
-        Ok(())
-    }
-
-    async fn file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
-        if self.chunked {
-            let mut out = self.head.take().unwrap_or_default();
-            out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
-            self.write(&out).await?;
-        } else {
-            self.flush_head().await?;
-        }
-        sendfile_all(self.stream, file, offset, len, self.send_timeout, self.sent).await?;
-        if self.chunked {
-            self.write(b"\r\n").await?;
-        }
-        Ok(())
-    }
-}
-
-/// Sends an object body; `Ok(false)` if it failed part way (the connection
-/// must then be closed: the declared length cannot be met).
-async fn send_object(
-    writer: &mut BodyWriter<'_>,
-    mut obj: Box<crate::serve::ObjectStream>,
-) -> io::Result<bool> {
-    loop {
-        match obj.next_piece().await {
-            Ok(None) => return Ok(true),
-            Ok(Some(Piece::Data(data))) => writer.data(data).await?,
-            Ok(Some(Piece::File { file, offset, len })) => writer.file(&file, offset, len).await?,
-            Err(e) => {
-                tracing::info!(error = %e, "object body failed; closing the connection");
-                return Ok(false);
-            }
-        }
-    }
-}
-
-/// Writes all of `buf`, unless the client takes nothing for `stall`.
-async fn write_within(stream: &mut TcpStream, buf: &[u8], stall: Duration) -> io::Result<()> {
-    let mut rest = buf;
-    while !rest.is_empty() {
-        match tokio::time::timeout(stall, stream.write(rest)).await {
-            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) => rest = &rest[n..],
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(client_stalled()),
-        }
-    }
-    Ok(())
-}
-
-fn client_stalled() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")
-}
-
-/// Sends `len` bytes of `file` from `offset` to the socket, unless the
-/// client takes nothing for `stall`.
-async fn sendfile_all(
-    stream: &TcpStream,
-    file: &std::fs::File,
-    mut offset: u64,
-    mut len: u64,
-    stall: Duration,
-    sent: &mut u64,
-) -> io::Result<()> {
-    while len > 0 {
-        tokio::time::timeout(stall, stream.writable())
-            .await
-            .map_err(|_| client_stalled())??;
-        let count = len.min(1 << 30) as usize;
-        match stream.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(stream, file, Some(&mut offset), count).map_err(io::Error::from)
-        }) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "object file shorter than its extents",
-                ));
-            }
-            Ok(n) => {
-                len -= n as u64;
-                *sent += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Parses one request head at the start of `buf`: `Ok(None)` while it is
-/// incomplete, the head, its body framing and its length in bytes once it
-/// is complete, or the refusal to answer. Pure, so that it can be fuzzed.
-pub fn parse_request_head(
-    buf: &[u8],
-    config: &H1Config,
-) -> Result<Option<(http::request::Parts, Framing, usize)>, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
-    let mut req =
-        httparse::Request::new(&mut headers[..config.max_headers.clamp(1, MAX_HEADERS_LIMIT)]);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => {
-            let (parts, framing) = build_parts(&req)?;
-            Ok(Some((parts, framing, n)))
-        }
-        Ok(httparse::Status::Partial) if buf.len() >= config.max_head_bytes => Err(Refusal(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large",
-        )),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(Refusal(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "too many header fields",
-        )),
-        Err(_) => Err(Refusal(StatusCode::BAD_REQUEST, "malformed request")),
-    }
-}
-
-/// Builds the request head and decides its body framing, refusing anything
-/// ambiguous.
-fn build_parts(
-    req: &httparse::Request<'_, '_>,
-) -> Result<(http::request::Parts, Framing), Refusal> {
-    let bad = |why| Refusal(StatusCode::BAD_REQUEST, why);
-    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
-        .map_err(|_| bad("invalid method"))?;
-    let target = req.path.unwrap_or("");
-    if target.len() > 16 * 1024 {
-        return Err(Refusal(StatusCode::URI_TOO_LONG, "request target too long"));
-    }
-    let uri: Uri = target.parse().map_err(|_| bad("invalid request target"))?;
-    let version = match req.version {
-        Some(0) => Version::HTTP_10,
-        Some(1) => Version::HTTP_11,
-        _ => {
-            return Err(Refusal(
-                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                "unsupported HTTP version",
-            ));
-        }
-    };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("invalid header value"))?;
-        headers.append(name, value);
-    }
-    let hosts = headers.get_all(header::HOST).iter().count();
-    if hosts > 1 || (version == Version::HTTP_11 && hosts == 0) {
-        return Err(bad("exactly one Host header is required"));
-    }
-    let te: Vec<String> = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .map(|v| {
-            v.to_str()
-                .map(|s| s.to_string())
-                .map_err(|_| bad("invalid Transfer-Encoding"))
-        })
-        .collect::<Result<_, _>>()?;
-    let cl: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    let framing = if !te.is_empty() {
-        if !cl.is_empty() {
-            return Err(bad("both Transfer-Encoding and Content-Length"));
-        }
-        if version == Version::HTTP_10 {
-            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
-        }
-        let codings: Vec<String> = te
-            .iter()
-            .flat_map(|v| v.split(','))
-            .map(|c| c.trim().to_ascii_lowercase())
-            .collect();
-        match codings.as_slice() {
-            [only] if only == "chunked" => Framing::Chunked,
-            list if list.last().map(String::as_str) != Some("chunked") => {
-                return Err(bad("chunked is not the final transfer coding"));
-            }
-            _ => {
-                return Err(Refusal(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "unsupported transfer coding",
-                ));
-            }
-        }
-    } else if !cl.is_empty() {
-        let mut length: Option<u64> = None;
-        for value in cl {
-            for part in value
-                .to_str()
-                .map_err(|_| bad("invalid Content-Length"))?
-                .split(',')
-            {
-                let part = part.trim();
-                if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad("invalid Content-Length"));
-                }
-                let n: u64 = part.parse().map_err(|_| bad("invalid Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(bad("conflicting Content-Length values"));
-                }
-                length = Some(n);
-            }
-        }
-        match length {
-            Some(0) | None => Framing::None,
-            Some(n) => Framing::Length(n),
-        }
-    } else {
-        Framing::None
-    };
-    let mut builder = Request::builder().method(method).uri(uri).version(version);
-    if let Some(h) = builder.headers_mut() {
-        *h = headers;
-    }
-    let (parts, ()) = builder
-        .body(())
-        .map_err(|_| bad("invalid request"))?
-        .into_parts();
-    Ok((parts, framing))
 }
 
 #[cfg(test)]

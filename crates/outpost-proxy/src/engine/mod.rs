@@ -1,0 +1,410 @@
+//! The cache logic of one request: look up, serve, collapse, revalidate,
+//! fill or pass through. This file holds the engine's state and the front
+//! door ([`Engine::handle`]: quarantine, bypass rules, method dispatch,
+//! invalidation); each job has a file of its own:
+//!
+//! - `route.rs`: URL to origin, admin rule, cache key, variants;
+//! - `get.rs`: a GET's one lookup and what it serves;
+//! - `collapse.rs`: one upstream request for every client waiting on a key;
+//! - `fetch.rs`: a miss and whether its response is stored;
+//! - `revalidate.rs`: conditional requests and the 304 merge;
+//! - `forward.rs`: requests passed through unstored.
+
+mod collapse;
+mod fetch;
+mod forward;
+mod get;
+mod revalidate;
+mod route;
+
+use collapse::PendingMap;
+pub(crate) use collapse::{Collapsed, Outcome};
+pub use collapse::{FailedSide, Failure};
+use fetch::stored_headers;
+pub(crate) use forward::refused_destination;
+use forward::{passthrough_response, upstream_headers};
+use get::hit_status;
+pub use route::{MAX_VARIANTS, Route};
+use route::{VARIANT_MAP_MIN, VariantSet, known_variants};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request, response,
+};
+use hyper::body::Incoming;
+use outpost_http::cache_control;
+use outpost_http::headers::{
+    FILL_CONTROLLED_REQUEST_HEADERS, add_via, add_via_as, strip_hop_by_hop, via_names,
+};
+use outpost_http::range::{RangeSpec, parse_range_header};
+use outpost_http::vary;
+use outpost_http::{ByteRange, CacheKey, ContentRange};
+use outpost_store::{Object, Store, StoredHead};
+use tokio::sync::watch;
+
+use crate::cache_status::CacheStatus;
+use crate::config::{ProxyConfig, RangeMissPolicy};
+use crate::fill::{FillContext, ObjectFill, UpstreamTarget};
+use crate::h1::ReqBody;
+use crate::lookup::{Asker, ClientRequest, Decision, Running, Stored, decide, explicitly_shared};
+use crate::serve::{EdgeBody, FillSource, error_response, marked, object_response, streamed};
+use crate::upstream::{Reach, Upstream, UpstreamBody, UpstreamError};
+use crate::wan::WanShaper;
+use outpost_shaper::Class;
+
+/// Counters by result, for status and metrics.
+#[derive(Default)]
+pub struct EngineStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub collapsed: AtomicU64,
+    pub revalidated: AtomicU64,
+    pub stale: AtomicU64,
+    pub passthrough: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+pub struct Engine {
+    pub config: ProxyConfig,
+    /// Access and caching rules, replaced whole by a reload.
+    rules: std::sync::RwLock<Arc<crate::config::LiveRules>>,
+    pub store: Store,
+    pub fills: Arc<FillContext>,
+    pub(crate) upstream: Upstream,
+    pending: Arc<Mutex<PendingMap>>,
+    pub stats: EngineStats,
+    /// Bytes written to clients by source.
+    pub served: crate::h1::ServedBytes,
+    access_log: std::sync::OnceLock<Arc<crate::access_log::AccessLog>>,
+    /// URLs whose body failed a pre-positioning digest check: refused
+    /// until a sync finds a good copy (key -> reason).
+    quarantined: Mutex<HashMap<CacheKey, String>>,
+    /// URLs whose responses vary: the header names, and the variant keys
+    /// stored (so that invalidation and purge reach every variant).
+    variants: Mutex<HashMap<CacheKey, VariantSet>>,
+    /// This edge's `Via` entry on requests it sends upstream: unique per
+    /// process, so that a request that comes back is recognised as a loop
+    /// while a chain of several Outpost edges still works.
+    pub via: String,
+    /// The received-by part of `via` (`outpost-<id>`), which loop
+    /// detection looks for.
+    via_name: String,
+    /// Size of the variant map at which it is next rebuilt.
+    variant_map_limit: AtomicUsize,
+    /// What freshness is judged by: read once per request.
+    clock: Arc<dyn crate::clock::Clock>,
+}
+
+/// A pseudonym for `Via` no other edge shares: hashed from what differs
+/// between edges and between runs.
+fn via_pseudonym(config: &ProxyConfig) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(format!("{:?}", config.listen).as_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.update(&now.as_nanos().to_le_bytes());
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        hasher.update(name.trim().as_bytes());
+    }
+    let hex = hasher.finalize().to_hex();
+    format!("outpost-{}", &hex[..10])
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Engine {
+    pub fn new(config: ProxyConfig, store: Store) -> Arc<Self> {
+        Self::with_clock(config, store, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// An engine that judges freshness by `clock` (tests move it forward).
+    pub fn with_clock(
+        config: ProxyConfig,
+        store: Store,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Arc<Self> {
+        let store_for_variants = store.clone();
+        let via_name = via_pseudonym(&config);
+        let guard = Arc::new(crate::destination::DestinationGuard::new(
+            config.internal_destinations.clone(),
+        ));
+        let upstream = Upstream::new(
+            config.fill.upstream_header_timeout,
+            config.wan.bulk_receive_buffer,
+            &config.upstream_ca,
+            guard,
+        );
+        let shaper = WanShaper::new(config.wan.clone(), config.local_clock.clone());
+        let fills = FillContext::new(store.clone(), upstream.clone(), config.fill.clone(), shaper);
+        Arc::new(Self {
+            rules: std::sync::RwLock::new(Arc::new(crate::config::LiveRules::from_config(&config))),
+            config,
+            store,
+            fills,
+            upstream,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            stats: EngineStats::default(),
+            served: Default::default(),
+            access_log: std::sync::OnceLock::new(),
+            quarantined: Mutex::new(HashMap::new()),
+            variants: Mutex::new(known_variants(&store_for_variants)),
+            via: format!("1.1 {via_name}"),
+            via_name,
+            variant_map_limit: AtomicUsize::new(VARIANT_MAP_MIN),
+            clock,
+        })
+    }
+
+    /// The time by the engine's clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// Records an address this edge listens on (its admin API, say), which
+    /// no client may make it connect to.
+    pub fn add_own_address(&self, addr: std::net::SocketAddr) {
+        self.upstream.guard.add_own_address(addr);
+    }
+
+    /// Whether a request already passed through this edge (its `Via` names
+    /// our pseudonym).
+    pub fn is_looping(&self, headers: &HeaderMap) -> bool {
+        via_names(headers).any(|name| name == self.via_name)
+    }
+
+    /// Logs every request from now on (set once, at startup).
+    pub fn set_access_log(&self, log: Arc<crate::access_log::AccessLog>) {
+        let _ = self.access_log.set(log);
+    }
+
+    pub fn access_log(&self) -> Option<&crate::access_log::AccessLog> {
+        self.access_log.get().map(|l| &**l)
+    }
+
+    /// Removes what is stored for `key`, every variant included. Returns
+    /// whether anything was.
+    pub fn purge(&self, key: &CacheKey) -> Result<bool, outpost_store::StoreError> {
+        let variants = lock(&self.variants).remove(key);
+        let mut any = self.store.purge(key)?;
+        for variant in variants.into_iter().flat_map(|v| v.keys.into_keys()) {
+            any |= self.store.purge(&variant)?;
+        }
+        Ok(any)
+    }
+
+    /// The access and caching rules in force.
+    pub fn rules(&self) -> Arc<crate::config::LiveRules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the access and caching rules (a reload): requests that
+    /// arrive from now on follow them; a connection already admitted stays.
+    pub fn set_rules(&self, rules: crate::config::LiveRules) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+
+    /// Refuses `key` to clients (its body failed a digest check), or lifts
+    /// the refusal with `None`.
+    pub fn set_quarantined(&self, key: &CacheKey, reason: Option<String>) {
+        // By URL: every variant of a quarantined file is refused.
+        let key = &vary::url_key(key);
+        let mut q = lock(&self.quarantined);
+        match reason {
+            Some(r) => {
+                q.insert(key.clone(), r);
+            }
+            None => {
+                q.remove(key);
+            }
+        }
+    }
+
+    /// Serves one routed request.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<ReqBody>,
+        route: Route,
+    ) -> Response<EdgeBody> {
+        let method = req.method().clone();
+        let read = matches!(method, Method::GET | Method::HEAD);
+        if read {
+            // First of all: no way around a quarantine, not even one that
+            // sends the request straight to the origin.
+            let quarantined = lock(&self.quarantined)
+                .get(vary::url_part(route.key.as_str()))
+                .cloned();
+            if let Some(reason) = quarantined {
+                // Serving it, even from the origin, would hand PCs a package
+                // that is not the one the admin published.
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let mut resp = error_response(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("quarantined by pre-positioning: {reason}"),
+                );
+                resp.headers_mut().insert(
+                    "x-outpost-quarantine",
+                    HeaderValue::from_static("digest-mismatch"),
+                );
+                return marked(resp, CacheStatus::Edge);
+            }
+        }
+        // A file a manifest gives a digest for is served only from a copy
+        // the edge has checked: requests that would bypass the store go
+        // through it instead.
+        let digest_bound = read && self.store.expects_digest(&route.key);
+        if !digest_bound && self.rule(&route).is_some_and(|r| r.never_cache) {
+            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+            return self.forward(req, &route).await;
+        }
+        if !digest_bound
+            && let Some(name) =
+                unkeyed_override(req.headers(), &self.rules().bypass_request_headers)
+        {
+            // The origin may build its answer from this header (links,
+            // redirects), which the key does not include: storing that
+            // answer would hand it to every other PC (cache poisoning).
+            tracing::debug!(key = %route.key, header = name, "unkeyed override header; passing through");
+            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+            return self.forward(req, &route).await;
+        }
+        if method == Method::GET {
+            let (parts, _body) = req.into_parts();
+            return self.handle_get(parts, route, digest_bound).await;
+        }
+        let route = if method == Method::HEAD {
+            self.select_variant(route, req.headers())
+        } else {
+            route
+        };
+        if method == Method::HEAD {
+            let now = self.clock.now();
+            // As for GET: credentials share only what the origin shares.
+            let authorized = !digest_bound && req.headers().contains_key(header::AUTHORIZATION);
+            // The same lookup as a GET's; anything but a hit is forwarded
+            // (a HEAD starts no fill and revalidates nothing).
+            if let get::Lookup {
+                decision: Decision::Hit,
+                stored: Some(obj),
+                ..
+            } = self.look_up(req.headers(), &route, authorized, now)
+            {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                let (parts, _) = req.into_parts();
+                let status = hit_status(&obj);
+                return object_response(obj, &parts, None, None, status, now);
+            }
+        }
+        let unsafe_method = !matches!(
+            method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let resp = self.forward(req, &route).await;
+        if unsafe_method && (resp.status().is_success() || resp.status().is_redirection()) {
+            self.invalidate(&route, resp.headers());
+        }
+        resp
+    }
+
+    /// RFC 9111 section 4.4: a successful unsafe request invalidates the
+    /// target URI and same-origin Location / Content-Location.
+    fn invalidate(&self, route: &Route, headers: &HeaderMap) {
+        let mut keys = vec![route.key.clone()];
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let Ok(uri) = value.parse::<Uri>() else {
+                continue;
+            };
+            let absolute = if uri.authority().is_some() {
+                uri
+            } else {
+                let mut parts = route.upstream_uri.clone().into_parts();
+                parts.path_and_query = uri.path_and_query().cloned();
+                match Uri::from_parts(parts) {
+                    Ok(u) => u,
+                    Err(_) => continue,
+                }
+            };
+            if let Ok(key) = CacheKey::from_uri(&absolute)
+                && absolute.authority() == route.upstream_uri.authority()
+            {
+                keys.push(key);
+            }
+        }
+        for key in keys {
+            // A pinned object is the admin's (a channel's file): a PC's
+            // POST, which any web page can make it send, must not drop it
+            // and its pin. Its own freshness rules still apply.
+            if self
+                .store
+                .get(&key)
+                .ok()
+                .flatten()
+                .is_some_and(|o| o.snapshot().pinned)
+            {
+                tracing::info!(key = %key, "pinned: not invalidated by an unsafe request");
+                continue;
+            }
+            if let Err(e) = self.purge(&key) {
+                tracing::warn!(key = %key, error = %e, "invalidation failed");
+            }
+        }
+    }
+}
+
+/// Request headers that frameworks use to override the host, scheme, path
+/// or method the origin sees. They are not part of the cache key, so a
+/// response to a request carrying one is neither stored nor taken from the
+/// cache.
+const UNKEYED_OVERRIDES: &[&str] = &[
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    // Scheme and path as a front end saw them: an origin behind a TLS
+    // terminator answers `X-Forwarded-Proto: http` with a redirect to
+    // https, which stored would loop every PC.
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-forwarded-uri",
+];
+
+/// The first header of the request that makes it bypass the cache: a
+/// built-in override header or one the admin listed.
+fn unkeyed_override<'a>(headers: &HeaderMap, listed: &'a [http::HeaderName]) -> Option<&'a str> {
+    // Walks the request's few fields rather than looking each listed name
+    // up: a lookup by `&str` parses and hashes the name every time, and this
+    // runs on every request.
+    headers.keys().find_map(|name| {
+        UNKEYED_OVERRIDES
+            .iter()
+            .copied()
+            .find(|o| *o == name.as_str())
+            .or_else(|| {
+                listed
+                    .iter()
+                    .find(|l| *l == name)
+                    .map(http::HeaderName::as_str)
+            })
+    })
+}
