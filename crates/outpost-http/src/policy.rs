@@ -284,8 +284,14 @@ fn status_stand_in(
 }
 
 /// The `Surrogate-Control` directives meant for the edge, as a
-/// `Cache-Control` value a shared cache reads the same way: `max-age`
-/// becomes `s-maxage`, `no-store` stays. `None` when there are none.
+/// `Cache-Control` value: `max-age` and `no-store` as they are. `None` when
+/// there are none.
+///
+/// Surrogate-Control speaks of freshness and storage, not of who may see a
+/// response: the origin's `private` stays, so a per-user answer is never
+/// made shared. Nor does the lifetime become `s-maxage` or `public`, which
+/// would count as the origin sharing a response to a request with
+/// credentials (RFC 9111 section 3.5); those must come from the origin.
 fn surrogate_directives(headers: &http::HeaderMap) -> Option<String> {
     let mut out = Vec::new();
     for value in headers.get_all("surrogate-control") {
@@ -310,11 +316,14 @@ fn surrogate_directives(headers: &http::HeaderMap) -> Option<String> {
             match (name.as_str(), arg) {
                 ("no-store", _) => out.push("no-store".to_string()),
                 ("max-age", Some(secs)) if secs.bytes().all(|b| b.is_ascii_digit()) => {
-                    out.push(format!("public, s-maxage={secs}"))
+                    out.push(format!("max-age={secs}"))
                 }
                 _ => {}
             }
         }
+    }
+    if !out.is_empty() && crate::cache_control::has(headers, "private") {
+        out.push("private".to_string());
     }
     (!out.is_empty()).then(|| out.join(", "))
 }

@@ -116,7 +116,8 @@ fn for_client(
     request: &ClientRequest<'_>,
     now: SystemTime,
 ) -> Decision {
-    let may_share = |head: &StoredHead| !request.authorized || explicitly_shared(head);
+    let may_share =
+        |head: &StoredHead| !request.authorized || explicitly_shared(head, request.targeted);
     // A fill whose object just completed is about to leave the map: its
     // object is judged as the stored copy it now is.
     if let Some(fill) = running.filter(|f| !f.complete) {
@@ -241,11 +242,21 @@ pub(crate) fn sync_conditional(head: &StoredHead) -> HeaderMap {
 }
 
 /// Whether the origin made a response shareable with requests that carry
-/// `Authorization` (RFC 9111 section 3.5).
-pub(crate) fn explicitly_shared(head: &StoredHead) -> bool {
-    cache_control::has(&head.headers, "public")
-        || cache_control::has(&head.headers, "must-revalidate")
-        || cache_control::seconds(&head.headers, "s-maxage").is_some()
+/// `Authorization` (RFC 9111 section 3.5), as the edge reads its
+/// directives: through the targeted fields (RFC 9213) when the edge is the
+/// origin's CDN, so that `Cache-Control: public` meant for browsers does
+/// not share what `CDN-Cache-Control` does not.
+pub(crate) fn explicitly_shared(
+    head: &StoredHead,
+    targeted: Option<&outpost_http::policy::TargetedFields>,
+) -> bool {
+    let directives = match targeted {
+        Some(targeted) => targeted.view(&head.headers),
+        None => std::borrow::Cow::Borrowed(&head.headers),
+    };
+    cache_control::has(&directives, "public")
+        || cache_control::has(&directives, "must-revalidate")
+        || cache_control::seconds(&directives, "s-maxage").is_some()
 }
 
 /// The client wants the origin asked (no-cache, max-age=0, Pragma).

@@ -227,8 +227,11 @@ impl Engine {
         expected: Option<&str>,
     ) -> Result<Prefetched, PrefetchError> {
         let key = &route.key;
-        let now = self.now();
         for _ in 0..8 {
+            // Read each round: waiting on another fill can take an hour, and
+            // what comes after (a revalidation, stale-if-error) is judged at
+            // the time it happens.
+            let now = self.now();
             let running = self.fills.active(key);
             let stored = self.store.get(key).ok().flatten();
             let seen = stored.as_ref().map(|o| o.id());

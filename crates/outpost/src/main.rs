@@ -210,7 +210,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(resolved, config_path, overrides))
+    let result = runtime.block_on(run(resolved, config_path, overrides));
+    // Blocking work still running (hashing a multi-GB file for its digest)
+    // is not waited for: fills are checkpointed, and a restart redoes it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn run(
@@ -360,7 +364,13 @@ async fn run(
     }
     let _ = admin_task.await;
     let _ = flusher.await;
-    engine.fills.checkpoint_all().await;
+    tokio::select! {
+        _ = engine.fills.checkpoint_all() => {}
+        signal = stop_signals.recv() => tracing::warn!(
+            signal,
+            "another signal: stopping without recording the last fill progress (a restart resumes from the previous checkpoint)"
+        ),
+    }
     let _ = tokio::task::spawn_blocking(move || store.flush_access()).await;
     tracing::info!("stopped");
     Ok(())

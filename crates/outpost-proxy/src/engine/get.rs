@@ -277,7 +277,9 @@ impl Engine {
         // section 3.5). The admin published a digest-bound file for every
         // PC: it is shared whatever the request's credentials.
         let authorized = !digest_bound && parts.headers.contains_key(header::AUTHORIZATION);
-        let may_share = |head: &StoredHead| !authorized || explicitly_shared(head);
+        let targeted = route.surrogate.then(|| self.config.targeted_fields());
+        let may_share =
+            |head: &StoredHead| !authorized || explicitly_shared(head, targeted.as_ref());
         // The upstream target is built only off the plain-hit path (most
         // requests never need it); a variant route differs only by its key.
         for _ in 0..4 {

@@ -88,10 +88,13 @@ impl Engine {
         // Stale on error: within the response's or the request's
         // stale-if-error window, or by the admin switch where the origin
         // did not close the door (cache_control::stale_on_error_allows).
+        // Staleness counts from the end of freshness the lookup used, the
+        // admin's rule applied, as stale-while-revalidate's does.
+        let judged = self.judged_head(head.clone(), &client, &route);
         let stale_ok = cache_control::stale_on_error_allows(
             &self.config.caching_view(&head.headers, route.surrogate),
             &client,
-            head.staleness(now),
+            judged.staleness(now),
             self.config.fill.serve_stale_on_error,
         );
         let resp = match self.upstream.send_as(req, target.class, target.reach).await {
@@ -111,8 +114,13 @@ impl Engine {
             if validators_contradict(&head.headers, &rparts.headers) {
                 return self.fetch_miss(client, target, route, None).await;
             }
-            if cache_control::has(&rparts.headers, "private")
-                || cache_control::has(&rparts.headers, "no-store")
+            let turned_private = |h: &HeaderMap| {
+                cache_control::has(h, "private") || cache_control::has(h, "no-store")
+            };
+            // Either field saying so is enough: what clients see and what
+            // the edge obeys as the CDN.
+            if turned_private(&rparts.headers)
+                || turned_private(&self.config.caching_view(&rparts.headers, route.surrogate))
             {
                 // The response is no longer for everyone: merged into the
                 // stored copy, it (and whatever per-user field came with

@@ -211,9 +211,12 @@ pub async fn serve<F, Fut>(
     let stopping = shutdown.cancelled();
     tokio::pin!(stopping);
     loop {
+        // Draining: a request already buffered must not start a new
+        // response (or a new fill) once the edge is stopping.
         let head = tokio::select! {
-            h = conn.read_head(config) => h,
+            biased;
             _ = &mut stopping => return,
+            h = conn.read_head(config) => h,
         };
         let (parts, framing) = match head {
             Ok(Some(h)) => h,
@@ -253,7 +256,12 @@ pub async fn serve<F, Fut>(
             // Interim responses only to HTTP/1.1 (RFC 9110 section 15.2), and
             // only while no request body is being read from the socket.
             None if version == Version::HTTP_11 => {
-                (conn.handle_with_interim(handler(req)).await, true)
+                match conn.handle_with_interim(handler(req)).await {
+                    Some(resp) => (resp, true),
+                    // A 1xx was cut off part way: whatever follows would be
+                    // read as the rest of it.
+                    None => return,
+                }
             }
             None => (handler(req).await, true),
             Some((framing, tx)) => {
@@ -304,8 +312,11 @@ pub async fn serve<F, Fut>(
             resp.headers_mut().remove("surrogate-control");
         }
         conn.body_bytes_sent = 0;
+        // A response finishing during the drain says so, so that the client
+        // does not send its next request into a closing connection.
+        let keep_alive = keep_alive && body_ok && !shutdown.is_cancelled();
         let keep_open = conn
-            .write_response(&method, version, keep_alive && body_ok, resp)
+            .write_response(&method, version, keep_alive, resp)
             .await
             .unwrap_or(false);
         // Counted even when the client went away part way.
@@ -549,9 +560,11 @@ impl Conn {
 
     /// Runs `handling` (a request's handler) with a sink for interim
     /// responses, writing each to the client as it comes and before the
-    /// final response. A client that stops reading them is left to the
-    /// final response's own write to notice.
-    async fn handle_with_interim<Fut>(&mut self, handling: Fut) -> Response<EdgeBody>
+    /// final response. `None` when writing one failed (a client that stops
+    /// reading, a stall past the send timeout): the connection must then be
+    /// closed, as a final response after half an interim one would be
+    /// misread.
+    async fn handle_with_interim<Fut>(&mut self, handling: Fut) -> Option<Response<EdgeBody>>
     where
         Fut: Future<Output = Response<EdgeBody>>,
     {
@@ -573,7 +586,7 @@ impl Conn {
                         let bytes = crate::interim::encode(&head);
                         writable = write_within(&mut self.stream, &bytes, self.send_timeout).await.is_ok();
                     }
-                    return resp;
+                    return writable.then_some(resp);
                 }
             }
         }

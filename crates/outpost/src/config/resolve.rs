@@ -139,6 +139,20 @@ pub(super) fn at_least<T: PartialOrd + Display + Copy>(
     }
 }
 
+/// The edge removes its targeted field from every response of a reverse
+/// site, so the name must be one no client needs: a field of its own
+/// (RFC 9213 section 2 names them `*-Cache-Control`), never `Cache-Control`
+/// itself or `CDN-Cache-Control` (which every CDN reads already).
+fn check_targeted_field(name: &http::HeaderName) -> Result<(), String> {
+    let name = name.as_str();
+    if name == "cache-control" || name == "cdn-cache-control" || !name.ends_with("-cache-control") {
+        return Err(format!(
+            "expected a field of the edge's own ending in -Cache-Control, like \"Outpost-Cache-Control\", got \"{name}\""
+        ));
+    }
+    Ok(())
+}
+
 /// The levels a log filter may name.
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
@@ -430,7 +444,11 @@ fn proxy_config(r: &mut Resolver<'_>, file: &FileConfig, overrides: &Overrides) 
             .unwrap_or_default(),
         drain: r.get("server.drain", &s.drain).map_or(d.drain, |d| d.0),
         targeted_cache_control: r
-            .get("server.targeted_cache_control", &s.targeted_cache_control)
+            .checked(
+                "server.targeted_cache_control",
+                &s.targeted_cache_control,
+                |h| check_targeted_field(&h.0),
+            )
             .map(|h| h.0),
         wan: WanPolicy::default(),
         local_clock: local_clock(),

@@ -194,6 +194,17 @@ fn admin_allowed_hosts_and_the_new_server_keys_resolve() {
         err.contains("t.toml:4:17: admin.allowed_hosts: \"h:80\""),
         "{err}"
     );
+    // The edge strips its targeted field from what clients get: a name
+    // clients rely on would strip their own caching rules.
+    for name in ["Cache-Control", "CDN-Cache-Control", "Vary"] {
+        let err = errors(&format!("[server]\ntargeted_cache_control = \"{name}\"\n"));
+        assert!(
+            err.contains(
+                "t.toml:2:26: server.targeted_cache_control: expected a field of the edge's own"
+            ),
+            "{name}: {err}"
+        );
+    }
 }
 
 #[test]
