@@ -14,6 +14,7 @@
 mod channels;
 mod file;
 mod resolve;
+mod resolver;
 mod values;
 
 #[cfg(test)]
