@@ -540,12 +540,7 @@ mod tests {
             "past the window"
         );
         assert!(!swr("max-age=1", 0), "no window");
-        for forbidding in [
-            "must-revalidate",
-            "proxy-revalidate",
-            "no-cache",
-            "no-store",
-        ] {
+        for forbidding in FORBID_STALE {
             assert!(
                 !swr(
                     &format!("max-age=1, {forbidding}, stale-while-revalidate=60"),
@@ -559,6 +554,14 @@ mod tests {
             "an explicit window with s-maxage"
         );
     }
+
+    /// Directives with which a response may never be served stale.
+    const FORBID_STALE: [&str; 4] = [
+        "must-revalidate",
+        "proxy-revalidate",
+        "no-cache",
+        "no-store",
+    ];
 
     #[test]
     fn stale_on_error_follows_the_windows_and_the_prohibitions() {
@@ -585,12 +588,7 @@ mod tests {
             on_error("s-maxage=1, stale-if-error=60", &none, 30, true),
             "explicit permission"
         );
-        for forbidding in [
-            "must-revalidate",
-            "proxy-revalidate",
-            "no-cache",
-            "no-store",
-        ] {
+        for forbidding in FORBID_STALE {
             assert!(
                 !on_error(
                     &format!("max-age=1, {forbidding}, stale-if-error=60"),

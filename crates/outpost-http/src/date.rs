@@ -39,6 +39,19 @@ struct Civil {
     second: u32,
 }
 
+impl Civil {
+    fn new(year: u32, month: u32, day: u32, (hour, minute, second): (u32, u32, u32)) -> Self {
+        Self {
+            year: i64::from(year),
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        }
+    }
+}
+
 /// The instant `value` names, when it is an HTTP-date in one of the three
 /// forms; `None` for anything else. `now` resolves the two-digit year of the
 /// RFC 850 form: a year more than 50 years ahead of `now` is the most recent
@@ -90,15 +103,7 @@ fn day_name_first(v: &str, day_names: &[&str], sep: u8, year_len: usize) -> Opti
     let day = digits(&rest[0..2])?;
     let month = month(&rest[3..6])?;
     let year = digits(&rest[7..7 + year_len])?;
-    let (hour, minute, second) = time_of_day(&rest[time_at..])?;
-    Some(Civil {
-        year: i64::from(year),
-        month,
-        day,
-        hour,
-        minute,
-        second,
-    })
+    Some(Civil::new(year, month, day, time_of_day(&rest[time_at..])?))
 }
 
 /// `Sun Nov  6 08:49:37 1994` (a one-digit day is preceded by a space).
@@ -116,16 +121,9 @@ fn asctime_date(v: &str) -> Option<Civil> {
         (b' ', d) if d.is_ascii_digit() => u32::from(d - b'0'),
         _ => digits(&v[8..10])?,
     };
-    let (hour, minute, second) = time_of_day(&v[11..19])?;
+    let time = time_of_day(&v[11..19])?;
     let year = digits(&v[20..24])?;
-    Some(Civil {
-        year: i64::from(year),
-        month,
-        day,
-        hour,
-        minute,
-        second,
-    })
+    Some(Civil::new(year, month, day, time))
 }
 
 /// Only ASCII digits (no sign, no space), as a number.
