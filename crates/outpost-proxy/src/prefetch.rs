@@ -123,9 +123,6 @@ impl Engine {
         Ok((parts.status, parts.headers, body))
     }
 
-    /// Makes sure the current representation of `req.uri` is stored
-    /// complete, checking with the origin (conditionally when a copy is
-    /// stored) unless the copy matches the expected digest.
     /// The route of a sync's request for `uri`, and the headers it asks
     /// with: as a PC would (they accept gzip), so that a response that
     /// varies on Accept-Encoding lands in the variant PCs select.
@@ -147,6 +144,9 @@ impl Engine {
         Ok(self.prefetch_route(uri)?.0.key)
     }
 
+    /// Makes sure the current representation of `req.uri` is stored
+    /// complete, checking with the origin (conditionally when a copy is
+    /// stored) unless the copy matches the expected digest.
     pub async fn prefetch(
         self: &Arc<Self>,
         req: &PrefetchRequest,
