@@ -117,73 +117,104 @@ mod tests {
             .unwrap_or_else(|| panic!("{expr} never runs after {from}"))
     }
 
+    /// Each row: the schedule, the instant asked from, the run expected
+    /// next, and why.
+    fn runs_as(rows: &[(&str, NaiveDateTime, NaiveDateTime, &str)]) {
+        for (expr, from, expected, why) in rows {
+            assert_eq!(next(expr, *from), *expected, "{expr} after {from}: {why}");
+        }
+    }
+
     #[test]
     fn nightly_and_stepped_schedules() {
-        assert_eq!(
-            next("0 2 * * *", at(2026, 11, 24, 3, 0)),
-            at(2026, 11, 25, 2, 0)
-        );
-        assert_eq!(
-            next("0 2 * * *", at(2026, 11, 24, 1, 59)),
-            at(2026, 11, 24, 2, 0)
-        );
-        // Strictly after: the run's own minute is not found again.
-        assert_eq!(
-            next(
+        let just_after_two = at(2026, 11, 24, 2, 0) + chrono::Duration::seconds(30);
+        runs_as(&[
+            (
                 "0 2 * * *",
-                at(2026, 11, 24, 2, 0) + chrono::Duration::seconds(30)
+                at(2026, 11, 24, 3, 0),
+                at(2026, 11, 25, 2, 0),
+                "tomorrow",
             ),
-            at(2026, 11, 25, 2, 0)
-        );
-        assert_eq!(
-            next("*/15 * * * *", at(2026, 11, 24, 3, 7)),
-            at(2026, 11, 24, 3, 15)
-        );
-        assert_eq!(
-            next("@hourly", at(2026, 12, 31, 23, 30)),
-            at(2027, 1, 1, 0, 0)
-        );
-        assert_eq!(
-            next("@midnight", at(2026, 12, 31, 23, 30)),
-            at(2027, 1, 1, 0, 0)
-        );
+            (
+                "0 2 * * *",
+                at(2026, 11, 24, 1, 59),
+                at(2026, 11, 24, 2, 0),
+                "today",
+            ),
+            (
+                "0 2 * * *",
+                just_after_two,
+                at(2026, 11, 25, 2, 0),
+                "strictly after: the run's own minute is not found again",
+            ),
+            (
+                "*/15 * * * *",
+                at(2026, 11, 24, 3, 7),
+                at(2026, 11, 24, 3, 15),
+                "a step",
+            ),
+            (
+                "@hourly",
+                at(2026, 12, 31, 23, 30),
+                at(2027, 1, 1, 0, 0),
+                "a shorthand",
+            ),
+            (
+                "@midnight",
+                at(2026, 12, 31, 23, 30),
+                at(2027, 1, 1, 0, 0),
+                "Vixie's alias",
+            ),
+        ]);
     }
 
     #[test]
     fn weekdays_months_and_the_either_day_rule() {
         // 2026-11-24 is a Tuesday.
-        assert_eq!(
-            next("30 22 * * mon-fri", at(2026, 11, 27, 23, 0)),
-            at(2026, 11, 30, 22, 30)
-        );
-        assert_eq!(
-            next("0 0 * * 7", at(2026, 11, 24, 0, 0)),
-            at(2026, 11, 29, 0, 0)
-        );
-        assert_eq!(
-            next("0 3 1 feb *", at(2026, 11, 24, 0, 0)),
-            at(2027, 2, 1, 3, 0)
-        );
-        // Vixie: day 1 of the month OR any Friday (the 27th comes first)...
-        assert_eq!(
-            next("0 0 1 * fri", at(2026, 11, 24, 0, 0)),
-            at(2026, 11, 27, 0, 0)
-        );
-        assert_eq!(
-            next("0 0 1 * fri", at(2026, 11, 28, 0, 0)),
-            at(2026, 12, 1, 0, 0)
-        );
-        // ...one restricted field alone decides...
-        assert_eq!(
-            next("0 0 13 * *", at(2026, 11, 24, 0, 0)),
-            at(2026, 12, 13, 0, 0)
-        );
-        // ...and `+` asks for both: the first Friday of a month that is
-        // also one of days 1-7 (2027-01-01 is a Friday).
-        assert_eq!(
-            next("0 0 1-7 * +fri", at(2026, 12, 5, 0, 0)),
-            at(2027, 1, 1, 0, 0)
-        );
+        runs_as(&[
+            (
+                "30 22 * * mon-fri",
+                at(2026, 11, 27, 23, 0),
+                at(2026, 11, 30, 22, 30),
+                "a weekday range",
+            ),
+            (
+                "0 0 * * 7",
+                at(2026, 11, 24, 0, 0),
+                at(2026, 11, 29, 0, 0),
+                "7 is Sunday",
+            ),
+            (
+                "0 3 1 feb *",
+                at(2026, 11, 24, 0, 0),
+                at(2027, 2, 1, 3, 0),
+                "a month name",
+            ),
+            (
+                "0 0 1 * fri",
+                at(2026, 11, 24, 0, 0),
+                at(2026, 11, 27, 0, 0),
+                "Vixie: day 1 OR any Friday, the 27th comes first",
+            ),
+            (
+                "0 0 1 * fri",
+                at(2026, 11, 28, 0, 0),
+                at(2026, 12, 1, 0, 0),
+                "Vixie: day 1 OR any Friday, the 1st comes first",
+            ),
+            (
+                "0 0 13 * *",
+                at(2026, 11, 24, 0, 0),
+                at(2026, 12, 13, 0, 0),
+                "one restricted field alone decides",
+            ),
+            (
+                "0 0 1-7 * +fri",
+                at(2026, 12, 5, 0, 0),
+                at(2027, 1, 1, 0, 0),
+                "+ asks for both: the first Friday (2027-01-01)",
+            ),
+        ]);
         assert!(
             "0 0 31 2 *"
                 .parse::<CronSchedule>()
@@ -193,27 +224,32 @@ mod tests {
 
     #[test]
     fn last_nearest_weekday_and_nth_weekday() {
-        // L: the last day of the month (February 2027 has 28 days).
-        assert_eq!(
-            next("0 4 L * *", at(2027, 2, 1, 0, 0)),
-            at(2027, 2, 28, 4, 0)
-        );
-        // 5L: the last Friday (2026-11-27).
-        assert_eq!(
-            next("0 4 * * 5L", at(2026, 11, 1, 0, 0)),
-            at(2026, 11, 27, 4, 0)
-        );
-        // 15W: the weekday nearest the 15th; 2026-11-15 is a Sunday, so
-        // Monday the 16th.
-        assert_eq!(
-            next("0 4 15W * *", at(2026, 11, 1, 0, 0)),
-            at(2026, 11, 16, 4, 0)
-        );
-        // 1#2: the second Monday (2026-11-09).
-        assert_eq!(
-            next("0 4 * * 1#2", at(2026, 11, 1, 0, 0)),
-            at(2026, 11, 9, 4, 0)
-        );
+        runs_as(&[
+            (
+                "0 4 L * *",
+                at(2027, 2, 1, 0, 0),
+                at(2027, 2, 28, 4, 0),
+                "L: the last day (February 2027 has 28)",
+            ),
+            (
+                "0 4 * * 5L",
+                at(2026, 11, 1, 0, 0),
+                at(2026, 11, 27, 4, 0),
+                "5L: the last Friday",
+            ),
+            (
+                "0 4 15W * *",
+                at(2026, 11, 1, 0, 0),
+                at(2026, 11, 16, 4, 0),
+                "15W: the weekday nearest the 15th (a Sunday): Monday the 16th",
+            ),
+            (
+                "0 4 * * 1#2",
+                at(2026, 11, 1, 0, 0),
+                at(2026, 11, 9, 4, 0),
+                "1#2: the second Monday",
+            ),
+        ]);
     }
 
     #[test]

@@ -469,38 +469,42 @@ mod tests {
 
     #[test]
     fn a_targeted_field_reads_as_the_cache_control_it_stands_for() {
-        assert_eq!(
-            targeted_of(&["max-age=3600"]).as_deref(),
-            Some("max-age=3600")
-        );
-        assert_eq!(
-            targeted_of(&["foobar, max-age=3600"]).as_deref(),
-            Some("max-age=3600"),
-            "extensions are skipped"
-        );
-        assert_eq!(targeted_of(&["MaX-aGe=60"]).as_deref(), Some("max-age=60"));
-        assert_eq!(
-            targeted_of(&["max-age=99999999999"]).as_deref(),
-            Some("max-age=2147483648")
-        );
-        assert_eq!(
-            targeted_of(&["private", "no-cache, must-revalidate;x=1"]).as_deref(),
-            Some("private, no-cache, must-revalidate"),
-            "two lines are one dictionary; parameters are dropped"
-        );
-        assert_eq!(
-            targeted_of(&["max-age=10, stale-while-revalidate=30, stale-if-error=60"]).as_deref(),
-            Some("max-age=10, stale-while-revalidate=30, stale-if-error=60")
-        );
-        assert_eq!(
-            targeted_of(&["no-store=?0, public"]).as_deref(),
-            Some("public")
-        );
-        assert_eq!(
-            targeted_of(&["max-age=1, max-age=20"]).as_deref(),
-            Some("max-age=20"),
-            "the last of a repeated key wins (RFC 8941)"
-        );
+        for (field, read_as, why) in [
+            (&["max-age=3600"][..], "max-age=3600", "a plain value"),
+            (
+                &["foobar, max-age=3600"],
+                "max-age=3600",
+                "extensions are skipped",
+            ),
+            (&["MaX-aGe=60"], "max-age=60", "keys are case-insensitive"),
+            (
+                &["max-age=99999999999"],
+                "max-age=2147483648",
+                "a delta past 2^31 is 2^31",
+            ),
+            (
+                &["private", "no-cache, must-revalidate;x=1"],
+                "private, no-cache, must-revalidate",
+                "two lines are one dictionary; parameters are dropped",
+            ),
+            (
+                &["max-age=10, stale-while-revalidate=30, stale-if-error=60"],
+                "max-age=10, stale-while-revalidate=30, stale-if-error=60",
+                "the stale extensions are kept",
+            ),
+            (
+                &["no-store=?0, public"],
+                "public",
+                "a false boolean is absent",
+            ),
+            (
+                &["max-age=1, max-age=20"],
+                "max-age=20",
+                "the last of a repeated key wins (RFC 8941)",
+            ),
+        ] {
+            assert_eq!(targeted_of(field).as_deref(), Some(read_as), "{why}");
+        }
     }
 
     #[test]
@@ -536,12 +540,7 @@ mod tests {
             "past the window"
         );
         assert!(!swr("max-age=1", 0), "no window");
-        for forbidding in [
-            "must-revalidate",
-            "proxy-revalidate",
-            "no-cache",
-            "no-store",
-        ] {
+        for forbidding in FORBID_STALE {
             assert!(
                 !swr(
                     &format!("max-age=1, {forbidding}, stale-while-revalidate=60"),
@@ -555,6 +554,14 @@ mod tests {
             "an explicit window with s-maxage"
         );
     }
+
+    /// Directives with which a response may never be served stale.
+    const FORBID_STALE: [&str; 4] = [
+        "must-revalidate",
+        "proxy-revalidate",
+        "no-cache",
+        "no-store",
+    ];
 
     #[test]
     fn stale_on_error_follows_the_windows_and_the_prohibitions() {
@@ -581,12 +588,7 @@ mod tests {
             on_error("s-maxage=1, stale-if-error=60", &none, 30, true),
             "explicit permission"
         );
-        for forbidding in [
-            "must-revalidate",
-            "proxy-revalidate",
-            "no-cache",
-            "no-store",
-        ] {
+        for forbidding in FORBID_STALE {
             assert!(
                 !on_error(
                     &format!("max-age=1, {forbidding}, stale-if-error=60"),

@@ -39,6 +39,19 @@ struct Civil {
     second: u32,
 }
 
+impl Civil {
+    fn new(year: u32, month: u32, day: u32, (hour, minute, second): (u32, u32, u32)) -> Self {
+        Self {
+            year: i64::from(year),
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        }
+    }
+}
+
 /// The instant `value` names, when it is an HTTP-date in one of the three
 /// forms; `None` for anything else. `now` resolves the two-digit year of the
 /// RFC 850 form: a year more than 50 years ahead of `now` is the most recent
@@ -57,59 +70,40 @@ pub fn format_http_date(t: SystemTime) -> String {
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`
 fn imf_fixdate(v: &str) -> Option<Civil> {
-    let rest = v.strip_suffix(" GMT")?;
-    let (day_name, rest) = rest.split_once(", ")?;
-    if !DAY_NAMES.contains(&day_name) {
-        return None;
-    }
-    // `06 Nov 1994 08:49:37`: exactly 20 bytes, single spaces.
-    let b = rest.as_bytes();
-    if b.len() != 20 || b[2] != b' ' || b[6] != b' ' || b[11] != b' ' {
-        return None;
-    }
-    let day = digits(&rest[0..2])?;
-    let month = month(&rest[3..6])?;
-    let year = digits(&rest[7..11])?;
-    let (hour, minute, second) = time_of_day(&rest[12..20])?;
-    Some(Civil {
-        year: i64::from(year),
-        month,
-        day,
-        hour,
-        minute,
-        second,
-    })
+    day_name_first(v, &DAY_NAMES, b' ', 4)
 }
 
 /// `Sunday, 06-Nov-94 08:49:37 GMT`
 fn rfc850_date(v: &str, now: SystemTime) -> Option<Civil> {
+    let mut civil = day_name_first(v, &LONG_DAY_NAMES, b'-', 2)?;
+    let this_year = current_year(now);
+    let mut year = this_year - this_year.rem_euclid(100) + civil.year;
+    if year > this_year + 50 {
+        year -= 100;
+    }
+    civil.year = year;
+    Some(civil)
+}
+
+/// The two forms that start with the day's name:
+/// `<name>, <dd><sep><Mon><sep><year> <HH:MM:SS> GMT`, the year of exactly
+/// `year_len` digits (returned as written), single separators throughout.
+fn day_name_first(v: &str, day_names: &[&str], sep: u8, year_len: usize) -> Option<Civil> {
     let rest = v.strip_suffix(" GMT")?;
     let (day_name, rest) = rest.split_once(", ")?;
-    if !LONG_DAY_NAMES.contains(&day_name) {
+    if !day_names.contains(&day_name) {
         return None;
     }
-    // `06-Nov-94 08:49:37`: exactly 18 bytes.
+    // `06 Nov 1994 08:49:37` (20 bytes) or `06-Nov-94 08:49:37` (18).
     let b = rest.as_bytes();
-    if b.len() != 18 || b[2] != b'-' || b[6] != b'-' || b[9] != b' ' {
+    let time_at = 8 + year_len;
+    if b.len() != time_at + 8 || b[2] != sep || b[6] != sep || b[time_at - 1] != b' ' {
         return None;
     }
     let day = digits(&rest[0..2])?;
     let month = month(&rest[3..6])?;
-    let two_digit = i64::from(digits(&rest[7..9])?);
-    let (hour, minute, second) = time_of_day(&rest[10..18])?;
-    let this_year = current_year(now);
-    let mut year = this_year - this_year.rem_euclid(100) + two_digit;
-    if year > this_year + 50 {
-        year -= 100;
-    }
-    Some(Civil {
-        year,
-        month,
-        day,
-        hour,
-        minute,
-        second,
-    })
+    let year = digits(&rest[7..7 + year_len])?;
+    Some(Civil::new(year, month, day, time_of_day(&rest[time_at..])?))
 }
 
 /// `Sun Nov  6 08:49:37 1994` (a one-digit day is preceded by a space).
@@ -127,16 +121,9 @@ fn asctime_date(v: &str) -> Option<Civil> {
         (b' ', d) if d.is_ascii_digit() => u32::from(d - b'0'),
         _ => digits(&v[8..10])?,
     };
-    let (hour, minute, second) = time_of_day(&v[11..19])?;
+    let time = time_of_day(&v[11..19])?;
     let year = digits(&v[20..24])?;
-    Some(Civil {
-        year: i64::from(year),
-        month,
-        day,
-        hour,
-        minute,
-        second,
-    })
+    Some(Civil::new(year, month, day, time))
 }
 
 /// Only ASCII digits (no sign, no space), as a number.

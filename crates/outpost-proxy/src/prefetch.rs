@@ -7,17 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use outpost_http::headers::add_via_as;
 use outpost_http::{ByteRange, CacheKey};
 use outpost_shaper::{BucketId, Class};
 use outpost_store::{Object, Phase};
 
-use crate::engine::{Engine, FailedSide, Outcome, Route};
+use crate::engine::{Asking, Engine, FailedSide, Lookup, Outcome, Route};
 use crate::fill::UpstreamTarget;
-use crate::lookup::{Asker, Decision, Running, Stored, decide};
-use crate::upstream::empty_body;
+use crate::lookup::Decision;
 
 /// How long a sync waits for an ending fill to leave the registry before
 /// it looks again anyway.
@@ -101,20 +100,14 @@ impl Engine {
     ) -> Result<(StatusCode, HeaderMap, Bytes), PrefetchError> {
         let mut headers = HeaderMap::new();
         add_via_as(&mut headers, &self.via);
-        let mut req = Request::builder().method(Method::GET).uri(uri.clone());
-        if let Some(h) = req.headers_mut() {
-            *h = headers;
-        }
-        let req = req
-            .body(empty_body())
-            .map_err(|e| PrefetchError::Url(e.to_string()))?;
-        self.fills
-            .stats
-            .upstream_requests
-            .fetch_add(1, Ordering::Relaxed);
         let resp = self
-            .upstream
-            .send_as(req, Class::Bulk, crate::upstream::Reach::Configured)
+            .fills
+            .get_upstream(
+                uri,
+                headers,
+                Class::Bulk,
+                crate::upstream::Reach::Configured,
+            )
             .await
             .map_err(|e| PrefetchError::Upstream(e.to_string()))?;
         let (parts, body) = resp.into_parts();
@@ -130,9 +123,6 @@ impl Engine {
         Ok((parts.status, parts.headers, body))
     }
 
-    /// Makes sure the current representation of `req.uri` is stored
-    /// complete, checking with the origin (conditionally when a copy is
-    /// stored) unless the copy matches the expected digest.
     /// The route of a sync's request for `uri`, and the headers it asks
     /// with: as a PC would (they accept gzip), so that a response that
     /// varies on Accept-Encoding lands in the variant PCs select.
@@ -154,6 +144,9 @@ impl Engine {
         Ok(self.prefetch_route(uri)?.0.key)
     }
 
+    /// Makes sure the current representation of `req.uri` is stored
+    /// complete, checking with the origin (conditionally when a copy is
+    /// stored) unless the copy matches the expected digest.
     pub async fn prefetch(
         self: &Arc<Self>,
         req: &PrefetchRequest,
@@ -232,30 +225,19 @@ impl Engine {
             // what comes after (a revalidation, stale-if-error) is judged at
             // the time it happens.
             let now = self.now();
-            let running = self.fills.active(key);
-            let stored = self.store.get(key).ok().flatten();
+            let Lookup {
+                running,
+                stored,
+                decision,
+            } = self.look_up(
+                client,
+                route,
+                Asking::Sync {
+                    digest_expected: expected.is_some(),
+                },
+                now,
+            );
             let seen = stored.as_ref().map(|o| o.id());
-            let decision = {
-                let running_head = running.as_ref().map(|f| f.object.head());
-                let stored_head = stored.as_ref().map(|o| (o.head(), o.phase()));
-                decide(
-                    stored_head
-                        .as_ref()
-                        .map(|(head, phase)| Stored { head, phase }),
-                    running
-                        .as_ref()
-                        .zip(running_head.as_deref())
-                        .map(|(fill, head)| Running {
-                            head,
-                            complete: fill.object.is_complete(),
-                            fully_present: fill.object.is_fully_present(),
-                        }),
-                    &Asker::Sync {
-                        digest_expected: expected.is_some(),
-                    },
-                    now,
-                )
-            };
             let fetch_whole = || {
                 let engine = self.clone();
                 let (target, route, client) = (target.clone(), route.clone(), client.clone());
@@ -381,9 +363,7 @@ impl Engine {
                 Outcome::Failed(failure) => {
                     return Err(match failure.side {
                         FailedSide::Origin => PrefetchError::Upstream(failure.reason),
-                        FailedSide::Disk | FailedSide::Internal => {
-                            PrefetchError::Failed(failure.reason)
-                        }
+                        FailedSide::Disk => PrefetchError::Failed(failure.reason),
                     });
                 }
                 Outcome::Refused(refusal) => {

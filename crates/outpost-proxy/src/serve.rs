@@ -104,9 +104,14 @@ pub fn object_response(
     cache_status: CacheStatus,
     now: SystemTime,
 ) -> Response<EdgeBody> {
-    let mut resp = object_response_unmarked(obj, req, source, guard, cache_status, now);
-    resp.extensions_mut().insert(cache_status);
-    resp
+    let snap = obj.head_and_len();
+    let headers = response_headers(&snap.head, now, cache_status);
+    let safe = req.method == Method::GET || req.method == Method::HEAD;
+    let resp = match client_conditional(&req.headers, &snap.head, safe) {
+        Some(status) => precondition_response(status, headers),
+        None => representation_response(obj, &snap, req, headers, source, guard, now),
+    };
+    marked(resp, cache_status)
 }
 
 /// Marks a response the engine made with its cache verdict.
@@ -115,41 +120,39 @@ pub fn marked(mut resp: Response<EdgeBody>, cache_status: CacheStatus) -> Respon
     resp
 }
 
-fn object_response_unmarked(
+/// The answer to a client's precondition on the stored representation: a
+/// 304 with the representation's headers, or a bare 412.
+fn precondition_response(status: StatusCode, mut headers: HeaderMap) -> Response<EdgeBody> {
+    let mut resp = Response::new(empty_body());
+    *resp.status_mut() = status;
+    if status == StatusCode::NOT_MODIFIED {
+        for name in [
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::CONTENT_LANGUAGE,
+            header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
+        ] {
+            headers.remove(name);
+        }
+        *resp.headers_mut() = headers;
+    } else {
+        outpost_http::headers::add_via(resp.headers_mut());
+    }
+    resp
+}
+
+/// The stored representation, whole, in ranges (206, multipart) or 416.
+fn representation_response(
     obj: Arc<Object>,
+    snap: &outpost_store::HeadAndLen,
     req: &request::Parts,
+    mut headers: HeaderMap,
     source: Option<FillSource>,
     guard: Option<ReaderGuard>,
-    cache_status: CacheStatus,
     now: SystemTime,
 ) -> Response<EdgeBody> {
-    let snap = obj.head_and_len();
     let head = &snap.head;
-    let mut headers = response_headers(head, now, cache_status);
-    if let Some(status) = client_conditional(
-        &req.headers,
-        head,
-        req.method == Method::GET || req.method == Method::HEAD,
-    ) {
-        let mut resp = Response::new(empty_body());
-        *resp.status_mut() = status;
-        if status == StatusCode::NOT_MODIFIED {
-            for name in [
-                header::CONTENT_TYPE,
-                header::CONTENT_ENCODING,
-                header::CONTENT_LANGUAGE,
-                header::CONTENT_RANGE,
-                header::ACCEPT_RANGES,
-            ] {
-                headers.remove(name);
-            }
-            *resp.headers_mut() = headers;
-        } else {
-            outpost_http::headers::add_via(resp.headers_mut());
-        }
-        return resp;
-    }
-
     let mut status = head.status;
     let mut segments = VecDeque::new();
     let mut content_length = snap.len;

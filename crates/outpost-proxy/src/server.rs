@@ -152,19 +152,7 @@ async fn accept_loop(
     // Connections beyond `max_connections` are told so (503) by a few
     // short-lived responders; past those, they are closed at once.
     let refusers = Arc::new(Semaphore::new(REFUSERS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = accept(&listener, &shutdown, "accept failed").await {
         if !allowed(&engine, peer.ip()) {
             // Refused before it can take a connection slot, and answered
             // by the few short-lived refusers only: hosts outside the LAN
@@ -201,6 +189,29 @@ async fn accept_loop(
             drop(permit);
             drop(counted);
         });
+    }
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` is
+/// cancelled. A failed accept (EMFILE and friends) is logged as `failed`
+/// and retried after a pause instead of spinning. The admin API's listener
+/// accepts through here too.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    failed: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    tracing::warn!(error = %e, "{failed}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
     }
 }
 

@@ -41,9 +41,6 @@ pub enum FailedSide {
     Origin,
     /// The edge's disk or index refused the object.
     Disk,
-    /// The edge could not even build the request (a bug, or a URL that
-    /// cannot be sent).
-    Internal,
 }
 
 /// Why a leader's fetch produced nothing to serve, as pingora's errors
@@ -72,14 +69,6 @@ impl Failure {
         Self {
             side: FailedSide::Disk,
             retry: true,
-            reason: reason.to_string(),
-        }
-    }
-
-    pub(crate) fn internal(reason: impl std::fmt::Display) -> Self {
-        Self {
-            side: FailedSide::Internal,
-            retry: false,
             reason: reason.to_string(),
         }
     }

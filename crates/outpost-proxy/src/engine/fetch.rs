@@ -42,24 +42,15 @@ impl Engine {
             tracing::warn!(key = %route.key, max = self.config.fill.max_fills, "too many fills running: 503");
             return Outcome::Busy;
         }
-        let mut builder = Request::builder()
-            .method(Method::GET)
-            .uri(target.uri.clone());
-        if let Some(h) = builder.headers_mut() {
-            *h = target.headers.clone();
-            if let Some(r) = range {
-                h.insert(header::RANGE, r.request_header());
-            }
+        let mut headers = target.headers.clone();
+        if let Some(r) = range {
+            headers.insert(header::RANGE, r.request_header());
         }
-        let req = match builder.body(crate::upstream::empty_body()) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failed(Failure::internal(e)),
-        };
-        self.fills
-            .stats
-            .upstream_requests
-            .fetch_add(1, Ordering::Relaxed);
-        match self.upstream.send_as(req, target.class, target.reach).await {
+        match self
+            .fills
+            .get_upstream(&target.uri, headers, target.class, target.reach)
+            .await
+        {
             Ok(resp) => {
                 tracing::trace!(key = %route.key, status = %resp.status(), "origin response head");
                 self.store_response(&client, resp, target, &route)

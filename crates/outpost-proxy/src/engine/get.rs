@@ -6,10 +6,21 @@
 use super::*;
 
 /// What a lookup found and decided.
-pub(super) struct Lookup {
-    pub(super) running: Option<Arc<ObjectFill>>,
-    pub(super) stored: Option<Arc<Object>>,
-    pub(super) decision: Decision,
+pub(crate) struct Lookup {
+    pub(crate) running: Option<Arc<ObjectFill>>,
+    pub(crate) stored: Option<Arc<Object>>,
+    pub(crate) decision: Decision,
+}
+
+/// Who a lookup is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Asking {
+    /// A client's GET or HEAD; `authorized`: it carries credentials (and
+    /// is not for a digest-bound file).
+    Client { authorized: bool },
+    /// A pre-positioning sync; `digest_expected`: the manifest gives the
+    /// body's SHA-256.
+    Sync { digest_expected: bool },
 }
 
 /// How long a request waits for a fill that has every byte to record its
@@ -171,13 +182,15 @@ impl Engine {
         tokio::time::timeout(RECORD_WAIT, recorded).await.is_ok()
     }
 
-    /// The one lookup of a client's GET or HEAD: the facts for `route`'s
-    /// key, and what [`decide`] makes of them at `now`.
-    pub(super) fn look_up(
+    /// The one lookup, of a client's GET or HEAD and of a sync alike: the
+    /// facts for `route`'s key, and what [`decide`] makes of them at `now`.
+    /// Heads are judged by the admin's rules for the route; a sync reads
+    /// only their status and validators, which judging leaves as stored.
+    pub(crate) fn look_up(
         &self,
         headers: &HeaderMap,
         route: &Route,
-        authorized: bool,
+        asking: Asking,
         now: SystemTime,
     ) -> Lookup {
         let running = self.fills.active(&route.key);
@@ -187,12 +200,15 @@ impl Engine {
         let stored_head = stored.as_ref().map(|o| (judged(o.head()), o.phase()));
         let policy_request = |head: &StoredHead| self.policy_request(headers, route, &head.headers);
         let targeted = route.surrogate.then(|| self.config.targeted_fields());
-        let asker = Asker::Client(ClientRequest {
-            headers,
-            authorized,
-            policy_request: &policy_request,
-            targeted: targeted.as_ref(),
-        });
+        let asker = match asking {
+            Asking::Client { authorized } => Asker::Client(ClientRequest {
+                headers,
+                authorized,
+                policy_request: &policy_request,
+                targeted: targeted.as_ref(),
+            }),
+            Asking::Sync { digest_expected } => Asker::Sync { digest_expected },
+        };
         let decision = decide(
             stored_head
                 .as_ref()
@@ -288,7 +304,7 @@ impl Engine {
                 running,
                 stored,
                 decision,
-            } = self.look_up(&parts.headers, &route, authorized, now);
+            } = self.look_up(&parts.headers, &route, Asking::Client { authorized }, now);
             let seen = stored.as_ref().map(|o| o.id());
             let mut revalidate = None;
             match decision {
@@ -477,9 +493,6 @@ impl Engine {
                         FailedSide::Origin => ("origin unavailable", CacheStatus::OriginFailed),
                         FailedSide::Disk => {
                             ("the edge could not store the response", CacheStatus::Edge)
-                        }
-                        FailedSide::Internal => {
-                            ("the edge could not send the request", CacheStatus::Edge)
                         }
                     };
                     return marked(

@@ -24,6 +24,7 @@ use fetch::stored_headers;
 pub(crate) use forward::refused_destination;
 use forward::{passthrough_response, upstream_headers};
 use get::hit_status;
+pub(crate) use get::{Asking, Lookup};
 pub use route::{MAX_VARIANTS, Route};
 use route::{VARIANT_MAP_MIN, VariantSet, known_variants};
 
@@ -294,8 +295,12 @@ impl Engine {
                 decision: Decision::Hit,
                 stored: Some(obj),
                 ..
-            } = self.look_up(req.headers(), &route, authorized, now)
-            {
+            } = self.look_up(
+                req.headers(),
+                &route,
+                get::Asking::Client { authorized },
+                now,
+            ) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 let (parts, _) = req.into_parts();
                 let status = hit_status(&obj);

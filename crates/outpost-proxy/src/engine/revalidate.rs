@@ -65,25 +65,12 @@ impl Engine {
         route: Route,
         now: SystemTime,
     ) -> Outcome {
-        let mut builder = Request::builder()
-            .method(Method::GET)
-            .uri(target.uri.clone());
-        if let Some(h) = builder.headers_mut() {
-            *h = target.headers.clone();
-            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
-                if let Some(v) = conditional.get(&name) {
-                    h.insert(name, v.clone());
-                }
+        let mut headers = target.headers.clone();
+        for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+            if let Some(v) = conditional.get(&name) {
+                headers.insert(name, v.clone());
             }
         }
-        let req = match builder.body(crate::upstream::empty_body()) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failed(Failure::internal(e)),
-        };
-        self.fills
-            .stats
-            .upstream_requests
-            .fetch_add(1, Ordering::Relaxed);
         let head = obj.head();
         // Stale on error: within the response's or the request's
         // stale-if-error window, or by the admin switch where the origin
@@ -97,7 +84,11 @@ impl Engine {
             judged.staleness(now),
             self.config.fill.serve_stale_on_error,
         );
-        let resp = match self.upstream.send_as(req, target.class, target.reach).await {
+        let sent = self
+            .fills
+            .get_upstream(&target.uri, headers, target.class, target.reach)
+            .await;
+        let resp = match sent {
             Ok(resp) => resp,
             Err(UpstreamError::Refused(refusal)) => return Outcome::Refused(refusal),
             Err(e) if stale_ok => {

@@ -225,6 +225,25 @@ impl FillContext {
         })
     }
 
+    /// Sends a GET of `uri` with `headers` (end-to-end fields, plus the
+    /// range or validators of this request) on the pool of `class` and
+    /// `reach`: every request the edge makes of an origin for the cache
+    /// goes through here, so each is counted once.
+    pub(crate) async fn get_upstream(
+        &self,
+        uri: &Uri,
+        headers: HeaderMap,
+        class: Class,
+        reach: crate::upstream::Reach,
+    ) -> Result<http::Response<Incoming>, crate::upstream::UpstreamError> {
+        // Built from parts that are valid already: nothing here can fail.
+        let mut req = Request::new(crate::upstream::empty_body());
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = headers;
+        self.stats.upstream_requests.fetch_add(1, Ordering::Relaxed);
+        self.upstream.send_as(req, class, reach).await
+    }
+
     /// The running fill of `key`'s current object, if any.
     pub fn active(&self, key: &CacheKey) -> Option<Arc<ObjectFill>> {
         lock(&self.registry).current.get(key).cloned()

@@ -152,27 +152,14 @@ impl ObjectFill {
         end: u64,
     ) -> Result<Incoming, RangeReply> {
         let head = self.object.head();
-        let mut req = Request::builder()
-            .method(http::Method::GET)
-            .uri(self.target.uri.clone());
-        if let Some(h) = req.headers_mut() {
-            *h = self.target.headers.clone();
-            h.insert(header::RANGE, ByteRange::new(cursor, end).request_header());
-            if let Some(validator) = head.if_range_validator() {
-                h.insert(header::IF_RANGE, validator);
-            }
+        let mut headers = self.target.headers.clone();
+        headers.insert(header::RANGE, ByteRange::new(cursor, end).request_header());
+        if let Some(validator) = head.if_range_validator() {
+            headers.insert(header::IF_RANGE, validator);
         }
-        let req = req
-            .body(crate::upstream::empty_body())
-            .map_err(|e| RangeReply::Transient(e.to_string()))?;
-        self.ctx
-            .stats
-            .upstream_requests
-            .fetch_add(1, Ordering::Relaxed);
         let resp = self
             .ctx
-            .upstream
-            .send_as(req, self.class(), self.target.reach)
+            .get_upstream(&self.target.uri, headers, self.class(), self.target.reach)
             .await
             .map_err(|e| RangeReply::Transient(e.to_string()))?;
         match resp.status() {

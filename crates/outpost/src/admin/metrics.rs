@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use outpost_channel::Channels;
 use outpost_protocol::SyncResult;
-use outpost_proxy::Engine;
-use outpost_proxy::h1::Mode;
+use outpost_proxy::h1::{Mode, ServedBytes};
+use outpost_proxy::{CacheStatus, Engine};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{
@@ -118,6 +118,24 @@ label_enum!(FileState {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabels {
     result: RequestResult,
+}
+
+/// A response's cache verdict, as its snake_case name
+/// ([`CacheStatus::label`]): one value per verdict, where Squid's codes
+/// fold several into one (`TCP_MISS`) and depend on the status sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Verdict(CacheStatus);
+
+impl EncodeLabelValue for Verdict {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        use fmt::Write;
+        encoder.write_str(self.0.label())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VerdictLabels {
+    cache_status: Verdict,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -312,6 +330,7 @@ impl Collector for EdgeCollector {
             ]
             .map(|(source, v)| (SourceLabels { source }, ConstCounter::new(load(v)))),
         )?;
+        encode_responses(enc, &e.served)?;
         self.encode_wan(enc)?;
         self.encode_channels(enc)?;
         if let Some(log) = e.access_log() {
@@ -324,6 +343,25 @@ impl Collector for EdgeCollector {
         }
         Ok(())
     }
+}
+
+/// `responses_total{cache_status}`: every verdict, zeros included, so
+/// that a series never appears out of nowhere.
+fn encode_responses(enc: &mut DescriptorEncoder, served: &ServedBytes) -> fmt::Result {
+    family(
+        enc,
+        "responses",
+        "Responses sent to clients by the engine's cache verdict",
+        MetricType::Counter,
+        served.responses().map(|(status, n)| {
+            (
+                VerdictLabels {
+                    cache_status: Verdict(status),
+                },
+                ConstCounter::new(n),
+            )
+        }),
+    )
 }
 
 impl EdgeCollector {
@@ -447,5 +485,51 @@ impl EdgeCollector {
                 Some((name(ch), ConstGauge::new(last.finished)))
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders only the responses family of `served`.
+    struct Responses(Arc<ServedBytes>);
+
+    impl fmt::Debug for Responses {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Responses")
+        }
+    }
+
+    impl Collector for Responses {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+            encode_responses(&mut encoder, &self.0)
+        }
+    }
+
+    #[test]
+    fn responses_are_counted_by_verdict_with_every_verdict_served() {
+        let served = Arc::new(ServedBytes::default());
+        let refreshed = CacheStatus::ALL
+            .iter()
+            .position(|s| *s == CacheStatus::Refreshed)
+            .unwrap();
+        served.by_status[refreshed].store(3, Ordering::Relaxed);
+        let mut registry = Registry::with_prefix("outpost");
+        registry.register_collector(Box::new(Responses(served)));
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(text.contains("# TYPE outpost_responses counter"), "{text}");
+        assert!(
+            text.contains("outpost_responses_total{cache_status=\"refreshed\"} 3"),
+            "{text}"
+        );
+        for status in CacheStatus::ALL {
+            let zero_or_more = format!(
+                "outpost_responses_total{{cache_status=\"{}\"}} ",
+                status.label()
+            );
+            assert!(text.contains(&zero_or_more), "{status:?} missing:\n{text}");
+        }
     }
 }

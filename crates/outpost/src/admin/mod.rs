@@ -158,19 +158,9 @@ struct Peer(SocketAddr);
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
     let per_client = ClientCounts::default();
     let router = routes::router(admin.clone());
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) =
+        outpost_proxy::server::accept(&listener, &shutdown, "admin accept failed").await
+    {
         // Over a cap: closed at once, unread, so that a flood of idle
         // connections costs the edge nothing and ends with the header
         // timeout of the ones it holds.

@@ -9,7 +9,7 @@ use outpost_proxy::ProxyConfig;
 use outpost_shaper::Rate;
 
 use super::file::FileConfig;
-use super::resolve::{Resolver, at_least, in_range};
+use super::resolver::{Resolver, at_least, in_range};
 use super::values::{Setting, Size, SourceKindValue};
 
 /// Bounds of the channel limit keys: a value outside is a typo or would

@@ -14,6 +14,7 @@
 mod channels;
 mod file;
 mod resolve;
+mod resolver;
 mod values;
 
 #[cfg(test)]
@@ -113,6 +114,12 @@ impl fmt::Display for ConfigErrors {
 
 /// Reads and resolves the configuration file at `path`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Resolved, ConfigErrors> {
+    load_with(path, overrides).map(|(_, resolved)| resolved)
+}
+
+/// Reads `path` and resolves it; a file that cannot be read is one error
+/// naming it.
+fn load_with(path: &Path, overrides: &Overrides) -> Result<(FileConfig, Resolved), ConfigErrors> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: source.clone(),
@@ -121,7 +128,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Resolved, ConfigErrors
             message: format!("cannot read the config file: {e}"),
         }],
     })?;
-    resolve_text(&text, &source, overrides).map(|(_, resolved)| resolved)
+    resolve_text(&text, &source, overrides)
 }
 
 /// Resolves configuration text; `source` names it in errors. Also returns
@@ -146,15 +153,7 @@ impl FileConfig {
     /// Reads, checks and resolves `path` as `serve` would, and returns the
     /// file as written (the CLI reads the admin settings from it).
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            file: source.clone(),
-            errors: vec![ConfigError {
-                position: None,
-                message: format!("cannot read the config file: {e}"),
-            }],
-        })?;
-        resolve_text(&text, &source, &Overrides::default()).map(|(file, _)| file)
+        load_with(path, &Overrides::default()).map(|(file, _)| file)
     }
 
     /// `admin.listen` as the file sets it.

@@ -3,8 +3,6 @@
 //! it is used and collecting every error with its position.
 
 use std::collections::HashMap;
-use std::fmt::Display;
-use std::ops::Range;
 use std::path::PathBuf;
 
 use outpost_channel::ChannelConfig;
@@ -16,128 +14,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::file::*;
+use super::resolver::{Resolver, at_least, in_range};
 use super::values::*;
 use super::*;
-
-/// Collects errors with their positions while a file is resolved.
-pub(super) struct Resolver<'t> {
-    text: &'t str,
-    errors: Vec<(usize, ConfigError)>,
-}
-
-impl<'t> Resolver<'t> {
-    /// 1-based line and column (in characters) of a byte offset.
-    fn position(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = self.text.get(..offset).unwrap_or("");
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, column)
-    }
-
-    /// The key assigned on the line of `offset`, when `offset` is in its
-    /// value: names the setting in errors the TOML reader gives alone.
-    fn key_before(&self, offset: usize) -> Option<&'t str> {
-        let start = self.text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
-        let (key, _) = self.text.get(start..offset)?.split_once('=')?;
-        Some(key.trim()).filter(|k| !k.is_empty())
-    }
-
-    pub(super) fn line(&self, span: &Range<usize>) -> usize {
-        self.position(span.start).0
-    }
-
-    pub(super) fn error_at(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        let position = Some(self.position(span.start));
-        self.errors.push((
-            span.start,
-            ConfigError {
-                position,
-                message: message.into(),
-            },
-        ));
-    }
-
-    /// A problem that is not at one place in the file (the command line).
-    fn error(&mut self, message: impl Into<String>) {
-        self.errors.push((
-            usize::MAX,
-            ConfigError {
-                position: None,
-                message: message.into(),
-            },
-        ));
-    }
-
-    /// The value of a setting, or `None` (and an error) when it is bad.
-    pub(super) fn get<T: Clone>(&mut self, key: &str, setting: &Option<Setting<T>>) -> Option<T> {
-        let setting = setting.as_ref()?;
-        match &setting.value {
-            Ok(v) => Some(v.clone()),
-            Err(e) => {
-                self.error_at(&setting.span, format!("{key}: {e}"));
-                None
-            }
-        }
-    }
-
-    /// The value of a setting that must also pass `check` (which says what
-    /// is expected).
-    pub(super) fn checked<T: Clone>(
-        &mut self,
-        key: &str,
-        setting: &Option<Setting<T>>,
-        check: impl FnOnce(&T) -> Result<(), String>,
-    ) -> Option<T> {
-        let value = self.get(key, setting)?;
-        match check(&value) {
-            Ok(()) => Some(value),
-            Err(e) => {
-                let span = setting.as_ref().map(|s| s.span.clone()).unwrap_or(0..0);
-                self.error_at(&span, format!("{key}: {e}"));
-                None
-            }
-        }
-    }
-
-    /// A required setting of the table at `table`.
-    pub(super) fn required<T: Clone>(
-        &mut self,
-        table: &Range<usize>,
-        key: &str,
-        setting: &Option<Setting<T>>,
-    ) -> Option<T> {
-        if setting.is_none() {
-            self.error_at(table, format!("{key}: missing (this table needs it)"));
-        }
-        self.get(key, setting)
-    }
-}
-
-pub(super) fn in_range<T: PartialOrd + Display + Copy>(
-    min: T,
-    max: T,
-) -> impl FnOnce(&T) -> Result<(), String> {
-    move |v| {
-        if (min..=max).contains(v) {
-            Ok(())
-        } else {
-            Err(format!("must be from {min} to {max}, got {v}"))
-        }
-    }
-}
-
-pub(super) fn at_least<T: PartialOrd + Display + Copy>(
-    min: T,
-) -> impl FnOnce(&T) -> Result<(), String> {
-    move |v| {
-        if *v >= min {
-            Ok(())
-        } else {
-            Err(format!("must be at least {min}, got {v}"))
-        }
-    }
-}
 
 /// The edge removes its targeted field from every response of a reverse
 /// site, so the name must be one no client needs: a field of its own
@@ -191,16 +70,13 @@ pub(super) fn resolve(
     text: &str,
     overrides: &Overrides,
 ) -> Result<(FileConfig, Resolved), Vec<ConfigError>> {
-    let mut r = Resolver {
-        text,
-        errors: Vec::new(),
-    };
+    let mut r = Resolver::new(text);
     let doc = match toml::de::DeTable::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             r.error_at(&span, format!("not valid TOML: {}", e.message().trim()));
-            return Err(r.errors.into_iter().map(|(_, e)| e).collect());
+            return Err(r.into_errors());
         }
     };
     for unknown in unknown_keys(doc.get_ref()) {
@@ -226,11 +102,10 @@ pub(super) fn resolve(
         }
     };
     let resolved = resolve_file(&mut r, &file, overrides);
-    if r.errors.is_empty() {
+    if r.is_clean() {
         Ok((file, resolved))
     } else {
-        r.errors.sort_by_key(|(at, _)| *at);
-        Err(r.errors.into_iter().map(|(_, e)| e).collect())
+        Err(r.into_errors())
     }
 }
 
