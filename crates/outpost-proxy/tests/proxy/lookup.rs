@@ -2,9 +2,6 @@
 //! stored, what is being filled and the time, judged against a clock the
 //! tests move (never `Age` headers, never sleeping).
 
-mod common;
-use common::Edge;
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,14 +9,7 @@ use outpost_proxy::{ManualClock, ProxyConfig};
 use outpost_store::StoreConfig;
 use outpost_testkit::{Origin, Resource, content};
 
-fn reverse(origin: &Origin) -> ProxyConfig {
-    ProxyConfig {
-        origin: Some(origin.url("/").parse().unwrap()),
-        // The fake origin listens on loopback, which the guard refuses.
-        internal_destinations: vec!["127.0.0.0/8".parse().unwrap()],
-        ..ProxyConfig::default()
-    }
-}
+use crate::common::{Edge, reverse};
 
 /// A clock a day behind the host's: anything that still reads the host's
 /// clock instead of the engine's shows up as a wrong freshness verdict.
