@@ -220,3 +220,15 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// An admin `[[override]]` for `path` (a glob) on every host, changing
+/// nothing until the test sets what it is about.
+pub fn override_for(path: &str) -> outpost_proxy::CacheOverride {
+    outpost_proxy::CacheOverride {
+        host: globset::Glob::new("*").unwrap().compile_matcher(),
+        path: globset::Glob::new(path).unwrap().compile_matcher(),
+        freshness: Default::default(),
+        ignore_query: false,
+        never_cache: false,
+    }
+}

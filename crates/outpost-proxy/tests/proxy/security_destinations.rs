@@ -327,7 +327,7 @@ async fn forward_requests_reach_only_web_ports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root (nftables)"]
+#[ignore = "needs root: installs an nftables redirect"]
 async fn a_reverse_edge_behind_a_dnat_serves_its_sites_and_nothing_else() {
     let site = Origin::start().await;
     site.put("/pkgs/a.msi", Resource::new(content(1000, 1)));

@@ -130,6 +130,29 @@ async fn a_quarantined_file_is_refused_in_every_variant() {
     edge.stop().await;
 }
 
+/// Starts a sync of `url` against the manifest digest of `published` and
+/// waits until its fill is running; the sync's result when it ends.
+async fn sync_started(
+    edge: &Edge,
+    url: &str,
+    published: &[u8],
+) -> tokio::task::JoinHandle<Result<outpost_proxy::prefetch::Prefetched, PrefetchError>> {
+    let engine = edge.engine.clone();
+    let request = prefetch(url, published);
+    let sync = tokio::spawn(async move { engine.prefetch(&request).await });
+    let key = edge.engine.prefetch_key(url.parse().unwrap()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || edge
+            .engine
+            .fills
+            .active(&key)
+            .is_some())
+        .await,
+        "the sync's fill started"
+    );
+    sync
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_on_a_verified_fill_never_gets_the_last_byte_of_a_bad_file() {
     let origin = Origin::start().await;
@@ -144,19 +167,7 @@ async fn a_client_on_a_verified_fill_never_gets_the_last_byte_of_a_bad_file() {
     );
     let edge = Edge::start_in_tempdir(loopback_allowed()).await;
     let url = origin.url("/pkg.msi");
-    let engine = edge.engine.clone();
-    let request = prefetch(&url, &published);
-    let sync = tokio::spawn(async move { engine.prefetch(&request).await });
-    let key = edge.engine.prefetch_key(url.parse().unwrap()).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .fills
-            .active(&key)
-            .is_some())
-        .await,
-        "the sync's fill started"
-    );
+    let sync = sync_started(&edge, &url, &published).await;
     let reply = edge.client().get(&url, &[]).await.unwrap();
     assert!(
         reply.body.len() < len,
@@ -291,19 +302,7 @@ async fn the_last_byte_is_held_when_the_length_is_unknown() {
     );
     let edge = Edge::start_in_tempdir(loopback_allowed()).await;
     let url = origin.url("/pkg.msi");
-    let engine = edge.engine.clone();
-    let request = prefetch(&url, &published);
-    let sync = tokio::spawn(async move { engine.prefetch(&request).await });
-    let key = edge.engine.prefetch_key(url.parse().unwrap()).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || edge
-            .engine
-            .fills
-            .active(&key)
-            .is_some())
-        .await,
-        "the sync's fill started"
-    );
+    let sync = sync_started(&edge, &url, &published).await;
     // An HTTP/1.0 client: the body of an object of unknown length reaches
     // it delimited by the connection's close, so a cut looks like an end.
     let mut stream = TcpStream::connect(edge.addr).await.unwrap();
@@ -333,7 +332,7 @@ async fn the_last_byte_is_held_when_the_length_is_unknown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root (mounts a tmpfs)"]
+#[ignore = "needs root: mounts a tmpfs"]
 async fn a_fill_of_unknown_length_stops_keeping_bytes_at_the_disk_reserve() {
     const MIB: u64 = 1 << 20;
     let origin = Origin::start().await;

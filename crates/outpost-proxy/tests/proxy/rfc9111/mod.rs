@@ -11,7 +11,7 @@ use outpost_proxy::{ManualClock, ProxyConfig};
 use outpost_store::StoreConfig;
 use outpost_testkit::{Origin, Resource, content, wait_until};
 
-use crate::common::Edge;
+use crate::common::{Edge, override_for};
 
 mod exchanges;
 mod freshness;
@@ -192,46 +192,36 @@ fn no_stale_on_error(c: &mut ProxyConfig) {
     c.fill.serve_stale_on_error = false;
 }
 
-fn rule(path: &str) -> outpost_proxy::CacheOverride {
-    outpost_proxy::CacheOverride {
-        host: globset::Glob::new("*").unwrap().compile_matcher(),
-        path: globset::Glob::new(path).unwrap().compile_matcher(),
-        freshness: Default::default(),
-        ignore_query: false,
-        never_cache: false,
-    }
-}
-
 fn bypass_x_tenant(c: &mut ProxyConfig) {
     c.bypass_request_headers = vec![http::HeaderName::from_static("x-tenant")];
 }
 
 fn keep_for_days(c: &mut ProxyConfig) {
-    let mut r = rule("/r*");
+    let mut r = override_for("/r*");
     r.freshness.min_fresh = Some(Duration::from_secs(2 * 86_400));
     c.overrides.push(r);
 }
 
 fn at_most_a_minute(c: &mut ProxyConfig) {
-    let mut r = rule("/r");
+    let mut r = override_for("/r");
     r.freshness.max_fresh = Some(Duration::from_secs(60));
     c.overrides.push(r);
 }
 
 fn ignore_query(c: &mut ProxyConfig) {
-    let mut r = rule("/r");
+    let mut r = override_for("/r");
     r.ignore_query = true;
     c.overrides.push(r);
 }
 
 fn never_cache(c: &mut ProxyConfig) {
-    let mut r = rule("/r");
+    let mut r = override_for("/r");
     r.never_cache = true;
     c.overrides.push(r);
 }
 
 fn cache_private(c: &mut ProxyConfig) {
-    let mut r = rule("/r");
+    let mut r = override_for("/r");
     r.freshness.cache_private = true;
     c.overrides.push(r);
 }
