@@ -286,7 +286,7 @@ async fn a_manifest_digest_binds_every_later_copy_of_the_file() {
 /// fill recording the length (after which the known-length hold applies).
 /// This test guards the whole path through the edge; the unknown-length
 /// hold itself, whose window is too short to hit from here, is checked in
-/// outpost-store's `tests/digest_hold.rs`.
+/// outpost-store's `tests/store/digest_hold.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_byte_is_held_when_the_length_is_unknown() {
     let origin = Origin::start().await;

@@ -98,7 +98,7 @@ async fn uncacheable_responses_pass_through() {
     origin.put(
         "/missing-ok",
         // An error without explicit freshness (with it, RFC 9111 lets it be
-        // stored; tests/rfc9111.rs covers that).
+        // stored; the rfc9111 module covers that).
         Resource::new(content(10, 1))
             .no_cache_headers()
             .status(http::StatusCode::INTERNAL_SERVER_ERROR),
