@@ -99,7 +99,7 @@ impl Drop for Tmpfs {
 }
 
 #[tokio::test]
-#[ignore = "needs root (mounts a tmpfs)"]
+#[ignore = "needs root: mounts a tmpfs"]
 async fn a_small_file_system_still_caches() {
     let tmp = tempfile::tempdir().unwrap();
     // 48 MiB: with a fixed 64 MiB reserve nothing would ever be stored.

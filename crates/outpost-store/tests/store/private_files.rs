@@ -160,7 +160,7 @@ async fn verify_does_not_read_through_a_link() {
 }
 
 #[test]
-#[ignore = "needs root (chown)"]
+#[ignore = "needs root: chowns a file to another user"]
 fn a_cache_directory_owned_by_another_user_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");

@@ -2,15 +2,14 @@
 //! flight finish, and exits 0; a second signal ends the drain at once.
 //! Real processes, a throttled fake origin.
 
-mod serve_process;
-use serve_process::Serve;
-
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http_body_util::BodyExt;
 use outpost_testkit::{Client, Origin, Resource, content};
 use rustix::process::Signal;
+
+use crate::support::Serve;
 
 /// A download that takes about 3 s at the origin's pace.
 const LEN: usize = 3 << 20;

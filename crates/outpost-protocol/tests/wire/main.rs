@@ -6,7 +6,7 @@ use outpost_protocol::{
     ActionOutcome, ChannelStatus, EdgeStatus, ObjectAction, RunPhase, RunSummary, SyncResult,
 };
 
-const STATUS: &str = include_str!("fixtures/status.json");
+const STATUS: &str = include_str!("../fixtures/status.json");
 
 #[test]
 fn a_status_document_decodes_and_encodes_back_the_same() {

@@ -1,12 +1,11 @@
 //! One `outpost serve` per cache directory, and a cache directory the edge
 //! cannot use said once, with the path and the cause: real processes.
 
-mod serve_process;
-use serve_process::Serve;
-
 use std::time::Duration;
 
 use outpost_testkit::{Client, Origin, Resource, content};
+
+use crate::support::Serve;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_serve_on_the_same_cache_dir_exits_naming_the_first_ones_pid() {

@@ -2,9 +2,6 @@
 //! stored, what is being filled and the time, judged against a clock the
 //! tests move (never `Age` headers, never sleeping).
 
-mod common;
-use common::Edge;
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,14 +9,7 @@ use outpost_proxy::{ManualClock, ProxyConfig};
 use outpost_store::StoreConfig;
 use outpost_testkit::{Origin, Resource, content};
 
-fn reverse(origin: &Origin) -> ProxyConfig {
-    ProxyConfig {
-        origin: Some(origin.url("/").parse().unwrap()),
-        // The fake origin listens on loopback, which the guard refuses.
-        internal_destinations: vec!["127.0.0.0/8".parse().unwrap()],
-        ..ProxyConfig::default()
-    }
-}
+use crate::common::{Edge, override_for, reverse};
 
 /// A clock a day behind the host's: anything that still reads the host's
 /// clock instead of the engine's shows up as a wrong freshness verdict.
@@ -241,16 +231,6 @@ async fn the_access_log_tells_a_refresh_from_a_miss_and_a_304_from_a_hit() {
     expected.sort();
     assert_eq!(entries, expected);
     edge.stop().await;
-}
-
-fn override_for(path: &str) -> outpost_proxy::CacheOverride {
-    outpost_proxy::CacheOverride {
-        host: globset::Glob::new("*").unwrap().compile_matcher(),
-        path: globset::Glob::new(path).unwrap().compile_matcher(),
-        freshness: Default::default(),
-        ignore_query: false,
-        never_cache: false,
-    }
 }
 
 /// Squid's refresh_pattern semantics: an `[[override]]` applies at lookup,

@@ -2,134 +2,12 @@
 //! serve` process, the `outpost` commands run against it, and raw HTTP to
 //! the admin port where the point is what the API answers.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
 use std::time::Duration;
 
 use outpost_testkit::{Client, Origin, Reply, Resource, content};
 
-struct Edge {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    /// The directory the edge runs in; its cache is ./outpost-cache.
-    dir: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Edge {
-    /// `outpost serve` in `dir` (cache ./outpost-cache) as a reverse proxy
-    /// for `origin`, with `config` as its config file if given.
-    fn start(dir: &Path, origin: &Origin, config: Option<&str>) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
-        cmd.current_dir(dir)
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--origin", &origin.url("/")])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped());
-        if let Some(text) = config {
-            std::fs::write(dir.join("outpost.toml"), text).unwrap();
-            cmd.args(["--config", "outpost.toml"]);
-        }
-        let mut child = cmd.spawn().expect("start outpost");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for field in ["admin=", "addr="] {
-                    if let Some(addr) = line
-                        .split(field)
-                        .nth(1)
-                        .and_then(|r| r.split_whitespace().next())
-                        .and_then(|a| a.parse::<SocketAddr>().ok())
-                    {
-                        let _ = tx.send((field, addr));
-                    }
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let (mut addr, mut admin) = (None, None);
-        while addr.is_none() || admin.is_none() {
-            let (field, value) = rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "outpost did not report its addresses:\n{}",
-                        log.lock().unwrap().join("\n")
-                    )
-                });
-            if field == "admin=" {
-                admin = Some(value);
-            } else {
-                addr = Some(value);
-            }
-        }
-        Self {
-            child,
-            addr: addr.unwrap(),
-            admin: admin.unwrap(),
-            dir: dir.to_path_buf(),
-            log,
-        }
-    }
-
-    /// An `outpost` command as a user on the edge's machine runs it: from
-    /// the edge's directory, no token given, none of the developer's
-    /// OUTPOST_* variables.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .current_dir(&self.dir)
-            .env_remove("OUTPOST_ADMIN")
-            .env_remove("OUTPOST_ADMIN_TOKEN")
-            .env_remove("OUTPOST_ADMIN_TOKEN_FILE")
-            .args(args)
-            .args(["--admin", &self.admin.to_string()])
-            .output()
-            .expect("run outpost")
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.join("outpost-cache/admin.token"))
-            .expect("the edge's admin.token")
-            .trim()
-            .to_string()
-    }
-
-    /// A request to the admin API with the token and `Host: host`.
-    async fn admin_request(&self, method: &str, target: &str, host: &str) -> Reply {
-        let bearer = format!("Bearer {}", self.token());
-        Client::new(self.admin)
-            .request(
-                method,
-                target,
-                &[("authorization", &bearer), ("host", host)],
-            )
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::support::{EdgeProcess, stderr, stdout};
 
 /// DNS rebinding: a page whose name now resolves to the edge sends
 /// `Host: its-own-name`. The admin API answers only Host values that name
@@ -139,7 +17,7 @@ fn stderr(out: &std::process::Output) -> String {
 async fn the_admin_api_answers_only_host_names_of_this_machine() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let edge = Edge::start(dir.path(), &origin, None);
+    let edge = EdgeProcess::in_dir(dir.path(), &origin, None);
     let port = edge.admin.port();
     let hostname = rustix::system::uname()
         .nodename()
@@ -182,7 +60,7 @@ async fn the_admin_api_answers_only_host_names_of_this_machine() {
 async fn status_names_the_address_the_proxy_is_bound_to() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let edge = Edge::start(dir.path(), &origin, None);
+    let edge = EdgeProcess::in_dir(dir.path(), &origin, None);
     let out = edge.cli(&["status", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -204,7 +82,7 @@ async fn status_names_the_address_the_proxy_is_bound_to() {
 async fn admin_errors_are_json_and_queries_are_form_decoded() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let edge = Edge::start(dir.path(), &origin, None);
+    let edge = EdgeProcess::in_dir(dir.path(), &origin, None);
     let host = edge.admin.to_string();
     let error_of = |r: &Reply| -> String {
         let v: serde_json::Value = serde_json::from_slice(&r.body)
@@ -268,7 +146,7 @@ async fn every_metric_in_the_docs_is_served_with_its_type_and_labels_and_no_othe
         "/pkgs/a.msi",
         Resource::new(content(1000, 1)).no_cache_headers(),
     );
-    let edge = Edge::start(dir.path(), &origin, Some(&config));
+    let edge = EdgeProcess::in_dir(dir.path(), &origin, Some(&config));
     // A finished sync, so that the per-channel families have samples.
     let out = edge.cli(&["sync", "pkgs"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -340,7 +218,7 @@ async fn pin_of_an_uncached_url_fails_and_says_why() {
     let origin = Origin::start().await;
     origin.put("/a.msi", Resource::new(content(10_000, 1)));
     let dir = tempfile::tempdir().unwrap();
-    let edge = Edge::start(dir.path(), &origin, None);
+    let edge = EdgeProcess::in_dir(dir.path(), &origin, None);
     let missing = origin.url("/never-fetched.msi");
     for verb in ["pin", "unpin", "purge"] {
         let out = edge.cli(&[verb, &missing]);
@@ -394,7 +272,7 @@ async fn pin_of_an_uncached_url_fails_and_says_why() {
 async fn reload_prints_a_summary_or_the_reason_and_json_only_when_asked() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let edge = Edge::start(
+    let edge = EdgeProcess::in_dir(
         dir.path(),
         &origin,
         Some("[wan]\nprepos_rate = \"unlimited\"\n"),
@@ -445,7 +323,7 @@ async fn sync_says_listing_instead_of_an_empty_bar_and_counts_in_the_jsons_words
         "[[channel]]\nname = \"pkgs\"\nsource = \"{}\"\n",
         origin.url("/pkgs/")
     );
-    let edge = Edge::start(dir.path(), &origin, Some(&config));
+    let edge = EdgeProcess::in_dir(dir.path(), &origin, Some(&config));
     let out = edge.cli(&["sync", "pkgs"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let progress = stderr(&out);
@@ -508,7 +386,7 @@ fn readme_says_how_to_get_outpost_on_path_before_using_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_from_an_edge_with_a_renamed_field_is_an_error_not_a_zero() {
     let fixture: serde_json::Value = serde_json::from_str(include_str!(
-        "../../outpost-protocol/tests/fixtures/status.json"
+        "../../../outpost-protocol/tests/fixtures/status.json"
     ))
     .unwrap();
     let mut renamed = fixture.clone();

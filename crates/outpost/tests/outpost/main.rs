@@ -1,0 +1,14 @@
+//! The `outpost` binary's one integration-test binary: the binary as an
+//! admin runs it, real `outpost serve` processes, signals, restarts on the
+//! same cache directory, and the CLI against a running edge. One module per
+//! concern; `support` holds the only process harness.
+
+mod support;
+
+mod admin_auth;
+mod admin_cli;
+mod cache_lock;
+mod check_config;
+mod commands;
+mod drain;
+mod signals;
