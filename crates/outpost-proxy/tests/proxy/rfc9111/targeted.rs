@@ -194,6 +194,28 @@ pub(super) fn cases() -> Vec<Case> {
             conditional: None,
         },
         Case {
+            rule: "Surrogate-Control max-age keeps the origin's private: a per-user answer is \
+                   not stored",
+            resource: res("private").header("surrogate-control", "max-age=3600"),
+            config: no_config,
+            steps: vec![get_body(1, "PASS"), get_body(1, "PASS")],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
+            rule: "Surrogate-Control max-age does not share an answer to a request with \
+                   credentials (RFC 9111 section 3.5 wants the origin's public or s-maxage)",
+            resource: Resource::new(content(2000, 1)).header("surrogate-control", "max-age=3600"),
+            config: no_config,
+            steps: vec![
+                get(&[("authorization", "Basic dTpw")], 200, Some("PASS")),
+                get(&[], 200, Some("MISS")),
+                get(&[], 200, Some("HIT")),
+            ],
+            origin_requests: 2,
+            conditional: None,
+        },
+        Case {
             rule: "Surrogate-Control no-store keeps the reverse edge from storing",
             resource: res("max-age=3600").header("surrogate-control", "no-store"),
             config: no_config,
