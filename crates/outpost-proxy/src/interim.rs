@@ -20,7 +20,9 @@
 //!   the rest are dropped.
 
 use http::{HeaderMap, StatusCode};
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// Heads queued for a client before more are dropped.
 pub const QUEUED: usize = 16;
@@ -34,16 +36,62 @@ pub struct InterimHead {
 
 /// Where the current request's interim responses go.
 #[derive(Clone, Debug)]
-pub struct InterimSink(mpsc::Sender<InterimHead>);
+pub struct InterimSink(Arc<Queue>);
+
+/// The heads waiting for the connection to write them. Made for every
+/// HTTP/1.1 request without a body and used by almost none, so it costs one
+/// small allocation: no buffer until a head arrives (a channel's would be
+/// allocated, and zeroed, for each request).
+#[derive(Debug, Default)]
+pub struct Queue {
+    heads: Mutex<VecDeque<InterimHead>>,
+    arrived: Notify,
+}
+
+/// The connection's end of the queue.
+#[derive(Debug)]
+pub struct InterimReceiver(Arc<Queue>);
+
+impl InterimReceiver {
+    /// The next head, waiting for one.
+    pub async fn recv(&mut self) -> Option<InterimHead> {
+        loop {
+            if let Some(head) = self.try_recv() {
+                return Some(head);
+            }
+            // A head pushed between the check and here leaves a permit.
+            self.0.arrived.notified().await;
+        }
+    }
+
+    /// The next head if one is waiting.
+    pub fn try_recv(&mut self) -> Option<InterimHead> {
+        let mut heads = self.0.heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads.pop_front()
+    }
+}
+
+impl InterimSink {
+    /// Queues `head`, dropping it when `QUEUED` already wait (an origin
+    /// that floods 1xx gets no more of them through).
+    fn push(&self, head: InterimHead) {
+        let mut heads = self.0.heads.lock().unwrap_or_else(|e| e.into_inner());
+        if heads.len() < QUEUED {
+            heads.push_back(head);
+            drop(heads);
+            self.0.arrived.notify_one();
+        }
+    }
+}
 
 tokio::task_local! {
     static SINK: Option<InterimSink>;
 }
 
 /// A sink and the receiving end the connection reads.
-pub fn channel() -> (InterimSink, mpsc::Receiver<InterimHead>) {
-    let (tx, rx) = mpsc::channel(QUEUED);
-    (InterimSink(tx), rx)
+pub fn channel() -> (InterimSink, InterimReceiver) {
+    let queue = Arc::new(Queue::default());
+    (InterimSink(queue.clone()), InterimReceiver(queue))
 }
 
 /// Runs `work` with `sink` as the destination of interim responses to the
@@ -60,7 +108,7 @@ pub fn current() -> Option<InterimSink> {
 
 /// Makes `req`'s interim responses reach the current task's sink, if any.
 pub fn forward_to_client<B>(req: &mut http::Request<B>) {
-    let Some(InterimSink(tx)) = current() else {
+    let Some(sink) = current() else {
         return;
     };
     hyper::ext::on_informational(req, move |res| {
@@ -72,7 +120,7 @@ pub fn forward_to_client<B>(req: &mut http::Request<B>) {
         outpost_http::headers::strip_hop_by_hop(&mut headers);
         // Full queue or a client already gone: an interim response is
         // only a hint, dropping it is allowed.
-        let _ = tx.try_send(InterimHead { status, headers });
+        sink.push(InterimHead { status, headers });
     });
 }
 
