@@ -114,10 +114,31 @@ impl Engine {
             }));
             break (rx, true);
         };
+        // Counted while it waits, however the wait ends (a client that
+        // hangs up drops this future).
+        struct Waiting<'a>(Option<&'a std::sync::atomic::AtomicUsize>);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if let Some(n) = self.0 {
+                    n.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        let _waiting = Waiting((!led).then(|| {
+            self.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            &self.waiting
+        }));
         match rx.wait_for(|o| o.is_some()).await {
             Ok(o) => o.clone().map(|outcome| Collapsed { outcome, led }),
             Err(_) => None,
         }
+    }
+
+    /// Requests waiting on another's upstream request that has not answered
+    /// yet (a stampede's followers before the first byte).
+    pub fn waiting_on_others(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a fill started or the stored object changed under `key`

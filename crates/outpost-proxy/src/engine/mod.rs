@@ -77,6 +77,8 @@ pub struct Engine {
     pub fills: Arc<FillContext>,
     pub(crate) upstream: Upstream,
     pending: Arc<Mutex<PendingMap>>,
+    /// Requests waiting on another's upstream request (see `collapse`).
+    waiting: std::sync::atomic::AtomicUsize,
     pub stats: EngineStats,
     /// Bytes written to clients by source.
     pub served: crate::h1::ServedBytes,
@@ -152,6 +154,7 @@ impl Engine {
             fills,
             upstream,
             pending: Arc::new(Mutex::new(HashMap::new())),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             stats: EngineStats::default(),
             served: Default::default(),
             access_log: std::sync::OnceLock::new(),

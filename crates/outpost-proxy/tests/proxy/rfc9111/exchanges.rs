@@ -6,7 +6,9 @@ use super::*;
 /// A fake origin on a raw socket (the testkit origin cannot send 1xx): every
 /// request gets `103 Early Hints` and `102 Processing` before a storable
 /// 200. Returns its address and a count of the requests it answered.
-async fn interim_origin() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+async fn interim_origin(
+    gate: Option<Arc<tokio::sync::Notify>>,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -16,6 +18,7 @@ async fn interim_origin() -> (std::net::SocketAddr, Arc<std::sync::atomic::Atomi
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let count = count.clone();
+            let gate = gate.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -23,12 +26,20 @@ async fn interim_origin() -> (std::net::SocketAddr, Arc<std::sync::atomic::Atomi
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         buf.drain(..end + 4);
                         count.fetch_add(1, Ordering::SeqCst);
-                        let answer = b"HTTP/1.1 103 Early Hints\r\n\
-                            Link: </style.css>; rel=preload; as=style\r\n\r\n\
-                            HTTP/1.1 102 Processing\r\n\r\n\
+                        let hints = b"HTTP/1.1 103 Early Hints\r\n\
+                            Link: </style.css>; rel=preload; as=style\r\n\r\n";
+                        let rest = b"HTTP/1.1 102 Processing\r\n\r\n\
                             HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\
                             Cache-Control: max-age=3600\r\nETag: \"e1\"\r\n\r\nhello";
-                        if socket.write_all(answer).await.is_err() {
+                        if socket.write_all(hints).await.is_err() {
+                            return;
+                        }
+                        // The test holds the rest until it has what it
+                        // needs in place (a second client waiting).
+                        if let Some(gate) = &gate {
+                            gate.notified().await;
+                        }
+                        if socket.write_all(rest).await.is_err() {
                             return;
                         }
                     }
@@ -79,7 +90,7 @@ async fn raw_exchange(edge: std::net::SocketAddr, request: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interim_responses_reach_the_client_that_caused_them_and_are_never_stored() {
     use std::sync::atomic::Ordering;
-    let (origin, answered) = interim_origin().await;
+    let (origin, answered) = interim_origin(None).await;
     let dir = tempfile::tempdir().unwrap();
     let config = ProxyConfig {
         origin: Some(format!("http://{origin}/").parse().unwrap()),
@@ -197,4 +208,53 @@ async fn forward_mode_ignores_cdn_cache_control_and_passes_it_on() {
     );
     assert_eq!(seen, vec![passed.clone(), passed]);
     assert_eq!(origin.count(PATH), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_join_a_collapsed_request_get_no_interim_responses() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (origin, answered) = interim_origin(Some(gate.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        origin: Some(format!("http://{origin}/").parse().unwrap()),
+        ..ProxyConfig::default()
+    };
+    let store = StoreConfig::new(dir.path(), 1 << 30);
+    let running = Edge::start_with_store(config, store).await.owning(dir);
+    let engine = running.engine.clone();
+    let edge = running.addr;
+    let request = "GET /r HTTP/1.1\r\nHost: site\r\n\r\n";
+
+    // The leader's 103 has come through: its request is at the origin,
+    // which holds back the rest.
+    let mut leader = tokio::net::TcpStream::connect(edge).await.unwrap();
+    leader.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&seen).contains("HTTP/1.1 103 Early Hints") {
+            let n = leader.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the edge closed the leader's connection");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("no 103 for the leader within 10 s");
+
+    let joiner = tokio::spawn(raw_exchange(edge, request));
+    assert!(
+        wait_until(Duration::from_secs(10), || engine.waiting_on_others() >= 1).await,
+        "the second client never joined the leader's request"
+    );
+    gate.notify_one();
+    let joined = joiner.await.unwrap();
+    assert!(
+        joined.starts_with("HTTP/1.1 200 OK\r\n"),
+        "a client that joined gets no 1xx:\n{joined}"
+    );
+    assert!(joined.ends_with("hello"), "{joined}");
+    assert_eq!(answered.load(Ordering::SeqCst), 1, "one request upstream");
+    running.stop().await;
 }
