@@ -51,6 +51,27 @@ fn explicit_lifetime(headers: &HeaderMap) -> Duration {
     }
 }
 
+/// The response headers the policy was built from: for a reverse site,
+/// with the targeted field (RFC 9213) in place of `Cache-Control`, and with
+/// an admin's freshness rule applied. The library keeps them, and the
+/// lifetime they imply, private; its serialised form (`res`, a map of
+/// names to a value or a list of values) carries them.
+fn policy_response_headers(policy: &CachePolicy) -> Option<HeaderMap> {
+    let value = serde_json::to_value(policy).ok()?;
+    let mut headers = HeaderMap::new();
+    for (name, values) in value.get("res")?.as_object()? {
+        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let values = match values {
+            serde_json::Value::Array(list) => list.iter().collect(),
+            one => vec![one],
+        };
+        for v in values {
+            headers.append(&name, HeaderValue::from_str(v.as_str()?).ok()?);
+        }
+    }
+    Some(headers)
+}
+
 /// The instants a policy implies, read off it without a clock. The policy
 /// counts age from the instant it received the response (`Age` at arrival
 /// plus the time resident since), so: before that instant its age is the
@@ -78,7 +99,10 @@ impl Timing {
         if ttl_on_arrival.is_zero() {
             // Arrived with no lifetime left: never fresh. Its lifetime, for
             // how stale it is, is the explicit one (no longer than its age).
-            let lifetime = explicit_lifetime(headers).min(arrival_age);
+            let lifetime = explicit_lifetime(
+                &policy_response_headers(policy).unwrap_or_else(|| headers.clone()),
+            )
+            .min(arrival_age);
             let stale_since = born + lifetime;
             return Self {
                 born,
@@ -218,6 +242,48 @@ mod tests {
             .0;
         let policy = outpost_http::policy::policy_for(&req, &res, received);
         StoredHead::new(res.status, res.headers, policy)
+    }
+
+    /// A response that arrives already stale is as stale as the lifetime
+    /// the policy read says: for a reverse site that is the targeted field's
+    /// (here 60 s, while the browsers' Cache-Control says an hour), so its
+    /// stale-while-revalidate and stale-if-error windows count from there.
+    #[test]
+    fn an_already_stale_arrival_is_as_stale_as_the_lifetime_the_policy_read() {
+        let received = SystemTime::now() - Duration::from_secs(1000);
+        let req = http::Request::builder()
+            .uri("http://origin/pkg")
+            .header("host", "origin")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let stored = http::Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header(
+                "cdn-cache-control",
+                "max-age=60, stale-while-revalidate=600",
+            )
+            .header("age", "700")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let targeted = outpost_http::policy::TargetedFields::new(None);
+        let policy = outpost_http::policy::policy_with_override(
+            &req,
+            &stored,
+            received,
+            None,
+            Some(&targeted),
+        );
+        let head = StoredHead::new(stored.status, stored.headers, policy);
+        assert!(!head.is_fresh(received));
+        assert_eq!(
+            head.staleness(received),
+            Duration::from_secs(640),
+            "700 s old with a 60 s lifetime, not 3600 s"
+        );
     }
 
     /// Guards the stale-after-restart bug: a head rebuilt long after its
