@@ -67,7 +67,12 @@ impl TargetedFields {
     /// stale-if-error, must-revalidate): when a targeted field applies, its
     /// directives replace `Cache-Control` and `Expires` is dropped.
     pub fn view<'h>(&self, headers: &'h http::HeaderMap) -> std::borrow::Cow<'h, http::HeaderMap> {
-        match self.directives(headers) {
+        // Without a targeted field, Surrogate-Control speaks to the edge,
+        // as the policy reads it (`as_policy_reads_it`).
+        match self
+            .directives(headers)
+            .or_else(|| surrogate_directives(headers))
+        {
             None => std::borrow::Cow::Borrowed(headers),
             Some(directives) => {
                 let mut view = headers.clone();

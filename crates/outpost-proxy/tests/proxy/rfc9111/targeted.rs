@@ -216,6 +216,20 @@ pub(super) fn cases() -> Vec<Case> {
             conditional: None,
         },
         Case {
+            rule: "with Surrogate-Control, the browsers' stale-while-revalidate does not let \
+                   the reverse edge serve stale",
+            resource: res("max-age=0, stale-while-revalidate=86400")
+                .header("surrogate-control", "max-age=60"),
+            config: no_config,
+            steps: vec![
+                get_body(1, "MISS"),
+                Step::Advance(120),
+                get(&[], 200, Some("REVALIDATED")),
+            ],
+            origin_requests: 2,
+            conditional: Some(1),
+        },
+        Case {
             rule: "Surrogate-Control no-store keeps the reverse edge from storing",
             resource: res("max-age=3600").header("surrogate-control", "no-store"),
             config: no_config,
