@@ -268,22 +268,6 @@ impl ProxyConfig {
         outpost_http::policy::TargetedFields::new(self.targeted_cache_control.clone())
     }
 
-    /// `headers` (a stored or received response's) as the edge's own
-    /// caching decisions read their directives: through the targeted
-    /// fields when the edge is the origin's CDN (`surrogate`), as they are
-    /// otherwise.
-    pub fn caching_view<'h>(
-        &self,
-        headers: &'h http::HeaderMap,
-        surrogate: bool,
-    ) -> std::borrow::Cow<'h, http::HeaderMap> {
-        if surrogate {
-            self.targeted_fields().view(headers)
-        } else {
-            std::borrow::Cow::Borrowed(headers)
-        }
-    }
-
     pub fn forward_enabled(&self) -> bool {
         self.forward
             .unwrap_or(self.origin.is_none() && self.sites.is_empty())

@@ -327,7 +327,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Res
     let strip_targeted = route.surrogate;
     let mut resp = engine.handle(req, route).await;
     if strip_targeted {
-        engine.config.targeted_fields().strip(resp.headers_mut());
+        engine.targeted_fields().strip(resp.headers_mut());
     }
     resp.extensions_mut().insert(LogUrl(url));
     resp.extensions_mut().insert(mode);

@@ -64,23 +64,18 @@ impl Engine {
         outpost_http::policy::CachePolicy,
     ) {
         let preq = self.policy_request(client, route, &response.headers);
-        let targeted = route.surrogate.then(|| self.config.targeted_fields());
+        let targeted = self.targeted_for(route);
         // The instant the response is received, by the engine's clock.
         let received = self.clock.now();
-        let origin = outpost_http::policy::policy_with_override(
-            &preq,
-            response,
-            received,
-            None,
-            targeted.as_ref(),
-        );
+        let origin =
+            outpost_http::policy::policy_with_override(&preq, response, received, None, targeted);
         let judged = match self.freshness_rule(route) {
             Some(rule) => outpost_http::policy::policy_with_override(
                 &preq,
                 response,
                 received,
                 Some(rule),
-                targeted.as_ref(),
+                targeted,
             ),
             None => origin.clone(),
         };
@@ -118,13 +113,13 @@ impl Engine {
                 .insert(header::AGE, HeaderValue::from(head.arrival_age().as_secs()));
         }
         let preq = self.policy_request(client, route, &head.headers);
-        let targeted = route.surrogate.then(|| self.config.targeted_fields());
+        let targeted = self.targeted_for(route);
         let policy = outpost_http::policy::policy_with_override(
             &preq,
             &response,
             head.received(),
             Some(rule),
-            targeted.as_ref(),
+            targeted,
         );
         Arc::new(StoredHead::new(head.status, head.headers.clone(), policy))
     }
@@ -199,13 +194,13 @@ impl Engine {
         let running_head = running.as_ref().map(|f| judged(f.object.head()));
         let stored_head = stored.as_ref().map(|o| (judged(o.head()), o.phase()));
         let policy_request = |head: &StoredHead| self.policy_request(headers, route, &head.headers);
-        let targeted = route.surrogate.then(|| self.config.targeted_fields());
+        let targeted = self.targeted_for(route);
         let asker = match asking {
             Asking::Client { authorized } => Asker::Client(ClientRequest {
                 headers,
                 authorized,
                 policy_request: &policy_request,
-                targeted: targeted.as_ref(),
+                targeted,
             }),
             Asking::Sync { digest_expected } => Asker::Sync { digest_expected },
         };
@@ -293,9 +288,8 @@ impl Engine {
         // section 3.5). The admin published a digest-bound file for every
         // PC: it is shared whatever the request's credentials.
         let authorized = !digest_bound && parts.headers.contains_key(header::AUTHORIZATION);
-        let targeted = route.surrogate.then(|| self.config.targeted_fields());
-        let may_share =
-            |head: &StoredHead| !authorized || explicitly_shared(head, targeted.as_ref());
+        let targeted = self.targeted_for(&route);
+        let may_share = |head: &StoredHead| !authorized || explicitly_shared(head, targeted);
         // The upstream target is built only off the plain-hit path (most
         // requests never need it); a variant route differs only by its key.
         for _ in 0..4 {

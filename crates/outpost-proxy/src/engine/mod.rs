@@ -79,6 +79,8 @@ pub struct Engine {
     pending: Arc<Mutex<PendingMap>>,
     /// Requests waiting on another's upstream request (see `collapse`).
     waiting: std::sync::atomic::AtomicUsize,
+    /// The targeted cache-control fields of the configuration, built once.
+    targeted: outpost_http::policy::TargetedFields,
     pub stats: EngineStats,
     /// Bytes written to clients by source.
     pub served: crate::h1::ServedBytes,
@@ -147,6 +149,7 @@ impl Engine {
         );
         let shaper = WanShaper::new(config.wan.clone(), config.local_clock.clone());
         let fills = FillContext::new(store.clone(), upstream.clone(), config.fill.clone(), shaper);
+        let targeted = config.targeted_fields();
         Arc::new(Self {
             rules: std::sync::RwLock::new(Arc::new(crate::config::LiveRules::from_config(&config))),
             config,
@@ -155,6 +158,7 @@ impl Engine {
             upstream,
             pending: Arc::new(Mutex::new(HashMap::new())),
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            targeted,
             stats: EngineStats::default(),
             served: Default::default(),
             access_log: std::sync::OnceLock::new(),
@@ -205,6 +209,34 @@ impl Engine {
     }
 
     /// The access and caching rules in force.
+    /// The targeted cache-control fields (RFC 9213) the edge obeys as its
+    /// reverse origins' CDN, and strips from what clients receive.
+    pub fn targeted_fields(&self) -> &outpost_http::policy::TargetedFields {
+        &self.targeted
+    }
+
+    /// The targeted fields that speak to the edge for `route`: only when
+    /// the edge is the route's CDN (a reverse site).
+    pub(crate) fn targeted_for(
+        &self,
+        route: &Route,
+    ) -> Option<&outpost_http::policy::TargetedFields> {
+        route.surrogate.then_some(&self.targeted)
+    }
+
+    /// `headers` (a stored or received response's) as the edge's own
+    /// caching decisions read their directives for `route`.
+    pub(crate) fn caching_view<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        route: &Route,
+    ) -> std::borrow::Cow<'h, HeaderMap> {
+        match self.targeted_for(route) {
+            Some(targeted) => targeted.view(headers),
+            None => std::borrow::Cow::Borrowed(headers),
+        }
+    }
+
     pub fn rules(&self) -> Arc<crate::config::LiveRules> {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

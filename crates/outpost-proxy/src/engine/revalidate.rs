@@ -79,7 +79,7 @@ impl Engine {
         // admin's rule applied, as stale-while-revalidate's does.
         let judged = self.judged_head(head.clone(), &client, &route);
         let stale_ok = cache_control::stale_on_error_allows(
-            &self.config.caching_view(&head.headers, route.surrogate),
+            &self.caching_view(&head.headers, &route),
             &client,
             judged.staleness(now),
             self.config.fill.serve_stale_on_error,
@@ -111,7 +111,7 @@ impl Engine {
             // Either field saying so is enough: what clients see and what
             // the edge obeys as the CDN.
             if turned_private(&rparts.headers)
-                || turned_private(&self.config.caching_view(&rparts.headers, route.surrogate))
+                || turned_private(&self.caching_view(&rparts.headers, &route))
             {
                 // The response is no longer for everyone: merged into the
                 // stored copy, it (and whatever per-user field came with
