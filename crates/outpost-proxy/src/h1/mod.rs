@@ -579,20 +579,26 @@ impl Conn {
             tokio::select! {
                 biased;
                 Some(head) = interim.recv(), if writable => {
-                    let bytes = crate::interim::encode(&head);
-                    writable = write_within(&mut self.stream, &bytes, self.send_timeout).await.is_ok();
+                    writable = self.write_interim(&head).await;
                 }
                 resp = &mut handling => {
                     // Heads the origin sent before its final response are
                     // already queued: they go first.
                     while writable && let Some(head) = interim.try_recv() {
-                        let bytes = crate::interim::encode(&head);
-                        writable = write_within(&mut self.stream, &bytes, self.send_timeout).await.is_ok();
+                        writable = self.write_interim(&head).await;
                     }
                     return writable.then_some(resp);
                 }
             }
         }
+    }
+
+    /// Writes one interim head; false when the client cannot take it.
+    async fn write_interim(&mut self, head: &crate::interim::InterimHead) -> bool {
+        let bytes = crate::interim::encode(head);
+        write_within(&mut self.stream, &bytes, self.send_timeout)
+            .await
+            .is_ok()
     }
 }
 
