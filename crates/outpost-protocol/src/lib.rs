@@ -1,5 +1,6 @@
-//! The wire types between an edge's admin API and whoever reads it: the
-//! `outpost` CLI today, the fleet manager (issue 13) next. The edge
+//! The wire types between an edge's admin API and whoever reads it (the
+//! `outpost` CLI), and between an edge and the fleet manager (the `fleet`
+//! module: enrolment, heartbeats, desired config, actions). The edge
 //! serializes these structs and its readers deserialize the same ones, so
 //! a renamed or missing field is a compile error on the edge's side and a
 //! decoding error on the reader's, never a silent 0.
@@ -13,6 +14,7 @@
 
 mod action;
 mod channel;
+mod fleet;
 mod status;
 
 pub use action::{
@@ -22,6 +24,12 @@ pub use action::{
 pub use channel::{
     ActiveFile, ChannelStatus, FileOutcome, FileProblem, LimitHit, RunPhase, RunProgress,
     RunSummary, SourceKind, SyncResult,
+};
+pub use fleet::{
+    ActionOrder, ActionResult, ActionSiteStatus, ActionState, ActionStatus, AppliedConfig,
+    ChannelReport, ConfigRejection, DesiredConfig, EdgeList, EdgeReport, EdgeState, EdgeSummary,
+    EnrolReply, EnrolRequest, FLEET_PROTOCOL, FLEET_PROTOCOL_HEADER, FleetAction, Heartbeat,
+    HeartbeatReply, MAX_MISSING_LISTED, ManagerInit, Readiness, ReadinessState, SiteReadiness,
 };
 pub use status::{
     ActiveFill, CacheUsage, EdgeStatus, ModeTraffic, ProxyMode, RequestCounts, ServedBytes,

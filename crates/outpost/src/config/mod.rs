@@ -13,6 +13,7 @@
 
 mod channels;
 mod file;
+mod managed;
 mod resolve;
 mod resolver;
 mod values;
@@ -30,6 +31,7 @@ use outpost_proxy::ProxyConfig;
 use outpost_store::StoreConfig;
 
 pub use file::FileConfig;
+pub use managed::{MANAGED_SERVER_KEYS, MANAGED_TABLES, check_managed};
 pub use values::{AccessFormat, parse_origin};
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:3180";
