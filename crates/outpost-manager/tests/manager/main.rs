@@ -1,0 +1,6 @@
+//! The manager over real HTTP(S): a manager on a real socket, edges and
+//! admins as protocol clients in the test.
+
+mod config;
+mod edges;
+mod support;
