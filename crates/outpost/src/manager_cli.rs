@@ -207,7 +207,10 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     }
     println!("Manager created in {}.", args.data_dir.display());
     println!();
-    println!("Admin API token (shown once; keep it safe):\n  {}", made.admin_token);
+    println!(
+        "Admin API token (shown once; keep it safe):\n  {}",
+        made.admin_token
+    );
     println!("Certificate fingerprint (SHA-256):\n  {}", made.fingerprint);
     println!();
     println!("Start it:");
@@ -245,7 +248,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let (cert, key) = outpost_manager::init::tls_paths(manager.db(), &args.data_dir);
             let config = outpost_manager::tls::server_config(&cert, &key)?;
             let der = outpost_manager::tls::load_certs(&cert)?;
-            (Some(config), Some(outpost_manager::tls::fingerprint(&der[0])))
+            (
+                Some(config),
+                Some(outpost_manager::tls::fingerprint(&der[0])),
+            )
         };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -273,7 +279,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "stopping: answering open requests, saving state");
+        tracing::info!(
+            signal = name,
+            "stopping: answering open requests, saving state"
+        );
         manager.shutdown_token().cancel();
         let _ = server.await;
         let _ = background.await;
@@ -312,7 +321,8 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
             let m = open_local(data_dir)?;
             let made = if join {
                 let expires = expires_in.map(|d| {
-                    outpost_manager::manager::unix_secs() + d.as_secs().min(i64::MAX as u64 / 2) as i64
+                    outpost_manager::manager::unix_secs()
+                        + d.as_secs().min(i64::MAX as u64 / 2) as i64
                 });
                 m.create_join_token(&label, expires, &actor)?
             } else {
@@ -331,7 +341,10 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            println!("{:<5} {:<5} {:<24} {:<21} {:<21} {:<21} USES", "KIND", "ID", "LABEL", "CREATED", "EXPIRES", "REVOKED");
+            println!(
+                "{:<5} {:<5} {:<24} {:<21} {:<21} {:<21} USES",
+                "KIND", "ID", "LABEL", "CREATED", "EXPIRES", "REVOKED"
+            );
             for (kind, list) in [("api", api), ("join", join)] {
                 for t in list {
                     println!(
@@ -367,9 +380,9 @@ impl ManagerTarget {
                 .with_context(|| format!("cannot read {}", file.display()))?
                 .trim()
                 .to_string(),
-            (None, None) => bail!(
-                "no admin API token: give --token, --token-file or OUTPOST_MANAGER_TOKEN"
-            ),
+            (None, None) => {
+                bail!("no admin API token: give --token, --token-file or OUTPOST_MANAGER_TOKEN")
+            }
         };
         Ok(Client::new(&self.manager, self.fingerprint.as_deref())?.bearer(token))
     }
@@ -482,7 +495,11 @@ fn fleet_inner(command: FleetCommand) -> anyhow::Result<ExitCode> {
                     } else {
                         format!(
                             "not ready ({} of {} sites complete)",
-                            ready.sites.iter().filter(|s| s.state == outpost_protocol::ReadinessState::Complete).count(),
+                            ready
+                                .sites
+                                .iter()
+                                .filter(|s| s.state == outpost_protocol::ReadinessState::Complete)
+                                .count(),
                             ready.sites.len()
                         )
                     }
@@ -540,7 +557,11 @@ fn fleet_inner(command: FleetCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             let failed = status.sites.iter().any(|s| s.state == ActionState::Failed);
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }
