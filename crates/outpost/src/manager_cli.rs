@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// At most this many open connections (each edge holds one long poll).
     #[arg(long, default_value_t = 20_000)]
     max_connections: usize,
+    /// POST each alert opened or closed (JSON) to this URL, with retries.
+    #[arg(long)]
+    webhook: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -265,6 +268,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             heartbeat = %humantime::format_duration(args.heartbeat),
             "manager listening"
         );
+        if let Some(url) = &args.webhook {
+            manager.start_webhook(outpost_manager::webhook::WebhookOptions::new(url.clone()))?;
+        }
         let background = tokio::spawn(manager.clone().run_background());
         let server = tokio::spawn(outpost_manager::http::serve(
             manager.clone(),
