@@ -78,61 +78,78 @@ impl Manager {
         let credential = secret::generate("oec")?;
         let credential_hash = secret::digest(&credential);
         let hostname: String = request.hostname.chars().take(253).collect();
+        let taken = || {
+            ManagerError::Conflict(format!(
+                "site {} is already enrolled: delete it on the manager first \
+                 (outpost manager edge delete {0}) to enrol a new edge under that name",
+                request.site
+            ))
+        };
+        // Checked under the read lock and written to SQLite without the
+        // fleet lock, so heartbeats never wait on an enrolment's
+        // transaction; the site's primary key settles a race of two.
+        if self.read().edges.contains_key(&request.site) {
+            return Err(taken());
+        }
+        let version: String = request.version.chars().take(64).collect();
+        let state = if approved {
+            EdgeState::Up
+        } else {
+            EdgeState::Pending
+        };
+        {
+            let mut conn = self.db().connection();
+            let tx = conn.transaction().db("begin enrol")?;
+            let inserted = tx.execute(
+                "INSERT INTO edges (site, hostname, credential_hash, enrolled, join_token_id,
+                    approved, version, state, state_since)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?4)",
+                rusqlite::params![
+                    request.site,
+                    hostname,
+                    credential_hash,
+                    now,
+                    token_id,
+                    approved,
+                    version,
+                    state.as_str()
+                ],
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(taken());
+                }
+                other => other.db("insert edge")?,
+            };
+            tx.execute(
+                "UPDATE join_tokens SET uses = uses + 1 WHERE id = ?1",
+                [token_id],
+            )
+            .db("count join token use")?;
+            tx.execute(
+                "INSERT INTO edge_states (site, at, state) VALUES (?1, ?2, ?3)",
+                rusqlite::params![request.site, now, state.as_str()],
+            )
+            .db("record state")?;
+            tx.execute(
+                "INSERT INTO audit (at, who, from_addr, what, detail) VALUES (?1, ?2, ?3, 'enrol', ?4)",
+                rusqlite::params![
+                    now,
+                    format!("join-token:{label}"),
+                    from,
+                    format!(
+                        "site {} (host {hostname}, version {version}, approved {approved})",
+                        request.site
+                    )
+                ],
+            )
+            .db("audit enrol")?;
+            tx.commit().db("commit enrol")?;
+        }
         {
             let mut fleet = self.write();
-            if fleet.edges.contains_key(&request.site) {
-                return Err(ManagerError::Conflict(format!(
-                    "site {} is already enrolled: delete it on the manager first \
-                     (outpost manager edge delete {0}) to enrol a new edge under that name",
-                    request.site
-                )));
-            }
-            let state = if approved {
-                EdgeState::Up
-            } else {
-                EdgeState::Pending
-            };
-            {
-                let mut conn = self.db().connection();
-                let tx = conn.transaction().db("begin enrol")?;
-                tx.execute(
-                    "INSERT INTO edges (site, hostname, credential_hash, enrolled, join_token_id,
-                        approved, version, state, state_since)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?4)",
-                    rusqlite::params![
-                        request.site,
-                        hostname,
-                        credential_hash,
-                        now,
-                        token_id,
-                        approved,
-                        request.version,
-                        state.as_str()
-                    ],
-                )
-                .db("insert edge")?;
-                tx.execute(
-                    "UPDATE join_tokens SET uses = uses + 1 WHERE id = ?1",
-                    [token_id],
-                )
-                .db("count join token use")?;
-                tx.execute(
-                    "INSERT INTO edge_states (site, at, state) VALUES (?1, ?2, ?3)",
-                    rusqlite::params![request.site, now, state.as_str()],
-                )
-                .db("record state")?;
-                tx.execute(
-                    "INSERT INTO audit (at, who, from_addr, what, detail) VALUES (?1, ?2, ?3, 'enrol', ?4)",
-                    rusqlite::params![
-                        now,
-                        format!("join-token:{label}"),
-                        from,
-                        format!("site {} (host {hostname}, version {}, approved {approved})", request.site, request.version)
-                    ],
-                )
-                .db("audit enrol")?;
-                tx.commit().db("commit enrol")?;
-            }
             fleet
                 .by_credential
                 .insert(credential_hash.clone(), request.site.clone());
@@ -146,7 +163,7 @@ impl Manager {
                     enrolled_ms: unix_ms(),
                     approved,
                     revoked: None,
-                    version: Some(request.version.clone()),
+                    version: Some(version),
                     last_seen_ms: None,
                     config_applied: 0,
                     config_error: None,

@@ -444,6 +444,14 @@ async fn a_silent_edge_goes_stale_then_down() {
     .await;
     edge.heartbeat(vec![]).await.unwrap();
     assert_eq!(state().await, EdgeState::Up);
+    // The changes are kept for the site's page.
+    let history = eventually(Duration::from_secs(10), "the history", || async {
+        let h = m.manager.state_history("oslo", 10).unwrap();
+        (h.first().map(|c| c.state) == Some(EdgeState::Up) && h.len() >= 3).then_some(h)
+    })
+    .await;
+    let states: Vec<EdgeState> = history.iter().map(|c| c.state).collect();
+    assert!(states.contains(&EdgeState::Down), "{states:?}");
 }
 
 #[tokio::test]
