@@ -149,6 +149,14 @@ async fn enrolment_refusals_say_why() {
     .await;
     assert!(api_status(e).1.contains("expired"));
 
+    // Answers name the protocol too, errors included.
+    let (status, headers, _) = m
+        .anonymous_edge()
+        .request_full(Method::GET, "/edge/v1/config", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["outpost-fleet-protocol"], "1");
     // Without the protocol header: 400.
     let bare = outpost_manager::http::client::Client::new(&m.url, None).unwrap();
     let (s, e) = api_status(
