@@ -161,6 +161,7 @@ impl Manager {
                     credential_hash,
                     enrolled: now,
                     enrolled_ms: unix_ms(),
+                    seen_floor_ms: 0,
                     approved,
                     revoked: None,
                     version: Some(version),

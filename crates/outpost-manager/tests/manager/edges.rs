@@ -482,3 +482,34 @@ async fn the_api_wants_a_valid_token() {
         .bearer(&edge.reply.credential);
     assert!(as_admin.get::<EdgeList>("/api/v1/edges").await.is_err());
 }
+
+#[tokio::test]
+async fn a_manager_outage_does_not_turn_edges_down() {
+    let mut m = TestManager::start(false, Duration::from_secs(1)).await;
+    let up = m.enrol("up").await;
+    let gone = m.enrol("gone").await;
+    up.heartbeat(vec![]).await.unwrap();
+    gone.heartbeat(vec![]).await.unwrap();
+    m.stop().await;
+    // A long outage, as the database sees it: the last heartbeats are a
+    // minute old, and `gone` was already down when the manager stopped.
+    {
+        let db = outpost_manager::db::Db::open(&m.data_dir(), false).unwrap();
+        let conn = db.connection();
+        conn.execute("UPDATE edges SET last_seen = last_seen - 60000", [])
+            .unwrap();
+        conn.execute("UPDATE edges SET state = 'down' WHERE site = 'gone'", [])
+            .unwrap();
+    }
+    let addr = m.url.trim_start_matches("http://").parse().unwrap();
+    m.serve(Some(addr)).await;
+    let list: EdgeList = m.admin().get("/api/v1/edges").await.unwrap();
+    let state = |site: &str| list.edges.iter().find(|e| e.site == site).unwrap().state;
+    assert_eq!(state("gone"), EdgeState::Down);
+    // One tick later `up` is still up: it has an interval to check in.
+    m.manager.tick(outpost_manager::manager::unix_ms());
+    assert_eq!(m.manager.edge("up").unwrap().state, EdgeState::Up);
+    assert_eq!(m.manager.edge("gone").unwrap().state, EdgeState::Down);
+    up.heartbeat(vec![]).await.unwrap();
+    assert_eq!(m.manager.edge("up").unwrap().state, EdgeState::Up);
+}
