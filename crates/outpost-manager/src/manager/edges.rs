@@ -476,6 +476,7 @@ impl Manager {
             fleet.pending.remove(site);
         }
         self.request_flush();
+        self.abandon_actions(site, "the edge was revoked")?;
         self.audit(actor, "edge revoke", site)?;
         self.wake_long_polls();
         Ok(())
@@ -515,8 +516,23 @@ impl Manager {
                 .execute("DELETE FROM edges WHERE site = ?1", [site])
                 .db("delete edge")?;
         }
+        self.abandon_actions(site, "the edge was deleted")?;
         self.audit(actor, "edge delete", site)?;
         self.wake_long_polls();
+        Ok(())
+    }
+
+    /// Marks the site's pending action targets failed: it will never
+    /// report them.
+    fn abandon_actions(&self, site: &str, why: &str) -> Result<()> {
+        self.db()
+            .connection()
+            .execute(
+                "UPDATE action_targets SET state = 'failed', detail = ?2, finished = ?3
+                 WHERE site = ?1 AND state = 'pending'",
+                rusqlite::params![site, why, unix_secs()],
+            )
+            .db("abandon actions")?;
         Ok(())
     }
 

@@ -434,6 +434,19 @@ async fn an_action_reaches_its_sites_and_reports_per_site() {
         .unwrap();
     assert_eq!(one.sites.len(), 1);
     assert!(a.heartbeat(vec![]).await.unwrap().actions.is_empty());
+    // A revoked edge will never report: its part fails, saying why.
+    let _: serde_json::Value = m
+        .admin()
+        .send(Method::POST, "/api/v1/edges/b/revoke", &())
+        .await
+        .unwrap();
+    let one: ActionStatus = m
+        .admin()
+        .get(&format!("/api/v1/actions/{}", one.id))
+        .await
+        .unwrap();
+    assert_eq!(one.sites[0].state, ActionState::Failed);
+    assert_eq!(one.sites[0].detail.as_deref(), Some("the edge was revoked"));
 }
 
 #[tokio::test]
