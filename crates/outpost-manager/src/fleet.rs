@@ -149,4 +149,6 @@ pub struct Fleet {
     pub published: Published,
     /// Site -> actions it has not reported done, oldest first.
     pub pending: HashMap<String, Vec<ActionOrder>>,
+    /// Site history events not yet written (by the next flush).
+    pub events: Vec<crate::model::events::SiteEvent>,
 }

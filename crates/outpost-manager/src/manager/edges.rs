@@ -18,6 +18,7 @@ use rusqlite::OptionalExtension;
 use super::{Actor, Manager, state_changed, unix_ms, unix_secs};
 use crate::error::{DbContext, ManagerError, Result};
 use crate::fleet::EdgeRecord;
+use crate::model::events::events;
 use crate::model::readiness::{SiteInput, readiness};
 use crate::scope::check_name;
 use crate::secret;
@@ -242,6 +243,16 @@ impl Manager {
             let Some(edge) = fleet.edges.get_mut(site) else {
                 return Err(ManagerError::Unauthorized("unknown edge".into()));
             };
+            let before = outpost_protocol::AppliedConfig {
+                applied_version: edge.config_applied,
+                rejected: edge.config_error.clone(),
+            };
+            let news = events(
+                site,
+                now_ms / 1000,
+                (edge.report.as_deref(), &before),
+                (&heartbeat.report, &heartbeat.config),
+            );
             edge.last_seen_ms = Some(now_ms);
             edge.version = Some(heartbeat.report.version.clone());
             let mut changed = edge.config_applied != heartbeat.config.applied_version
@@ -262,6 +273,10 @@ impl Manager {
                 if pending.is_empty() {
                     fleet.pending.remove(site);
                 }
+            }
+            // Bounded: a stuck flusher must not grow memory without end.
+            if fleet.events.len() < 100_000 {
+                fleet.events.extend(news);
             }
             (self.reply_for(fleet, site), changed)
         };

@@ -526,3 +526,37 @@ async fn a_manager_outage_does_not_turn_edges_down() {
     up.heartbeat(vec![]).await.unwrap();
     assert_eq!(m.manager.edge("up").unwrap().state, EdgeState::Up);
 }
+
+#[tokio::test]
+async fn a_sites_history_keeps_config_and_sync_events() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    let edge = m.enrol("oslo").await;
+    let mut ch = channel("apps", 2, 2);
+    ch.last_finished = Some(100);
+    edge.heartbeat(vec![ch.clone()]).await.unwrap();
+    ch.last_finished = Some(200);
+    let hb = Heartbeat {
+        report: report(vec![ch]),
+        config: AppliedConfig {
+            applied_version: 1,
+            rejected: Some(outpost_protocol::ConfigRejection {
+                version: 2,
+                error: "site:oslo:3: unknown key".into(),
+            }),
+        },
+        action_results: vec![],
+    };
+    edge.heartbeat_with(hb).await.unwrap();
+    let events = eventually(Duration::from_secs(10), "the events", || async {
+        let e = m.manager.site_events("oslo", 10).unwrap();
+        (e.len() == 3).then_some(e)
+    })
+    .await;
+    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+    assert!(details.contains(&"applied version 1"), "{details:?}");
+    assert!(
+        details.contains(&"refused version 2: site:oslo:3: unknown key"),
+        "{details:?}"
+    );
+    assert!(details.contains(&"apps: ok (2/2 files)"), "{details:?}");
+}
