@@ -10,13 +10,14 @@ mod actions;
 mod alerts;
 mod config;
 mod edges;
+mod groups;
 mod history;
 mod tokens;
 
 pub use alerts::{Alert, AlertEvent, MANAGER_VERSION};
-pub use config::GroupInfo;
 pub use config::{DiffReply, HistoryEntry, ScopeDiff, SiteConfig};
 pub use edges::WaitFor;
+pub use groups::GroupInfo;
 pub use history::StateChange;
 pub use tokens::{AuditEntry, NewToken, TokenInfo};
 
