@@ -89,13 +89,17 @@ impl IntoResponse for ManagerError {
 /// Every route: the edge protocol, the automation API, `/metrics`, and
 /// `extra` (the dashboard).
 pub fn router(manager: AppState, extra: Option<Router<AppState>>) -> Router {
-    let mut router = Router::new().merge(edge::routes()).merge(api::routes());
+    // The JSON error wrapper covers the API and the edge protocol only:
+    // the dashboard's own pages answer as they choose.
+    let mut router = Router::new()
+        .merge(edge::routes())
+        .merge(api::routes())
+        .layer(axum::middleware::map_response(errors_as_json));
     if let Some(extra) = extra {
         router = router.merge(extra);
     }
     router
         .fallback(|| async { ManagerError::NotFound("no such route".into()) })
-        .layer(axum::middleware::map_response(errors_as_json))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(manager)
 }
