@@ -289,10 +289,18 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
     }
     drop(stmt);
     let sites: Vec<String> = fleet.edges.keys().cloned().collect();
-    fleet
+    // A published version that no longer renders (it was checked when
+    // published) must not keep the manager from starting: the fleet view,
+    // tokens and a rollback still work; edges asking for it get the error.
+    if let Err(e) = fleet
         .published
         .render_all(sites.iter().map(String::as_str))
-        .map_err(|e| ManagerError::Internal(format!("published config: {e}")))?;
+    {
+        tracing::error!(
+            "published config version {} does not render: {e}; publish or roll back",
+            fleet.published.version
+        );
+    }
     // Pending actions: targets not yet done.
     let mut stmt = conn
         .prepare(
