@@ -292,10 +292,7 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
     // A published version that no longer renders (it was checked when
     // published) must not keep the manager from starting: the fleet view,
     // tokens and a rollback still work; edges asking for it get the error.
-    if let Err(e) = fleet
-        .published
-        .render_all(sites.iter().map(String::as_str))
-    {
+    if let Err(e) = fleet.published.render_all(sites.iter().map(String::as_str)) {
         tracing::error!(
             "published config version {} does not render: {e}; publish or roll back",
             fleet.published.version
