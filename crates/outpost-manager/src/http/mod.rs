@@ -1,0 +1,230 @@
+//! The HTTP layer: thin axum handlers over [`Manager`], and the server
+//! loop (HTTPS with tokio-rustls, or plain HTTP), with a connection cap, a
+//! header read timeout, body size limits and graceful shutdown.
+//!
+//! Shutdown (the manager's token cancelled): stop accepting; long polls
+//! answer at once; each connection finishes its in-flight request and
+//! closes; [`serve`] returns when all have, or after [`DRAIN`].
+
+mod api;
+pub mod auth;
+pub mod client;
+mod edge;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use outpost_protocol::ApiError;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::{Manager, ManagerError};
+
+pub type AppState = Arc<Manager>;
+
+/// The largest request body: a heartbeat of 20 channels with 1,000
+/// missing paths each is ~2 MB.
+pub const MAX_BODY: usize = 8 << 20;
+/// How long shutdown waits for open connections.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+pub struct ServeOptions {
+    /// `None`: plain HTTP (`--insecure-http`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Every edge holds one long-poll connection: size for the fleet.
+    pub max_connections: usize,
+    /// How long a request's head may take, and (hyper counts both) how
+    /// long a kept-alive connection may sit idle between requests: keep
+    /// it above the heartbeat interval, or every heartbeat pays a new TLS
+    /// handshake (see [`header_read_timeout_for`]).
+    pub header_read_timeout: Duration,
+    /// More routes (the dashboard), merged with the API's.
+    pub extra_routes: Option<Router<AppState>>,
+}
+
+/// The TLS handshake's deadline, separate from the head's.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A header timeout that lets an edge keep its connection between two
+/// heartbeats: two intervals and 5 s, at least 10 s.
+pub fn header_read_timeout_for(heartbeat: Duration) -> Duration {
+    (heartbeat.saturating_mul(2) + Duration::from_secs(5)).max(Duration::from_secs(10))
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            max_connections: 20_000,
+            header_read_timeout: Duration::from_secs(10),
+            extra_routes: None,
+        }
+    }
+}
+
+impl IntoResponse for ManagerError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!("{self}");
+        }
+        (
+            status,
+            axum::Json(ApiError {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// Every route: the edge protocol, the automation API, `/metrics`, and
+/// `extra` (the dashboard).
+pub fn router(manager: AppState, extra: Option<Router<AppState>>) -> Router {
+    // The JSON error wrapper covers the API and the edge protocol only:
+    // the dashboard's own pages answer as they choose.
+    let mut router = Router::new()
+        .merge(edge::routes())
+        .merge(api::routes())
+        .layer(axum::middleware::map_response(errors_as_json));
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    router
+        .fallback(|| async { ManagerError::NotFound("no such route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(manager)
+}
+
+/// axum's own rejections (a bad query string, a body over the limit) are
+/// plain text; every error the API gives is an [`ApiError`], so clients
+/// decode one shape.
+async fn errors_as_json(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(response.status().is_client_error() && plain) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => parts.status.to_string(),
+    };
+    (parts.status, axum::Json(ApiError { error: text })).into_response()
+}
+
+/// Serves until the manager's shutdown token is cancelled.
+pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptions) {
+    let router = router(manager.clone(), options.extra_routes);
+    let acceptor = options.tls.map(tokio_rustls::TlsAcceptor::from);
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let tracker = TaskTracker::new();
+    let shutdown = manager.shutdown_token().clone();
+    let header_timeout = options.header_read_timeout;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection refused: {} connections open", options.max_connections);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let service = router.map_request(move |mut request: http::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+            let service = TowerToHyperService::new(service);
+            match acceptor {
+                Some(acceptor) => {
+                    let Ok(Ok(tls)) =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    serve_connection(TokioIo::new(tls), service, header_timeout, shutdown).await;
+                }
+                None => {
+                    serve_connection(TokioIo::new(stream), service, header_timeout, shutdown).await
+                }
+            }
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        tracing::warn!("connections still open after {DRAIN:?}: closing them");
+    }
+}
+
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<Incoming>, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, connection).await;
+        }
+    }
+}
+
+/// The peer's address as the audit log writes it.
+pub(crate) fn peer_text(peer: Option<SocketAddr>) -> String {
+    peer.map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_timeout_outlasts_the_heartbeat() {
+        assert_eq!(
+            header_read_timeout_for(Duration::from_secs(30)),
+            Duration::from_secs(65)
+        );
+        assert_eq!(
+            header_read_timeout_for(Duration::from_secs(1)),
+            Duration::from_secs(10)
+        );
+    }
+}
