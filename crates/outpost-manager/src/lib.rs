@@ -18,3 +18,6 @@
 //!   only as a hash;
 //! - every change of desired config, enrolment, revocation and action is
 //!   in the audit log with who, when, what and from where.
+
+pub mod auth;
+pub mod dashboard;
