@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod manager_user;
 mod reload;
 use outpost::config;
 
@@ -85,6 +86,16 @@ enum Command {
     /// Re-read the running edge's config file and apply what can change
     /// live (same as SIGHUP); lists what needs a restart.
     Reload(cli::Target),
+    /// The fleet manager.
+    #[command(subcommand)]
+    Manager(ManagerCommand),
+}
+
+#[derive(Subcommand)]
+enum ManagerCommand {
+    /// Dashboard users: add, ls, passwd, disable.
+    #[command(subcommand)]
+    User(manager_user::UserArgs),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +167,7 @@ fn main() -> ExitCode {
         Command::Sync { channel, target } => cli::sync(&target, channel.as_deref()),
         Command::Channels(target) => cli::channels(&target),
         Command::Reload(target) => cli::reload(&target),
+        Command::Manager(ManagerCommand::User(args)) => manager_user::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,11 +14,13 @@
 //! - a login failure says the same thing whether the name exists or not,
 //!   and costs the same time (an argon2 verification against a dummy hash).
 
+mod command;
 mod password;
 mod sessions;
 mod throttle;
 mod users;
 
+pub use command::{UserCommand, generate_password, run_in_data_dir, run_user_command};
 pub use password::{hash_password, verify_password};
 pub use sessions::{
     SESSION_IDLE_SECONDS, SessionToken, create_session, delete_session, delete_user_sessions,
@@ -51,11 +53,9 @@ pub enum AuthError {
     Random(String),
 }
 
-/// Creates the tables this module owns, if missing. Idempotent: called at
-/// every start of the manager and by the `user` commands.
-pub fn migrate(conn: &rusqlite::Connection) -> Result<(), AuthError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS users (
+/// This module's schema steps for the manager's per-module migrations:
+/// entry `i` takes the tables from version `i` to `i + 1`; append only.
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS users (
             name TEXT PRIMARY KEY,
             password_hash TEXT NOT NULL,
             role TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
@@ -69,8 +69,14 @@ pub fn migrate(conn: &rusqlite::Connection) -> Result<(), AuthError> {
             last_used INTEGER NOT NULL,
             remote TEXT
         );
-        CREATE INDEX IF NOT EXISTS user_sessions_by_user ON user_sessions(user_name);",
-    )?;
+        CREATE INDEX IF NOT EXISTS user_sessions_by_user ON user_sessions(user_name);"];
+
+/// Applies every step of [`MIGRATIONS`] (they are idempotent), for a bare
+/// connection such as a unit test's.
+pub fn migrate(conn: &rusqlite::Connection) -> Result<(), AuthError> {
+    for step in MIGRATIONS {
+        conn.execute_batch(step)?;
+    }
     Ok(())
 }
 
