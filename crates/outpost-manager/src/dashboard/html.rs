@@ -19,20 +19,17 @@ impl Markup {
     }
 
     /// Trusted markup: a literal in the source.
-    pub fn raw(&mut self, markup: &'static str) -> &mut Self {
+    pub fn raw(&mut self, markup: &'static str) {
         self.0.push_str(markup);
-        self
     }
 
     /// Text, escaped.
-    pub fn text(&mut self, text: &str) -> &mut Self {
+    pub fn text(&mut self, text: &str) {
         let _ = write!(self.0, "{}", Esc(text));
-        self
     }
 
-    pub fn push(&mut self, other: &Markup) -> &mut Self {
+    pub fn push(&mut self, other: &Markup) {
         self.0.push_str(&other.0);
-        self
     }
 
     /// Used by `html!` only: the format string is a literal and every

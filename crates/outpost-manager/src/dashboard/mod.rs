@@ -22,9 +22,11 @@
 
 pub mod html;
 
+mod fleet;
 mod guard;
 mod layout;
 mod login;
+mod readiness;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
