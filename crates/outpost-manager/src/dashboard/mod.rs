@@ -22,11 +22,15 @@
 
 pub mod html;
 
+mod audit;
+mod config;
 mod fleet;
 mod guard;
 mod layout;
 mod login;
 mod readiness;
+mod site;
+mod tokens;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
