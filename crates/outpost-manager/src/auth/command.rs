@@ -119,15 +119,31 @@ pub fn generate_password() -> Result<String, AuthError> {
     Ok(out)
 }
 
-/// Opens the manager's database in `data_dir` and runs the command there.
+/// Opens the manager's database in `data_dir` (made by `outpost manager
+/// init`), runs the command there and records a change in the audit log
+/// as done by `cli` from `local`.
 pub fn run_in_data_dir(
     data_dir: &std::path::Path,
     command: UserCommand,
     now: i64,
-) -> Result<String, AuthError> {
-    let conn = Connection::open(data_dir.join("manager.db"))?;
-    super::migrate(&conn)?;
-    run_user_command(&conn, command, now)
+) -> Result<String, crate::ManagerError> {
+    let db = crate::db::Db::open(data_dir, false)?;
+    db.migrate_module(super::MODULE, super::MIGRATIONS)?;
+    let audit = command.audit_entry();
+    let conn = db.connection();
+    let out = run_user_command(&conn, command, now)
+        .map_err(|e| crate::ManagerError::BadRequest(e.to_string()))?;
+    if let Some((what, detail)) = audit {
+        conn.execute(
+            "INSERT INTO audit (at, who, from_addr, what, detail) VALUES (?1, 'cli', 'local', ?2, ?3)",
+            rusqlite::params![now, what, detail],
+        )
+        .map_err(|source| crate::ManagerError::Db {
+            context: "write audit".into(),
+            source,
+        })?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -53,6 +53,9 @@ pub enum AuthError {
     Random(String),
 }
 
+/// The name of this module's tables in the manager's `module_versions`.
+pub const MODULE: &str = "dashboard";
+
 /// This module's schema steps for the manager's per-module migrations:
 /// entry `i` takes the tables from version `i` to `i + 1`; append only.
 pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS users (

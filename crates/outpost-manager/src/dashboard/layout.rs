@@ -82,12 +82,6 @@ pub fn internal_error(error: &dyn std::fmt::Display) -> Response {
     )
 }
 
-pub async fn home(session: Session) -> Response {
-    let mut body = Markup::new();
-    body.raw("<h1>Fleet</h1>");
-    page("Fleet", &session, "/", &body)
-}
-
 pub async fn script() -> Response {
     asset(
         include_str!("assets/dashboard.js"),

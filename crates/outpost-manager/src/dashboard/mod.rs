@@ -28,6 +28,7 @@ mod fleet;
 mod guard;
 mod layout;
 mod login;
+mod pages;
 mod readiness;
 mod site;
 mod tokens;
@@ -39,28 +40,33 @@ use axum::routing::{get, post};
 use rusqlite::Connection;
 
 use crate::auth::LoginThrottle;
+use crate::{Actor, Manager, ManagerError};
 
 pub use guard::{SESSION_COOKIE, Session};
 
 /// What the dashboard's handlers share.
 pub struct Dashboard {
-    db: Arc<Mutex<Connection>>,
+    manager: Arc<Manager>,
     /// Set the cookie's `Secure` attribute: the manager serves TLS.
     secure_cookies: bool,
     throttle: Mutex<LoginThrottle>,
 }
 
 impl Dashboard {
-    pub fn new(db: Arc<Mutex<Connection>>, secure_cookies: bool) -> Arc<Self> {
-        Arc::new(Self {
-            db,
+    /// Brings the dashboard's tables in the manager's database up to date.
+    pub fn new(manager: Arc<Manager>, secure_cookies: bool) -> Result<Arc<Self>, ManagerError> {
+        manager
+            .db()
+            .migrate_module(crate::auth::MODULE, crate::auth::MIGRATIONS)?;
+        Ok(Arc::new(Self {
+            manager,
             secure_cookies,
             throttle: Mutex::new(LoginThrottle::new()),
-        })
+        }))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+        self.manager.db().connection()
     }
 
     fn throttle(&self) -> MutexGuard<'_, LoginThrottle> {
@@ -68,15 +74,37 @@ impl Dashboard {
     }
 
     /// Records a change or a login in the audit log.
-    fn audit(&self, who: &str, from: &str, what: &str, detail: &str) {
-        tracing::info!(who, from, what, detail, "audit");
+    /// Records a login in the audit log. A failure to write it is logged,
+    /// not shown: it must not decide whether someone may log in.
+    fn audit(&self, user: &str, from: &str, what: &str, detail: &str) {
+        let actor = Actor {
+            who: format!("user:{user}"),
+            from: from.to_owned(),
+        };
+        if let Err(e) = self.manager.audit(&actor, what, detail) {
+            tracing::error!("audit log: {e}");
+        }
     }
 }
 
-/// The dashboard's routes, to merge into the manager's router.
-pub fn router(dashboard: Arc<Dashboard>) -> Router {
+/// The dashboard's routes, to merge into the manager's router (any state
+/// type: the dashboard carries its own).
+pub fn router<S: Clone + Send + Sync + 'static>(dashboard: Arc<Dashboard>) -> Router<S> {
     Router::new()
-        .route("/", get(layout::home))
+        .route("/", get(pages::fleet))
+        .route("/readiness", get(pages::readiness))
+        .route("/sites/{site}", get(pages::site))
+        .route("/sites/{site}/revoke", post(pages::revoke_site))
+        .route("/sites/{site}/approve", post(pages::approve_site))
+        .route("/sites/{site}/sync", post(pages::sync_site))
+        .route("/alerts", get(pages::alerts))
+        .route("/audit", get(pages::audit))
+        .route("/config", get(pages::config))
+        .route("/config/draft", post(pages::save_draft))
+        .route("/config/publish", post(pages::publish))
+        .route("/config/rollback", post(pages::rollback))
+        .route("/tokens", get(pages::tokens).post(pages::make_token))
+        .route("/tokens/{id}/revoke", post(pages::revoke_token))
         .route("/login", get(login::login_page).post(login::login))
         .route("/logout", post(login::logout))
         .route("/assets/dashboard.js", get(layout::script))

@@ -16,7 +16,7 @@ use super::audit::{AuditRow, load_alerts, render_alerts, render_audit};
 use super::config::{EditorView, HistoryRow, render_editor};
 use super::fleet::{FleetRow, render_fleet};
 use super::guard::remote;
-use super::html::{Markup, html, path_segment, query_value};
+use super::html::{Markup, path_segment, query_value};
 use super::layout::{error_page, internal_error, page};
 use super::readiness::render_readiness;
 use super::site::{OriginRow, RenderedView, SiteView, render_site};
@@ -508,13 +508,4 @@ pub async fn revoke_token(
         .revoke_join_token(id, &actor(&session, &extensions))
         .map_err(refused)?;
     Ok(Redirect::to("/tokens").into_response())
-}
-
-/// 404 for any other path under the dashboard.
-pub async fn not_found(session: Session) -> Response {
-    let mut body = Markup::new();
-    html!(body, "<h1>{}</h1><p>No such page.</p>", "Not found");
-    let mut response = page("Not found", &session, "", &body);
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
 }

@@ -1,0 +1,6 @@
+//! The fleet model: plain functions over plain data, no I/O, `now` passed
+//! in. The HTTP handlers and the store only feed them.
+
+pub mod merge;
+pub mod readiness;
+pub mod state;
