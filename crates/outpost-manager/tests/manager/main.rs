@@ -1,6 +1,10 @@
-//! The manager's integration tests: real sockets, real files, real
-//! processes (chromedriver and Chromium for the dashboard).
+//! The manager over real HTTP(S): a manager on a real socket, edges and
+//! admins as protocol clients in the test; the dashboard over HTTP and in
+//! a real headless Chromium (chromedriver and Chromium processes).
 
 mod auth_http;
+mod config;
 mod dashboard_browser;
 mod dashboard_harness;
+mod edges;
+mod support;
