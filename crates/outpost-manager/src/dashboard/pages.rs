@@ -132,22 +132,24 @@ pub async fn site(
     let edge = manager.edge(&site).map_err(refused)?;
     let report = manager.with_fleet(|fleet| fleet.edges.get(&site).and_then(|e| e.report.clone()));
     let states = load_states(&dashboard, &site).map_err(|e| internal_error(&e))?;
-    let alerts =
-        load_alerts(&dashboard.conn(), Some(&site), 50).map_err(|e| internal_error(&e))?;
-    let rendered = manager.site_config(&site, false).ok().map(|c| RenderedView {
-        version: c.version,
-        layers: c.layers,
-        toml: c.toml,
-        origins: c
-            .origins
-            .into_iter()
-            .map(|o| OriginRow {
-                table: o.table,
-                key: o.key,
-                scope: o.scope,
-            })
-            .collect(),
-    });
+    let alerts = load_alerts(&dashboard.conn(), Some(&site), 50).map_err(|e| internal_error(&e))?;
+    let rendered = manager
+        .site_config(&site, false)
+        .ok()
+        .map(|c| RenderedView {
+            version: c.version,
+            layers: c.layers,
+            toml: c.toml,
+            origins: c
+                .origins
+                .into_iter()
+                .map(|o| OriginRow {
+                    table: o.table,
+                    key: o.key,
+                    scope: o.scope,
+                })
+                .collect(),
+        });
     let mut history = history_rows(&dashboard)?;
     history.truncate(10);
     let csrf = session.csrf();
@@ -168,9 +170,8 @@ pub async fn site(
 
 fn load_states(dashboard: &Dashboard, site: &str) -> rusqlite::Result<Vec<(i64, String)>> {
     let conn = dashboard.conn();
-    let mut stmt = conn.prepare(
-        "SELECT at, state FROM edge_states WHERE site = ?1 ORDER BY at DESC LIMIT 50",
-    )?;
+    let mut stmt = conn
+        .prepare("SELECT at, state FROM edge_states WHERE site = ?1 ORDER BY at DESC LIMIT 50")?;
     let rows = stmt.query_map([site], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -14,50 +14,105 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use outpost_manager::auth::{Role, add_user, migrate};
+use outpost_manager::auth::{Role, add_user};
 use outpost_manager::dashboard::{self, Dashboard};
+use outpost_manager::http::client::Client as FleetClient;
+use outpost_manager::http::{ServeOptions, serve};
+use outpost_manager::init::{InitOptions, init};
+use outpost_manager::{Manager, ManagerOptions};
+use outpost_protocol::{EnrolReply, EnrolRequest, ManagerInit};
+
+use crate::support::{TestEdge, validator};
 use tokio::process::{Child, Command};
 
 pub const ADMIN: (&str, &str) = ("alice", "alice-password");
 pub const VIEWER: (&str, &str) = ("victor", "victor-password");
 
-/// A dashboard served on 127.0.0.1:0 over plain HTTP, with an admin and a
-/// viewer.
+/// A manager with its dashboard served on 127.0.0.1:0 over plain HTTP,
+/// heartbeat 1 s, with an admin and a viewer; edges enrol over the real
+/// edge protocol.
 pub struct TestDashboard {
     pub addr: SocketAddr,
-    pub _dir: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
+    pub manager: Arc<Manager>,
+    pub init: ManagerInit,
+    _dir: tempfile::TempDir,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl TestDashboard {
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let conn = rusqlite::Connection::open(dir.path().join("manager.db"))?;
-        migrate(&conn)?;
-        add_user(&conn, ADMIN.0, Role::Admin, ADMIN.1, 0)?;
-        add_user(&conn, VIEWER.0, Role::Viewer, VIEWER.1, 0)?;
-        let dashboard = Dashboard::new(Arc::new(Mutex::new(conn)), false);
+        let data_dir = dir.path().join("data");
+        let init = init(&InitOptions {
+            data_dir: data_dir.clone(),
+            tls_cert: None,
+            tls_key: None,
+            sans: vec![],
+        })?;
+        let manager = Manager::open(ManagerOptions {
+            data_dir,
+            heartbeat: Duration::from_secs(1),
+            validator: validator(),
+        })?;
+        let dashboard = Dashboard::new(manager.clone(), false)?;
+        {
+            let conn = manager.db().connection();
+            add_user(&conn, ADMIN.0, Role::Admin, ADMIN.1, 0)?;
+            add_user(&conn, VIEWER.0, Role::Viewer, VIEWER.1, 0)?;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = dashboard::router(dashboard).into_make_service_with_connect_info::<SocketAddr>();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let background = tokio::spawn(manager.clone().run_background());
+        let server = tokio::spawn(serve(
+            manager.clone(),
+            listener,
+            ServeOptions {
+                extra_routes: Some(dashboard::router(dashboard)),
+                ..ServeOptions::default()
+            },
+        ));
         Ok(Self {
             addr,
+            manager,
+            init,
             _dir: dir,
-            server,
+            tasks: vec![background, server],
         })
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
+
+    /// Enrols an edge over the edge protocol.
+    pub async fn enrol(&self, site: &str, hostname: &str) -> anyhow::Result<TestEdge> {
+        let client = FleetClient::new(&format!("http://{}", self.addr), None)?.fleet_protocol();
+        let reply: EnrolReply = client
+            .send(
+                http::Method::POST,
+                "/edge/v1/enrol",
+                &EnrolRequest {
+                    join_token: self.init.join_token.clone(),
+                    site: site.into(),
+                    version: "0.1.0".into(),
+                    hostname: hostname.into(),
+                },
+            )
+            .await?;
+        Ok(TestEdge {
+            client: client.bearer(&reply.credential),
+            reply,
+            applied: 0,
+        })
+    }
 }
 
 impl Drop for TestDashboard {
     fn drop(&mut self) {
-        self.server.abort();
+        self.manager.shutdown_token().cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
