@@ -6,5 +6,6 @@ mod auth_http;
 mod config;
 mod dashboard_browser;
 mod dashboard_harness;
+mod dashboard_pages;
 mod edges;
 mod support;

@@ -1,0 +1,249 @@
+//! The dashboard's pages over HTTP: roles, the config editor's round trip
+//! (draft, diff, publish, refusal with check-config's messages, rollback),
+//! the audit log, and escaping of everything an edge reports.
+
+use outpost_protocol::{AppliedConfig, FileProblem, Heartbeat};
+
+use crate::dashboard_harness::{ADMIN, TestDashboard, VIEWER, Web};
+use crate::support::{channel, report};
+
+const OFFICE: &str = "[[channel]]\nname = \"office\"\nsource = \"http://files.example/office/\"\n";
+
+async fn logged_in(manager: &TestDashboard, who: (&str, &str)) -> anyhow::Result<(Web, String)> {
+    let mut web = Web::new(manager.addr);
+    assert_eq!(web.login(who.0, who.1).await?.status, 303);
+    let csrf = web.csrf("/").await?;
+    Ok((web, csrf))
+}
+
+#[tokio::test]
+async fn a_viewer_reads_every_page_but_changes_nothing() -> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    manager.enrol("bergen", "bergen.example").await?;
+    let (web, csrf) = logged_in(&manager, VIEWER).await?;
+    for path in [
+        "/",
+        "/readiness",
+        "/alerts",
+        "/config",
+        "/audit",
+        "/sites/bergen",
+    ] {
+        let page = web.get(path).await?;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        assert!(!page.body.contains("action=\"/config/publish\""), "{path}");
+        assert!(!page.body.contains("/revoke\""), "{path}");
+    }
+    assert_eq!(web.get("/tokens").await?.status, 403);
+    let refusals = [
+        ("/config/draft", vec![("scope", "global"), ("toml", OFFICE)]),
+        ("/config/publish", vec![("comment", "sneaky")]),
+        ("/config/rollback", vec![("version", "1")]),
+        ("/tokens", vec![("label", "mine"), ("hours", "1")]),
+        ("/sites/bergen/revoke", vec![]),
+        ("/sites/bergen/sync", vec![("channel", "office")]),
+    ];
+    for (path, mut form) in refusals {
+        form.push(("csrf", &csrf));
+        let reply = web.post(path, &form).await?;
+        assert_eq!(reply.status, 403, "{path}: {}", reply.body);
+        assert!(reply.body.contains("your role is viewer"), "{path}");
+    }
+    assert_eq!(manager.manager.published_version(), 0);
+    assert_eq!(
+        manager
+            .manager
+            .scope_text(&outpost_manager::Scope::Global)?,
+        ""
+    );
+    assert_eq!(
+        manager.manager.edge("bergen")?.state,
+        outpost_protocol::EdgeState::Up
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_admin_saves_a_draft_sees_the_diff_publishes_and_rolls_back() -> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    let (web, csrf) = logged_in(&manager, ADMIN).await?;
+
+    let saved = web
+        .post(
+            "/config/draft",
+            &[
+                ("csrf", &csrf),
+                ("scope", "global"),
+                ("toml", &OFFICE.replace('\n', "\r\n")),
+            ],
+        )
+        .await?;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    assert_eq!(saved.location(), "/config?scope=global&saved=1");
+    let page = web.get(saved.location()).await?;
+    assert!(page.body.contains("Draft of global saved"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("<span class=\"diff-add\">+name = &quot;office&quot;</span>"),
+        "{}",
+        page.body
+    );
+
+    let published = web
+        .post(
+            "/config/publish",
+            &[("csrf", &csrf), ("comment", "office to everyone")],
+        )
+        .await?;
+    assert_eq!(published.location(), "/config?published=1");
+    assert_eq!(manager.manager.published_version(), 1);
+    let page = web.get("/config?published=1").await?;
+    assert!(page.body.contains("Published version 1."), "{}", page.body);
+    assert!(page.body.contains("The drafts are what is published."));
+    assert!(page.body.contains("office to everyone"));
+
+    // A second version, then back to the first: a third version with the
+    // first one's content.
+    web.post(
+        "/config/draft",
+        &[("csrf", &csrf), ("scope", "global"), ("toml", "")],
+    )
+    .await?;
+    web.post(
+        "/config/publish",
+        &[("csrf", &csrf), ("comment", "nothing")],
+    )
+    .await?;
+    assert_eq!(manager.manager.published_version(), 2);
+    let rolled = web
+        .post("/config/rollback", &[("csrf", &csrf), ("version", "1")])
+        .await?;
+    assert_eq!(rolled.location(), "/config?published=3");
+    assert_eq!(
+        manager
+            .manager
+            .scope_text(&outpost_manager::Scope::Global)?,
+        OFFICE
+    );
+
+    let audit = web.get("/audit").await?;
+    for needle in ["user:alice", "login", "publish", "office to everyone"] {
+        assert!(audit.body.contains(needle), "{needle}: {}", audit.body);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_config_check_config_refuses_is_not_published_and_its_message_is_shown()
+-> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    let (web, csrf) = logged_in(&manager, ADMIN).await?;
+    let broken = web
+        .post(
+            "/config/draft",
+            &[
+                ("csrf", &csrf),
+                ("scope", "global"),
+                ("toml", "[[channel]\nname ="),
+            ],
+        )
+        .await?;
+    assert_eq!(broken.status, 400);
+    assert!(broken.body.contains("not valid TOML"), "{}", broken.body);
+    // What was typed is still in the editor.
+    assert!(
+        broken.body.contains("[[channel]\nname =</textarea>"),
+        "{}",
+        broken.body
+    );
+
+    let bogus = format!("{OFFICE}bogus = 1\n");
+    web.post(
+        "/config/draft",
+        &[("csrf", &csrf), ("scope", "global"), ("toml", &bogus)],
+    )
+    .await?;
+    let refused = web
+        .post("/config/publish", &[("csrf", &csrf), ("comment", "try")])
+        .await?;
+    assert!(refused.status.is_client_error(), "{}", refused.status);
+    assert!(refused.body.contains("Not published"), "{}", refused.body);
+    assert!(
+        refused.body.contains("unknown key `bogus`"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(manager.manager.published_version(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn what_an_edge_reports_is_shown_escaped_everywhere() -> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    let (web, csrf) = logged_in(&manager, ADMIN).await?;
+    web.post(
+        "/config/draft",
+        &[("csrf", &csrf), ("scope", "global"), ("toml", OFFICE)],
+    )
+    .await?;
+    web.post("/config/publish", &[("csrf", &csrf), ("comment", "v1")])
+        .await?;
+
+    let edge = manager
+        .enrol("bergen", "<script>alert('host')</script>")
+        .await?;
+    let mut office = channel("office", 4, 2);
+    office.missing = vec!["<img src=x onerror=alert(1)>.msi".into()];
+    office.files_failed = 1;
+    office.problems = vec![FileProblem {
+        url: "http://files.example/office/<script>alert('url')</script>".into(),
+        error: "digest mismatch <script>alert('err')</script>".into(),
+        at: 1,
+    }];
+    let mut report = report(vec![office]);
+    report.version = "<script>alert('version')</script>".into();
+    edge.heartbeat_with(Heartbeat {
+        report,
+        config: AppliedConfig {
+            applied_version: 0,
+            rejected: Some(outpost_protocol::ConfigRejection {
+                version: 1,
+                error: "<script>alert('rejected')</script>".into(),
+            }),
+        },
+        action_results: vec![],
+    })
+    .await?;
+
+    // A site name with markup never gets in at all.
+    let refused = manager.enrol("<script>", "x").await;
+    assert!(refused.is_err(), "a site named <script> was enrolled");
+
+    for path in [
+        "/",
+        "/sites/bergen",
+        "/readiness",
+        "/readiness?channel=office&path=%3Cscript%3E",
+    ] {
+        let page = web.get(path).await?;
+        assert_eq!(page.status, 200, "{path}");
+        for raw in ["<script>alert", "<img src=x"] {
+            assert!(
+                !page.body.contains(raw),
+                "{path} holds {raw}: {}",
+                page.body
+            );
+        }
+    }
+    let site = web.get("/sites/bergen").await?;
+    for shown in [
+        "&lt;script&gt;alert(&#39;host&#39;)&lt;/script&gt;",
+        "&lt;script&gt;alert(&#39;version&#39;)&lt;/script&gt;",
+        "&lt;img src=x onerror=alert(1)&gt;.msi",
+        "digest mismatch &lt;script&gt;",
+        "&lt;script&gt;alert(&#39;rejected&#39;)&lt;/script&gt;",
+    ] {
+        assert!(site.body.contains(shown), "{shown}: {}", site.body);
+    }
+    Ok(())
+}
