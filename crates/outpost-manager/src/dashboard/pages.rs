@@ -299,7 +299,7 @@ fn history_rows(dashboard: &Dashboard) -> Result<Vec<HistoryRow>, Response> {
             comment: h.comment,
         })
         .collect();
-    rows.sort_by(|a, b| b.version.cmp(&a.version));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.version));
     Ok(rows)
 }
 

@@ -130,11 +130,10 @@ fn percent(cell: &SiteReadiness) -> u64 {
     } else {
         (cell.files_present, cell.files_total)
     };
-    if want == 0 {
-        0
-    } else {
-        have.min(want).saturating_mul(100) / want
-    }
+    have.min(want)
+        .saturating_mul(100)
+        .checked_div(want)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

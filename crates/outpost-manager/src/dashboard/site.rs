@@ -82,11 +82,11 @@ pub fn render_site(view: &SiteView<'_>) -> Markup {
     row(&mut out, "Config", &applied);
     if let Some(report) = view.report {
         row(&mut out, "Uptime", &ago(report.uptime_seconds as i64));
-        let percent = if report.disk_limit > 0 {
-            report.disk_used.saturating_mul(100) / report.disk_limit
-        } else {
-            0
-        };
+        let percent = report
+            .disk_used
+            .saturating_mul(100)
+            .checked_div(report.disk_limit)
+            .unwrap_or(0);
         row(
             &mut out,
             "Disk",
