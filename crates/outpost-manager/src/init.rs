@@ -81,6 +81,9 @@ pub fn init(options: &InitOptions) -> Result<ManagerInit> {
             tls::fingerprint(&der)
         }
     };
+    // Created 0600 before SQLite opens it (its -wal and -shm files take the
+    // same mode): it holds token hashes and the fleet's layout.
+    write_private(&dir.join(DB_FILE_NAME), "")?;
     let db = Db::open(dir, true)?;
     let admin_token = secret::generate("oat")?;
     let join_token = secret::generate("ojt")?;
