@@ -122,6 +122,13 @@ impl Manager {
                 _ = tick.tick() => {
                     let changes = self.tick(unix_ms());
                     self.on_state_changes(&changes);
+                    let me = self.clone();
+                    // SQLite work off the async workers.
+                    match tokio::task::spawn_blocking(move || me.evaluate_alerts()).await {
+                        Ok(Err(e)) => tracing::error!("evaluating alerts: {e}"),
+                        Err(e) => tracing::error!("alert task: {e}"),
+                        Ok(Ok(_)) => {}
+                    }
                     false
                 }
                 _ = flush.tick() => true,
@@ -144,7 +151,6 @@ impl Manager {
         }
     }
 
-    /// Hook for state changes (alerts hang here).
     fn on_state_changes(&self, changes: &[(String, EdgeState)]) {
         for (site, state) in changes {
             tracing::info!(site = %site, state = %state, "edge state changed");

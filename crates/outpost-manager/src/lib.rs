@@ -32,11 +32,13 @@ mod flush;
 pub mod http;
 pub mod init;
 pub mod manager;
+pub mod metrics;
 pub mod model;
 pub mod pinned_tls;
 pub mod scope;
 pub mod secret;
 pub mod tls;
+pub mod webhook;
 
 pub use error::ManagerError;
 pub use manager::{Actor, Manager, ManagerOptions, Validator};

@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// At most this many open connections (each edge holds one long poll).
     #[arg(long, default_value_t = 20_000)]
     max_connections: usize,
+    /// POST each alert opened or closed (JSON) to this URL, with retries.
+    #[arg(long)]
+    webhook: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -269,6 +272,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             heartbeat = %humantime::format_duration(args.heartbeat),
             "manager listening"
         );
+        if let Some(url) = &args.webhook {
+            manager.start_webhook(outpost_manager::webhook::WebhookOptions::new(url.clone()))?;
+        }
         // The session cookie is Secure when the manager itself serves TLS.
         let dashboard = outpost_manager::dashboard::Dashboard::new(manager.clone(), tls.is_some())?;
         let background = tokio::spawn(manager.clone().run_background());

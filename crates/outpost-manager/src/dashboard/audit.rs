@@ -46,30 +46,6 @@ pub struct AlertRow {
     pub closed: Option<i64>,
 }
 
-/// Reads alerts (open first, newest first), for one site or all.
-pub fn load_alerts(
-    conn: &rusqlite::Connection,
-    site: Option<&str>,
-    limit: u32,
-) -> rusqlite::Result<Vec<AlertRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT site, kind, subject, detail, opened, closed FROM alerts
-         WHERE ?1 IS NULL OR site = ?1
-         ORDER BY closed IS NOT NULL, opened DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![site, limit], |row| {
-        Ok(AlertRow {
-            site: row.get(0)?,
-            kind: row.get(1)?,
-            subject: row.get(2)?,
-            detail: row.get(3)?,
-            opened: row.get(4)?,
-            closed: row.get(5)?,
-        })
-    })?;
-    rows.collect()
-}
-
 pub fn render_alerts(rows: &[AlertRow], with_site: bool, now: i64) -> Markup {
     let mut out = Markup::new();
     if rows.is_empty() {

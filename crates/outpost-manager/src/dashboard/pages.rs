@@ -12,7 +12,7 @@ use http::StatusCode;
 use outpost_protocol::FleetAction;
 use serde::Deserialize;
 
-use super::audit::{AuditRow, load_alerts, render_alerts, render_audit};
+use super::audit::{AlertRow, AuditRow, render_alerts, render_audit};
 use super::config::{EditorView, HistoryRow, render_editor};
 use super::fleet::{FleetRow, render_fleet};
 use super::guard::remote;
@@ -132,7 +132,7 @@ pub async fn site(
     let edge = manager.edge(&site).map_err(refused)?;
     let report = manager.with_fleet(|fleet| fleet.edges.get(&site).and_then(|e| e.report.clone()));
     let states = load_states(&dashboard, &site).map_err(|e| internal_error(&e))?;
-    let alerts = load_alerts(&dashboard.conn(), Some(&site), 50).map_err(|e| internal_error(&e))?;
+    let alerts = alert_rows(&dashboard, Some(&site), 50)?;
     let rendered = manager
         .site_config(&site, false)
         .ok()
@@ -234,11 +234,35 @@ pub async fn sync_site(
 // --- Alerts and audit --------------------------------------------------------
 
 pub async fn alerts(State(dashboard): State<Arc<Dashboard>>, session: Session) -> Page {
-    let rows = load_alerts(&dashboard.conn(), None, 500).map_err(|e| internal_error(&e))?;
+    let rows = alert_rows(&dashboard, None, 500)?;
     let mut body = Markup::new();
     body.raw("<h1>Alerts</h1>");
     body.push(&render_alerts(&rows, true, now()));
     Ok(page("Alerts", &session, "/alerts", &body))
+}
+
+/// Alerts for the pages: open ones first, then newest first.
+fn alert_rows(
+    dashboard: &Dashboard,
+    site: Option<&str>,
+    limit: u32,
+) -> Result<Vec<AlertRow>, Response> {
+    let mut rows: Vec<AlertRow> = dashboard
+        .manager
+        .alert_history(site, limit)
+        .map_err(refused)?
+        .into_iter()
+        .map(|a| AlertRow {
+            site: a.site,
+            kind: a.kind.as_str().to_owned(),
+            subject: a.subject,
+            detail: a.detail,
+            opened: a.opened,
+            closed: a.closed,
+        })
+        .collect();
+    rows.sort_by_key(|a| (a.closed.is_some(), std::cmp::Reverse(a.opened)));
+    Ok(rows)
 }
 
 pub async fn audit(State(dashboard): State<Arc<Dashboard>>, session: Session) -> Page {

@@ -14,7 +14,7 @@ use super::AppState;
 use super::auth::Admin;
 use super::edge::json_body;
 use crate::manager::{
-    AuditEntry, DiffReply, GroupInfo, HistoryEntry, NewToken, SiteConfig, TokenInfo,
+    Alert, AuditEntry, DiffReply, GroupInfo, HistoryEntry, NewToken, SiteConfig, TokenInfo,
 };
 use crate::{ManagerError, Scope};
 
@@ -52,6 +52,45 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/join-tokens/{id}/revoke", post(revoke_join_token))
         .route("/api/v1/settings", get(settings).put(put_settings))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/metrics", get(metrics))
+}
+
+#[derive(Deserialize)]
+struct AlertsQuery {
+    /// Closed ones too (newest first).
+    #[serde(default)]
+    all: bool,
+    site: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn alerts(
+    State(m): State<AppState>,
+    _: Admin,
+    Query(q): Query<AlertsQuery>,
+) -> ApiResult<Vec<Alert>> {
+    if !q.all {
+        let mut open = m.open_alerts();
+        if let Some(site) = &q.site {
+            open.retain(|a| &a.site == site);
+        }
+        return Ok(Json(open));
+    }
+    let limit = q.limit.unwrap_or(500).min(10_000);
+    Ok(Json(
+        blocking(move || m.alert_history(q.site.as_deref(), limit)).await?,
+    ))
+}
+
+async fn metrics(State(m): State<AppState>, _: Admin) -> impl axum::response::IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render_metrics(),
+    )
 }
 
 /// Runs blocking store work (SQLite) off the async workers.

@@ -7,10 +7,12 @@
 //! flush period (~2 s), state changes at once.
 
 mod actions;
+mod alerts;
 mod config;
 mod edges;
 mod tokens;
 
+pub use alerts::{Alert, AlertEvent, MANAGER_VERSION};
 pub use config::GroupInfo;
 pub use config::{DiffReply, HistoryEntry, ScopeDiff, SiteConfig};
 pub use edges::WaitFor;
@@ -66,6 +68,9 @@ pub struct Stats {
     pub heartbeats_total: AtomicU64,
     pub long_polls_open: AtomicI64,
     pub enrolments_total: AtomicU64,
+    pub webhook_delivered_total: AtomicU64,
+    pub webhook_failed_total: AtomicU64,
+    pub webhook_dropped_total: AtomicU64,
 }
 
 pub struct Manager {
@@ -81,6 +86,8 @@ pub struct Manager {
     flush_now: Notify,
     shutdown: CancellationToken,
     pub stats: Stats,
+    alerts: std::sync::Mutex<alerts::OpenAlerts>,
+    pub(crate) webhook: std::sync::OnceLock<tokio::sync::mpsc::Sender<AlertEvent>>,
 }
 
 pub fn unix_ms() -> i64 {
@@ -104,6 +111,7 @@ impl Manager {
     pub fn with_db(db: Db, options: ManagerOptions) -> Result<Arc<Self>> {
         let heartbeat_ms = (options.heartbeat.as_millis() as u64).max(100);
         let fleet = load_fleet(&db)?;
+        let open_alerts = alerts::load_open(&db.connection())?;
         let (wake, _) = watch::channel(0);
         Ok(Arc::new(Self {
             db,
@@ -115,6 +123,8 @@ impl Manager {
             flush_now: Notify::new(),
             shutdown: CancellationToken::new(),
             stats: Stats::default(),
+            alerts: std::sync::Mutex::new(open_alerts),
+            webhook: std::sync::OnceLock::new(),
         }))
     }
 

@@ -247,3 +247,49 @@ async fn what_an_edge_reports_is_shown_escaped_everywhere() -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_silent_edge_shows_as_down_with_an_alert_on_the_fleet_alerts_and_site_pages()
+-> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    let edge = manager.enrol("bergen", "pc-bergen").await?;
+    edge.heartbeat(vec![]).await?;
+    let (web, _) = logged_in(&manager, VIEWER).await?;
+    // Heartbeat 1 s: down after 2.5 s without one; the alert opens at the
+    // next evaluation.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let alerts = web.get("/alerts").await?;
+        if alerts.body.contains("site_down") {
+            assert!(alerts.body.contains(">open</span>"), "{}", alerts.body);
+            assert!(
+                alerts.body.contains("href=\"/sites/bergen\""),
+                "{}",
+                alerts.body
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no site_down alert: {}",
+            alerts.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let fleet = web.get("/").await?;
+    assert!(
+        fleet
+            .body
+            .contains("<span class=\"state down\">down</span>"),
+        "{}",
+        fleet.body
+    );
+    let site = web.get("/sites/bergen").await?;
+    assert!(site.body.contains("site_down"), "{}", site.body);
+    assert!(
+        site.body.contains("id=\"site-state\">down</span>"),
+        "{}",
+        site.body
+    );
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! admins as protocol clients in the test; the dashboard over HTTP and in
 //! a real headless Chromium (chromedriver and Chromium processes).
 
+mod alerts;
 mod auth_http;
 mod config;
 mod dashboard_browser;
