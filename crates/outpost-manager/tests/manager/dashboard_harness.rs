@@ -84,6 +84,10 @@ impl TestDashboard {
         format!("http://{}{}", self.addr, path)
     }
 
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// Enrols an edge over the edge protocol.
     pub async fn enrol(&self, site: &str, hostname: &str) -> anyhow::Result<TestEdge> {
         let client = FleetClient::new(&format!("http://{}", self.addr), None)?.fleet_protocol();

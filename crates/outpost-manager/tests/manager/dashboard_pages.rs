@@ -293,3 +293,88 @@ async fn a_silent_edge_shows_as_down_with_an_alert_on_the_fleet_alerts_and_site_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_admin_makes_and_revokes_a_join_token_revokes_an_edge_and_starts_a_sync()
+-> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    let (web, csrf) = logged_in(&manager, ADMIN).await?;
+
+    let made = web
+        .post(
+            "/tokens",
+            &[
+                ("csrf", &csrf),
+                ("label", "branch <rollout>"),
+                ("hours", "24"),
+            ],
+        )
+        .await?;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let start = made.body.find("ojt_").expect("the new token is shown");
+    let token = made.body[start..start + 4 + 64].to_owned();
+    assert!(
+        made.body.contains("branch &lt;rollout&gt;"),
+        "{}",
+        made.body
+    );
+    // Shown once: the list holds the label, never the secret.
+    let list = web.get("/tokens").await?;
+    assert!(!list.body.contains(&token));
+    assert!(list.body.contains(">valid</span>"), "{}", list.body);
+    let id = manager
+        .manager
+        .join_tokens()?
+        .into_iter()
+        .find(|t| t.label == "branch <rollout>")
+        .expect("token listed")
+        .id;
+    let revoked = web
+        .post(&format!("/tokens/{id}/revoke"), &[("csrf", &csrf)])
+        .await?;
+    assert_eq!(revoked.location(), "/tokens");
+    assert!(web.get("/tokens").await?.body.contains(">revoked</span>"));
+
+    // An edge: a sync started from its page reaches it with its next
+    // heartbeat; revoked from its page, it is refused.
+    web.post(
+        "/config/draft",
+        &[("csrf", &csrf), ("scope", "global"), ("toml", OFFICE)],
+    )
+    .await?;
+    web.post("/config/publish", &[("csrf", &csrf), ("comment", "v1")])
+        .await?;
+    let edge = manager.enrol("bergen", "pc-bergen").await?;
+    edge.heartbeat(vec![channel("office", 2, 2)]).await?;
+    let sync = web
+        .post(
+            "/sites/bergen/sync",
+            &[("csrf", &csrf), ("channel", "office")],
+        )
+        .await?;
+    assert_eq!(sync.location(), "/sites/bergen");
+    let reply = edge.heartbeat(vec![channel("office", 2, 2)]).await?;
+    assert_eq!(
+        reply.actions.first().map(|a| a.action.clone()),
+        Some(outpost_protocol::FleetAction::Sync {
+            channel: "office".into()
+        })
+    );
+    let revoke = web.post("/sites/bergen/revoke", &[("csrf", &csrf)]).await?;
+    assert_eq!(revoke.location(), "/sites/bergen");
+    assert!(
+        edge.heartbeat(vec![]).await.is_err(),
+        "a revoked edge was answered"
+    );
+    let page = web.get("/sites/bergen").await?;
+    assert!(
+        page.body.contains("id=\"site-state\">revoked</span>"),
+        "{}",
+        page.body
+    );
+    let audit = web.get("/audit").await?;
+    for needle in ["join-token create", "revoke", "user:alice"] {
+        assert!(audit.body.contains(needle), "{needle}: {}", audit.body);
+    }
+    Ok(())
+}

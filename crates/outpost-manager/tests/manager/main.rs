@@ -4,6 +4,7 @@
 
 mod alerts;
 mod auth_http;
+mod auth_users;
 mod config;
 mod dashboard_browser;
 mod dashboard_harness;
