@@ -2,7 +2,64 @@
 
 use outpost_protocol::{EdgeState, EdgeSummary};
 
+use serde::Deserialize;
+
 use super::html::{Markup, ago, bytes, html, path_segment};
+
+/// At most this many rows: a fleet of thousands is read through the
+/// filter (and the API), not scrolled.
+pub const FLEET_ROWS_SHOWN: usize = 1000;
+
+/// `/?state=down&site=osl`: which rows to show.
+#[derive(Debug, Default, Deserialize)]
+pub struct FleetFilter {
+    pub state: Option<String>,
+    pub site: Option<String>,
+}
+
+impl FleetFilter {
+    fn matches(&self, edge: &EdgeSummary) -> bool {
+        let state_ok = match self.state.as_deref() {
+            None | Some("") => true,
+            Some(state) => edge.state.as_str() == state,
+        };
+        let site_ok = match self.site.as_deref().map(str::trim) {
+            None | Some("") => true,
+            Some(part) => edge
+                .site
+                .to_ascii_lowercase()
+                .contains(&part.to_ascii_lowercase()),
+        };
+        state_ok && site_ok
+    }
+
+    /// The filter form; outside the live region so typing is not undone
+    /// by a refresh.
+    pub fn render_form(&self) -> Markup {
+        let mut out = Markup::new();
+        out.raw("<form method=\"get\" action=\"/\" id=\"fleet-filter\"><label>State <select name=\"state\"><option value=\"\">any</option>");
+        for state in ["up", "stale", "down", "revoked", "pending"] {
+            let selected = if self.state.as_deref() == Some(state) {
+                " selected"
+            } else {
+                ""
+            };
+            html!(
+                out,
+                "<option value=\"{}\"{}>{}</option>",
+                state,
+                selected,
+                state
+            );
+        }
+        html!(
+            out,
+            "</select></label> <label>Site <input name=\"site\" size=\"20\" value=\"{}\"></label> <button type=\"submit\">Filter</button></form>",
+            self.site.as_deref().unwrap_or("")
+        );
+        out
+    }
+}
 
 /// One edge as the table shows it: the API's summary plus the traffic
 /// figures of its last report.
@@ -14,8 +71,14 @@ pub struct FleetRow {
     pub bytes_saved: Option<u64>,
 }
 
-/// The table (refreshed live: `data-refresh`), with counts by state.
-pub fn render_fleet(rows: &[FleetRow], desired_version: u64, now: i64) -> Markup {
+/// The table (refreshed live: `data-refresh`), with counts by state over
+/// the whole fleet and the rows the filter lets through.
+pub fn render_fleet(
+    rows: &[FleetRow],
+    filter: &FleetFilter,
+    desired_version: u64,
+    now: i64,
+) -> Markup {
     let mut out = Markup::new();
     let count = |state: EdgeState| rows.iter().filter(|r| r.summary.state == state).count();
     out.raw("<div id=\"fleet-live\" data-refresh>");
@@ -47,12 +110,16 @@ pub fn render_fleet(rows: &[FleetRow], desired_version: u64, now: i64) -> Markup
         out.raw("<p class=\"muted\">No edge has enrolled yet. Join one with <code>outpost serve --manager URL --join-token TOKEN --site NAME</code>.</p></div>");
         return out;
     }
+    let shown: Vec<&FleetRow> = rows.iter().filter(|r| filter.matches(&r.summary)).collect();
+    if shown.len() < rows.len() {
+        html!(out, "<p>{} edges match the filter.</p>", shown.len());
+    }
     out.raw(
         "<table id=\"fleet\"><thead><tr><th>Site</th><th>Groups</th><th>Version</th>\
          <th>State</th><th>Last heartbeat</th><th>Disk</th><th>Hit ratio</th>\
          <th>WAN saved</th><th>Config</th></tr></thead><tbody>",
     );
-    for row in rows {
+    for row in shown.iter().take(FLEET_ROWS_SHOWN) {
         let edge = &row.summary;
         html!(
             out,
@@ -99,7 +166,16 @@ pub fn render_fleet(rows: &[FleetRow], desired_version: u64, now: i64) -> Markup
         config_cell(&mut out, edge, desired_version);
         out.raw("</tr>");
     }
-    out.raw("</tbody></table><p class=\"muted\"><span id=\"refreshed\"></span> Hit ratio and WAN saved count since the edge started.</p></div>");
+    out.raw("</tbody></table>");
+    if shown.len() > FLEET_ROWS_SHOWN {
+        html!(
+            out,
+            "<p class=\"muted\">The first {} of {} shown: filter by state or site for the rest.</p>",
+            FLEET_ROWS_SHOWN,
+            shown.len()
+        );
+    }
+    out.raw("<p class=\"muted\"><span id=\"refreshed\"></span> Hit ratio and WAN saved count since the edge started.</p></div>");
     out
 }
 
@@ -162,7 +238,7 @@ mod tests {
                 bytes_saved: None,
             },
         ];
-        let page = render_fleet(&rows, 3, 2000).into_string();
+        let page = render_fleet(&rows, &FleetFilter::default(), 3, 2000).into_string();
         assert!(page.contains("2 edges"), "{page}");
         assert!(page.contains("v3 applied"));
         assert!(page.contains("50 B of 200 B (25 %)"));
@@ -170,5 +246,14 @@ mod tests {
         assert!(!page.contains("<script>alert"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("bad &lt;b&gt;toml&lt;/b&gt;"));
+
+        let down_only = FleetFilter {
+            state: Some("down".into()),
+            site: None,
+        };
+        let page = render_fleet(&rows, &down_only, 3, 2000).into_string();
+        assert!(page.contains("1 edges match the filter."), "{page}");
+        assert!(page.contains("data-site=\"oslo\""));
+        assert!(!page.contains("data-site=\"bergen\""));
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::audit::{AlertRow, AuditRow, render_alerts, render_audit};
 use super::config::{EditorView, HistoryRow, render_editor};
-use super::fleet::{FleetRow, render_fleet};
+use super::fleet::{FleetFilter, FleetRow, render_fleet};
 use super::guard::remote;
 use super::html::{Markup, path_segment, query_value};
 use super::layout::{error_page, internal_error, page};
@@ -47,7 +47,11 @@ fn actor(session: &Session, extensions: &http::Extensions) -> Actor {
 
 // --- Fleet -----------------------------------------------------------------
 
-pub async fn fleet(State(dashboard): State<Arc<Dashboard>>, session: Session) -> Page {
+pub async fn fleet(
+    State(dashboard): State<Arc<Dashboard>>,
+    session: Session,
+    Query(filter): Query<FleetFilter>,
+) -> Page {
     let manager = &dashboard.manager;
     let edges = manager.edge_list().edges;
     let saved: Vec<Option<u64>> = manager.with_fleet(|fleet| {
@@ -71,7 +75,13 @@ pub async fn fleet(State(dashboard): State<Arc<Dashboard>>, session: Session) ->
         .collect();
     let mut body = Markup::new();
     body.raw("<h1>Fleet</h1>");
-    body.push(&render_fleet(&rows, manager.published_version(), now()));
+    body.push(&filter.render_form());
+    body.push(&render_fleet(
+        &rows,
+        &filter,
+        manager.published_version(),
+        now(),
+    ));
     Ok(page("Fleet", &session, "/", &body))
 }
 

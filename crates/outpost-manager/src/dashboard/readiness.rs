@@ -6,6 +6,12 @@ use outpost_protocol::{EdgeState, Readiness, ReadinessState, SiteReadiness};
 
 use super::html::{Markup, html, path_segment};
 
+/// Above this many sites a matrix is too wide to read: the page shows
+/// counts per channel and lists the sites that are not complete.
+pub const MATRIX_MAX_SITES: usize = 40;
+/// At most this many not-complete sites listed per channel.
+const NOT_READY_LISTED: usize = 200;
+
 /// The query form, then the matrix (refreshed live).
 pub fn render_readiness(
     all_channels: &[String],
@@ -43,6 +49,10 @@ pub fn render_readiness(
         .iter()
         .flat_map(|r| r.sites.iter().map(|s| s.site.as_str()))
         .collect();
+    if sites.len() > MATRIX_MAX_SITES {
+        render_summary(&mut out, matrix, sites.len());
+        return out;
+    }
     out.raw("<table id=\"matrix\"><thead><tr><th>Channel</th><th>Ready everywhere</th>");
     for site in &sites {
         html!(
@@ -89,6 +99,85 @@ pub fn render_readiness(
     }
     out.raw("</tbody></table><p class=\"muted\"><span id=\"refreshed\"></span></p></div>");
     out
+}
+
+/// Counts by state per channel, then the sites that are not complete.
+fn render_summary(out: &mut Markup, matrix: &[Readiness], site_count: usize) {
+    const STATES: [ReadinessState; 5] = [
+        ReadinessState::Complete,
+        ReadinessState::Syncing,
+        ReadinessState::Failed,
+        ReadinessState::Missing,
+        ReadinessState::Quarantined,
+    ];
+    html!(
+        out,
+        "<p>{} sites: counts per channel, then every site that is not complete.</p>",
+        site_count
+    );
+    out.raw("<table id=\"summary\"><thead><tr><th>Channel</th><th>Ready everywhere</th>");
+    for state in STATES {
+        html!(out, "<th>{}</th>", state.as_str());
+    }
+    out.raw("</tr></thead><tbody>");
+    for readiness in matrix {
+        let (class, word) = if readiness.ready {
+            ("complete", "yes")
+        } else {
+            ("failed", "no")
+        };
+        html!(
+            out,
+            "<tr data-channel=\"{}\"><th>{}</th><td><span class=\"state {}\">{}</span></td>",
+            readiness.channel,
+            readiness.channel,
+            class,
+            word
+        );
+        for state in STATES {
+            let count = readiness.sites.iter().filter(|s| s.state == state).count();
+            html!(out, "<td class=\"num\">{}</td>", count);
+        }
+        out.raw("</tr>");
+    }
+    out.raw("</tbody></table>");
+    for readiness in matrix {
+        let not_ready: Vec<&SiteReadiness> = readiness
+            .sites
+            .iter()
+            .filter(|s| s.state != ReadinessState::Complete)
+            .collect();
+        if not_ready.is_empty() {
+            continue;
+        }
+        html!(
+            out,
+            "<h2>{}: {} sites not complete</h2><table class=\"not-ready\" data-channel=\"{}\"><thead><tr><th>Site</th><th>State</th></tr></thead><tbody>",
+            readiness.channel,
+            not_ready.len(),
+            readiness.channel
+        );
+        for cell in not_ready.iter().take(NOT_READY_LISTED) {
+            html!(
+                out,
+                "<tr><th><a href=\"/sites/{}\">{}</a></th>",
+                path_segment(&cell.site),
+                cell.site
+            );
+            render_cell(out, cell);
+            out.raw("</tr>");
+        }
+        out.raw("</tbody></table>");
+        if not_ready.len() > NOT_READY_LISTED {
+            html!(
+                out,
+                "<p class=\"muted\">and {} more; the API lists them all: GET /api/v1/readiness?channel={}</p>",
+                not_ready.len() - NOT_READY_LISTED,
+                readiness.channel
+            );
+        }
+    }
+    out.raw("<p class=\"muted\"><span id=\"refreshed\"></span></p></div>");
 }
 
 fn render_cell(out: &mut Markup, cell: &SiteReadiness) {
@@ -139,6 +228,31 @@ fn percent(cell: &SiteReadiness) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_fleet_gets_counts_and_the_sites_that_are_not_complete() {
+        let mut sites: Vec<SiteReadiness> = (0..100)
+            .map(|i| cell(&format!("site{i:03}"), ReadinessState::Complete, 4, None))
+            .collect();
+        sites[42] = cell(
+            "site042",
+            ReadinessState::Failed,
+            3,
+            Some("origin answered 404"),
+        );
+        let matrix = [Readiness {
+            channel: "office".into(),
+            path: None,
+            ready: false,
+            sites,
+        }];
+        let page = render_readiness(&["office".into()], &matrix, None, None).into_string();
+        assert!(!page.contains("id=\"matrix\""), "{page}");
+        assert!(page.contains("<td class=\"num\">99</td>"), "{page}");
+        assert!(page.contains("office: 1 sites not complete"), "{page}");
+        assert!(page.contains("origin answered 404"), "{page}");
+        assert!(!page.contains(">site041<"), "{page}");
+    }
 
     fn cell(
         site: &str,
