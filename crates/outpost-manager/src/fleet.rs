@@ -18,6 +18,9 @@ pub struct EdgeRecord {
     pub credential_hash: String,
     /// Unix seconds.
     pub enrolled: i64,
+    /// Unix milliseconds of enrolment (seconds precision after a restart):
+    /// a new edge's grace period starts here.
+    pub enrolled_ms: i64,
     pub approved: bool,
     /// Unix seconds of the revocation.
     pub revoked: Option<i64>,
@@ -32,6 +35,9 @@ pub struct EdgeRecord {
     pub state_since: i64,
     /// Changed since the last flush to SQLite.
     pub dirty: bool,
+    /// `state` changed since the last flush: the flush records it in the
+    /// state history.
+    pub state_dirty: bool,
 }
 
 impl EdgeRecord {
@@ -39,7 +45,7 @@ impl EdgeRecord {
         Liveness {
             revoked: self.revoked.is_some(),
             approved: self.approved,
-            last_seen_ms: self.last_seen_ms.unwrap_or(self.enrolled * 1000),
+            last_seen_ms: self.last_seen_ms.unwrap_or(self.enrolled_ms),
         }
     }
 

@@ -22,6 +22,7 @@ struct Row {
     report: Option<Arc<outpost_protocol::EdgeReport>>,
     state: EdgeState,
     state_since: i64,
+    state_changed: bool,
 }
 
 impl Manager {
@@ -35,7 +36,9 @@ impl Manager {
                 .filter(|e| e.dirty)
                 .map(|e| {
                     e.dirty = false;
+                    let state_changed = std::mem::take(&mut e.state_dirty);
                     Row {
+                        state_changed,
                         site: e.site.clone(),
                         version: e.version.clone(),
                         last_seen: e.last_seen_ms,
@@ -75,13 +78,7 @@ impl Manager {
                 )
                 .db("prepare flush")?;
             let mut history = tx
-                .prepare_cached(
-                    "INSERT INTO edge_states (site, at, state)
-                     SELECT ?1, ?2, ?3 WHERE NOT EXISTS (
-                        SELECT 1 FROM edge_states WHERE site = ?1 AND at = ?2 AND state = ?3)
-                     AND COALESCE((SELECT state FROM edge_states WHERE site = ?1
-                        ORDER BY at DESC, rowid DESC LIMIT 1), '') != ?3",
-                )
+                .prepare_cached("INSERT INTO edge_states (site, at, state) VALUES (?1, ?2, ?3)")
                 .db("prepare history")?;
             for (row, report) in rows.iter().zip(&encoded) {
                 update
@@ -97,13 +94,15 @@ impl Manager {
                         row.state_since
                     ])
                     .db("flush edge")?;
-                history
-                    .execute(rusqlite::params![
-                        row.site,
-                        row.state_since,
-                        row.state.as_str()
-                    ])
-                    .db("record state")?;
+                if row.state_changed {
+                    history
+                        .execute(rusqlite::params![
+                            row.site,
+                            row.state_since,
+                            row.state.as_str()
+                        ])
+                        .db("record state")?;
+                }
             }
         }
         tx.commit().db("commit flush")?;

@@ -392,11 +392,22 @@ impl Manager {
             sites.push(String::new());
             sites.sort();
             sites.dedup();
-            let mut seen = BTreeSet::new();
+            // Sites with the same layers render the same document: each
+            // set of layers is rendered and checked once.
+            let mut seen_layers = BTreeSet::new();
+            let mut seen_docs = BTreeSet::new();
             for site in sites {
+                let layers: Vec<String> = snapshot
+                    .layers_of(&site)
+                    .into_iter()
+                    .map(|(scope, _)| scope)
+                    .collect();
+                if !seen_layers.insert(layers) {
+                    continue;
+                }
                 match render(snapshot, &site) {
                     Ok(doc) => {
-                        if seen.insert(doc.toml.clone()) {
+                        if seen_docs.insert(doc.toml.clone()) {
                             let source = if site.is_empty() {
                                 "rendered for sites with global only".to_string()
                             } else {

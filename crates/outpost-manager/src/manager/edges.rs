@@ -143,6 +143,7 @@ impl Manager {
                     hostname,
                     credential_hash,
                     enrolled: now,
+                    enrolled_ms: unix_ms(),
                     approved,
                     revoked: None,
                     version: Some(request.version.clone()),
@@ -153,6 +154,7 @@ impl Manager {
                     state,
                     state_since: now,
                     dirty: false,
+                    state_dirty: false,
                 },
             );
             let _ = fleet.published.rendered_for(&request.site);
@@ -312,6 +314,18 @@ impl Manager {
 
     /// `GET /edge/v1/config`.
     pub fn desired_config(&self, site: &str) -> Result<DesiredConfig> {
+        // After a publish every edge asks at once: the read lock serves
+        // them all in parallel; only a site never rendered needs the write.
+        {
+            let fleet = self.read();
+            let approved = fleet.edges.get(site).is_some_and(|e| e.approved);
+            if let (true, Some(doc)) = (approved, fleet.published.rendered.get(site)) {
+                return Ok(DesiredConfig {
+                    version: fleet.published.version,
+                    toml: doc.toml.clone(),
+                });
+            }
+        }
         let mut fleet = self.write();
         let approved = fleet.edges.get(site).is_some_and(|e| e.approved);
         if !approved {
@@ -443,7 +457,7 @@ impl Manager {
             state_changed(now, edge, EdgeState::Revoked);
             fleet.pending.remove(site);
         }
-        self.record_state(site, now, EdgeState::Revoked)?;
+        self.request_flush();
         self.audit(actor, "edge revoke", site)?;
         self.wake_long_polls();
         Ok(())
@@ -485,17 +499,6 @@ impl Manager {
         }
         self.audit(actor, "edge delete", site)?;
         self.wake_long_polls();
-        Ok(())
-    }
-
-    pub(crate) fn record_state(&self, site: &str, at: i64, state: EdgeState) -> Result<()> {
-        self.db()
-            .connection()
-            .execute(
-                "INSERT INTO edge_states (site, at, state) VALUES (?1, ?2, ?3)",
-                rusqlite::params![site, at, state.as_str()],
-            )
-            .db("record state")?;
         Ok(())
     }
 

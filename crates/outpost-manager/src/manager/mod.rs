@@ -253,6 +253,7 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
                 hostname: r.get(1)?,
                 credential_hash: r.get(2)?,
                 enrolled: r.get(3)?,
+                enrolled_ms: r.get::<_, i64>(3)? * 1000,
                 approved: r.get(4)?,
                 revoked: r.get(5)?,
                 version: r.get(6)?,
@@ -270,6 +271,7 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
                 state: parse_state(&state),
                 state_since: r.get(13)?,
                 dirty: false,
+                state_dirty: false,
             })
         })
         .db("read edges")?;
@@ -340,5 +342,6 @@ pub(crate) fn state_changed(
     edge.state = state;
     edge.state_since = now_secs;
     edge.dirty = true;
+    edge.state_dirty = true;
     true
 }
