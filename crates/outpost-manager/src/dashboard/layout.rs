@@ -11,6 +11,7 @@ const NAV: &[(&str, &str, bool)] = &[
     ("/", "Fleet", false),
     ("/readiness", "Readiness", false),
     ("/alerts", "Alerts", false),
+    ("/actions", "Actions", false),
     ("/config", "Config", false),
     ("/audit", "Audit", false),
     ("/tokens", "Join tokens", true),

@@ -1,8 +1,9 @@
 //! The dashboard: server-rendered pages for people, behind a login.
 //!
 //! Owns the page routes (`/`, `/login`, `/logout`, `/readiness`,
-//! `/sites/{site}`, `/alerts`, `/config`, `/audit`, `/tokens`) and their
-//! static assets (`/assets/...`). Pages read without JavaScript; one small
+//! `/sites/{site}`, `/alerts`, `/actions`, `/config`, `/audit`, `/tokens`)
+//! and their static assets (`/assets/...`). Pages read without JavaScript;
+//! one small
 //! script (served as a file, so the Content-Security-Policy needs no
 //! `unsafe-inline`) refreshes the live parts.
 //!
@@ -22,6 +23,7 @@
 
 pub mod html;
 
+mod actions;
 mod audit;
 mod config;
 mod fleet;
@@ -98,6 +100,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(dashboard: Arc<Dashboard>) -> Ro
         .route("/sites/{site}/approve", post(pages::approve_site))
         .route("/sites/{site}/sync", post(pages::sync_site))
         .route("/alerts", get(pages::alerts))
+        .route(
+            "/actions",
+            get(actions::actions).post(actions::start_action),
+        )
         .route("/audit", get(pages::audit))
         .route("/config", get(pages::config))
         .route("/config/draft", post(pages::save_draft))

@@ -30,7 +30,7 @@ type Page = Result<Response, Response>;
 
 /// A manager error as a page: its status and message (the messages are
 /// written for people: check-config's, "no edge enrolled as X").
-fn refused(error: ManagerError) -> Response {
+pub(super) fn refused(error: ManagerError) -> Response {
     let status = error.status();
     if status.is_server_error() {
         return internal_error(&error);
@@ -38,7 +38,7 @@ fn refused(error: ManagerError) -> Response {
     error_page(status, &error.to_string())
 }
 
-fn actor(session: &Session, extensions: &http::Extensions) -> Actor {
+pub(super) fn actor(session: &Session, extensions: &http::Extensions) -> Actor {
     Actor {
         who: format!("user:{}", session.user.name),
         from: remote(extensions),

@@ -42,6 +42,14 @@ async fn a_viewer_reads_every_page_but_changes_nothing() -> anyhow::Result<()> {
         ("/tokens", vec![("label", "mine"), ("hours", "1")]),
         ("/sites/bergen/revoke", vec![]),
         ("/sites/bergen/sync", vec![("channel", "office")]),
+        (
+            "/actions",
+            vec![
+                ("kind", "purge"),
+                ("target", "http://x/a"),
+                ("scope", "global"),
+            ],
+        ),
     ];
     for (path, mut form) in refusals {
         form.push(("csrf", &csrf));
@@ -376,5 +384,73 @@ async fn an_admin_makes_and_revokes_a_join_token_revokes_an_edge_and_starts_a_sy
     for needle in ["join-token create", "revoke", "user:alice"] {
         assert!(audit.body.contains(needle), "{needle}: {}", audit.body);
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_action_started_on_the_actions_page_shows_each_sites_result() -> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    let bergen = manager.enrol("bergen", "pc-bergen").await?;
+    let oslo = manager.enrol("oslo", "pc-oslo").await?;
+    let (web, csrf) = logged_in(&manager, ADMIN).await?;
+    let started = web
+        .post(
+            "/actions",
+            &[
+                ("csrf", &csrf),
+                ("kind", "purge"),
+                ("target", "http://files.example/office/setup.msi"),
+                ("scope", "global"),
+            ],
+        )
+        .await?;
+    assert_eq!(started.location(), "/actions", "{}", started.body);
+    let page = web.get("/actions").await?;
+    assert!(
+        page.body
+            .contains("purge http://files.example/office/setup.msi"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("2 pending"), "{}", page.body);
+
+    // Each edge gets the order with its heartbeat and reports back.
+    for (edge, ok, detail) in [
+        (&bergen, true, "purged"),
+        (&oslo, false, "no such object <x>"),
+    ] {
+        let order = edge.heartbeat(vec![]).await?.actions[0].clone();
+        edge.heartbeat_with(Heartbeat {
+            report: report(vec![]),
+            config: AppliedConfig::default(),
+            action_results: vec![outpost_protocol::ActionResult {
+                id: order.id,
+                ok,
+                detail: detail.into(),
+            }],
+        })
+        .await?;
+    }
+    let page = web.get("/actions").await?;
+    assert!(page.body.contains("1 done"), "{}", page.body);
+    assert!(page.body.contains("1 failed"), "{}", page.body);
+    assert!(
+        page.body.contains("no such object &lt;x&gt;"),
+        "{}",
+        page.body
+    );
+
+    let bad = web
+        .post(
+            "/actions",
+            &[
+                ("csrf", &csrf),
+                ("kind", "sync"),
+                ("target", "office"),
+                ("scope", "group:nobody"),
+            ],
+        )
+        .await?;
+    assert_eq!(bad.status, 400, "{}", bad.body);
     Ok(())
 }
