@@ -13,7 +13,10 @@ use super::guard::{clear_cookie, remote, session_cookie};
 use super::html::{Markup, html};
 use super::layout::{self, head};
 use super::{Dashboard, Session, now};
-use crate::auth::{authenticate, create_session, delete_session};
+use crate::auth::{authenticate, create_session, delete_session, valid_user_name};
+
+/// Longer passwords are not even hashed.
+const MAX_PASSWORD_BYTES: usize = 1024;
 
 #[derive(Deserialize)]
 pub struct LoginQuery {
@@ -73,6 +76,17 @@ pub async fn login(
 ) -> Response {
     let from = remote(&extensions);
     let at = now();
+    // No user can have such a name or password: answer as for a wrong
+    // password, without keeping the name (the throttle's memory is for
+    // names that could exist).
+    if !valid_user_name(&form.name) || form.password.len() > MAX_PASSWORD_BYTES {
+        return login_form(
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong name or password."),
+            "",
+            form.next.as_deref(),
+        );
+    }
     if let Err(wait) = dashboard.throttle().check(&form.name, at) {
         dashboard.audit(&form.name, &from, "login throttled", "");
         return login_form(

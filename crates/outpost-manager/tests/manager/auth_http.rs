@@ -189,3 +189,24 @@ async fn a_forged_or_malformed_cookie_is_no_session() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_name_or_password_no_user_can_have_is_refused_like_a_wrong_one() -> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    let mut web = Web::new(manager.addr);
+    let long_name = "a".repeat(100_000);
+    let long_password = "p".repeat(5_000);
+    for (name, password) in [
+        (long_name.as_str(), ADMIN.1),
+        ("<script>", ADMIN.1),
+        (ADMIN.0, long_password.as_str()),
+    ] {
+        let reply = web.login(name, password).await?;
+        assert_eq!(reply.status, 401);
+        assert!(reply.body.contains("Wrong name or password."));
+        assert!(!reply.body.contains("<script>"), "{}", reply.body);
+    }
+    // Not counted against the real name.
+    assert_eq!(web.login(ADMIN.0, ADMIN.1).await?.status, 303);
+    Ok(())
+}
