@@ -70,7 +70,7 @@ pub fn render_editor(view: &EditorView<'_>) -> Markup {
             "<textarea name=\"toml\" id=\"toml\" rows=\"18\" spellcheck=\"false\">{}</textarea>",
             view.text
         );
-        out.raw("<p><button type=\"submit\" id=\"save\">Save draft</button> <span class=\"muted\">Checked with check-config's rules when saved and again when published.</span></p></form>");
+        out.raw("<p><button type=\"submit\" id=\"save\">Save draft</button> <span class=\"muted\">Saving checks the TOML; publishing checks every site's document with check-config's rules.</span></p></form>");
     } else {
         html!(out, "<pre id=\"toml\">{}</pre>", view.text);
     }

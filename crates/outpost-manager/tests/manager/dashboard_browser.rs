@@ -57,6 +57,17 @@ fn heartbeat_loop(
                 .get(&site)
                 .cloned()
                 .unwrap_or_default();
+            let finished = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64 - 600)
+                .ok();
+            let channels = channels
+                .into_iter()
+                .map(|mut ch| {
+                    ch.last_finished = finished;
+                    ch
+                })
+                .collect();
             let mut report = report(channels);
             report.disk_used = disk_used_gib * GIB;
             report.disk_limit = 500 * GIB;
@@ -177,6 +188,7 @@ async fn an_admin_publishes_a_channel_and_follows_it_to_every_site_in_chromium()
         .wait_for_text("#history", "Office 2024 for every site")
         .await?;
     browser.wait_for_text("#history", "user:alice").await?;
+    screenshot(&browser, &shots, "dashboard-config.png").await?;
 
     {
         let mut reports = reports.lock().unwrap();
@@ -230,6 +242,7 @@ async fn an_admin_publishes_a_channel_and_follows_it_to_every_site_in_chromium()
     browser
         .wait_for_text("#rendered", "files.example/office")
         .await?;
+    screenshot(&browser, &shots, "dashboard-site.png").await?;
 
     browser.click("a[href=\"/\"]").await?;
     browser.wait_for_text("#fleet-counts", "3 edges").await?;
