@@ -10,6 +10,7 @@ use outpost_protocol::EdgeState;
 
 use crate::error::{DbContext, Result};
 use crate::manager::{Manager, unix_ms};
+use crate::model::events::SiteEvent;
 
 pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
@@ -28,9 +29,10 @@ struct Row {
 impl Manager {
     /// Writes every changed edge in one transaction. Returns how many.
     pub fn flush(&self) -> Result<usize> {
-        let rows: Vec<Row> = {
+        let (rows, events): (Vec<Row>, Vec<SiteEvent>) = {
             let mut fleet = self.write();
-            fleet
+            let events = std::mem::take(&mut fleet.events);
+            let rows = fleet
                 .edges
                 .values_mut()
                 .filter(|e| e.dirty)
@@ -52,9 +54,10 @@ impl Manager {
                         state_since: e.state_since,
                     }
                 })
-                .collect()
+                .collect();
+            (rows, events)
         };
-        if rows.is_empty() {
+        if rows.is_empty() && events.is_empty() {
             return Ok(0);
         }
         // Serialised outside the fleet lock: heartbeats never wait on it.
@@ -103,6 +106,18 @@ impl Manager {
                         ])
                         .db("record state")?;
                 }
+            }
+        }
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO site_events (site, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .db("prepare events")?;
+            for e in &events {
+                insert
+                    .execute(rusqlite::params![e.site, e.at, e.kind, e.detail])
+                    .db("write event")?;
             }
         }
         tx.commit().db("commit flush")?;

@@ -81,8 +81,30 @@ pub fn router(manager: AppState, extra: Option<Router<AppState>>) -> Router {
         router = router.merge(extra);
     }
     router
+        .fallback(|| async { ManagerError::NotFound("no such route".into()) })
+        .layer(axum::middleware::map_response(errors_as_json))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(manager)
+}
+
+/// axum's own rejections (a bad query string, a body over the limit) are
+/// plain text; every error the API gives is an [`ApiError`], so clients
+/// decode one shape.
+async fn errors_as_json(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(response.status().is_client_error() && plain) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => parts.status.to_string(),
+    };
+    (parts.status, axum::Json(ApiError { error: text })).into_response()
 }
 
 /// Serves until the manager's shutdown token is cancelled.

@@ -434,12 +434,23 @@ impl Manager {
         self.validate(&snapshot)?;
         let json = serde_json::to_string(&snapshot)
             .map_err(|e| ManagerError::Internal(format!("snapshot: {e}")))?;
-        let mut fleet = self.write();
-        let version = fleet.published.version + 1;
+        // Rendered outside the fleet lock (10,000 sites); a site enrolled
+        // meanwhile is rendered when the new version is swapped in.
+        let (version, sites) = {
+            let fleet = self.read();
+            let sites: Vec<String> = fleet.edges.keys().cloned().collect();
+            (fleet.published.version + 1, sites)
+        };
         let mut published = Published::new(version, snapshot);
         published
-            .render_all(fleet.edges.keys().map(String::as_str))
+            .render_all(sites.iter().map(String::as_str))
             .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        let mut fleet = self.write();
+        if fleet.published.version + 1 != version {
+            return Err(ManagerError::Conflict(
+                "another publish happened meanwhile: try again".into(),
+            ));
+        }
         self.db()
             .connection()
             .execute(
@@ -448,6 +459,15 @@ impl Manager {
                 rusqlite::params![version as i64, unix_secs(), actor.who, comment, json],
             )
             .db("write config version")?;
+        let late: Vec<String> = fleet
+            .edges
+            .keys()
+            .filter(|s| !published.rendered.contains_key(*s))
+            .cloned()
+            .collect();
+        for site in late {
+            let _ = published.rendered_for(&site);
+        }
         fleet.published = published;
         drop(fleet);
         self.wake_long_polls();

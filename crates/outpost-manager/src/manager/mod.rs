@@ -10,12 +10,14 @@ mod actions;
 mod alerts;
 mod config;
 mod edges;
+mod history;
 mod tokens;
 
 pub use alerts::{Alert, AlertEvent, MANAGER_VERSION};
 pub use config::GroupInfo;
 pub use config::{DiffReply, HistoryEntry, ScopeDiff, SiteConfig};
 pub use edges::WaitFor;
+pub use history::StateChange;
 pub use tokens::{AuditEntry, NewToken, TokenInfo};
 
 use std::path::{Path, PathBuf};
@@ -219,6 +221,7 @@ impl Manager {
 }
 
 fn load_fleet(db: &Db) -> Result<Fleet> {
+    let started_ms = unix_ms();
     let conn = db.connection();
     let mut fleet = Fleet::default();
     let latest: Option<(i64, String)> = conn
@@ -254,6 +257,7 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
                 credential_hash: r.get(2)?,
                 enrolled: r.get(3)?,
                 enrolled_ms: r.get::<_, i64>(3)? * 1000,
+                seen_floor_ms: if state == "down" { 0 } else { started_ms },
                 approved: r.get(4)?,
                 revoked: r.get(5)?,
                 version: r.get(6)?,

@@ -10,4 +10,5 @@ mod dashboard_browser;
 mod dashboard_harness;
 mod dashboard_pages;
 mod edges;
+mod limits;
 mod support;
