@@ -141,7 +141,18 @@ pub async fn site(
     let manager = &dashboard.manager;
     let edge = manager.edge(&site).map_err(refused)?;
     let report = manager.with_fleet(|fleet| fleet.edges.get(&site).and_then(|e| e.report.clone()));
-    let states = load_states(&dashboard, &site).map_err(|e| internal_error(&e))?;
+    let states: Vec<(i64, String)> = manager
+        .state_history(&site, 50)
+        .map_err(refused)?
+        .into_iter()
+        .map(|change| (change.at, change.state.as_str().to_owned()))
+        .collect();
+    let events: Vec<(i64, String, String)> = manager
+        .site_events(&site, 50)
+        .map_err(refused)?
+        .into_iter()
+        .map(|event| (event.at, event.kind, event.detail))
+        .collect();
     let alerts = alert_rows(&dashboard, Some(&site), 50)?;
     let rendered = manager
         .site_config(&site, false)
@@ -167,6 +178,7 @@ pub async fn site(
         edge: &edge,
         report: report.as_deref(),
         states: &states,
+        events: &events,
         alerts: &alerts,
         rendered: rendered.as_ref(),
         history: &history,
@@ -176,14 +188,6 @@ pub async fn site(
         now: now(),
     });
     Ok(page(&format!("Site {site}"), &session, "", &body))
-}
-
-fn load_states(dashboard: &Dashboard, site: &str) -> rusqlite::Result<Vec<(i64, String)>> {
-    let conn = dashboard.conn();
-    let mut stmt = conn
-        .prepare("SELECT at, state FROM edge_states WHERE site = ?1 ORDER BY at DESC LIMIT 50")?;
-    let rows = stmt.query_map([site], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.collect()
 }
 
 pub async fn revoke_site(

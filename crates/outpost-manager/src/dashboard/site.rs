@@ -29,6 +29,8 @@ pub struct SiteView<'a> {
     pub report: Option<&'a EdgeReport>,
     /// (unix seconds, state), newest first.
     pub states: &'a [(i64, String)],
+    /// (unix seconds, `config` or `sync`, what happened), newest first.
+    pub events: &'a [(i64, String, String)],
     pub alerts: &'a [AlertRow],
     pub rendered: Option<&'a RenderedView>,
     pub history: &'a [HistoryRow],
@@ -132,6 +134,23 @@ pub fn render_site(view: &SiteView<'_>) -> Markup {
                 timestamp(*at),
                 state,
                 state
+            );
+        }
+        out.raw("</tbody></table>");
+    }
+
+    out.raw("<h2>Config and sync history</h2>");
+    if view.events.is_empty() {
+        out.raw("<p class=\"muted\">No config applied or sync finished yet.</p>");
+    } else {
+        out.raw("<table id=\"events\"><thead><tr><th>When</th><th>What</th><th>Detail</th></tr></thead><tbody>");
+        for (at, kind, detail) in view.events {
+            html!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                timestamp(*at),
+                kind,
+                detail
             );
         }
         out.raw("</tbody></table>");

@@ -454,3 +454,54 @@ async fn an_action_started_on_the_actions_page_shows_each_sites_result() -> anyh
     assert_eq!(bad.status, 400, "{}", bad.body);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_site_page_lists_the_config_versions_applied_and_the_syncs_finished() -> anyhow::Result<()>
+{
+    let manager = TestDashboard::start().await?;
+    let (web, _) = logged_in(&manager, VIEWER).await?;
+    let edge = manager.enrol("bergen", "pc-bergen").await?;
+    let mut syncing = channel("office", 2, 1);
+    syncing.last_finished = Some(1_000);
+    edge.heartbeat(vec![syncing]).await?;
+    let mut done = channel("office", 2, 2);
+    done.last_finished = Some(2_000);
+    edge.heartbeat_with(Heartbeat {
+        report: report(vec![done]),
+        config: AppliedConfig {
+            applied_version: 0,
+            rejected: Some(outpost_protocol::ConfigRejection {
+                version: 4,
+                error: "line 2: unknown key `bogus`".into(),
+            }),
+        },
+        action_results: vec![],
+    })
+    .await?;
+    // Events reach the database with the next flush (about 2 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = web.get("/sites/bergen").await?;
+        if page.body.contains("id=\"events\"") {
+            assert!(
+                page.body.contains("office: ok (2/2 files)"),
+                "{}",
+                page.body
+            );
+            assert!(
+                page.body
+                    .contains("refused version 4: line 2: unknown key `bogus`"),
+                "{}",
+                page.body
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no history: {}",
+            page.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
