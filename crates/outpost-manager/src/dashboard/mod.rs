@@ -27,6 +27,7 @@ mod actions;
 mod audit;
 mod config;
 mod fleet;
+mod groups;
 mod guard;
 mod layout;
 mod login;
@@ -109,6 +110,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(dashboard: Arc<Dashboard>) -> Ro
         .route("/config/draft", post(pages::save_draft))
         .route("/config/publish", post(pages::publish))
         .route("/config/rollback", post(pages::rollback))
+        .route("/config/group", post(groups::put_group))
+        .route("/config/site-groups", post(groups::set_site_groups))
         .route("/tokens", get(pages::tokens).post(pages::make_token))
         .route("/tokens/{id}/revoke", post(pages::revoke_token))
         .route("/login", get(login::login_page).post(login::login))

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::audit::{AlertRow, AuditRow, render_alerts, render_audit};
 use super::config::{EditorView, HistoryRow, render_editor};
 use super::fleet::{FleetFilter, FleetRow, render_fleet};
+use super::groups::render_groups;
 use super::guard::remote;
 use super::html::{Markup, path_segment, query_value};
 use super::layout::{error_page, internal_error, page};
@@ -303,6 +304,7 @@ pub struct ConfigQuery {
     scope: Option<String>,
     saved: Option<String>,
     published: Option<u64>,
+    groups: Option<String>,
 }
 
 pub async fn config(
@@ -314,6 +316,9 @@ pub async fn config(
     let text = dashboard.manager.scope_text(&scope).map_err(refused)?;
     let message = match (query.saved, query.published) {
         (_, Some(version)) => Some(Ok(format!("Published version {version}."))),
+        _ if query.groups.is_some() => Some(Ok(
+            "Groups saved in the draft; not published yet.".to_owned()
+        )),
         (Some(_), None) => Some(Ok(format!("Draft of {scope} saved; not published yet."))),
         _ => None,
     };
@@ -350,8 +355,9 @@ fn editor(
     status: StatusCode,
 ) -> Page {
     let manager = &dashboard.manager;
+    let groups = manager.groups().map_err(refused)?;
     let mut scopes = vec!["global".to_owned()];
-    for group in manager.groups().map_err(refused)? {
+    for group in &groups {
         scopes.push(format!("group:{}", group.name));
     }
     let sites: BTreeSet<String> = manager.with_fleet(|fleet| {
@@ -382,6 +388,11 @@ fn editor(
         is_admin: session.is_admin(),
         csrf: &csrf,
     });
+    let mut body = body;
+    body.push(&render_groups(
+        &groups,
+        session.is_admin().then_some(csrf.as_str()),
+    ));
     let mut response = page("Config", session, "/config", &body);
     *response.status_mut() = status;
     Ok(response)

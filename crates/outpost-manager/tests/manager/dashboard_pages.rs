@@ -505,3 +505,81 @@ async fn a_site_page_lists_the_config_versions_applied_and_the_syncs_finished() 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn groups_made_on_the_config_page_order_the_scopes_once_published() -> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    let edge = manager.enrol("bergen", "pc-bergen").await?;
+    edge.heartbeat(vec![]).await?;
+    let (web, csrf) = logged_in(&manager, ADMIN).await?;
+    for (name, priority) in [("west", "10"), ("pilot", "20")] {
+        let made = web
+            .post(
+                "/config/group",
+                &[("csrf", &csrf), ("name", name), ("priority", priority)],
+            )
+            .await?;
+        assert_eq!(made.location(), "/config?groups=1", "{}", made.body);
+    }
+    let set = web
+        .post(
+            "/config/site-groups",
+            &[
+                ("csrf", &csrf),
+                ("site", "bergen"),
+                ("groups", "pilot, west"),
+            ],
+        )
+        .await?;
+    assert_eq!(set.location(), "/config?groups=1", "{}", set.body);
+    let unknown = web
+        .post(
+            "/config/site-groups",
+            &[("csrf", &csrf), ("site", "bergen"), ("groups", "nosuch")],
+        )
+        .await?;
+    assert_eq!(unknown.status, 400);
+    assert!(unknown.body.contains("no group nosuch"), "{}", unknown.body);
+
+    for (scope, text) in [
+        (
+            "group:west",
+            "[[channel]]\nname = \"office\"\nsource = \"http://west.example/\"\n",
+        ),
+        (
+            "group:pilot",
+            "[[channel]]\nname = \"office\"\nsource = \"http://pilot.example/\"\n",
+        ),
+    ] {
+        web.post(
+            "/config/draft",
+            &[("csrf", &csrf), ("scope", scope), ("toml", text)],
+        )
+        .await?;
+    }
+    let page = web.get("/config?groups=1").await?;
+    assert!(
+        page.body.contains("Groups saved in the draft"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<td>pilot</td><td class=\"num\">20</td><td>bergen</td>"),
+        "{}",
+        page.body
+    );
+    web.post("/config/publish", &[("csrf", &csrf), ("comment", "groups")])
+        .await?;
+    // pilot (priority 20) comes after west (10): its channel wins.
+    let site = web.get("/sites/bergen").await?;
+    assert!(site.body.contains("pilot.example"), "{}", site.body);
+    assert!(!site.body.contains("west.example"), "{}", site.body);
+    assert!(
+        site.body
+            .contains("scopes applied in order: group:west &lt; group:pilot."),
+        "{}",
+        site.body
+    );
+    Ok(())
+}
