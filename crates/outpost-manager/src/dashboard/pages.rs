@@ -21,7 +21,6 @@ use super::html::{Markup, path_segment, query_value};
 use super::layout::{error_page, internal_error, page};
 use super::readiness::render_readiness;
 use super::site::{OriginRow, RenderedView, SiteView, render_site};
-use super::tokens::{NewTokenView, TokenRow, render_tokens};
 use super::{Dashboard, Session, now};
 use crate::error::ManagerError;
 use crate::manager::Actor;
@@ -487,75 +486,4 @@ pub async fn rollback(
         .rollback(form.version, &actor(&session, &extensions))
         .map_err(refused)?;
     Ok(Redirect::to(&format!("/config?published={version}")).into_response())
-}
-
-// --- Join tokens -------------------------------------------------------------
-
-pub async fn tokens(State(dashboard): State<Arc<Dashboard>>, session: Session) -> Page {
-    session.require_admin()?;
-    tokens_page(&dashboard, &session, None)
-}
-
-fn tokens_page(dashboard: &Dashboard, session: &Session, made: Option<NewTokenView<'_>>) -> Page {
-    let rows: Vec<TokenRow> = dashboard
-        .manager
-        .join_tokens()
-        .map_err(refused)?
-        .into_iter()
-        .map(|t| TokenRow {
-            id: t.id,
-            label: t.label,
-            created: t.created,
-            expires: t.expires,
-            revoked: t.revoked,
-            uses: t.uses,
-        })
-        .collect();
-    let body = render_tokens(&rows, made, &session.csrf(), now());
-    Ok(page("Join tokens", session, "/tokens", &body))
-}
-
-#[derive(Deserialize)]
-pub struct TokenForm {
-    label: String,
-    hours: Option<i64>,
-}
-
-pub async fn make_token(
-    State(dashboard): State<Arc<Dashboard>>,
-    session: Session,
-    extensions: http::Extensions,
-    Form(form): Form<TokenForm>,
-) -> Page {
-    session.require_admin()?;
-    let expires = form
-        .hours
-        .filter(|h| *h > 0)
-        .map(|h| now().saturating_add(h.saturating_mul(3600)));
-    let made = dashboard
-        .manager
-        .create_join_token(form.label.trim(), expires, &actor(&session, &extensions))
-        .map_err(refused)?;
-    tokens_page(
-        &dashboard,
-        &session,
-        Some(NewTokenView {
-            label: &made.label,
-            token: &made.token,
-        }),
-    )
-}
-
-pub async fn revoke_token(
-    State(dashboard): State<Arc<Dashboard>>,
-    session: Session,
-    extensions: http::Extensions,
-    Path(id): Path<i64>,
-) -> Page {
-    session.require_admin()?;
-    dashboard
-        .manager
-        .revoke_join_token(id, &actor(&session, &extensions))
-        .map_err(refused)?;
-    Ok(Redirect::to("/tokens").into_response())
 }

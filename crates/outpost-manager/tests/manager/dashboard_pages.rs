@@ -583,3 +583,41 @@ async fn groups_made_on_the_config_page_order_the_scopes_once_published() -> any
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn with_approval_on_a_new_edge_waits_until_approved_on_its_page() -> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    let (web, csrf) = logged_in(&manager, ADMIN).await?;
+    let on = web
+        .post("/tokens/approval", &[("csrf", &csrf), ("on", "true")])
+        .await?;
+    assert_eq!(on.location(), "/tokens");
+    assert!(
+        web.get("/tokens")
+            .await?
+            .body
+            .contains("Approve new edges: <span id=\"approval\">on")
+    );
+    let edge = manager.enrol("bergen", "pc-bergen").await?;
+    assert!(!edge.reply.approved);
+    let page = web.get("/sites/bergen").await?;
+    assert!(
+        page.body.contains("id=\"site-state\">pending</span>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("id=\"approve\""), "{}", page.body);
+    let approved = web
+        .post("/sites/bergen/approve", &[("csrf", &csrf)])
+        .await?;
+    assert_eq!(approved.location(), "/sites/bergen");
+    assert!(edge.heartbeat(vec![]).await?.approved);
+    let audit = web.get("/audit").await?;
+    assert!(
+        audit.body.contains("approve_new_edges = true"),
+        "{}",
+        audit.body
+    );
+    assert!(audit.body.contains("edge approve"), "{}", audit.body);
+    Ok(())
+}
