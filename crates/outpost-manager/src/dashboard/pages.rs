@@ -99,15 +99,7 @@ pub async fn readiness(
     Query(query): Query<ReadinessQuery>,
 ) -> Page {
     let manager = &dashboard.manager;
-    let channels: Vec<String> = manager.with_fleet(|fleet| {
-        let names: BTreeSet<&str> = fleet
-            .published
-            .rendered
-            .values()
-            .flat_map(|doc| doc.channels())
-            .collect();
-        names.into_iter().map(str::to_owned).collect()
-    });
+    let channels = manager.with_fleet(|fleet| published_channels(&fleet.published.snapshot));
     let channel = query.channel.filter(|c| !c.is_empty());
     let path = query
         .path
@@ -129,6 +121,26 @@ pub async fn readiness(
         path.as_deref(),
     ));
     Ok(page("Readiness", &session, "/readiness", &body))
+}
+
+/// Every channel name the published scopes define. Read from the few
+/// scope texts, not from each site's rendered document (one per site).
+fn published_channels(snapshot: &crate::model::merge::Snapshot) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    for text in snapshot.scopes.values() {
+        let Ok(doc) = text.parse::<toml::Table>() else {
+            continue;
+        };
+        let Some(toml::Value::Array(entries)) = doc.get("channel") else {
+            continue;
+        };
+        for entry in entries {
+            if let Some(name) = entry.get("name").and_then(|n| n.as_str()) {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names.into_iter().collect()
 }
 
 // --- Site ------------------------------------------------------------------
