@@ -94,6 +94,17 @@ impl FromRequestParts<Arc<Dashboard>> for Session {
     }
 }
 
+impl axum::extract::OptionalFromRequestParts<Arc<Dashboard>> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        dashboard: &Arc<Dashboard>,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        find_session(dashboard, &parts.headers)
+    }
+}
+
 fn to_login(next: Option<&str>) -> Response {
     match next {
         Some(next) if next != "/" => {

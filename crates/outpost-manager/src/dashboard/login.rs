@@ -30,7 +30,15 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login_page(Query(query): Query<LoginQuery>) -> Response {
+/// The form; someone already logged in goes on to the page they wanted.
+pub async fn login_page(session: Option<Session>, Query(query): Query<LoginQuery>) -> Response {
+    if session.is_some() {
+        let target = query
+            .next
+            .filter(|n| safe_next(n))
+            .unwrap_or_else(|| "/".to_owned());
+        return Redirect::to(&target).into_response();
+    }
     login_form(StatusCode::OK, None, "", query.next.as_deref())
 }
 

@@ -24,6 +24,8 @@ async fn login_sets_a_strict_http_only_cookie_and_opens_the_dashboard() -> anyho
     let home = web.get("/").await?;
     assert_eq!(home.status, 200);
     assert!(home.body.contains("alice (admin)"), "{}", home.body);
+    // Logged in already: the login page sends on.
+    assert_eq!(web.get("/login?next=/audit").await?.location(), "/audit");
     Ok(())
 }
 
