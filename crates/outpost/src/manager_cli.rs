@@ -285,7 +285,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 tls,
                 max_connections: args.max_connections,
                 extra_routes: Some(outpost_manager::dashboard::router(dashboard)),
-                ..Default::default()
+                header_read_timeout: outpost_manager::http::header_read_timeout_for(args.heartbeat),
             },
         ));
         let name = tokio::select! {

@@ -444,12 +444,14 @@ impl Manager {
         Ok(self.summary(&fleet, edge))
     }
 
-    /// `GET /api/v1/readiness`: over the enrolled, not revoked edges whose
+    /// `GET /api/v1/readiness`: over the approved, unrevoked edges whose
     /// published config has the channel. From memory only.
     pub fn readiness(&self, channel: &str, path: Option<&str>) -> Readiness {
         let fleet = self.read();
         let inputs = fleet.edges.values().filter_map(|edge| {
-            if edge.revoked.is_some() {
+            // Revoked and pending edges run no managed config: they are
+            // not sites the channel is assigned to.
+            if edge.revoked.is_some() || !edge.approved {
                 return None;
             }
             let doc = fleet.published.rendered.get(&edge.site)?;

@@ -10,13 +10,14 @@ mod actions;
 mod alerts;
 mod config;
 mod edges;
+mod groups;
 mod history;
 mod tokens;
 
 pub use alerts::{Alert, AlertEvent, MANAGER_VERSION};
-pub use config::GroupInfo;
 pub use config::{DiffReply, HistoryEntry, ScopeDiff, SiteConfig};
 pub use edges::WaitFor;
+pub use groups::GroupInfo;
 pub use history::StateChange;
 pub use tokens::{AuditEntry, NewToken, TokenInfo};
 
@@ -288,10 +289,15 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
     }
     drop(stmt);
     let sites: Vec<String> = fleet.edges.keys().cloned().collect();
-    fleet
-        .published
-        .render_all(sites.iter().map(String::as_str))
-        .map_err(|e| ManagerError::Internal(format!("published config: {e}")))?;
+    // A published version that no longer renders (it was checked when
+    // published) must not keep the manager from starting: the fleet view,
+    // tokens and a rollback still work; edges asking for it get the error.
+    if let Err(e) = fleet.published.render_all(sites.iter().map(String::as_str)) {
+        tracing::error!(
+            "published config version {} does not render: {e}; publish or roll back",
+            fleet.published.version
+        );
+    }
     // Pending actions: targets not yet done.
     let mut stmt = conn
         .prepare(

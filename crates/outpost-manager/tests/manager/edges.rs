@@ -201,6 +201,12 @@ async fn approval_mode_holds_config_back_until_approved() {
     assert!(e.contains("awaiting approval"), "{e}");
     let list: EdgeList = m.admin().get("/api/v1/edges").await.unwrap();
     assert_eq!(list.edges[0].state, EdgeState::Pending);
+    let ready: outpost_protocol::Readiness = m
+        .admin()
+        .get("/api/v1/readiness?channel=apps")
+        .await
+        .unwrap();
+    assert!(ready.sites.is_empty(), "a pending edge runs no channel");
 
     let _: serde_json::Value = m
         .admin()
