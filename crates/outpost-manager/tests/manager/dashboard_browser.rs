@@ -13,6 +13,21 @@ use crate::dashboard_harness::{ADMIN, Browser, TestDashboard};
 use crate::support::{TestEdge, channel, report};
 
 #[tokio::test]
+async fn without_chromedriver_the_harness_fails_and_names_the_package() {
+    let missing = std::path::Path::new("/nonexistent/chromedriver");
+    let error = match Browser::start_with(missing, std::path::Path::new("/usr/bin/chromium")).await
+    {
+        Ok(_) => panic!("a browser started without chromedriver"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("/nonexistent/chromedriver is missing"),
+        "{error}"
+    );
+    assert!(error.contains("chromium-driver"), "{error}");
+}
+
+#[tokio::test]
 async fn a_person_logs_in_and_out_in_chromium() -> anyhow::Result<()> {
     let manager = TestDashboard::start().await?;
     let browser = Browser::start().await?;

@@ -243,6 +243,10 @@ impl Web {
 // --- Chromium over WebDriver ---------------------------------------------
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// How long a page may take to show what a test waits for. Generous: CI
+/// runs every test binary's tests at once on two cores, and the deadline
+/// costs time only when something is wrong.
+const WAIT: Duration = Duration::from_secs(30);
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// A headless Chromium with a fresh profile, driven by its own
@@ -255,12 +259,17 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> anyhow::Result<Self> {
-        for binary in [CHROMEDRIVER, CHROMIUM] {
-            if !Path::new(binary).exists() {
+        Self::start_with(Path::new(CHROMEDRIVER), Path::new(CHROMIUM)).await
+    }
+
+    pub async fn start_with(chromedriver: &Path, chromium: &Path) -> anyhow::Result<Self> {
+        for binary in [chromedriver, chromium] {
+            if !binary.exists() {
                 bail!(
-                    "{binary} is missing: the dashboard's browser tests need Debian's \
+                    "{} is missing: the dashboard's browser tests need Debian's \
                      `chromium` and `chromium-driver` packages (apt-get install chromium \
-                     chromium-driver; .ci/run installs them)"
+                     chromium-driver; .ci/run installs them)",
+                    binary.display()
                 );
             }
         }
@@ -270,14 +279,14 @@ impl Browser {
         let mut last_error = None;
         for _ in 0..3 {
             let port = free_port()?;
-            let mut driver = Command::new(CHROMEDRIVER)
+            let mut driver = Command::new(chromedriver)
                 .arg(format!("--port={port}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
-                .with_context(|| format!("starting {CHROMEDRIVER}"))?;
-            match connect(port, profile.path(), &mut driver).await {
+                .with_context(|| format!("starting {}", chromedriver.display()))?;
+            match connect(port, profile.path(), chromium, &mut driver).await {
                 Ok(client) => {
                     return Ok(Self {
                         client,
@@ -304,7 +313,7 @@ impl Browser {
         let found = self
             .client
             .wait()
-            .at_most(Duration::from_secs(10))
+            .at_most(WAIT)
             .for_element(fantoccini::Locator::Css(css))
             .await;
         match found {
@@ -315,7 +324,7 @@ impl Browser {
 
     /// Waits until the element matching `css` contains `needle`.
     pub async fn wait_for_text(&self, css: &str, needle: &str) -> anyhow::Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + WAIT;
         loop {
             let text = match self.client.find(fantoccini::Locator::Css(css)).await {
                 Ok(element) => element.text().await.unwrap_or_default(),
@@ -385,10 +394,11 @@ fn free_port() -> anyhow::Result<u16> {
 async fn connect(
     port: u16,
     profile: &Path,
+    chromium: &Path,
     driver: &mut Child,
 ) -> anyhow::Result<fantoccini::Client> {
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + WAIT;
     loop {
         if let Some(status) = driver.try_wait()? {
             let mut stderr = String::new();
@@ -405,7 +415,7 @@ async fn connect(
             break;
         }
         if Instant::now() > deadline {
-            bail!("chromedriver did not listen on port {port} within 20 s");
+            bail!("chromedriver did not listen on port {port} within {WAIT:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -413,7 +423,7 @@ async fn connect(
     capabilities.insert(
         "goog:chromeOptions".into(),
         serde_json::json!({
-            "binary": CHROMIUM,
+            "binary": chromium.display().to_string(),
             "args": [
                 "--headless",
                 "--no-sandbox",
