@@ -156,6 +156,57 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    /// `html!` escapes positional arguments only; an inline capture
+    /// (`{name}`) in its format string would go out raw. This keeps every
+    /// page module free of them.
+    #[test]
+    fn no_html_format_string_uses_an_inline_capture() {
+        let sources = [
+            ("actions.rs", include_str!("actions.rs")),
+            ("audit.rs", include_str!("audit.rs")),
+            ("config.rs", include_str!("config.rs")),
+            ("fleet.rs", include_str!("fleet.rs")),
+            ("groups.rs", include_str!("groups.rs")),
+            ("layout.rs", include_str!("layout.rs")),
+            ("login.rs", include_str!("login.rs")),
+            ("pages.rs", include_str!("pages.rs")),
+            ("readiness.rs", include_str!("readiness.rs")),
+            ("site.rs", include_str!("site.rs")),
+            ("tokens.rs", include_str!("tokens.rs")),
+        ];
+        let mut checked = 0;
+        for (name, source) in sources {
+            for (at, _) in source.match_indices("html!(") {
+                let rest = &source[at..];
+                let Some(open) = rest.find('"') else { continue };
+                let literal = format_literal(&rest[open + 1..]);
+                let bytes = literal.as_bytes();
+                for (i, &b) in bytes.iter().enumerate() {
+                    let escaped = i > 0 && bytes[i - 1] == b'{';
+                    let next = bytes.get(i + 1).copied().unwrap_or(b'}');
+                    if b == b'{' && !escaped && next != b'{' && next != b'}' && next != b':' {
+                        panic!("{name}: inline capture in html! format string: {literal}");
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 50, "only {checked} html! calls found");
+    }
+
+    /// The text of a string literal up to its closing quote.
+    fn format_literal(from: &str) -> &str {
+        let mut escaped = false;
+        for (i, c) in from.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => return &from[..i],
+                _ => escaped = false,
+            }
+        }
+        from
+    }
+
     #[test]
     fn every_argument_is_escaped_and_literals_are_not() {
         let mut out = Markup::new();
