@@ -40,15 +40,21 @@ pub fn render_readiness(
         "</select></label> <label>Package path <input name=\"path\" id=\"path\" size=\"40\" placeholder=\"e.g. office/setup.msi\" value=\"{}\"></label> <button type=\"submit\" id=\"ask\">Is it ready?</button></form>",
         path.unwrap_or("")
     );
-    out.raw("<div id=\"matrix-live\" data-refresh>");
-    if matrix.is_empty() {
-        out.raw("<p class=\"muted\">No channel is published to any site yet.</p></div>");
-        return out;
-    }
     let sites: BTreeSet<&str> = matrix
         .iter()
         .flat_map(|r| r.sites.iter().map(|s| s.site.as_str()))
         .collect();
+    if sites.len() > MATRIX_MAX_SITES {
+        // A summary over thousands of sites costs real work: refresh it
+        // less often than a small matrix.
+        out.raw("<div id=\"matrix-live\" data-refresh=\"30\">");
+    } else {
+        out.raw("<div id=\"matrix-live\" data-refresh>");
+    }
+    if matrix.is_empty() {
+        out.raw("<p class=\"muted\">No channel is published to any site yet.</p></div>");
+        return out;
+    }
     if sites.len() > MATRIX_MAX_SITES {
         render_summary(&mut out, matrix, sites.len());
         return out;
@@ -248,6 +254,7 @@ mod tests {
         }];
         let page = render_readiness(&["office".into()], &matrix, None, None).into_string();
         assert!(!page.contains("id=\"matrix\""), "{page}");
+        assert!(page.contains("data-refresh=\"30\""), "{page}");
         assert!(page.contains("<td class=\"num\">99</td>"), "{page}");
         assert!(page.contains("office: 1 sites not complete"), "{page}");
         assert!(page.contains("origin answered 404"), "{page}");

@@ -3,10 +3,13 @@
 // fleet table, the readiness matrix). Pages work without this script.
 (function () {
   "use strict";
-  var INTERVAL_MS = 5000;
-  if (!document.querySelector("[data-refresh]")) {
+  // data-refresh="N" asks for N seconds (big pages); default 5, never less.
+  var live = document.querySelector("[data-refresh]");
+  if (!live) {
     return;
   }
+  var seconds = parseInt(live.getAttribute("data-refresh"), 10);
+  var INTERVAL_MS = (isNaN(seconds) || seconds < 5 ? 5 : seconds) * 1000;
   function refresh() {
     fetch(window.location.href, { credentials: "same-origin", redirect: "manual" })
       .then(function (response) {
