@@ -80,6 +80,7 @@ fn safe_next(next: &str) -> bool {
 pub async fn login(
     State(dashboard): State<Arc<Dashboard>>,
     extensions: http::Extensions,
+    headers: http::HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let from = remote(&extensions);
@@ -139,7 +140,7 @@ pub async fn login(
     let mut response = Redirect::to(&target).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&token, dashboard.secure_cookies),
+        session_cookie(&token, dashboard.secure_for(&headers)),
     );
     response
 }
@@ -148,15 +149,17 @@ pub async fn logout(
     State(dashboard): State<Arc<Dashboard>>,
     session: Session,
     extensions: http::Extensions,
+    headers: http::HeaderMap,
 ) -> Response {
     if let Err(e) = delete_session(&dashboard.conn(), &session.token) {
         return layout::internal_error(&e);
     }
     dashboard.audit(&session.user.name, &remote(&extensions), "logout", "");
     let mut response = Redirect::to("/login").into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, clear_cookie(dashboard.secure_cookies));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        clear_cookie(dashboard.secure_for(&headers)),
+    );
     response
         .headers_mut()
         .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));

@@ -72,6 +72,18 @@ impl Dashboard {
         self.manager.db().connection()
     }
 
+    /// Whether the session cookie gets `Secure`: when the manager serves
+    /// TLS, or a TLS-terminating proxy in front says the browser used
+    /// HTTPS. Trusting that header can only make the cookie stricter (a
+    /// client that fakes it over plain HTTP loses its own session).
+    fn secure_for(&self, headers: &http::HeaderMap) -> bool {
+        self.secure_cookies
+            || headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+    }
+
     fn throttle(&self) -> MutexGuard<'_, LoginThrottle> {
         self.throttle.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -20,6 +20,19 @@ async fn login_sets_a_strict_http_only_cookie_and_opens_the_dashboard() -> anyho
     }
     // Served over plain HTTP here: a Secure cookie would never come back.
     assert!(!cookie.contains("Secure"), "{cookie}");
+    // Behind a TLS-terminating proxy that says so, it is Secure.
+    let proxied = web
+        .post_with(
+            "/login",
+            &[("name", ADMIN.0), ("password", ADMIN.1)],
+            &[("x-forwarded-proto", "https")],
+        )
+        .await?;
+    assert!(
+        proxied.header("set-cookie").contains("; Secure"),
+        "{:?}",
+        proxied.headers
+    );
 
     let home = web.get("/").await?;
     assert_eq!(home.status, 200);
