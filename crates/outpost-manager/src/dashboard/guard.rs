@@ -62,8 +62,9 @@ pub fn session_token(headers: &HeaderMap) -> Option<SessionToken> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .and_then(|(_, value)| SessionToken::parse(value))
+        .filter(|(name, _)| *name == SESSION_COOKIE)
+        // A stale cookie of the same name (another path) may come first.
+        .find_map(|(_, value)| SessionToken::parse(value))
 }
 
 fn find_session(dashboard: &Dashboard, headers: &HeaderMap) -> Result<Option<Session>, Response> {
@@ -247,6 +248,40 @@ mod tests {
             map.insert(*name, HeaderValue::from_static(value));
         }
         map
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others_and_odd_ones_are_ignored() {
+        let token = "ab".repeat(32);
+        let mut map = HeaderMap::new();
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; lang=en"),
+        );
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("x=1; outpost_session={token}; y=2")).unwrap(),
+        );
+        assert_eq!(
+            session_token(&map).map(|t| t.as_str().to_owned()),
+            Some(token)
+        );
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            header::COOKIE,
+            HeaderValue::from_static("outpost_session=short; outpost_sessionx=1"),
+        );
+        assert!(session_token(&odd).is_none());
+        let mut twice = HeaderMap::new();
+        twice.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!(
+                "outpost_session=old; outpost_session={}",
+                "cd".repeat(32)
+            ))
+            .unwrap(),
+        );
+        assert!(session_token(&twice).is_some());
     }
 
     #[test]
