@@ -56,7 +56,7 @@ pub fn render_editor(view: &EditorView<'_>) -> Markup {
             );
         }
     }
-    out.raw("</nav>");
+    out.raw("</nav><form method=\"get\" action=\"/config\" id=\"scope-form\"><label>Another scope <input name=\"scope\" id=\"scope\" size=\"24\" placeholder=\"site:NAME or group:NAME\"></label> <button type=\"submit\">Open</button></form>");
     html!(out, "<h2>Draft of {}</h2>", view.scope);
     if view.is_admin {
         html!(

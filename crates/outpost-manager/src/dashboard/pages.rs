@@ -371,15 +371,27 @@ fn editor(
     for group in &groups {
         scopes.push(format!("group:{}", group.name));
     }
-    let sites: BTreeSet<String> = manager.with_fleet(|fleet| {
+    // Site scopes with a text (draft or published); any other site is
+    // reached with the form, so 10,000 sites do not make 10,000 links.
+    let mut sites: BTreeSet<String> = manager.with_fleet(|fleet| {
         fleet
-            .edges
+            .published
+            .snapshot
+            .scopes
             .keys()
+            .filter(|s| s.starts_with("site:"))
             .cloned()
-            .chain(crate::fleet::snapshot_sites(&fleet.published.snapshot))
             .collect()
     });
-    scopes.extend(sites.into_iter().map(|s| format!("site:{s}")));
+    sites.extend(
+        manager
+            .draft()
+            .map_err(refused)?
+            .scopes
+            .into_keys()
+            .filter(|s| s.starts_with("site:")),
+    );
+    scopes.extend(sites);
     let current = scope.to_string();
     if !scopes.contains(&current) {
         scopes.push(current.clone());

@@ -621,3 +621,26 @@ async fn with_approval_on_a_new_edge_waits_until_approved_on_its_page() -> anyho
     assert!(audit.body.contains("edge approve"), "{}", audit.body);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_site_scope_opens_from_the_form_and_is_listed_once_it_has_text() -> anyhow::Result<()> {
+    let manager = TestDashboard::start().await?;
+    manager.enrol("bergen", "pc-bergen").await?;
+    let (web, csrf) = logged_in(&manager, ADMIN).await?;
+    let page = web.get("/config").await?;
+    assert!(page.body.contains("id=\"scope-form\""), "{}", page.body);
+    // An enrolled site without a text of its own is not a link of its own.
+    assert!(!page.body.contains("scope=site%3Abergen"), "{}", page.body);
+    let site = web.get("/config?scope=site%3Abergen").await?;
+    assert!(site.body.contains("Draft of site:bergen"), "{}", site.body);
+    web.post(
+        "/config/draft",
+        &[("csrf", &csrf), ("scope", "site:bergen"), ("toml", OFFICE)],
+    )
+    .await?;
+    let page = web.get("/config").await?;
+    assert!(page.body.contains("scope=site%3Abergen"), "{}", page.body);
+    let bad = web.get("/config?scope=site%3A..%2Fx").await?;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    Ok(())
+}
