@@ -28,8 +28,8 @@ pub use sessions::{
 };
 pub use throttle::{LOGIN_FAILURES_PER_WINDOW, LOGIN_WINDOW_SECONDS, LoginThrottle};
 pub use users::{
-    Role, User, add_user, authenticate, disable_user, find_user, list_users, set_password,
-    valid_user_name,
+    LoginRecord, Role, User, add_user, authenticate, check_login, disable_user, find_user,
+    list_users, login_record, set_password, valid_user_name,
 };
 
 /// What can go wrong with users and sessions.

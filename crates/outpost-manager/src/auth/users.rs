@@ -145,6 +145,27 @@ pub fn authenticate(
     name: &str,
     password: &str,
 ) -> Result<Option<User>, AuthError> {
+    check_login(login_record(conn, name)?, password)
+}
+
+/// What a login needs from the database: read it, let go of the
+/// connection, then [`check_login`] (argon2 takes tens of milliseconds,
+/// which must not hold up the manager's other writers).
+#[derive(Clone)]
+pub struct LoginRecord {
+    user: User,
+    password_hash: String,
+}
+
+impl std::fmt::Debug for LoginRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRecord")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn login_record(conn: &Connection, name: &str) -> Result<Option<LoginRecord>, AuthError> {
     let row: Option<(String, String, i64, bool)> = conn
         .query_row(
             "SELECT password_hash, role, created, disabled FROM users WHERE name = ?1",
@@ -152,19 +173,31 @@ pub fn authenticate(
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )
         .optional()?;
-    let Some((hash, role, created, disabled)) = row else {
+    let Some((password_hash, role, created, disabled)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(LoginRecord {
+        user: User {
+            name: name.to_owned(),
+            role: role.parse()?,
+            created,
+            disabled,
+        },
+        password_hash,
+    }))
+}
+
+/// The user if the record exists, is enabled and `password` matches; the
+/// same argon2 work in every case.
+pub fn check_login(record: Option<LoginRecord>, password: &str) -> Result<Option<User>, AuthError> {
+    let Some(record) = record else {
         waste_one_verification(password);
         return Ok(None);
     };
-    if !verify_password(password, &hash) || disabled {
+    if !verify_password(password, &record.password_hash) || record.user.disabled {
         return Ok(None);
     }
-    Ok(Some(User {
-        name: name.to_owned(),
-        role: role.parse()?,
-        created,
-        disabled,
-    }))
+    Ok(Some(record.user))
 }
 
 fn row_to_user(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<User, AuthError>> {

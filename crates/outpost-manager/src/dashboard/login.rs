@@ -13,7 +13,7 @@ use super::guard::{clear_cookie, remote, session_cookie};
 use super::html::{Markup, html};
 use super::layout::{self, head};
 use super::{Dashboard, Session, now};
-use crate::auth::{authenticate, create_session, delete_session, valid_user_name};
+use crate::auth::{check_login, create_session, delete_session, login_record, valid_user_name};
 
 /// Longer passwords are not even hashed.
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -110,7 +110,12 @@ pub async fn login(
     let checked = {
         let dashboard = dashboard.clone();
         let (name, password) = (form.name.clone(), form.password.clone());
-        tokio::task::spawn_blocking(move || authenticate(&dashboard.conn(), &name, &password)).await
+        tokio::task::spawn_blocking(move || {
+            // The connection is shared: hold it for the read only.
+            let record = login_record(&dashboard.conn(), &name)?;
+            check_login(record, &password)
+        })
+        .await
     };
     let user = match checked {
         Ok(Ok(user)) => user,
