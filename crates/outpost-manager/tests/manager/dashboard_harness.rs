@@ -253,8 +253,31 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// chromedriver on a free port. Ends both when dropped.
 pub struct Browser {
     pub client: fantoccini::Client,
-    driver: Child,
+    driver: DriverGroup,
     _profile: tempfile::TempDir,
+}
+
+/// chromedriver in a process group of its own, with the Chromium it
+/// starts: a test that fails half-way (no WebDriver close) must not leave
+/// a browser running, so dropping this ends the whole group.
+struct DriverGroup(Child);
+
+impl DriverGroup {
+    fn end(&mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.0.start_kill();
+    }
+}
+
+impl Drop for DriverGroup {
+    fn drop(&mut self) {
+        self.end();
+    }
 }
 
 impl Browser {
@@ -279,14 +302,17 @@ impl Browser {
         let mut last_error = None;
         for _ in 0..3 {
             let port = free_port()?;
-            let mut driver = Command::new(chromedriver)
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting {}", chromedriver.display()))?;
-            match connect(port, profile.path(), chromium, &mut driver).await {
+            let mut driver = DriverGroup(
+                Command::new(chromedriver)
+                    .arg(format!("--port={port}"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .process_group(0)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .with_context(|| format!("starting {}", chromedriver.display()))?,
+            );
+            match connect(port, profile.path(), chromium, &mut driver.0).await {
                 Ok(client) => {
                     return Ok(Self {
                         client,
@@ -295,7 +321,7 @@ impl Browser {
                     });
                 }
                 Err(e) => {
-                    let _ = driver.kill().await;
+                    driver.end();
                     last_error = Some(e);
                 }
             }
@@ -377,10 +403,11 @@ impl Browser {
         Ok(())
     }
 
-    /// Ends the WebDriver session and the driver.
+    /// Ends the WebDriver session (Chromium quits), then the driver's
+    /// process group.
     pub async fn close(mut self) -> anyhow::Result<()> {
         let closed = self.client.clone().close().await;
-        let _ = self.driver.kill().await;
+        self.driver.end();
         closed?;
         Ok(())
     }
@@ -433,6 +460,10 @@ async fn connect(
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
+                // Crash reporters start in sessions of their own, out of
+                // reach of the process group.
+                "--disable-crash-reporter",
+                "--disable-breakpad",
                 "--disable-dev-shm-usage",
                 "--window-size=1280,900",
                 format!("--user-data-dir={}", profile.display()),
