@@ -23,6 +23,8 @@
 //! readiness); [`manager::Manager`] holds the fleet in memory over [`db`];
 //! [`http`] is the thin axum layer; [`init`] makes a data directory.
 
+pub mod auth;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod fleet;

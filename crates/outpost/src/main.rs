@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod manager_cli;
+mod manager_user;
 mod reload;
 use outpost::config;
 

@@ -31,6 +31,9 @@ pub enum ManagerCommand {
     /// Revoke, approve or delete an edge (through the manager's API).
     #[command(subcommand)]
     Edge(EdgeCommand),
+    /// Dashboard users: add, ls, passwd, disable (on the data directory).
+    #[command(subcommand)]
+    User(crate::manager_user::UserArgs),
 }
 
 #[derive(clap::Args)]
@@ -194,6 +197,7 @@ pub fn manager(command: ManagerCommand) -> anyhow::Result<()> {
         ManagerCommand::Serve(args) => serve(args),
         ManagerCommand::Token(command) => token(command),
         ManagerCommand::Edge(command) => edge(command),
+        ManagerCommand::User(args) => crate::manager_user::run(args),
     }
 }
 
@@ -271,6 +275,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(url) = &args.webhook {
             manager.start_webhook(outpost_manager::webhook::WebhookOptions::new(url.clone()))?;
         }
+        // The session cookie is Secure when the manager itself serves TLS.
+        let dashboard = outpost_manager::dashboard::Dashboard::new(manager.clone(), tls.is_some())?;
         let background = tokio::spawn(manager.clone().run_background());
         let server = tokio::spawn(outpost_manager::http::serve(
             manager.clone(),
@@ -278,8 +284,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             outpost_manager::http::ServeOptions {
                 tls,
                 max_connections: args.max_connections,
+                extra_routes: Some(outpost_manager::dashboard::router(dashboard)),
                 header_read_timeout: outpost_manager::http::header_read_timeout_for(args.heartbeat),
-                ..Default::default()
             },
         ));
         let name = tokio::select! {
