@@ -1,8 +1,8 @@
 //! Configuration reload (SIGHUP, `POST /reload`, `outpost reload`): re-reads
 //! the file, and applies what can change without dropping a connection —
 //! who may use the edge (client ranges, CONNECT ports, destinations), the
-//! admin's caching rules and bypass headers, WAN limits and windows, channel
-//! limits and windows, the log level. Every other difference is reported as
+//! admin's caching rules and bypass headers, WAN limits and windows,
+//! channels (added, removed, replaced or re-paced), the log level. Every other difference is reported as
 //! needing a restart, never half-applied.
 
 use std::path::PathBuf;
@@ -86,13 +86,9 @@ impl Reloader {
             self.engine.fills.shaper.set_policy(new.wan.clone());
             report.applied.push("[wan] limits and rules".into());
         }
-        let before = report.restart_needed.len();
         report
-            .restart_needed
+            .applied
             .extend(self.channels.reconfigure(&next.channels));
-        if current.channels != next.channels && report.restart_needed.len() == before {
-            report.applied.push("channel limits and windows".into());
-        }
         if current.log_level != next.log_level && std::env::var_os("RUST_LOG").is_none() {
             let level = next.log_level.clone().unwrap_or_else(|| "info".into());
             let reloaded = match (EnvFilter::try_new(&level), LOG_FILTER.get()) {
