@@ -167,8 +167,15 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    config::load(file, &Overrides::default())?;
-    println!("{}: ok", file.display());
+    let layered = config::load_layered(Some(file), &Overrides::default())?;
+    match &layered.managed {
+        Some(managed) => println!(
+            "{}: ok (with {} laid over)",
+            file.display(),
+            managed.display()
+        ),
+        None => println!("{}: ok", file.display()),
+    }
     Ok(())
 }
 
@@ -200,11 +207,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         access_log: args.access_log,
         admin: args.admin,
     };
-    let resolved = match &args.config {
-        Some(path) => config::load(path, &overrides)?,
-        None => config::without_file(&overrides)?,
-    };
+    let layered = config::load_layered(args.config.as_deref(), &overrides)?;
+    let resolved = layered.resolved;
     init_logging(resolved.log_level.as_deref());
+    if let Some(managed) = &layered.managed {
+        tracing::info!(file = %managed.display(), "a fleet manager's config is laid over the edge's own");
+    }
+    for name in &layered.replaced_channels {
+        tracing::info!(channel = %name, "the managed config replaces the local channel of this name");
+    }
     let config_path = args.config.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,5 +1,6 @@
-//! Configuration reload (SIGHUP, `POST /reload`, `outpost reload`): re-reads
-//! the file, and applies what can change without dropping a connection —
+//! Configuration reload (SIGHUP, `POST /reload`, `outpost reload`, a fleet
+//! manager's new config): re-reads the file with the managed overlay, and
+//! applies what can change without dropping a connection —
 //! who may use the edge (client ranges, CONNECT ports, destinations), the
 //! admin's caching rules and bypass headers, WAN limits and windows,
 //! channels (added, removed, replaced or re-paced), the log level. Every other difference is reported as
@@ -52,11 +53,17 @@ impl Reloader {
     }
 
     pub fn reload(&self) -> anyhow::Result<ReloadReport> {
-        let Some(path) = &self.path else {
-            anyhow::bail!("the edge was started without --config: nothing to reload");
-        };
-        let next = crate::config::load(path, &self.overrides)
-            .with_context(|| format!("reloading {}", path.display()))?;
+        // Without a file the command line stays, and a fleet manager's
+        // managed.toml may still have changed.
+        let layered = crate::config::load_layered(self.path.as_deref(), &self.overrides)
+            .with_context(|| match &self.path {
+                Some(path) => format!("reloading {}", path.display()),
+                None => "reloading".to_string(),
+            })?;
+        for name in &layered.replaced_channels {
+            tracing::info!(channel = %name, "the managed config replaces the local channel of this name");
+        }
+        let next = layered.resolved;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = ReloadReport {
             applied: Vec::new(),

@@ -7,13 +7,16 @@
 //!
 //! Invariants:
 //! - what `check-config`, `serve` and a reload accept is the same: they all
-//!   go through [`load`], which checks everything `serve` would refuse;
+//!   go through [`load_layered`] (the edge's file with a fleet manager's
+//!   `managed.toml` laid over it), which checks everything `serve` would
+//!   refuse;
 //! - no setting is dropped silently: a value that does not resolve is an
 //!   error, never a default.
 
 mod channels;
 mod file;
 mod managed;
+mod overlay;
 mod resolve;
 mod resolver;
 mod values;
@@ -32,6 +35,7 @@ use outpost_store::StoreConfig;
 
 pub use file::FileConfig;
 pub use managed::{MANAGED_SERVER_KEYS, MANAGED_TABLES, check_managed};
+pub use overlay::{Layered, MANAGED_FILE_NAME, load_layered, overlay, resolve_layered};
 pub use values::{AccessFormat, parse_origin};
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:3180";
