@@ -204,3 +204,36 @@ async fn a_new_rate_applies_in_place_without_a_new_run() {
     assert!(status[0].running.is_none(), "no run started: {status:?}");
     assert_eq!(status[0].last_run.as_ref().map(|r| r.run), Some(1));
 }
+
+#[tokio::test]
+async fn the_fleet_report_counts_present_files_and_names_the_missing_by_path() {
+    let origin = Origin::start().await;
+    let lib = sample_library(Style::Nginx);
+    lib.publish(&origin, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start(dir.path(), vec![channel(&origin, "/lib/")], 1 << 30).await;
+    assert_eq!(site.sync("lib").await.result, "ok");
+    let report = &site.channels.fleet_report()[0];
+    assert_eq!(
+        (
+            report.files_total,
+            report.files_present,
+            report.bytes_present
+        ),
+        (3, 3, lib.total_bytes())
+    );
+    assert!(report.missing.is_empty() && !report.syncing, "{report:?}");
+    assert_eq!(
+        report.last_result.map(|r| r.to_string()).as_deref(),
+        Some("ok")
+    );
+
+    // A copy gone from the store (purged, lost) is missing until a sync.
+    let key =
+        outpost_http::CacheKey::from_uri(&origin.url("/lib/drivers/net.cab").parse().unwrap())
+            .unwrap();
+    site.engine.purge(&key).unwrap();
+    let report = &site.channels.fleet_report()[0];
+    assert_eq!((report.files_total, report.files_present), (3, 2));
+    assert_eq!(report.missing, vec!["drivers/net.cab".to_string()]);
+}
