@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod fleet;
 mod reload;
 use outpost::config;
 
@@ -127,6 +128,20 @@ struct ServeArgs {
     /// Admin API address. Default 127.0.0.1:3180.
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// The fleet manager to report to, e.g. https://manager.example:8443.
+    #[arg(long)]
+    manager: Option<String>,
+    /// The join token, for the first contact only (`manager.join_token_file`
+    /// keeps it out of `ps`).
+    #[arg(long)]
+    join_token: Option<String>,
+    /// This edge's site name in the fleet.
+    #[arg(long)]
+    site: Option<String>,
+    /// SHA-256 of the manager's certificate ("aa:bb:..."), as
+    /// `outpost manager init` prints it.
+    #[arg(long)]
+    manager_fingerprint: Option<String>,
 }
 
 fn parse_origin_arg(s: &str) -> Result<http::Uri, String> {
@@ -206,6 +221,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         origin: args.origin,
         access_log: args.access_log,
         admin: args.admin,
+        manager_url: args.manager,
+        join_token: args.join_token,
+        site: args.site,
+        manager_fingerprint: args.manager_fingerprint,
     };
     let layered = config::load_layered(args.config.as_deref(), &overrides)?;
     let resolved = layered.resolved;
@@ -269,8 +288,8 @@ async fn run(
         None => None,
     };
     let reloader = std::sync::Arc::new(reload::Reloader::new(
-        config_path,
-        overrides,
+        config_path.clone(),
+        overrides.clone(),
         resolved.clone(),
         engine.clone(),
         channels.clone(),
@@ -296,8 +315,8 @@ async fn run(
     let (admin_listener, admin) = admin::bind(
         &resolved.admin,
         engine.clone(),
-        channels,
-        reloader,
+        channels.clone(),
+        reloader.clone(),
         allowed_hosts,
     )
     .await?;
@@ -319,6 +338,22 @@ async fn run(
     // (before, its default action ends a process that serves nothing yet).
     let mut stop_signals = StopSignals::install()?;
     let shutdown = CancellationToken::new();
+    if let Some(settings) = resolved.manager.clone() {
+        fleet::Fleet {
+            settings,
+            target: fleet::ConfigTarget {
+                config_path: config_path.clone(),
+                overrides: overrides.clone(),
+                cache_dir: resolved.store.dir.clone(),
+                reloader: reloader.clone(),
+            },
+            engine: engine.clone(),
+            channels: channels.clone(),
+            status: admin.manager_status(),
+            started: std::time::Instant::now(),
+        }
+        .spawn(shutdown.clone());
+    }
     let flusher = {
         let store = store.clone();
         let shutdown = shutdown.clone();

@@ -167,6 +167,7 @@ pub fn restart_only_changes(old: &Resolved, new: &Resolved) -> Vec<(&'static str
         ),
         ("[cache]", old.store != new.store),
         ("[admin]", old.admin != new.admin),
+        ("[manager]", old.manager != new.manager),
         ("log.access_log", old.access_log != new.access_log),
     ]
 }

@@ -16,6 +16,7 @@
 mod channels;
 mod file;
 mod managed;
+mod manager;
 mod overlay;
 mod resolve;
 mod resolver;
@@ -35,6 +36,7 @@ use outpost_store::StoreConfig;
 
 pub use file::FileConfig;
 pub use managed::{MANAGED_SERVER_KEYS, MANAGED_TABLES, check_managed};
+pub use manager::{JoinToken, ManagerConfig, normalize_fingerprint};
 pub use overlay::{Layered, MANAGED_FILE_NAME, load_layered, overlay, resolve_layered};
 pub use values::{AccessFormat, parse_origin};
 
@@ -70,6 +72,11 @@ pub struct Overrides {
     pub origin: Option<http::Uri>,
     pub access_log: Option<String>,
     pub admin: Option<SocketAddr>,
+    /// `--manager`, `--join-token`, `--site`, `--manager-fingerprint`.
+    pub manager_url: Option<String>,
+    pub join_token: Option<String>,
+    pub site: Option<String>,
+    pub manager_fingerprint: Option<String>,
 }
 
 /// Everything `serve` needs.
@@ -83,6 +90,8 @@ pub struct Resolved {
     pub access_log: Option<(String, AccessFormat)>,
     pub admin: AdminConfig,
     pub channels: Vec<ChannelConfig>,
+    /// The fleet manager this edge reports to, if any.
+    pub manager: Option<ManagerConfig>,
 }
 
 /// One thing wrong with a configuration: where (when it is in the file)
