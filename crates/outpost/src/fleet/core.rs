@@ -68,6 +68,8 @@ pub struct FleetCore {
     pub applied_version: u64,
     pub rejected: Option<ConfigRejection>,
     pub last_error: Option<String>,
+    /// Holds a credential (enrolled now or before a restart).
+    enrolled: bool,
     failures: u32,
     started_actions: BTreeSet<u64>,
     /// Finished, not yet in an answered heartbeat.
@@ -85,6 +87,7 @@ impl FleetCore {
             applied_version,
             rejected: None,
             last_error: None,
+            enrolled: false,
             failures: 0,
             started_actions: BTreeSet::new(),
             results: Vec::new(),
@@ -101,6 +104,12 @@ impl FleetCore {
             applied_version: self.applied_version,
             last_error: self.last_error.clone(),
         }
+    }
+
+    /// The edge holds a credential: from here a failed call makes the
+    /// link unreachable, not "still enrolling".
+    pub fn set_enrolled(&mut self) {
+        self.enrolled = true;
     }
 
     /// The highest action id seen: the long poll's `after_action`.
@@ -183,7 +192,7 @@ impl FleetCore {
                 REVOKED_RETRY.max(self.heartbeat)
             }
             CallError::Unreachable(_) | CallError::Refused(_) => {
-                if self.link != ManagerLink::Enrolling {
+                if self.enrolled {
                     self.link = ManagerLink::Unreachable;
                 }
                 self.failures = self.failures.saturating_add(1);
@@ -302,15 +311,16 @@ mod tests {
     #[test]
     fn failures_back_off_log_once_per_change_and_revocation_slows_down() {
         let mut core = FleetCore::new("u".into(), "s".into(), 0);
-        core.on_reply(&reply(0, &[]), 1);
         let down = CallError::Unreachable("connection refused".into());
+        assert_eq!(core.on_failure(&down).1, None, "still enrolling");
+        core.set_enrolled();
         let (wait, change) = core.on_failure(&down);
         assert_eq!(
             (wait, change),
-            (Duration::from_secs(1), Some(ManagerLink::Unreachable))
+            (Duration::from_secs(2), Some(ManagerLink::Unreachable))
         );
         let (wait, change) = core.on_failure(&down);
-        assert_eq!((wait, change), (Duration::from_secs(2), None));
+        assert_eq!((wait, change), (Duration::from_secs(4), None));
         for _ in 0..20 {
             core.on_failure(&down);
         }

@@ -134,13 +134,14 @@ impl Fleet {
             }
         };
         let core = Arc::new(Mutex::new(FleetCore::new(
-            settings.url.to_string(),
+            settings.url.as_str().trim_end_matches('/').to_string(),
             settings.site.clone(),
             stored.as_ref().map_or(0, |s| s.applied_version),
         )));
         self.publish(&lock(&core));
         let enrolment = match stored {
             Some(mut stored) => {
+                lock(&core).set_enrolled();
                 if stored.site != settings.site {
                     tracing::warn!(enrolled = %stored.site, configured = %settings.site, "this edge enrolled under another site name; it keeps it (remove manager.json to enrol anew)");
                     lock(&core).site = stored.site.clone();
@@ -225,6 +226,7 @@ impl Fleet {
                     }
                     tracing::info!(manager = %settings.url, site = %reply.site, approved = reply.approved, "enrolled with the fleet manager");
                     let mut core = lock(core);
+                    core.set_enrolled();
                     core.heartbeat = Duration::from_millis(reply.heartbeat_ms.max(100));
                     core.last_contact = Some(now_secs());
                     core.last_error = None;
