@@ -12,5 +12,6 @@ mod cache_lock;
 mod check_config;
 mod commands;
 mod drain;
+mod fleet_cli;
 mod fleet_edge;
 mod signals;
