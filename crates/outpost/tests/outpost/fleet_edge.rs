@@ -369,3 +369,114 @@ async fn a_sync_action_runs_and_its_result_comes_back() {
     );
     assert!(apps.missing.is_empty());
 }
+
+/// `outpost manager init` + `serve` (heartbeat 1 s) in `data`: the
+/// process, its URL and what init printed.
+fn real_manager(data: &Path) -> (Serve, String, outpost_protocol::ManagerInit) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["manager", "init", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let made: outpost_protocol::ManagerInit = serde_json::from_slice(&out.stdout).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"));
+    cmd.args(["manager", "serve", "--data-dir"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--heartbeat", "1s"]);
+    let serve = Serve::run(cmd);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let found = serve.log.lock().unwrap().iter().find_map(|l| {
+            let rest = l.split("manager listening").nth(1)?;
+            rest.split("addr=")
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        });
+        if let Some(addr) = found {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "{}", serve.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (serve, format!("https://{addr}"), made)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_the_real_manager_a_published_channel_becomes_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_manager, url, made) = real_manager(&dir.path().join("manager"));
+    let origin = Origin::start().await;
+    publish_apps(&origin);
+    let edge = EdgeProcess::start(
+        &dir.path().join("outpost-cache"),
+        &origin,
+        &[
+            "--manager",
+            &url,
+            "--site",
+            "oslo",
+            "--join-token",
+            &made.join_token,
+            "--manager-fingerprint",
+            &made.fingerprint,
+        ],
+    );
+    status_where(&edge, Duration::from_secs(20), |s| {
+        link(s) == Some(ManagerLink::Enrolled)
+    })
+    .await;
+
+    let admin = outpost_manager::http::client::Client::new(&url, Some(&made.fingerprint))
+        .unwrap()
+        .bearer(&made.admin_token);
+    let _: serde_json::Value = admin
+        .send(
+            http::Method::PUT,
+            "/api/v1/channels/apps?scope=global",
+            &serde_json::json!({ "source": origin.url("/apps/") }),
+        )
+        .await
+        .unwrap();
+    let _: serde_json::Value = admin
+        .call(http::Method::POST, "/api/v1/config/publish", None)
+        .await
+        .unwrap();
+
+    let fleet_ready = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["fleet", "ready", "apps", "--manager", &url])
+            .args([
+                "--token",
+                &made.admin_token,
+                "--fingerprint",
+                &made.fingerprint,
+            ])
+            .env_remove("OUTPOST_MANAGER")
+            .env_remove("OUTPOST_MANAGER_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        let out = fleet_ready();
+        if out.status.code() == Some(0) {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never ready: {} {}\nedge: {}",
+            stdout(&out),
+            stderr(&out),
+            edge.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(stdout(&ready).contains("oslo"), "{}", stdout(&ready));
+    let s = status(&edge);
+    assert!(s.manager.unwrap().applied_version >= 1);
+    assert_eq!(s.channels[0].name, "apps");
+    assert_eq!(s.channels[0].files_present, 1);
+}
