@@ -50,7 +50,12 @@ impl ConfigTarget {
         );
         super::state::write_atomic(&path, document.as_bytes(), 0o644)?;
         match self.reloader.reload() {
-            Ok(report) => Ok(report.applied),
+            Ok(report) => {
+                if !report.restart_needed.is_empty() {
+                    tracing::warn!(version, restart_needed = ?report.restart_needed, "part of the managed config takes effect only after a restart");
+                }
+                Ok(report.applied)
+            }
             Err(e) => {
                 restore(&path, previous.as_deref());
                 Err(format!("{e:#}"))
