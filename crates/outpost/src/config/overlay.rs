@@ -55,7 +55,14 @@ pub fn load_layered(path: Option<&Path>, overrides: &Overrides) -> Result<Layere
     let managed_path = alone.store.dir.join(MANAGED_FILE_NAME);
     let managed = match std::fs::read_to_string(&managed_path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // No cache directory yet (or a file in its place, which the store
+        // reports when it opens): no managed document either.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
             return Ok(Layered {
                 resolved: alone,
                 managed: None,
