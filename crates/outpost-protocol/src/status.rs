@@ -29,7 +29,7 @@ pub struct EdgeStatus {
     pub channels: Vec<ChannelStatus>,
     /// The fleet manager link; absent without a manager (and in documents
     /// of edges older than the fleet).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<ManagerStatus>,
 }
 
