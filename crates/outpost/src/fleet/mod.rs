@@ -235,6 +235,7 @@ impl Fleet {
                     } else {
                         ManagerLink::Pending
                     };
+                    log_change(core.link, &core);
                     self.publish(&core);
                     return Some(enrolment);
                 }

@@ -29,6 +29,8 @@ pub const JOIN_TOKEN: &str = "join-secret";
 #[derive(Default)]
 struct Fleet {
     heartbeat_ms: u64,
+    /// "Approve new edges" mode: false until [`FakeManager::approve`].
+    approved: bool,
     /// credential -> site
     credentials: HashMap<String, String>,
     enrolments: usize,
@@ -99,7 +101,7 @@ fn reply(fleet: &Fleet) -> HeartbeatReply {
     HeartbeatReply {
         desired_config_version: fleet.config.as_ref().map_or(0, |c| c.version),
         heartbeat_ms: fleet.heartbeat_ms,
-        approved: true,
+        approved: fleet.approved,
         actions: fleet.actions.clone(),
     }
 }
@@ -129,7 +131,7 @@ async fn enrol(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) ->
         &EnrolReply {
             site: request.site,
             credential,
-            approved: true,
+            approved: fleet.approved,
             heartbeat_ms: fleet.heartbeat_ms,
         },
     )
@@ -222,6 +224,7 @@ impl FakeManager {
         let shared = Shared {
             fleet: Arc::new(Mutex::new(Fleet {
                 heartbeat_ms,
+                approved: true,
                 next_action: 1,
                 ..Fleet::default()
             })),
@@ -291,6 +294,12 @@ impl FakeManager {
         drop(fleet);
         self.shared.changed.notify_waiters();
         id
+    }
+
+    /// Sets "approve new edges" mode's answer for every edge.
+    pub fn approve(&self, approved: bool) {
+        self.shared.fleet.lock().unwrap().approved = approved;
+        self.shared.changed.notify_waiters();
     }
 
     pub fn revoke(&self, site: &str) {

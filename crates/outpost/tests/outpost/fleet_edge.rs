@@ -480,3 +480,45 @@ async fn against_the_real_manager_a_published_channel_becomes_ready() {
     assert_eq!(s.channels[0].name, "apps");
     assert_eq!(s.channels[0].files_present, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_edge_takes_no_config_until_approved() {
+    let manager = FakeManager::start(200).await;
+    manager.approve(false);
+    let origin = Origin::start().await;
+    publish_apps(&origin);
+    let version = manager.publish(&channel_config(&origin));
+    let dir = tempfile::tempdir().unwrap();
+    let edge = edge(dir.path(), &origin, &manager, true, &manager.fingerprint);
+    status_where(&edge, Duration::from_secs(20), |s| {
+        link(s) == Some(ManagerLink::Pending)
+    })
+    .await;
+    assert!(
+        edge.logged("waiting for an admin to approve"),
+        "{}",
+        edge.stderr()
+    );
+    // Heartbeats go on; the published config is not taken.
+    let seen = manager.heartbeats();
+    manager
+        .heartbeat_where(Duration::from_secs(10), |_| {
+            manager.heartbeats() >= seen + 3
+        })
+        .await
+        .expect("a pending edge sends heartbeats");
+    let s = status(&edge);
+    assert_eq!(s.manager.unwrap().applied_version, 0);
+    assert!(s.channels.is_empty());
+    assert!(!dir.path().join("outpost-cache/managed.toml").exists());
+
+    manager.approve(true);
+    let s = status_where(&edge, Duration::from_secs(10), |s| {
+        s.manager
+            .as_ref()
+            .is_some_and(|m| m.applied_version == version)
+    })
+    .await;
+    assert_eq!(link(&s), Some(ManagerLink::Enrolled));
+    assert_eq!(s.channels[0].name, "apps");
+}
