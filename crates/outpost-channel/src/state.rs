@@ -118,6 +118,21 @@ impl ChannelDb {
         Ok(())
     }
 
+    /// Deletes every row of a channel: its files and its runs.
+    pub fn forget_channel(&self, channel: &str) -> Result<(), ChannelError> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "DELETE FROM channel_files WHERE channel = ?1",
+            params![channel],
+        )?;
+        tx.execute(
+            "DELETE FROM channel_runs WHERE channel = ?1",
+            params![channel],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Whether a channel other than `channel` holds `key`.
     pub fn held_elsewhere(&self, channel: &str, key: &str) -> Result<bool, ChannelError> {
         Ok(self

@@ -32,8 +32,8 @@ pub use fleet::{
     HeartbeatReply, MAX_MISSING_LISTED, ManagerInit, Readiness, ReadinessState, SiteReadiness,
 };
 pub use status::{
-    ActiveFill, CacheUsage, EdgeStatus, ModeTraffic, ProxyMode, RequestCounts, ServedBytes,
-    WanClass,
+    ActiveFill, CacheUsage, EdgeStatus, ManagerLink, ManagerStatus, ModeTraffic, ProxyMode,
+    RequestCounts, ServedBytes, WanClass,
 };
 
 /// Every error the admin API answers: the reason, for a person.

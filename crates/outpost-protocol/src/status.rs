@@ -27,6 +27,10 @@ pub struct EdgeStatus {
     pub active_fills: Vec<ActiveFill>,
     pub wan: Vec<WanClass>,
     pub channels: Vec<ChannelStatus>,
+    /// The fleet manager link; absent without a manager (and in documents
+    /// of edges older than the fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<ManagerStatus>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,3 +110,43 @@ pub struct WanClass {
     pub queued_reads: u64,
     pub queued_bytes: u64,
 }
+
+/// The edge's link to its fleet manager, as `/status` shows it (absent on
+/// an edge that has no manager).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerStatus {
+    pub url: String,
+    pub site: String,
+    pub state: ManagerLink,
+    /// Unix seconds of the last answer from the manager.
+    pub last_contact: Option<i64>,
+    /// The managed config version the edge runs (0: none).
+    pub applied_version: u64,
+    /// The last thing that went wrong (unreachable, refused, a rejected
+    /// config), for a person; cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManagerLink {
+    /// Not enrolled yet (or enrolling).
+    Enrolling,
+    /// Enrolled, and the manager answers.
+    Enrolled,
+    /// Enrolled in "approve new edges" mode, not approved yet.
+    Pending,
+    /// The manager refuses the edge's credential: revoked.
+    Revoked,
+    /// The manager does not answer (or its certificate is not the pinned
+    /// one); the edge goes on serving what it runs.
+    Unreachable,
+}
+
+crate::wire_display!(ManagerLink {
+    Enrolling => "enrolling",
+    Enrolled => "enrolled",
+    Pending => "pending",
+    Revoked => "revoked",
+    Unreachable => "unreachable",
+});

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod fleet;
 mod manager_cli;
 mod manager_user;
 mod reload;
@@ -135,6 +136,20 @@ struct ServeArgs {
     /// Admin API address. Default 127.0.0.1:3180.
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// The fleet manager to report to, e.g. https://manager.example:8443.
+    #[arg(long)]
+    manager: Option<String>,
+    /// The join token, for the first contact only (`manager.join_token_file`
+    /// keeps it out of `ps`).
+    #[arg(long)]
+    join_token: Option<String>,
+    /// This edge's site name in the fleet.
+    #[arg(long)]
+    site: Option<String>,
+    /// SHA-256 of the manager's certificate ("aa:bb:..."), as
+    /// `outpost manager init` prints it.
+    #[arg(long)]
+    manager_fingerprint: Option<String>,
 }
 
 fn parse_origin_arg(s: &str) -> Result<http::Uri, String> {
@@ -177,8 +192,15 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    config::load(file, &Overrides::default())?;
-    println!("{}: ok", file.display());
+    let layered = config::load_layered(Some(file), &Overrides::default())?;
+    match &layered.managed {
+        Some(managed) => println!(
+            "{}: ok (with {} laid over)",
+            file.display(),
+            managed.display()
+        ),
+        None => println!("{}: ok", file.display()),
+    }
     Ok(())
 }
 
@@ -209,12 +231,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         origin: args.origin,
         access_log: args.access_log,
         admin: args.admin,
+        manager_url: args.manager,
+        join_token: args.join_token,
+        site: args.site,
+        manager_fingerprint: args.manager_fingerprint,
     };
-    let resolved = match &args.config {
-        Some(path) => config::load(path, &overrides)?,
-        None => config::without_file(&overrides)?,
-    };
+    let layered = config::load_layered(args.config.as_deref(), &overrides)?;
+    let resolved = layered.resolved;
     init_logging(resolved.log_level.as_deref());
+    if let Some(managed) = &layered.managed {
+        tracing::info!(file = %managed.display(), "a fleet manager's config is laid over the edge's own");
+    }
+    for name in &layered.replaced_channels {
+        tracing::info!(channel = %name, "the managed config replaces the local channel of this name");
+    }
     let config_path = args.config.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -268,8 +298,8 @@ async fn run(
         None => None,
     };
     let reloader = std::sync::Arc::new(reload::Reloader::new(
-        config_path,
-        overrides,
+        config_path.clone(),
+        overrides.clone(),
         resolved.clone(),
         engine.clone(),
         channels.clone(),
@@ -295,8 +325,8 @@ async fn run(
     let (admin_listener, admin) = admin::bind(
         &resolved.admin,
         engine.clone(),
-        channels,
-        reloader,
+        channels.clone(),
+        reloader.clone(),
         allowed_hosts,
     )
     .await?;
@@ -318,6 +348,22 @@ async fn run(
     // (before, its default action ends a process that serves nothing yet).
     let mut stop_signals = StopSignals::install()?;
     let shutdown = CancellationToken::new();
+    if let Some(settings) = resolved.manager.clone() {
+        fleet::Fleet {
+            settings,
+            target: fleet::ConfigTarget {
+                config_path: config_path.clone(),
+                overrides: overrides.clone(),
+                cache_dir: resolved.store.dir.clone(),
+                reloader: reloader.clone(),
+            },
+            engine: engine.clone(),
+            channels: channels.clone(),
+            status: admin.manager_status(),
+            started: std::time::Instant::now(),
+        }
+        .spawn(shutdown.clone());
+    }
     let flusher = {
         let store = store.clone();
         let shutdown = shutdown.clone();

@@ -1,8 +1,9 @@
-//! Configuration reload (SIGHUP, `POST /reload`, `outpost reload`): re-reads
-//! the file, and applies what can change without dropping a connection —
+//! Configuration reload (SIGHUP, `POST /reload`, `outpost reload`, a fleet
+//! manager's new config): re-reads the file with the managed overlay, and
+//! applies what can change without dropping a connection —
 //! who may use the edge (client ranges, CONNECT ports, destinations), the
-//! admin's caching rules and bypass headers, WAN limits and windows, channel
-//! limits and windows, the log level. Every other difference is reported as
+//! admin's caching rules and bypass headers, WAN limits and windows,
+//! channels (added, removed, replaced or re-paced), the log level. Every other difference is reported as
 //! needing a restart, never half-applied.
 
 use std::path::PathBuf;
@@ -52,11 +53,17 @@ impl Reloader {
     }
 
     pub fn reload(&self) -> anyhow::Result<ReloadReport> {
-        let Some(path) = &self.path else {
-            anyhow::bail!("the edge was started without --config: nothing to reload");
-        };
-        let next = crate::config::load(path, &self.overrides)
-            .with_context(|| format!("reloading {}", path.display()))?;
+        // Without a file the command line stays, and a fleet manager's
+        // managed.toml may still have changed.
+        let layered = crate::config::load_layered(self.path.as_deref(), &self.overrides)
+            .with_context(|| match &self.path {
+                Some(path) => format!("reloading {}", path.display()),
+                None => "reloading".to_string(),
+            })?;
+        for name in &layered.replaced_channels {
+            tracing::info!(channel = %name, "the managed config replaces the local channel of this name");
+        }
+        let next = layered.resolved;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = ReloadReport {
             applied: Vec::new(),
@@ -86,13 +93,9 @@ impl Reloader {
             self.engine.fills.shaper.set_policy(new.wan.clone());
             report.applied.push("[wan] limits and rules".into());
         }
-        let before = report.restart_needed.len();
         report
-            .restart_needed
+            .applied
             .extend(self.channels.reconfigure(&next.channels));
-        if current.channels != next.channels && report.restart_needed.len() == before {
-            report.applied.push("channel limits and windows".into());
-        }
         if current.log_level != next.log_level && std::env::var_os("RUST_LOG").is_none() {
             let level = next.log_level.clone().unwrap_or_else(|| "info".into());
             let reloaded = match (EnvFilter::try_new(&level), LOG_FILTER.get()) {
@@ -164,6 +167,7 @@ pub fn restart_only_changes(old: &Resolved, new: &Resolved) -> Vec<(&'static str
         ),
         ("[cache]", old.store != new.store),
         ("[admin]", old.admin != new.admin),
+        ("[manager]", old.manager != new.manager),
         ("log.access_log", old.access_log != new.access_log),
     ]
 }

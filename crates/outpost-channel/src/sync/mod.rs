@@ -4,6 +4,7 @@
 //! `run` (one run and its files), `status` (what the admin API shows).
 
 mod budget;
+mod report;
 mod run;
 mod source;
 mod status;
@@ -20,6 +21,7 @@ pub use outpost_protocol::{
 use outpost_proxy::Engine;
 use outpost_shaper::{BucketId, Rate, RateRule, RateSchedule, TimeWindow};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::ChannelError;
@@ -131,16 +133,25 @@ struct Channel {
     group: BucketId,
     filter: PathFilter,
     run: Mutex<Option<RunState>>,
-    /// Sends the number of the last finished run.
-    finished: watch::Sender<u64>,
+    /// The number of the last finished run. Shared with the channel that
+    /// replaces this one, so that a waiter for a run of the old one wakes.
+    finished: Arc<watch::Sender<u64>>,
     next_run: Mutex<Option<chrono::NaiveDateTime>>,
+    /// Cancelled when a reload removes or replaces the channel: its
+    /// schedule ends and its running sync stops.
+    retired: CancellationToken,
 }
 
 /// The channels of one edge.
 pub struct Channels {
     engine: Arc<Engine>,
     db: Mutex<ChannelDb>,
-    channels: Vec<Arc<Channel>>,
+    /// The live channels; a reload swaps entries (a running sync holds its
+    /// own `Arc` to the channel it runs for).
+    channels: Mutex<Vec<Arc<Channel>>>,
+    /// Shaper buckets of removed channels, reused by the next one added:
+    /// the shaper has no way to drop a bucket.
+    spare_groups: Mutex<Vec<BucketId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -164,51 +175,24 @@ impl Channels {
         dir: &Path,
     ) -> Result<Arc<Self>, ChannelError> {
         let db = ChannelDb::open(&dir.join("channels.sqlite"))?;
-        let mut channels = Vec::new();
-        let mut resume = Vec::new();
-        for config in configs {
-            for row in db.files(&config.name)? {
-                if let Some(expected) = &row.expected_sha256 {
-                    // A manifest's digest binds every copy of the file the
-                    // edge stores, PCs' fills included, across restarts.
-                    engine
-                        .store
-                        .expect_digest(&CacheKey::from_stored(row.key.clone()), Some(expected));
-                }
-                if row.state == "quarantined" {
-                    engine.set_quarantined(
-                        &CacheKey::from_stored(row.key.clone()),
-                        row.detail.clone().or(Some("digest mismatch".into())),
-                    );
-                }
-            }
-            if db.take_interrupted(&config.name, now_secs())? {
-                resume.push(config.name.clone());
-            }
-            let group = engine.fills.shaper.add_group(config.shaper_schedule());
-            let filter = PathFilter::new(&config.include, &config.exclude)?;
-            channels.push(Arc::new(Channel {
-                pacing: Mutex::new((config.rate, config.window.clone())),
-                limits: Mutex::new(config.limits),
-                config,
-                group,
-                filter,
-                run: Mutex::new(None),
-                finished: watch::channel(0).0,
-                next_run: Mutex::new(None),
-            }));
-        }
         let this = Arc::new(Self {
             engine,
             db: Mutex::new(db),
-            channels,
+            channels: Mutex::new(Vec::new()),
+            spare_groups: Mutex::new(Vec::new()),
         });
-        for ch in &this.channels {
-            if ch.config.schedule.is_some() {
-                let this2 = this.clone();
-                let ch = ch.clone();
-                tokio::spawn(async move { this2.schedule_loop(ch).await });
+        let mut resume = Vec::new();
+        let mut channels = Vec::new();
+        for config in configs {
+            this.restore_file_states(&config.name)?;
+            if lock(&this.db).take_interrupted(&config.name, now_secs())? {
+                resume.push(config.name.clone());
             }
+            channels.push(this.new_channel(config, None)?);
+        }
+        *lock(&this.channels) = channels.clone();
+        for ch in channels {
+            this.start_schedule(ch);
         }
         for name in resume {
             tracing::info!(channel = %name, "resuming a sync interrupted by the last stop");
@@ -217,70 +201,239 @@ impl Channels {
         Ok(this)
     }
 
-    /// Applies a new configuration's channels where that can be done live
-    /// (rate, window and limits of existing channels); returns what needs a restart
-    /// (channels added, removed, or with another source, kind, filter or
-    /// schedule).
-    pub fn reconfigure(&self, configs: &[ChannelConfig]) -> Vec<String> {
-        let mut restart = Vec::new();
-        for new in configs {
-            let Some(ch) = self.channels.iter().find(|c| c.config.name == new.name) else {
-                restart.push(format!("channel {:?} added", new.name));
-                continue;
-            };
-            let old = &ch.config;
-            let same_shape = old.source == new.source
-                && old.kind == new.kind
-                && old.include == new.include
-                && old.exclude == new.exclude
-                && old.schedule == new.schedule
-                && old.verify == new.verify
-                && old.aliases == new.aliases
-                && old.concurrency == new.concurrency;
-            if !same_shape {
-                restart.push(format!("channel {:?} changed", new.name));
-            }
-            let mut limits = lock(&ch.limits);
-            if *limits != new.limits {
-                *limits = new.limits;
-                tracing::info!(channel = %new.name, limits = ?new.limits, "channel limits changed");
-            }
-            drop(limits);
-            let mut pacing = lock(&ch.pacing);
-            if pacing.0 != new.rate || pacing.1 != new.window {
-                *pacing = (new.rate, new.window.clone());
+    /// Re-applies what the database says of a channel's files to the
+    /// store: expected digests and quarantines.
+    fn restore_file_states(&self, name: &str) -> Result<(), ChannelError> {
+        for row in lock(&self.db).files(name)? {
+            if let Some(expected) = &row.expected_sha256 {
+                // A manifest's digest binds every copy of the file the
+                // edge stores, PCs' fills included, across restarts.
                 self.engine
-                    .fills
-                    .shaper
-                    .set_group(ch.group, new.shaper_schedule());
-                tracing::info!(channel = %new.name, rate = %new.rate, "channel limit changed");
+                    .store
+                    .expect_digest(&CacheKey::from_stored(row.key.clone()), Some(expected));
+            }
+            if row.state == "quarantined" {
+                self.engine.set_quarantined(
+                    &CacheKey::from_stored(row.key.clone()),
+                    row.detail.clone().or(Some("digest mismatch".into())),
+                );
             }
         }
-        for ch in &self.channels {
-            if !configs.iter().any(|c| c.name == ch.config.name) {
-                restart.push(format!("channel {:?} removed", ch.config.name));
+        Ok(())
+    }
+
+    /// A channel with its shaper bucket: `previous`'s (a replacement), a
+    /// spare one, or a new one.
+    fn new_channel(
+        &self,
+        config: ChannelConfig,
+        previous: Option<&Channel>,
+    ) -> Result<Arc<Channel>, ChannelError> {
+        let filter = PathFilter::new(&config.include, &config.exclude)?;
+        let shaper = &self.engine.fills.shaper;
+        let group = match previous
+            .map(|p| p.group)
+            .or_else(|| lock(&self.spare_groups).pop())
+        {
+            Some(group) => {
+                shaper.set_group(group, config.shaper_schedule());
+                group
+            }
+            None => shaper.add_group(config.shaper_schedule()),
+        };
+        let finished = match previous {
+            Some(p) => p.finished.clone(),
+            None => Arc::new(watch::channel(0).0),
+        };
+        Ok(Arc::new(Channel {
+            pacing: Mutex::new((config.rate, config.window.clone())),
+            limits: Mutex::new(config.limits),
+            config,
+            group,
+            filter,
+            run: Mutex::new(None),
+            finished,
+            next_run: Mutex::new(None),
+            retired: CancellationToken::new(),
+        }))
+    }
+
+    fn start_schedule(self: &Arc<Self>, ch: Arc<Channel>) {
+        if ch.config.schedule.is_some() {
+            let this = self.clone();
+            tokio::spawn(async move { this.schedule_loop(ch).await });
+        }
+    }
+
+    /// Applies a new configuration's channels, all live: the rate, window
+    /// and limits of a channel are changed in place (a running sync goes
+    /// on); a channel with another source, kind, filter, schedule, verify
+    /// or concurrency is replaced (its running sync is stopped, what it
+    /// holds stays pinned, and the new one syncs at once); a new channel
+    /// starts and syncs at once; a removed one stops, and what it held
+    /// becomes ordinary cache (see [`Channels::forget`]). Returns what
+    /// changed, for a person.
+    pub fn reconfigure(self: &Arc<Self>, configs: &[ChannelConfig]) -> Vec<String> {
+        let mut changes = Vec::new();
+        let mut started = Vec::new();
+        let mut removed = Vec::new();
+        {
+            let mut live = lock(&self.channels);
+            let mut next = Vec::with_capacity(configs.len());
+            for new in configs {
+                let Some(ch) = live.iter().find(|c| c.config.name == new.name).cloned() else {
+                    match self.new_channel(new.clone(), None) {
+                        Ok(ch) => {
+                            changes.push(format!("channel {:?} added", new.name));
+                            started.push(ch.clone());
+                            next.push(ch);
+                        }
+                        Err(e) => {
+                            // Checked at load: a pattern that fails here
+                            // is a bug, not a reason to stop the others.
+                            tracing::error!(channel = %new.name, error = %e, "cannot add the channel");
+                        }
+                    }
+                    continue;
+                };
+                if ch.config.same_shape(new) {
+                    self.retune(&ch, new, &mut changes);
+                    next.push(ch);
+                    continue;
+                }
+                match self.new_channel(new.clone(), Some(&ch)) {
+                    Ok(replacement) => {
+                        ch.retired.cancel();
+                        changes.push(format!("channel {:?} replaced", new.name));
+                        tracing::info!(channel = %new.name, "channel replaced: its running sync stops, the new one syncs now");
+                        started.push(replacement.clone());
+                        next.push(replacement);
+                    }
+                    Err(e) => {
+                        tracing::error!(channel = %new.name, error = %e, "cannot replace the channel; the old one stays");
+                        next.push(ch);
+                    }
+                }
+            }
+            for ch in live.iter() {
+                if !configs.iter().any(|c| c.name == ch.config.name) {
+                    ch.retired.cancel();
+                    changes.push(format!("channel {:?} removed", ch.config.name));
+                    removed.push(ch.clone());
+                }
+            }
+            *live = next;
+        }
+        for ch in removed {
+            let this = self.clone();
+            tokio::spawn(async move {
+                ch.idle().await;
+                this.forget(&ch);
+            });
+        }
+        for ch in started {
+            self.start_schedule(ch.clone());
+            if let Err(e) = self.sync_channel(&ch) {
+                tracing::error!(channel = %ch.config.name, error = %e, "cannot start the first sync");
             }
         }
-        restart
+        changes
+    }
+
+    /// Changes a channel's rate, window and limits in place.
+    fn retune(&self, ch: &Channel, new: &ChannelConfig, changes: &mut Vec<String>) {
+        let mut limits = lock(&ch.limits);
+        if *limits != new.limits {
+            *limits = new.limits;
+            tracing::info!(channel = %new.name, limits = ?new.limits, "channel limits changed");
+            changes.push(format!("channel {:?} limits", new.name));
+        }
+        drop(limits);
+        let mut pacing = lock(&ch.pacing);
+        if pacing.0 != new.rate || pacing.1 != new.window {
+            *pacing = (new.rate, new.window.clone());
+            self.engine
+                .fills
+                .shaper
+                .set_group(ch.group, new.shaper_schedule());
+            tracing::info!(channel = %new.name, rate = %new.rate, "channel limit changed");
+            changes.push(format!("channel {:?} rate and window", new.name));
+        }
+    }
+
+    /// Drops a removed channel: the files it held are unpinned (unless
+    /// another channel holds them), its quarantines and expected digests
+    /// are lifted, and its rows and run history are deleted. The files stay
+    /// in the cache as ordinary, evictable copies: were the channel added
+    /// again, its first sync revalidates them instead of fetching them
+    /// anew. Rows are not kept because nothing would keep them true while
+    /// no channel syncs them. Skipped if a channel of the same name was
+    /// added again meanwhile (it owns the rows now).
+    fn forget(&self, ch: &Channel) {
+        let name = &ch.config.name;
+        if lock(&self.channels).iter().any(|c| &c.config.name == name) {
+            return;
+        }
+        let db = lock(&self.db);
+        let rows = match db.files(name) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(channel = %name, error = %e, "cannot read the removed channel's files");
+                return;
+            }
+        };
+        for row in &rows {
+            let key = CacheKey::from_stored(row.key.clone());
+            if !db.held_elsewhere(name, &row.key).unwrap_or(true)
+                && let Err(e) = self.engine.store.set_pinned(&key, false)
+            {
+                tracing::warn!(channel = %name, key = %key, error = %e, "cannot unpin");
+            }
+            if row.state == "quarantined" {
+                self.engine.set_quarantined(&key, None);
+            }
+            if row.expected_sha256.is_some() {
+                self.engine.store.expect_digest(&key, None);
+            }
+        }
+        if let Err(e) = db.forget_channel(name) {
+            tracing::error!(channel = %name, error = %e, "cannot drop the removed channel's rows");
+        }
+        lock(&self.spare_groups).push(ch.group);
+        tracing::info!(channel = %name, files = rows.len(), "channel removed: its files are ordinary cache now");
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.channels
+        lock(&self.channels)
             .iter()
             .map(|c| c.config.name.clone())
             .collect()
     }
 
-    fn channel(&self, name: &str) -> Result<&Arc<Channel>, ChannelError> {
-        self.channels
+    /// The live channels, in configuration order.
+    fn live(&self) -> Vec<Arc<Channel>> {
+        lock(&self.channels).clone()
+    }
+
+    fn channel(&self, name: &str) -> Result<Arc<Channel>, ChannelError> {
+        lock(&self.channels)
             .iter()
             .find(|c| c.config.name == name)
+            .cloned()
             .ok_or_else(|| ChannelError::Unknown(name.to_string()))
     }
 
     /// Starts a sync of `name` unless one runs; returns the run's number.
     pub fn sync(self: &Arc<Self>, name: &str) -> Result<u64, ChannelError> {
-        let ch = self.channel(name)?.clone();
+        let ch = self.channel(name)?;
+        self.sync_channel(&ch)
+    }
+
+    fn sync_channel(self: &Arc<Self>, ch: &Arc<Channel>) -> Result<u64, ChannelError> {
+        let name = &ch.config.name;
+        if ch.retired.is_cancelled() {
+            return Err(ChannelError::Unknown(name.clone()));
+        }
         let mut run = lock(&ch.run);
         if let Some(r) = run.as_ref() {
             return Ok(r.run);
@@ -301,6 +454,7 @@ impl Channels {
         });
         drop(run);
         let this = self.clone();
+        let ch = ch.clone();
         tokio::spawn(async move {
             let summary = this.run(&ch, id, started).await;
             tracing::info!(channel = %ch.config.name, run = id, result = %summary.result, files = summary.files, fetched = summary.fetched, fetched_bytes = summary.fetched_bytes, "channel sync finished");
@@ -310,7 +464,8 @@ impl Channels {
                 tracing::error!(channel = %ch.config.name, error = %e, "cannot record sync result");
             }
             *lock(&ch.run) = None;
-            ch.finished.send_replace(id);
+            // A replaced channel's run may end after its successor's.
+            ch.finished.send_modify(|done| *done = (*done).max(id));
         });
         Ok(id)
     }
@@ -340,15 +495,47 @@ impl Channels {
                     break;
                 }
                 let left = (next - now).to_std().unwrap_or(Duration::from_secs(1));
-                tokio::time::sleep(left.min(Duration::from_secs(30))).await;
-            }
-            match self.sync(&ch.config.name) {
-                Ok(run) => {
-                    let _ = self.wait(&ch.config.name, run).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(left.min(Duration::from_secs(30))) => {}
+                    _ = ch.retired.cancelled() => return,
                 }
+            }
+            match self.sync_channel(&ch) {
+                Ok(_) => ch.idle().await,
+                Err(_) if ch.retired.is_cancelled() => return,
                 Err(e) => {
                     tracing::error!(channel = %ch.config.name, error = %e, "cannot start scheduled sync")
                 }
+            }
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// Whether `other` can be applied to a channel in place (only its
+    /// rate, window or limits differ). Aliases are the proxy's host map,
+    /// not the channel's: they never need a new channel.
+    fn same_shape(&self, other: &ChannelConfig) -> bool {
+        self.source == other.source
+            && self.kind == other.kind
+            && self.include == other.include
+            && self.exclude == other.exclude
+            && self.schedule == other.schedule
+            && self.verify == other.verify
+            && self.concurrency == other.concurrency
+    }
+}
+
+impl Channel {
+    /// Waits until no run of this channel is going on.
+    async fn idle(&self) {
+        let mut rx = self.finished.subscribe();
+        loop {
+            if lock(&self.run).is_none() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
             }
         }
     }

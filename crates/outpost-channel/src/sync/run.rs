@@ -34,7 +34,10 @@ impl Channels {
             files,
             problems,
             hits: mut limit_hits,
-        } = match self.list(ch, &limits).await {
+        } = match tokio::select! {
+            listed = self.list(ch, &limits) => listed,
+            _ = ch.retired.cancelled() => return self.stopped(ch, summary, None).await,
+        } {
             Ok(listed) => listed,
             Err(e) => {
                 tracing::warn!(channel = %name, error = %e, "cannot list the channel's source");
@@ -92,9 +95,12 @@ impl Channels {
         let sem = Arc::new(tokio::sync::Semaphore::new(ch.config.concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for file in files.iter().cloned() {
-            let permit = match sem.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => break,
+            let permit = tokio::select! {
+                permit = sem.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = ch.retired.cancelled() => return self.stopped(ch, summary, Some(tasks)).await,
             };
             // Admitted once a permit is free, so that the files settled
             // before count (one at a time, the limit is exact).
@@ -123,13 +129,20 @@ impl Channels {
                 tally(&mut summary, done);
             }
         }
-        while let Some(done) = tasks.join_next().await {
-            tally(&mut summary, done);
+        loop {
+            tokio::select! {
+                done = tasks.join_next() => match done {
+                    Some(done) => tally(&mut summary, done),
+                    None => break,
+                },
+                _ = ch.retired.cancelled() => return self.stopped(ch, summary, Some(tasks)).await,
+            }
         }
         limit_hits.merge(std::mem::take(&mut lock(&budget).hits));
         summary.files = files.len() as u64;
         // Files that left the source: no longer pinned, ordinary cache.
-        if complete_listing {
+        // Not for a retired channel: its successor's listing decides.
+        if complete_listing && !ch.retired.is_cancelled() {
             for (url, row) in &known {
                 if listed.contains(url.as_str()) {
                     continue;
@@ -181,6 +194,50 @@ impl Channels {
         if !message.is_empty() {
             summary.message = Some(message.join("; "));
         }
+        summary
+    }
+
+    /// Ends a run whose channel a reload removed or replaced: the file
+    /// syncs in flight are stopped and waited for (so none records a row
+    /// afterwards), and the files they had pinned but the channel never
+    /// held are unpinned again.
+    async fn stopped(
+        &self,
+        ch: &Channel,
+        mut summary: RunSummary,
+        tasks: Option<tokio::task::JoinSet<FileResult>>,
+    ) -> RunSummary {
+        if let Some(mut tasks) = tasks {
+            tasks.shutdown().await;
+        }
+        let name = &ch.config.name;
+        let active: Vec<(String, CacheKey)> = lock(&ch.run)
+            .as_ref()
+            .map(|r| {
+                r.active
+                    .iter()
+                    .map(|(url, (key, _))| (url.clone(), key.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        {
+            let db = lock(&self.db);
+            let held: HashSet<String> = db
+                .files(name)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.state == "ok")
+                .map(|r| r.url)
+                .collect();
+            for (url, key) in active {
+                if !held.contains(&url) && !db.held_elsewhere(name, key.as_str()).unwrap_or(true) {
+                    let _ = self.engine.store.set_pinned(&key, false);
+                }
+            }
+        }
+        summary.result = SyncResult::Interrupted;
+        summary.message = Some("stopped: a reload removed or replaced the channel".into());
+        summary.finished = now_secs();
         summary
     }
 

@@ -13,7 +13,7 @@ const MAX_PROBLEMS: usize = 50;
 impl Channels {
     /// Every channel's state.
     pub fn status(&self) -> Vec<ChannelStatus> {
-        self.channels
+        self.live()
             .iter()
             .map(|ch| self.channel_status(ch))
             .collect()

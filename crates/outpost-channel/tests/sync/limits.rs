@@ -143,7 +143,11 @@ async fn a_wide_tree_stops_at_max_pages() {
             ..ChannelLimits::default()
         },
     );
-    assert!(site.channels.reconfigure(&[raised]).is_empty());
+    assert_eq!(
+        site.channels.reconfigure(&[raised]),
+        vec!["channel \"lib\" limits".to_string()],
+        "applied in place, no new run"
+    );
     let summary = site.sync("lib").await;
     assert_eq!(
         (summary.result.as_str(), summary.files),

@@ -8,3 +8,4 @@ mod support;
 mod integrity;
 mod limits;
 mod listings;
+mod live;

@@ -24,6 +24,32 @@ fn a_status_document_decodes_and_encodes_back_the_same() {
     assert_eq!(again, original);
 }
 
+/// An edge with a fleet manager adds its link; one without (or older)
+/// sends none, and both read.
+#[test]
+fn the_manager_block_is_optional_and_its_state_a_word() {
+    let mut doc: serde_json::Value = serde_json::from_str(STATUS).unwrap();
+    assert!(
+        serde_json::from_value::<EdgeStatus>(doc.clone())
+            .unwrap()
+            .manager
+            .is_none()
+    );
+    doc["manager"] = serde_json::json!({
+        "url": "https://m:8443",
+        "site": "oslo",
+        "state": "revoked",
+        "last_contact": 100,
+        "applied_version": 3,
+        "last_error": "the manager refuses this edge (revoked): 403"
+    });
+    let status: EdgeStatus = serde_json::from_value(doc.clone()).unwrap();
+    let manager = status.manager.as_ref().unwrap();
+    assert_eq!(manager.state, outpost_protocol::ManagerLink::Revoked);
+    assert_eq!(manager.state.to_string(), "revoked");
+    assert_eq!(serde_json::to_value(&status).unwrap(), doc);
+}
+
 /// The bug this crate exists for: a renamed key used to print 0.
 #[test]
 fn a_missing_or_renamed_field_is_an_error_not_a_zero() {

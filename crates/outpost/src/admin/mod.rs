@@ -67,6 +67,9 @@ pub struct Admin {
     /// Set while connections are being turned away (logged once per spell).
     saturated: AtomicBool,
     metrics: metrics::Metrics,
+    /// The fleet manager link, written by the fleet task (`None` without
+    /// a manager).
+    manager: crate::fleet::StatusCell,
 }
 
 /// Binds the admin listener with its token: the configured one, or the
@@ -107,6 +110,7 @@ pub async fn bind(
             connections: Arc::new(Semaphore::new(config.max_connections)),
             saturated: AtomicBool::new(false),
             metrics,
+            manager: crate::fleet::StatusCell::default(),
         }),
     ))
 }
@@ -283,6 +287,11 @@ async fn gate(State(admin): State<Arc<Admin>>, req: Request, next: Next) -> Resp
 }
 
 impl Admin {
+    /// Where the fleet task writes the manager link that `/status` shows.
+    pub fn manager_status(&self) -> crate::fleet::StatusCell {
+        self.manager.clone()
+    }
+
     /// The addresses the proxy listens on, once bound: what `/status`
     /// reports.
     pub fn set_listeners(&self, addrs: Vec<SocketAddr>) {

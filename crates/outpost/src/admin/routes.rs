@@ -329,6 +329,11 @@ impl Admin {
                 })
                 .collect(),
             channels: self.channels.status(),
+            manager: self
+                .manager
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

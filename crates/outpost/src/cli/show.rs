@@ -104,6 +104,22 @@ pub fn status(target: &Target) -> anyhow::Result<()> {
             state
         );
     }
+    if let Some(m) = &s.manager {
+        let contact = m.last_contact.map_or("never".to_string(), |t| {
+            let ago = chrono::Utc::now().timestamp().saturating_sub(t).max(0);
+            format!("{} ago", uptime_text(ago as u64))
+        });
+        line!(
+            "manager {} site {}  {}  last contact {contact}  config v{}",
+            m.url,
+            m.site,
+            m.state,
+            m.applied_version
+        );
+        if let Some(error) = &m.last_error {
+            line!("        {error}");
+        }
+    }
     if s.active_fills.is_empty() {
         line!("fills   none active");
     }

@@ -36,6 +36,17 @@ pub struct FileConfig {
     pub channels: Vec<Spanned<ChannelSection>>,
     #[serde(default, rename = "override")]
     pub overrides: Vec<Spanned<OverrideSection>>,
+    #[serde(default)]
+    pub manager: ManagerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ManagerSection {
+    pub url: S<HttpUrl>,
+    pub join_token: S<String>,
+    pub join_token_file: S<PathBuf>,
+    pub site: S<String>,
+    pub fingerprint: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,6 +246,7 @@ fn walk<T: serde::de::DeserializeOwned>(
                 ("", "site") => Some(walk::<SiteSection>),
                 ("", "channel") => Some(walk::<ChannelSection>),
                 ("", "override") => Some(walk::<OverrideSection>),
+                ("", "manager") => Some(walk::<ManagerSection>),
                 ("wan.", "rule") => Some(walk::<WanRuleSection>),
                 _ => None,
             };

@@ -7,13 +7,17 @@
 //!
 //! Invariants:
 //! - what `check-config`, `serve` and a reload accept is the same: they all
-//!   go through [`load`], which checks everything `serve` would refuse;
+//!   go through [`load_layered`] (the edge's file with a fleet manager's
+//!   `managed.toml` laid over it), which checks everything `serve` would
+//!   refuse;
 //! - no setting is dropped silently: a value that does not resolve is an
 //!   error, never a default.
 
 mod channels;
 mod file;
 mod managed;
+mod manager;
+mod overlay;
 mod resolve;
 mod resolver;
 mod values;
@@ -32,6 +36,8 @@ use outpost_store::StoreConfig;
 
 pub use file::FileConfig;
 pub use managed::{MANAGED_SERVER_KEYS, MANAGED_TABLES, check_managed};
+pub use manager::{JoinToken, ManagerConfig, normalize_fingerprint};
+pub use overlay::{Layered, MANAGED_FILE_NAME, load_layered, overlay, resolve_layered};
 pub use values::{AccessFormat, parse_origin};
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:3180";
@@ -66,6 +72,11 @@ pub struct Overrides {
     pub origin: Option<http::Uri>,
     pub access_log: Option<String>,
     pub admin: Option<SocketAddr>,
+    /// `--manager`, `--join-token`, `--site`, `--manager-fingerprint`.
+    pub manager_url: Option<String>,
+    pub join_token: Option<String>,
+    pub site: Option<String>,
+    pub manager_fingerprint: Option<String>,
 }
 
 /// Everything `serve` needs.
@@ -79,6 +90,8 @@ pub struct Resolved {
     pub access_log: Option<(String, AccessFormat)>,
     pub admin: AdminConfig,
     pub channels: Vec<ChannelConfig>,
+    /// The fleet manager this edge reports to, if any.
+    pub manager: Option<ManagerConfig>,
 }
 
 /// One thing wrong with a configuration: where (when it is in the file)

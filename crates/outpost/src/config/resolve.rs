@@ -124,6 +124,7 @@ fn resolve_file(r: &mut Resolver<'_>, file: &FileConfig, overrides: &Overrides) 
         .or_else(|| r.get("log.access_log", &l.access_log))
         .map(|target| (target, access_format.unwrap_or(AccessFormat::Squid)));
     let admin = admin_config(r, file, overrides, &store);
+    let manager = super::manager::manager_config(r, &file.manager, overrides);
     Resolved {
         proxy,
         store,
@@ -131,6 +132,7 @@ fn resolve_file(r: &mut Resolver<'_>, file: &FileConfig, overrides: &Overrides) 
         access_log,
         admin,
         channels,
+        manager,
     }
 }
 

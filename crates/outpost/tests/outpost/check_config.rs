@@ -132,3 +132,64 @@ fn check_config_reports_a_bad_disk_reserve_or_admin_limit_with_key_and_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A fleet manager's managed.toml in the cache directory is checked with
+/// the file: its errors name it, and a clean pair says both were read.
+#[test]
+fn check_config_checks_the_managed_config_laid_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache]\ndir = {:?}\nmax_size = \"100 MiB\"\n",
+            cache.display().to_string()
+        ),
+    )
+    .unwrap();
+    let managed = cache.join("managed.toml");
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .arg("check-config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(
+        &managed,
+        "[[channel]]\nname = \"apps\"\nsource = \"http://o/apps/\"\n",
+    )
+    .unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "{}: ok (with {} laid over)\n",
+            config.display(),
+            managed.display()
+        )
+    );
+    std::fs::write(
+        &managed,
+        "[[channel]]\nname = \"apps\"\nsource = \"http://o/apps/\"\nmax_bytes = \"1 GiB\"\n",
+    )
+    .unwrap();
+    let out = check();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} with {} laid over: channel \"apps\": max_bytes: 1.0 GiB is larger than the cache",
+            config.display(),
+            managed.display()
+        )),
+        "{err}"
+    );
+}

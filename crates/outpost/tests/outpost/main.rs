@@ -3,6 +3,7 @@
 //! same cache directory, and the CLI against a running edge. One module per
 //! concern; `support` holds the only process harness.
 
+mod fake_manager;
 mod support;
 
 mod admin_auth;
@@ -12,4 +13,5 @@ mod check_config;
 mod commands;
 mod drain;
 mod fleet_cli;
+mod fleet_edge;
 mod signals;
