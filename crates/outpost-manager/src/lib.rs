@@ -18,3 +18,26 @@
 //!   only as a hash;
 //! - every change of desired config, enrolment, revocation and action is
 //!   in the audit log with who, when, what and from where.
+//!
+//! Layout: [`model`] is the sans-io fleet model (states, precedence,
+//! readiness); [`manager::Manager`] holds the fleet in memory over [`db`];
+//! [`http`] is the thin axum layer; [`init`] makes a data directory.
+
+pub mod db;
+pub mod error;
+pub mod fleet;
+mod flush;
+pub mod http;
+pub mod init;
+pub mod manager;
+pub mod metrics;
+pub mod model;
+pub mod pinned_tls;
+pub mod scope;
+pub mod secret;
+pub mod tls;
+pub mod webhook;
+
+pub use error::ManagerError;
+pub use manager::{Actor, Manager, ManagerOptions, Validator};
+pub use scope::Scope;

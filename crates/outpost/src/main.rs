@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod manager_cli;
 mod reload;
 use outpost::config;
 
@@ -85,6 +86,12 @@ enum Command {
     /// Re-read the running edge's config file and apply what can change
     /// live (same as SIGHUP); lists what needs a restart.
     Reload(cli::Target),
+    /// Run or administer a fleet manager (see docs/manager.md).
+    #[command(subcommand)]
+    Manager(manager_cli::ManagerCommand),
+    /// Ask a fleet manager about the fleet (exit codes for scripts).
+    #[command(subcommand)]
+    Fleet(manager_cli::FleetCommand),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +163,8 @@ fn main() -> ExitCode {
         Command::Sync { channel, target } => cli::sync(&target, channel.as_deref()),
         Command::Channels(target) => cli::channels(&target),
         Command::Reload(target) => cli::reload(&target),
+        Command::Manager(command) => manager_cli::manager(command),
+        Command::Fleet(command) => return manager_cli::fleet(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,4 +11,5 @@ mod cache_lock;
 mod check_config;
 mod commands;
 mod drain;
+mod fleet_cli;
 mod signals;

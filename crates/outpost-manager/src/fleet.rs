@@ -1,0 +1,138 @@
+//! The fleet as the manager holds it in memory: every edge with its last
+//! report, the published config with each site's rendered document, and
+//! the actions still pending per site. Heartbeats touch only this; the
+//! flusher (`crate::flush`) writes changed edges to SQLite in batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use outpost_protocol::{ActionOrder, ConfigRejection, EdgeReport, EdgeState};
+
+use crate::model::merge::{MergeError, Rendered, Snapshot, render};
+use crate::model::state::{Liveness, edge_state};
+
+#[derive(Debug, Clone)]
+pub struct EdgeRecord {
+    pub site: String,
+    pub hostname: String,
+    pub credential_hash: String,
+    /// Unix seconds.
+    pub enrolled: i64,
+    pub approved: bool,
+    /// Unix seconds of the revocation.
+    pub revoked: Option<i64>,
+    pub version: Option<String>,
+    /// Unix milliseconds of the last heartbeat.
+    pub last_seen_ms: Option<i64>,
+    pub config_applied: u64,
+    pub config_error: Option<ConfigRejection>,
+    pub report: Option<Arc<EdgeReport>>,
+    pub state: EdgeState,
+    /// Unix seconds.
+    pub state_since: i64,
+    /// Changed since the last flush to SQLite.
+    pub dirty: bool,
+}
+
+impl EdgeRecord {
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
+            revoked: self.revoked.is_some(),
+            approved: self.approved,
+            last_seen_ms: self.last_seen_ms.unwrap_or(self.enrolled * 1000),
+        }
+    }
+
+    pub fn compute_state(&self, now_ms: i64, heartbeat_ms: u64) -> EdgeState {
+        edge_state(self.liveness(), now_ms, heartbeat_ms)
+    }
+}
+
+/// The published version and what it renders to.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub version: u64,
+    pub snapshot: Snapshot,
+    /// Site -> its rendered document. Sites sharing layers share one.
+    pub rendered: HashMap<String, Arc<Rendered>>,
+}
+
+impl Published {
+    pub fn new(version: u64, snapshot: Snapshot) -> Self {
+        Self {
+            version,
+            snapshot,
+            rendered: HashMap::new(),
+        }
+    }
+
+    /// Renders every site in `sites` (and in the snapshot), each distinct
+    /// set of layers once: 10,000 sites in a handful of groups cost a
+    /// handful of merges.
+    pub fn render_all<'a>(
+        &mut self,
+        sites: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), MergeError> {
+        let mut memo: HashMap<Vec<String>, Arc<Rendered>> = HashMap::new();
+        let mut all: Vec<String> = sites.into_iter().map(str::to_string).collect();
+        all.extend(snapshot_sites(&self.snapshot));
+        let mut rendered = HashMap::with_capacity(all.len());
+        for site in all {
+            let key: Vec<String> = self
+                .snapshot
+                .layers_of(&site)
+                .into_iter()
+                .map(|(scope, _)| scope)
+                .collect();
+            let doc = match memo.get(&key) {
+                Some(doc) => doc.clone(),
+                None => {
+                    let doc = Arc::new(render(&self.snapshot, &site)?);
+                    memo.insert(key, doc.clone());
+                    doc
+                }
+            };
+            rendered.insert(site, doc);
+        }
+        self.rendered = rendered;
+        Ok(())
+    }
+
+    /// The site's rendered document, rendering it if the site is new.
+    pub fn rendered_for(&mut self, site: &str) -> Result<Arc<Rendered>, MergeError> {
+        if let Some(doc) = self.rendered.get(site) {
+            return Ok(doc.clone());
+        }
+        let doc = Arc::new(render(&self.snapshot, site)?);
+        self.rendered.insert(site.to_string(), doc.clone());
+        Ok(doc)
+    }
+}
+
+/// Sites a snapshot names (in groups or as a site scope).
+pub fn snapshot_sites(snapshot: &Snapshot) -> Vec<String> {
+    let mut sites: Vec<String> = snapshot
+        .groups
+        .values()
+        .flat_map(|g| g.sites.iter().cloned())
+        .collect();
+    sites.extend(
+        snapshot
+            .scopes
+            .keys()
+            .filter_map(|s| s.strip_prefix("site:").map(str::to_string)),
+    );
+    sites.sort();
+    sites.dedup();
+    sites
+}
+
+#[derive(Debug, Default)]
+pub struct Fleet {
+    pub edges: BTreeMap<String, EdgeRecord>,
+    /// Credential hash -> site.
+    pub by_credential: HashMap<String, String>,
+    pub published: Published,
+    /// Site -> actions it has not reported done, oldest first.
+    pub pending: HashMap<String, Vec<ActionOrder>>,
+}

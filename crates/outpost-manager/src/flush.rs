@@ -1,0 +1,159 @@
+//! Background work of a serving manager: writes heartbeat data to SQLite
+//! in batches (one transaction every [`FLUSH_EVERY`], or at once when a
+//! state changes), and recomputes edge states every second so a silent
+//! edge turns stale and down on time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_protocol::EdgeState;
+
+use crate::error::{DbContext, Result};
+use crate::manager::{Manager, unix_ms};
+
+pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+struct Row {
+    site: String,
+    version: Option<String>,
+    last_seen: Option<i64>,
+    applied: u64,
+    error: Option<(u64, String)>,
+    report: Option<Arc<outpost_protocol::EdgeReport>>,
+    state: EdgeState,
+    state_since: i64,
+}
+
+impl Manager {
+    /// Writes every changed edge in one transaction. Returns how many.
+    pub fn flush(&self) -> Result<usize> {
+        let rows: Vec<Row> = {
+            let mut fleet = self.write();
+            fleet
+                .edges
+                .values_mut()
+                .filter(|e| e.dirty)
+                .map(|e| {
+                    e.dirty = false;
+                    Row {
+                        site: e.site.clone(),
+                        version: e.version.clone(),
+                        last_seen: e.last_seen_ms,
+                        applied: e.config_applied,
+                        error: e
+                            .config_error
+                            .as_ref()
+                            .map(|r| (r.version, r.error.clone())),
+                        report: e.report.clone(),
+                        state: e.state,
+                        state_since: e.state_since,
+                    }
+                })
+                .collect()
+        };
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // Serialised outside the fleet lock: heartbeats never wait on it.
+        let encoded: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| {
+                r.report
+                    .as_ref()
+                    .and_then(|r| serde_json::to_string(&**r).ok())
+            })
+            .collect();
+        let mut conn = self.db().connection();
+        let tx = conn.transaction().db("begin flush")?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE edges SET version = ?2, last_seen = ?3, config_applied = ?4,
+                        config_error_version = ?5, config_error = ?6, report = ?7,
+                        state = ?8, state_since = ?9
+                     WHERE site = ?1",
+                )
+                .db("prepare flush")?;
+            let mut history = tx
+                .prepare_cached(
+                    "INSERT INTO edge_states (site, at, state)
+                     SELECT ?1, ?2, ?3 WHERE NOT EXISTS (
+                        SELECT 1 FROM edge_states WHERE site = ?1 AND at = ?2 AND state = ?3)
+                     AND COALESCE((SELECT state FROM edge_states WHERE site = ?1
+                        ORDER BY at DESC, rowid DESC LIMIT 1), '') != ?3",
+                )
+                .db("prepare history")?;
+            for (row, report) in rows.iter().zip(&encoded) {
+                update
+                    .execute(rusqlite::params![
+                        row.site,
+                        row.version,
+                        row.last_seen,
+                        row.applied as i64,
+                        row.error.as_ref().map(|e| e.0 as i64),
+                        row.error.as_ref().map(|e| e.1.as_str()),
+                        report,
+                        row.state.as_str(),
+                        row.state_since
+                    ])
+                    .db("flush edge")?;
+                history
+                    .execute(rusqlite::params![
+                        row.site,
+                        row.state_since,
+                        row.state.as_str()
+                    ])
+                    .db("record state")?;
+            }
+        }
+        tx.commit().db("commit flush")?;
+        Ok(rows.len())
+    }
+
+    /// Runs until shutdown: the state ticker and the flusher; flushes once
+    /// more on the way out.
+    pub async fn run_background(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let flush_now = tokio::select! {
+                _ = tick.tick() => {
+                    let changes = self.tick(unix_ms());
+                    self.on_state_changes(&changes);
+                    let me = self.clone();
+                    // SQLite work off the async workers.
+                    match tokio::task::spawn_blocking(move || me.evaluate_alerts()).await {
+                        Ok(Err(e)) => tracing::error!("evaluating alerts: {e}"),
+                        Err(e) => tracing::error!("alert task: {e}"),
+                        Ok(Ok(_)) => {}
+                    }
+                    false
+                }
+                _ = flush.tick() => true,
+                () = self.flush_requested() => true,
+                () = self.shutdown_token().cancelled() => break,
+            };
+            if flush_now {
+                self.flush_blocking().await;
+            }
+        }
+        self.flush_blocking().await;
+    }
+
+    async fn flush_blocking(self: &Arc<Self>) {
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || me.flush()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("writing heartbeats to the database: {e}"),
+            Err(e) => tracing::error!("flush task: {e}"),
+        }
+    }
+
+    fn on_state_changes(&self, changes: &[(String, EdgeState)]) {
+        for (site, state) in changes {
+            tracing::info!(site = %site, state = %state, "edge state changed");
+        }
+    }
+}

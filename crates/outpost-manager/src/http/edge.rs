@@ -1,0 +1,75 @@
+//! `/edge/v1/...`: the calls edges make (see `outpost_protocol::fleet`).
+
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use outpost_protocol::{DesiredConfig, EnrolReply, EnrolRequest, Heartbeat, HeartbeatReply};
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::{EdgeSite, FleetProtocol, Peer};
+use crate::ManagerError;
+use crate::manager::WaitFor;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/edge/v1/enrol", post(enrol))
+        .route("/edge/v1/heartbeat", post(heartbeat))
+        .route("/edge/v1/wait", get(wait))
+        .route("/edge/v1/config", get(config))
+}
+
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ManagerError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ManagerError::BadRequest(format!("the body is not the expected JSON: {e}")))
+}
+
+async fn enrol(
+    State(manager): State<AppState>,
+    Peer(from): Peer,
+    _: FleetProtocol,
+    body: Bytes,
+) -> Result<Json<EnrolReply>, ManagerError> {
+    let enrol: EnrolRequest = json_body(&body)?;
+    let manager2 = manager.clone();
+    let reply = tokio::task::spawn_blocking(move || manager2.enrol(&enrol, &from))
+        .await
+        .map_err(|e| ManagerError::Internal(e.to_string()))??;
+    Ok(Json(reply))
+}
+
+async fn heartbeat(
+    State(manager): State<AppState>,
+    EdgeSite(site): EdgeSite,
+    body: Bytes,
+) -> Result<Json<HeartbeatReply>, ManagerError> {
+    let heartbeat: Heartbeat = json_body(&body)?;
+    Ok(Json(manager.heartbeat(&site, heartbeat)?))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    config_version: u64,
+    #[serde(default)]
+    after_action: u64,
+}
+
+async fn wait(
+    State(manager): State<AppState>,
+    EdgeSite(site): EdgeSite,
+    Query(query): Query<WaitQuery>,
+) -> Result<Json<HeartbeatReply>, ManagerError> {
+    let wait = WaitFor {
+        config_version: query.config_version,
+        after_action: query.after_action,
+    };
+    Ok(Json(manager.wait(&site, wait).await?))
+}
+
+async fn config(
+    State(manager): State<AppState>,
+    EdgeSite(site): EdgeSite,
+) -> Result<Json<DesiredConfig>, ManagerError> {
+    Ok(Json(manager.desired_config(&site)?))
+}

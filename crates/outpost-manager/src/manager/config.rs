@@ -1,0 +1,568 @@
+//! Scoped desired config: drafts per scope, groups, diff, publish,
+//! history, rollback, and a site's rendered document with the scope each
+//! entry came from.
+//!
+//! Drafts (scope texts, groups, membership) live in SQLite and change
+//! nothing an edge runs until published; a publish snapshots them whole
+//! into `config_versions`, so membership and priorities are versioned with
+//! the texts, and a rollback restores all of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Actor, Manager, unix_secs};
+use crate::error::{DbContext, ManagerError, Result};
+use crate::fleet::{Published, snapshot_sites};
+use crate::model::merge::{GroupDef, Origin, Snapshot, render};
+use crate::scope::{Scope, check_name};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScopeDiff {
+    /// The scope, or `groups` for membership and priorities.
+    pub scope: String,
+    /// Unified diff, published (`-`) to draft (`+`).
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffReply {
+    pub published_version: u64,
+    pub changed: bool,
+    pub scopes: Vec<ScopeDiff>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub version: u64,
+    pub created: i64,
+    pub created_by: String,
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteConfig {
+    pub site: String,
+    /// The published version, or none for a draft preview.
+    pub version: Option<u64>,
+    /// Scopes applied, first to last.
+    pub layers: Vec<String>,
+    pub toml: String,
+    pub origins: Vec<Origin>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub priority: i64,
+    pub sites: Vec<String>,
+}
+
+/// A TOML document's text after a syntax check.
+fn parse_table(scope: &str, text: &str) -> Result<toml::Table> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ManagerError::BadRequest(format!("{scope}: not valid TOML: {e}")))
+}
+
+/// The channel's JSON body as a TOML table named `name`.
+pub fn channel_from_json(name: &str, body: serde_json::Value) -> Result<toml::Table> {
+    let serde_json::Value::Object(map) = body else {
+        return Err(ManagerError::BadRequest(
+            "the body must be a JSON object: the channel's keys as in the edge's TOML".into(),
+        ));
+    };
+    let mut table = toml::Table::new();
+    for (key, value) in map {
+        if value.is_null() {
+            continue;
+        }
+        let value = toml::Value::try_from(value)
+            .map_err(|e| ManagerError::BadRequest(format!("channel key {key}: {e}")))?;
+        table.insert(key, value);
+    }
+    table.insert("name".into(), toml::Value::String(name.to_string()));
+    Ok(table)
+}
+
+fn line_diff(scope: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("published/{scope}"), &format!("draft/{scope}"))
+        .to_string()
+}
+
+fn groups_text(groups: &BTreeMap<String, GroupDef>) -> String {
+    let mut out = String::new();
+    for (name, g) in groups {
+        let sites: Vec<&str> = g.sites.iter().map(String::as_str).collect();
+        out.push_str(&format!(
+            "group {name} priority {}: {}\n",
+            g.priority,
+            sites.join(", ")
+        ));
+    }
+    out
+}
+
+impl Manager {
+    /// The draft: every scope's text and the groups, as a publish would
+    /// snapshot them.
+    pub fn draft(&self) -> Result<Snapshot> {
+        let conn = self.db().connection();
+        let mut snapshot = Snapshot::default();
+        let mut stmt = conn
+            .prepare("SELECT scope, toml FROM scope_drafts")
+            .db("read drafts")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .db("read drafts")?;
+        for row in rows {
+            let (scope, text) = row.db("read draft")?;
+            snapshot.scopes.insert(scope, text);
+        }
+        let mut stmt = conn
+            .prepare("SELECT name, priority FROM groups")
+            .db("read groups")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .db("read groups")?;
+        for row in rows {
+            let (name, priority) = row.db("read group")?;
+            snapshot.groups.insert(
+                name,
+                GroupDef {
+                    priority,
+                    sites: BTreeSet::new(),
+                },
+            );
+        }
+        let mut stmt = conn
+            .prepare("SELECT group_name, site FROM group_members")
+            .db("read members")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .db("read members")?;
+        for row in rows {
+            let (group, site) = row.db("read member")?;
+            if let Some(g) = snapshot.groups.get_mut(&group) {
+                g.sites.insert(site);
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// A scope's draft text ("" when it has none).
+    pub fn scope_text(&self, scope: &Scope) -> Result<String> {
+        Ok(self
+            .draft()?
+            .scopes
+            .get(&scope.to_string())
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Replaces a scope's draft text (after a syntax check; the full check
+    /// is at publish). An empty text removes the scope.
+    pub fn put_scope(&self, scope: &Scope, text: &str, actor: &Actor) -> Result<()> {
+        let name = scope.to_string();
+        parse_table(&name, text)?;
+        let conn = self.db().connection();
+        if text.trim().is_empty() {
+            conn.execute("DELETE FROM scope_drafts WHERE scope = ?1", [&name])
+                .db("delete draft")?;
+        } else {
+            conn.execute(
+                "INSERT INTO scope_drafts (scope, toml) VALUES (?1, ?2)
+                 ON CONFLICT(scope) DO UPDATE SET toml = excluded.toml",
+                [&name, text],
+            )
+            .db("write draft")?;
+        }
+        drop(conn);
+        self.audit(actor, "scope put", &format!("{name}: {} bytes", text.len()))
+    }
+
+    /// Adds or replaces channel `name` in a scope's draft. The draft is
+    /// re-serialised, so comments in that scope's text are not kept.
+    pub fn put_channel(
+        &self,
+        scope: &Scope,
+        name: &str,
+        body: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<()> {
+        check_name("channel", name)?;
+        let channel = channel_from_json(name, body)?;
+        let scope_name = scope.to_string();
+        let mut doc = parse_table(&scope_name, &self.scope_text(scope)?)?;
+        let list = doc
+            .entry("channel")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        let toml::Value::Array(items) = list else {
+            return Err(ManagerError::BadRequest(format!(
+                "{scope_name}: channel is not a list of [[channel]] tables"
+            )));
+        };
+        let existing = items
+            .iter()
+            .position(|c| c.get("name").and_then(|n| n.as_str()) == Some(name));
+        let detail = serde_json::to_string(&channel).unwrap_or_default();
+        match existing {
+            Some(at) => items[at] = toml::Value::Table(channel),
+            None => items.push(toml::Value::Table(channel)),
+        }
+        let text = toml::to_string(&doc)
+            .map_err(|e| ManagerError::BadRequest(format!("{scope_name}: {e}")))?;
+        self.put_scope_quiet(&scope_name, &text)?;
+        self.audit(
+            actor,
+            "channel put",
+            &format!("{scope_name} {name}: {detail}"),
+        )
+    }
+
+    pub fn delete_channel(&self, scope: &Scope, name: &str, actor: &Actor) -> Result<()> {
+        let scope_name = scope.to_string();
+        let mut doc = parse_table(&scope_name, &self.scope_text(scope)?)?;
+        let removed = match doc.get_mut("channel") {
+            Some(toml::Value::Array(items)) => {
+                let before = items.len();
+                items.retain(|c| c.get("name").and_then(|n| n.as_str()) != Some(name));
+                let removed = items.len() != before;
+                if items.is_empty() {
+                    doc.remove("channel");
+                }
+                removed
+            }
+            _ => false,
+        };
+        if !removed {
+            return Err(ManagerError::NotFound(format!(
+                "{scope_name} has no channel {name}"
+            )));
+        }
+        let text = toml::to_string(&doc)
+            .map_err(|e| ManagerError::BadRequest(format!("{scope_name}: {e}")))?;
+        self.put_scope_quiet(&scope_name, &text)?;
+        self.audit(actor, "channel delete", &format!("{scope_name} {name}"))
+    }
+
+    fn put_scope_quiet(&self, scope: &str, text: &str) -> Result<()> {
+        let conn = self.db().connection();
+        if text.trim().is_empty() {
+            conn.execute("DELETE FROM scope_drafts WHERE scope = ?1", [scope])
+                .db("delete draft")?;
+        } else {
+            conn.execute(
+                "INSERT INTO scope_drafts (scope, toml) VALUES (?1, ?2)
+                 ON CONFLICT(scope) DO UPDATE SET toml = excluded.toml",
+                [scope, text],
+            )
+            .db("write draft")?;
+        }
+        Ok(())
+    }
+
+    pub fn groups(&self) -> Result<Vec<GroupInfo>> {
+        Ok(self
+            .draft()?
+            .groups
+            .into_iter()
+            .map(|(name, g)| GroupInfo {
+                name,
+                priority: g.priority,
+                sites: g.sites.into_iter().collect(),
+            })
+            .collect())
+    }
+
+    /// Creates a group or changes its priority (in the draft).
+    pub fn put_group(&self, name: &str, priority: i64, actor: &Actor) -> Result<()> {
+        check_name("group", name)?;
+        self.db()
+            .connection()
+            .execute(
+                "INSERT INTO groups (name, priority) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET priority = excluded.priority",
+                rusqlite::params![name, priority],
+            )
+            .db("write group")?;
+        self.audit(actor, "group put", &format!("{name} priority {priority}"))
+    }
+
+    /// Deletes a group, its membership and its scope draft.
+    pub fn delete_group(&self, name: &str, actor: &Actor) -> Result<()> {
+        let mut conn = self.db().connection();
+        let tx = conn.transaction().db("begin")?;
+        let n = tx
+            .execute("DELETE FROM groups WHERE name = ?1", [name])
+            .db("delete group")?;
+        if n == 0 {
+            return Err(ManagerError::NotFound(format!("no group {name}")));
+        }
+        tx.execute("DELETE FROM group_members WHERE group_name = ?1", [name])
+            .db("delete members")?;
+        tx.execute(
+            "DELETE FROM scope_drafts WHERE scope = ?1",
+            [format!("group:{name}")],
+        )
+        .db("delete group draft")?;
+        tx.commit().db("commit")?;
+        drop(conn);
+        self.audit(actor, "group delete", name)
+    }
+
+    /// Sets the groups `site` belongs to (in the draft).
+    pub fn set_site_groups(&self, site: &str, groups: &[String], actor: &Actor) -> Result<()> {
+        check_name("site", site)?;
+        let known = self.draft()?.groups;
+        if let Some(unknown) = groups.iter().find(|g| !known.contains_key(*g)) {
+            return Err(ManagerError::BadRequest(format!(
+                "no group {unknown}: create it first (PUT /api/v1/groups/{unknown})"
+            )));
+        }
+        let mut conn = self.db().connection();
+        let tx = conn.transaction().db("begin")?;
+        tx.execute("DELETE FROM group_members WHERE site = ?1", [site])
+            .db("clear membership")?;
+        for group in groups {
+            tx.execute(
+                "INSERT OR IGNORE INTO group_members (group_name, site) VALUES (?1, ?2)",
+                [group, site],
+            )
+            .db("write membership")?;
+        }
+        tx.commit().db("commit")?;
+        drop(conn);
+        self.audit(
+            actor,
+            "site groups",
+            &format!("{site}: [{}]", groups.join(", ")),
+        )
+    }
+
+    /// `GET /api/v1/config/diff`: draft against published.
+    pub fn diff(&self) -> Result<DiffReply> {
+        let draft = self.draft()?;
+        let (version, published) = {
+            let fleet = self.read();
+            (fleet.published.version, fleet.published.snapshot.clone())
+        };
+        let mut scopes = Vec::new();
+        let names: BTreeSet<&String> = draft.scopes.keys().chain(published.scopes.keys()).collect();
+        for name in names {
+            let old = published.scopes.get(name).map(String::as_str).unwrap_or("");
+            let new = draft.scopes.get(name).map(String::as_str).unwrap_or("");
+            if old != new {
+                scopes.push(ScopeDiff {
+                    scope: name.clone(),
+                    diff: line_diff(name, old, new),
+                });
+            }
+        }
+        let (old, new) = (groups_text(&published.groups), groups_text(&draft.groups));
+        if old != new {
+            scopes.push(ScopeDiff {
+                scope: "groups".into(),
+                diff: line_diff("groups", &old, &new),
+            });
+        }
+        Ok(DiffReply {
+            published_version: version,
+            changed: !scopes.is_empty(),
+            scopes,
+        })
+    }
+
+    /// Every check a publish makes: each scope's text, then each distinct
+    /// rendered site document, with the validator (`check-config`'s
+    /// messages). All messages, not only the first.
+    pub fn validate(&self, snapshot: &Snapshot) -> Result<()> {
+        let mut messages = Vec::new();
+        for (scope, text) in &snapshot.scopes {
+            if let Err(e) = (self.validator)(text, scope) {
+                messages.push(e);
+            }
+        }
+        if messages.is_empty() {
+            let mut sites: Vec<String> = self.read().edges.keys().cloned().collect();
+            sites.extend(snapshot_sites(snapshot));
+            // A site in no group and with no scope of its own: global only.
+            sites.push(String::new());
+            sites.sort();
+            sites.dedup();
+            let mut seen = BTreeSet::new();
+            for site in sites {
+                match render(snapshot, &site) {
+                    Ok(doc) => {
+                        if seen.insert(doc.toml.clone()) {
+                            let source = if site.is_empty() {
+                                "rendered for sites with global only".to_string()
+                            } else {
+                                format!("rendered for site:{site}")
+                            };
+                            if let Err(e) = (self.validator)(&doc.toml, &source) {
+                                messages.push(e);
+                            }
+                        }
+                    }
+                    Err(e) => messages.push(e.to_string()),
+                }
+            }
+        }
+        if messages.is_empty() {
+            Ok(())
+        } else {
+            Err(ManagerError::Invalid(messages.join("\n")))
+        }
+    }
+
+    /// Validates `snapshot` and makes it the next published version.
+    fn publish_snapshot(&self, snapshot: Snapshot, comment: &str, actor: &Actor) -> Result<u64> {
+        self.validate(&snapshot)?;
+        let json = serde_json::to_string(&snapshot)
+            .map_err(|e| ManagerError::Internal(format!("snapshot: {e}")))?;
+        let mut fleet = self.write();
+        let version = fleet.published.version + 1;
+        let mut published = Published::new(version, snapshot);
+        published
+            .render_all(fleet.edges.keys().map(String::as_str))
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        self.db()
+            .connection()
+            .execute(
+                "INSERT INTO config_versions (version, created, created_by, comment, snapshot)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![version as i64, unix_secs(), actor.who, comment, json],
+            )
+            .db("write config version")?;
+        fleet.published = published;
+        drop(fleet);
+        self.wake_long_polls();
+        Ok(version)
+    }
+
+    /// `POST /api/v1/config/publish`.
+    pub fn publish(&self, comment: &str, actor: &Actor) -> Result<u64> {
+        let version = self.publish_snapshot(self.draft()?, comment, actor)?;
+        self.audit(actor, "publish", &format!("version {version}: {comment}"))?;
+        Ok(version)
+    }
+
+    /// `POST /api/v1/config/rollback?version=N`: a new version with N's
+    /// content; the drafts become N's too, so the next publish starts
+    /// from what runs.
+    pub fn rollback(&self, to: u64, actor: &Actor) -> Result<u64> {
+        let json: String = self
+            .db()
+            .connection()
+            .query_row(
+                "SELECT snapshot FROM config_versions WHERE version = ?1",
+                [to as i64],
+                |r| r.get(0),
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => {
+                    ManagerError::NotFound(format!("no config version {to}"))
+                }
+                e => ManagerError::Db {
+                    context: "read config version".into(),
+                    source: e,
+                },
+            })?;
+        let snapshot: Snapshot = serde_json::from_str(&json)
+            .map_err(|e| ManagerError::Internal(format!("config version {to}: {e}")))?;
+        let version = self.publish_snapshot(
+            snapshot.clone(),
+            &format!("rollback to version {to}"),
+            actor,
+        )?;
+        self.replace_drafts(&snapshot)?;
+        self.audit(
+            actor,
+            "rollback",
+            &format!("version {version} = version {to}"),
+        )?;
+        Ok(version)
+    }
+
+    fn replace_drafts(&self, snapshot: &Snapshot) -> Result<()> {
+        let mut conn = self.db().connection();
+        let tx = conn.transaction().db("begin")?;
+        tx.execute_batch(
+            "DELETE FROM scope_drafts; DELETE FROM group_members; DELETE FROM groups;",
+        )
+        .db("clear drafts")?;
+        for (scope, text) in &snapshot.scopes {
+            tx.execute(
+                "INSERT INTO scope_drafts (scope, toml) VALUES (?1, ?2)",
+                [scope, text],
+            )
+            .db("write draft")?;
+        }
+        for (name, g) in &snapshot.groups {
+            tx.execute(
+                "INSERT INTO groups (name, priority) VALUES (?1, ?2)",
+                rusqlite::params![name, g.priority],
+            )
+            .db("write group")?;
+            for site in &g.sites {
+                tx.execute(
+                    "INSERT INTO group_members (group_name, site) VALUES (?1, ?2)",
+                    [name, site],
+                )
+                .db("write member")?;
+            }
+        }
+        tx.commit().db("commit drafts")
+    }
+
+    /// `GET /api/v1/config/history`, newest first.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        let conn = self.db().connection();
+        let mut stmt = conn
+            .prepare(
+                "SELECT version, created, created_by, comment FROM config_versions
+                 ORDER BY version DESC",
+            )
+            .db("read history")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(HistoryEntry {
+                    version: r.get::<_, i64>(0)? as u64,
+                    created: r.get(1)?,
+                    created_by: r.get(2)?,
+                    comment: r.get(3)?,
+                })
+            })
+            .db("read history")?;
+        rows.collect::<Result<_, _>>().db("read history")
+    }
+
+    /// `GET /api/v1/sites/{site}/config`: published (or draft) rendering.
+    pub fn site_config(&self, site: &str, draft: bool) -> Result<SiteConfig> {
+        check_name("site", site)?;
+        let (snapshot, version) = if draft {
+            (self.draft()?, None)
+        } else {
+            let fleet = self.read();
+            (
+                fleet.published.snapshot.clone(),
+                Some(fleet.published.version),
+            )
+        };
+        let doc = render(&snapshot, site).map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        Ok(SiteConfig {
+            site: site.to_string(),
+            version,
+            layers: snapshot
+                .layers_of(site)
+                .into_iter()
+                .map(|(scope, _)| scope)
+                .collect(),
+            toml: doc.toml,
+            origins: doc.origins,
+        })
+    }
+}

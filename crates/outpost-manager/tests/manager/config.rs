@@ -1,0 +1,334 @@
+//! Scoped config over the API: channels, scopes, groups, precedence,
+//! diff, publish with validation, history, rollback, readiness.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use outpost_manager::http::client::ClientError;
+use outpost_protocol::{DesiredConfig, EdgeState, Readiness, ReadinessState};
+use serde_json::{Value, json};
+
+use crate::support::{TestManager, channel};
+
+async fn ok(m: &TestManager, method: Method, path: &str, body: Value) {
+    let _: Value = m.admin().send(method, path, &body).await.unwrap();
+}
+
+#[tokio::test]
+async fn precedence_global_groups_site_is_rendered_and_explained() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    let oslo = m.enrol("oslo").await;
+    m.enrol("bergen").await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/channels/apps?scope=global",
+        json!({"source": "http://global/apps/", "verify": true}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/channels/docs?scope=global",
+        json!({"source": "http://global/docs/"}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/groups/east",
+        json!({"priority": 10}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/groups/lab",
+        json!({"priority": 20}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/channels/apps?scope=group:east",
+        json!({"source": "http://east/apps/"}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/channels/apps?scope=group:lab",
+        json!({"source": "http://lab/apps/"}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/channels/docs?scope=site:oslo",
+        json!({"source": "http://oslo/docs/", "include": ["*.pdf"]}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/edges/oslo/groups",
+        json!({"groups": ["east", "lab"]}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/edges/bergen/groups",
+        json!({"groups": ["east"]}),
+    )
+    .await;
+    m.put_scope("group:east", &{
+        let current: Value = m.admin().get("/api/v1/scopes/group:east").await.unwrap();
+        format!(
+            "{}\n[wan]\nprepos_rate = \"2 Mbit/s\"\n",
+            current["toml"].as_str().unwrap()
+        )
+    })
+    .await;
+
+    // Unpublished: the edge's config is still empty.
+    let draft: Value = m
+        .admin()
+        .get("/api/v1/sites/oslo/config?draft=true")
+        .await
+        .unwrap();
+    assert_eq!(
+        draft["layers"],
+        json!(["global", "group:east", "group:lab", "site:oslo"])
+    );
+    let diff: Value = m.admin().get("/api/v1/config/diff").await.unwrap();
+    assert_eq!(diff["changed"], true);
+    let diffs = diff["scopes"].as_array().unwrap();
+    assert!(diffs.iter().any(|d| {
+        d["scope"] == "groups"
+            && d["diff"]
+                .as_str()
+                .unwrap()
+                .contains("+group east priority 10: bergen, oslo")
+    }));
+    assert!(diffs.iter().any(|d| {
+        d["scope"] == "global"
+            && d["diff"]
+                .as_str()
+                .unwrap()
+                .contains("+source = \"http://global/apps/\"")
+    }));
+
+    assert_eq!(m.publish().await.unwrap(), 1);
+    let site: Value = m.admin().get("/api/v1/sites/oslo/config").await.unwrap();
+    let origin = |table: &str, key: &str| {
+        site["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["table"] == table && o["key"] == key)
+            .map(|o| o["scope"].as_str().unwrap().to_string())
+    };
+    assert_eq!(origin("channel", "apps").as_deref(), Some("group:lab"));
+    assert_eq!(origin("channel", "docs").as_deref(), Some("site:oslo"));
+    assert_eq!(origin("wan", "prepos_rate").as_deref(), Some("group:east"));
+    assert_eq!(site["version"], 1);
+
+    let config: DesiredConfig = oslo.client.get("/edge/v1/config").await.unwrap();
+    assert_eq!(config.version, 1);
+    let doc: toml::Table = config.toml.parse().unwrap();
+    let channels = doc["channel"].as_array().unwrap();
+    assert_eq!(channels[0]["name"].as_str(), Some("apps"));
+    assert_eq!(channels[0]["source"].as_str(), Some("http://lab/apps/"));
+    // Replaced whole: the global entry's `verify` is gone.
+    assert!(channels[0].get("verify").is_none());
+    assert_eq!(channels[1]["include"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["wan"]["prepos_rate"].as_str(), Some("2 Mbit/s"));
+    let list: outpost_protocol::EdgeList = m.admin().get("/api/v1/edges").await.unwrap();
+    let bergen = list.edges.iter().find(|e| e.site == "bergen").unwrap();
+    assert_eq!(bergen.groups, ["east"]);
+    let diff: Value = m.admin().get("/api/v1/config/diff").await.unwrap();
+    assert_eq!(diff["changed"], false);
+
+    // Channel removed from the site scope: the global one shows through.
+    let _: Value = m
+        .admin()
+        .call(
+            Method::DELETE,
+            "/api/v1/channels/docs?scope=site:oslo",
+            None,
+        )
+        .await
+        .unwrap();
+    m.publish().await.unwrap();
+    let site: Value = m.admin().get("/api/v1/sites/oslo/config").await.unwrap();
+    assert!(
+        site["toml"]
+            .as_str()
+            .unwrap()
+            .contains("http://global/docs/")
+    );
+}
+
+#[tokio::test]
+async fn a_publish_the_validator_refuses_changes_nothing_and_says_why() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    let edge = m.enrol("oslo").await;
+    m.put_scope(
+        "global",
+        "[[channel]]\nname = \"apps\"\nsource = \"http://o/\"\n",
+    )
+    .await;
+    m.publish().await.unwrap();
+    m.put_scope("site:oslo", "[[channel]]\nname = \"x\"\nbogus = 1\n")
+        .await;
+    let err = m.publish().await.unwrap_err();
+    let ClientError::Api { status, error } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error, "site:oslo:3: unknown key `bogus`");
+    let reply = edge.heartbeat(vec![]).await.unwrap();
+    assert_eq!(reply.desired_config_version, 1);
+
+    // Bad syntax is refused when the draft is written.
+    let (status, body) = m
+        .admin()
+        .request(
+            Method::PUT,
+            "/api/v1/scopes/global",
+            Some("[[channel".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+}
+
+#[tokio::test]
+async fn rollback_publishes_an_old_version_again() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    let edge = m.enrol("oslo").await;
+    m.put_scope(
+        "global",
+        "[[channel]]\nname = \"apps\"\nsource = \"http://one/\"\n",
+    )
+    .await;
+    m.publish().await.unwrap();
+    m.put_scope(
+        "global",
+        "[[channel]]\nname = \"apps\"\nsource = \"http://two/\"\n",
+    )
+    .await;
+    m.publish().await.unwrap();
+    let v: Value = m
+        .admin()
+        .call(Method::POST, "/api/v1/config/rollback?version=1", None)
+        .await
+        .unwrap();
+    assert_eq!(v["version"], 3);
+    let config: DesiredConfig = edge.client.get("/edge/v1/config").await.unwrap();
+    assert_eq!(config.version, 3);
+    assert!(config.toml.contains("http://one/"));
+    let history: Value = m.admin().get("/api/v1/config/history").await.unwrap();
+    assert_eq!(history[0]["comment"], "rollback to version 1");
+    assert_eq!(history.as_array().unwrap().len(), 3);
+    // The draft follows, so the next publish does not undo the rollback.
+    let diff: Value = m.admin().get("/api/v1/config/diff").await.unwrap();
+    assert_eq!(diff["changed"], false);
+    let err = m
+        .admin()
+        .call::<Value>(Method::POST, "/api/v1/config/rollback?version=9", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ClientError::Api {
+            status: StatusCode::NOT_FOUND,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn readiness_follows_the_reports_of_the_assigned_sites() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    let a = m.enrol("a").await;
+    let b = m.enrol("b").await;
+    let c = m.enrol("c").await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/groups/pilot",
+        json!({"priority": 1}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/edges/a/groups",
+        json!({"groups": ["pilot"]}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/edges/b/groups",
+        json!({"groups": ["pilot"]}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/channels/apps?scope=group:pilot",
+        json!({"source": "http://o/apps/"}),
+    )
+    .await;
+    m.publish().await.unwrap();
+    let ready = || async {
+        m.admin()
+            .get::<Readiness>("/api/v1/readiness?channel=apps")
+            .await
+            .unwrap()
+    };
+    let r = ready().await;
+    assert!(!r.ready);
+    assert_eq!(r.sites.len(), 2, "c is not in the group");
+    assert!(r.sites.iter().all(|s| s.state == ReadinessState::Missing));
+
+    a.heartbeat(vec![channel("apps", 4, 4)]).await.unwrap();
+    let mut partial = channel("apps", 4, 1);
+    partial.missing = vec!["sub/big.msi".into()];
+    b.heartbeat(vec![partial]).await.unwrap();
+    c.heartbeat(vec![channel("apps", 1, 0)]).await.unwrap();
+    let r = ready().await;
+    assert!(!r.ready);
+    let b_row = r.sites.iter().find(|s| s.site == "b").unwrap();
+    assert_eq!(b_row.state, ReadinessState::Syncing);
+    assert_eq!(
+        (b_row.files_present, b_row.files_total, b_row.bytes_total),
+        (1, 4, 400)
+    );
+    assert_eq!(b_row.edge_state, EdgeState::Up);
+    let one: Readiness = m
+        .admin()
+        .get("/api/v1/readiness?channel=apps&path=sub/big.msi")
+        .await
+        .unwrap();
+    assert_eq!(
+        one.sites.iter().find(|s| s.site == "a").unwrap().state,
+        ReadinessState::Complete
+    );
+    assert_eq!(
+        one.sites.iter().find(|s| s.site == "b").unwrap().state,
+        ReadinessState::Syncing
+    );
+
+    b.heartbeat(vec![channel("apps", 4, 4)]).await.unwrap();
+    assert!(ready().await.ready);
+    let none: Readiness = m
+        .admin()
+        .get("/api/v1/readiness?channel=nope")
+        .await
+        .unwrap();
+    assert!(!none.ready && none.sites.is_empty());
+}
