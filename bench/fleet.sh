@@ -18,6 +18,9 @@
 #                      (default: one heartbeat interval)
 #   PIN=0              1: taskset the manager to CPU 1, the simulator to
 #                      CPU 0 (on 2 cores: each its own core)
+#   MAX_CONNECTIONS=25000  the manager's --max-connections: each simulated
+#                      edge keeps two (its long poll, its heartbeats), so
+#                      10,000 edges sit at the default 20,000
 #   PORT=              the manager's port (default: a free one)
 #   WORK=/tmp/outpost-fleet-bench   state, logs, result.json
 #   SIM_ARGS=          more fleet-sim flags (see fleet-sim --help)
@@ -49,7 +52,8 @@ fingerprint=$(field fingerprint)
 
 manager_pin=() sim_pin=()
 if [ "$pin" = 1 ]; then manager_pin=(taskset -c 1) sim_pin=(taskset -c 0); fi
-serve_flags=(--data-dir "$work/data" --listen "127.0.0.1:$port" --heartbeat "$heartbeat")
+serve_flags=(--data-dir "$work/data" --listen "127.0.0.1:$port" --heartbeat "$heartbeat"
+  --max-connections "${MAX_CONNECTIONS:-25000}")
 if [ "$transport" = http ]; then
   serve_flags+=(--insecure-http) url=http://127.0.0.1:$port
 else
@@ -78,5 +82,5 @@ set +e
   ${SIM_ARGS:-} 2> >(tee "$work/sim.log" >&2)
 status=$?
 set -e
-echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg); manager log: $work/manager.log ($(grep -ci 'error\|warn' "$work/manager.log" || true) warn/error lines)"
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg); manager log: $work/manager.log ($(grep -c ' WARN \| ERROR ' "$work/manager.log" || true) WARN/ERROR lines)"
 exit $status

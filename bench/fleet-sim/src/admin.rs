@@ -64,7 +64,7 @@ impl Admin<'_> {
             .call(
                 Method::POST,
                 "/api/v1/config/publish",
-                Some(serde_json::json!({"message": "fleet-sim"})),
+                Some(serde_json::json!({"comment": "fleet-sim"})),
             )
             .await?;
         if !answer.status.is_success() {
