@@ -101,6 +101,9 @@ impl Target {
 pub struct Answer {
     pub status: StatusCode,
     pub body: Bytes,
+    /// The request needed a new connection (TCP and TLS handshakes are in
+    /// its latency).
+    pub new_connection: bool,
 }
 
 impl Answer {
@@ -194,7 +197,8 @@ impl Conn {
         bearer: Option<&str>,
         body: Option<Bytes>,
     ) -> anyhow::Result<Answer> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+        let new_connection = self.sender.as_ref().is_none_or(|s| s.is_closed());
+        if new_connection {
             self.sender = Some(connect(target, self.source).await?);
         }
         let sender = self
@@ -219,7 +223,11 @@ impl Conn {
         let response = sender.send_request(request).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            new_connection,
+        })
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Fleet {
     pub stats: EdgeStats,
     /// The edges that have applied a version above a baseline, and when.
     pub applied: Progress,
+    /// The edges that have fetched a version above a baseline, and when
+    /// (before the heartbeat that reports it).
+    pub fetched: Progress,
     /// The highest config version any edge reported applied.
     pub max_applied: AtomicU64,
     pub started: Instant,
@@ -53,6 +56,11 @@ pub struct EdgeStats {
     /// steady-state window).
     pub recording: AtomicBool,
     pub heartbeat_latency: Mutex<Vec<Duration>>,
+    /// The window's heartbeats that had to connect first (the manager
+    /// closed the idle connection): how many of the above.
+    pub heartbeat_reconnects: AtomicU64,
+    /// Latencies of the heartbeats sent on a kept connection.
+    pub heartbeat_latency_kept: Mutex<Vec<Duration>>,
     pub heartbeats: AtomicU64,
     pub heartbeat_errors: AtomicU64,
     pub waits: AtomicU64,
@@ -222,6 +230,7 @@ impl SimEdge {
         if reply.approved && reply.desired_config_version != self.applied_version {
             match self.fetch_config(fleet).await {
                 Ok(version) => {
+                    fleet.fetched.record(self.index, version);
                     self.applied_version = version;
                     news = true;
                 }
@@ -289,6 +298,7 @@ impl SimEdge {
             )
             .await?;
         let took = start.elapsed();
+        let new_connection = answer.new_connection;
         let Some(reply) = refused_or(answer, fleet)? else {
             return Ok(None);
         };
@@ -300,6 +310,19 @@ impl SimEdge {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(took);
+            if new_connection {
+                fleet
+                    .stats
+                    .heartbeat_reconnects
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                fleet
+                    .stats
+                    .heartbeat_latency_kept
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(took);
+            }
         }
         self.finished_actions.clear();
         fleet.applied.record(self.index, self.applied_version);

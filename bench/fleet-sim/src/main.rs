@@ -178,6 +178,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         jitter: args.jitter.clamp(0.0, 0.9),
         stats: EdgeStats::default(),
         applied: Progress::default(),
+        fetched: Progress::default(),
         max_applied: Default::default(),
         started: Instant::now(),
     });
@@ -291,6 +292,17 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
+    let mut kept = std::mem::take(
+        &mut *fleet
+            .stats
+            .heartbeat_latency_kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    summary.heartbeat_connections(
+        fleet.stats.heartbeat_reconnects.load(Ordering::Relaxed),
+        &mut kept,
+    );
     summary.steady_state(
         wall,
         &mut latencies,
@@ -325,6 +337,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         .put_channel(&channel, "global", channel_body(0, 2))
         .await?;
     fleet.applied.start(baseline_version, args.edges);
+    fleet.fetched.start(baseline_version, args.edges);
     let publish_start = Instant::now();
     let published = admin.publish().await?;
     let publish_answered = publish_start.elapsed();
@@ -333,7 +346,8 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut applied = fleet.applied.finish();
-    summary.publish(published, publish_answered, &mut applied);
+    let mut fetched = fleet.fetched.finish();
+    summary.publish(published, publish_answered, &mut applied, &mut fetched);
     log("publish measured");
 
     if let Some(pid) = args.manager_pid {

@@ -36,6 +36,11 @@ pub struct Summary {
     pub heartbeat_p50_ms: Option<f64>,
     pub heartbeat_p99_ms: Option<f64>,
     pub heartbeat_max_ms: Option<f64>,
+    /// Heartbeats in the window that had to open a new connection.
+    pub heartbeat_reconnects: u64,
+    /// Percentiles of those sent on a kept connection.
+    pub heartbeat_kept_p50_ms: Option<f64>,
+    pub heartbeat_kept_p99_ms: Option<f64>,
     pub manager_cpu_percent: Option<f64>,
     pub manager_cpu_max_5s_percent: Option<f64>,
     pub simulator_cpu_percent: f64,
@@ -47,6 +52,10 @@ pub struct Summary {
     pub publish_p50_s: Option<f64>,
     pub publish_p99_s: Option<f64>,
     pub publish_p100_s: Option<f64>,
+    /// The same for the config fetch alone (before the heartbeat).
+    pub fetched_p50_s: Option<f64>,
+    pub fetched_p99_s: Option<f64>,
+    pub fetched_p100_s: Option<f64>,
     pub manager_rss_bytes: Option<u64>,
     pub manager_hwm_bytes: Option<u64>,
     pub simulator_rss_bytes: Option<u64>,
@@ -117,6 +126,12 @@ impl Summary {
         self.warmup_edges_applied = applied;
     }
 
+    pub fn heartbeat_connections(&mut self, reconnects: u64, kept: &mut [Duration]) {
+        self.heartbeat_reconnects = reconnects;
+        self.heartbeat_kept_p50_ms = millis(percentile(kept, 50.0));
+        self.heartbeat_kept_p99_ms = millis(percentile(kept, 99.0));
+    }
+
     pub fn steady_state(
         &mut self,
         wall: Duration,
@@ -151,22 +166,21 @@ impl Summary {
         }
     }
 
-    pub fn publish(&mut self, version: Option<u64>, answered: Duration, applied: &mut [Duration]) {
+    pub fn publish(
+        &mut self,
+        version: Option<u64>,
+        answered: Duration,
+        applied: &mut [Duration],
+        fetched: &mut [Duration],
+    ) {
         self.published_version = version;
         self.publish_answered_ms = answered.as_secs_f64() * 1000.0;
         self.publish_applied_edges = applied.len();
-        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
-        // Percentiles over the whole fleet: an edge that never applied
-        // counts as never, so p100 is absent unless every edge did.
-        let all = applied.len() >= self.edges;
-        applied.sort_unstable();
-        let at = |pct: f64| -> Option<Duration> {
-            let rank = ((pct / 100.0) * self.edges as f64).ceil() as usize;
-            applied.get(rank.clamp(1, self.edges.max(1)) - 1).copied()
-        };
-        self.publish_p50_s = secs(at(50.0));
-        self.publish_p99_s = secs(at(99.0));
-        self.publish_p100_s = if all { secs(at(100.0)) } else { None };
+        let fleet = self.edges;
+        [self.publish_p50_s, self.publish_p99_s, self.publish_p100_s] =
+            fleet_percentiles(applied, fleet);
+        [self.fetched_p50_s, self.fetched_p99_s, self.fetched_p100_s] =
+            fleet_percentiles(fetched, fleet);
     }
 
     pub fn manager_memory(&mut self, memory: Option<(u64, u64)>) {
@@ -285,6 +299,12 @@ impl Summary {
             ms(self.heartbeat_max_ms)
         );
         println!(
+            "    {} of them on a new connection (the manager had closed the idle one); on a kept connection: p50 {} ms, p99 {} ms",
+            self.heartbeat_reconnects,
+            ms(self.heartbeat_kept_p50_ms),
+            ms(self.heartbeat_kept_p99_ms)
+        );
+        println!(
             "  manager CPU {} % of one core (busiest 5 s: {} %); simulator CPU {:.1} %",
             ms(self.manager_cpu_percent),
             ms(self.manager_cpu_max_5s_percent),
@@ -320,6 +340,12 @@ impl Summary {
             s(self.publish_p50_s),
             s(self.publish_p99_s),
             s(self.publish_p100_s)
+        );
+        println!(
+            "    config fetched (before that heartbeat): 50 % {} s, 99 % {} s, 100 % {} s",
+            s(self.fetched_p50_s),
+            s(self.fetched_p99_s),
+            s(self.fetched_p100_s)
         );
         println!(
             "  manager RSS {} MiB, peak {} MiB; simulator RSS {} MiB",
@@ -371,6 +397,38 @@ impl Summary {
     }
 }
 
+/// 50, 99 and 100 % of the whole fleet in seconds: an edge that never
+/// got there counts as never, so a figure is absent unless that share of
+/// every edge did.
+fn fleet_percentiles(times: &mut [Duration], fleet: usize) -> [Option<f64>; 3] {
+    times.sort_unstable();
+    [50.0, 99.0, 100.0].map(|pct: f64| {
+        let rank = ((pct / 100.0) * fleet as f64).ceil() as usize;
+        times
+            .get(rank.clamp(1, fleet.max(1)) - 1)
+            .map(|d| d.as_secs_f64())
+    })
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edge_that_never_applied_leaves_the_fleet_percentile_open() {
+        let mut times: Vec<Duration> = (1..=3).map(Duration::from_secs).collect();
+        assert_eq!(
+            fleet_percentiles(&mut times, 4),
+            [Some(2.0), None, None],
+            "3 of 4 edges: the median is known, 99 % and 100 % are not"
+        );
+        assert_eq!(
+            fleet_percentiles(&mut times, 3),
+            [Some(2.0), Some(3.0), Some(3.0)]
+        );
+    }
 }
