@@ -18,9 +18,6 @@
 #                      (default: one heartbeat interval)
 #   PIN=0              1: taskset the manager to CPU 1, the simulator to
 #                      CPU 0 (on 2 cores: each its own core)
-#   MAX_CONNECTIONS=25000  the manager's --max-connections: each simulated
-#                      edge keeps two (its long poll, its heartbeats), so
-#                      10,000 edges sit at the default 20,000
 #   PORT=              the manager's port (default: a free one)
 #   WORK=/tmp/outpost-fleet-bench   state, logs, result.json
 #   SIM_ARGS=          more fleet-sim flags (see fleet-sim --help)
@@ -37,7 +34,10 @@ work=${WORK:-/tmp/outpost-fleet-bench}
 for binary in "$outpost" "$sim"; do
   [ -x "$binary" ] || { echo "missing $binary: cargo build --release -p outpost -p fleet-sim" >&2; exit 2; }
 done
-# 20,000 sockets in each process.
+# Each edge holds a long poll, and a heartbeat connection while it talks:
+# up to 20,000 sockets in each process. Where the hard limit cannot be
+# raised (no CAP_SYS_RESOURCE), take what there is and say so below.
+ulimit -Hn 1048576 2>/dev/null || true
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 heartbeat_seconds=$(python3 -c "import sys; s=sys.argv[1]; print(int(float(s[:-2])/1000) if s.endswith('ms') else int(float(s.rstrip('s'))))" "$heartbeat")
 settle=${SETTLE:-$heartbeat_seconds}
@@ -52,8 +52,7 @@ fingerprint=$(field fingerprint)
 
 manager_pin=() sim_pin=()
 if [ "$pin" = 1 ]; then manager_pin=(taskset -c 1) sim_pin=(taskset -c 0); fi
-serve_flags=(--data-dir "$work/data" --listen "127.0.0.1:$port" --heartbeat "$heartbeat"
-  --max-connections "${MAX_CONNECTIONS:-25000}")
+serve_flags=(--data-dir "$work/data" --listen "127.0.0.1:$port" --heartbeat "$heartbeat")
 if [ "$transport" = http ]; then
   serve_flags+=(--insecure-http) url=http://127.0.0.1:$port
 else
@@ -72,6 +71,7 @@ done
 
 echo "# fleet benchmark: $(date -u '+%Y-%m-%d %H:%M UTC'), outpost $(git -C "$root" rev-parse --short HEAD)"
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
+echo "# open files limit per process: $(ulimit -n)"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg); pinned: $([ "$pin" = 1 ] && echo 'manager CPU 1, simulator CPU 0' || echo no)"
 echo "# $edges edges, heartbeat $heartbeat, transport $transport, window ${window}s, settle ${settle}s"
 set +e

@@ -138,6 +138,11 @@ impl Conn {
         }
     }
 
+    /// Lets the connection go (its task closes the socket once idle).
+    pub fn close(&mut self) {
+        self.sender = None;
+    }
+
     /// Sends one request; retries once on a fresh connection when a kept
     /// connection turns out closed (the manager's idle timeout racing our
     /// request), which every call here tolerates.

@@ -7,8 +7,6 @@
 //! The simulated edge applies whatever config it gets (it has no proxy to
 //! reload): what it measures is the manager's side of the protocol.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -20,6 +18,7 @@ use http::{Method, StatusCode};
 use outpost_protocol::{
     ActionResult, AppliedConfig, DesiredConfig, EnrolReply, EnrolRequest, Heartbeat, HeartbeatReply,
 };
+use tokio::task::JoinHandle;
 
 use crate::client::{Answer, Conn, Target};
 use crate::progress::Progress;
@@ -33,6 +32,11 @@ pub struct Fleet {
     pub heartbeat_override: Option<Duration>,
     /// Each interval is the base times 1 ± this.
     pub jitter: f64,
+    /// Keep the heartbeat connection between heartbeats only when the
+    /// interval is shorter than this (the manager's idle cut-off); else
+    /// close it at once, since the manager would close it anyway, and the
+    /// descriptor is better free: this sandbox allows 20,000 per process.
+    pub keep_idle: Duration,
     pub stats: EdgeStats,
     /// The edges that have applied a version above a baseline, and when.
     pub applied: Progress,
@@ -45,6 +49,23 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// The running totals, for progress notes.
+    pub fn counts(&self) -> String {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let s = &self.stats;
+        format!(
+            "{} heartbeats ({} errors), {} long polls returned ({} errors), {} config fetches ({} errors), {} connects ({} failed)",
+            n(&s.heartbeats),
+            n(&s.heartbeat_errors),
+            n(&s.waits),
+            n(&s.wait_errors),
+            n(&s.config_fetches),
+            n(&s.config_errors),
+            n(&self.target.counters.connects),
+            n(&self.target.counters.connect_errors),
+        )
+    }
+
     pub fn applied_max(&self) -> u64 {
         self.max_applied.load(Ordering::Relaxed)
     }
@@ -89,6 +110,7 @@ pub struct SimEdge {
     finished_actions: Vec<ActionResult>,
     heartbeat_interval: Duration,
     beats: u64,
+    source: Option<std::net::IpAddr>,
     control: Conn,
     long_poll: Option<Conn>,
 }
@@ -129,6 +151,9 @@ pub async fn enrol(
     let heartbeat_interval = fleet
         .heartbeat_override
         .unwrap_or(Duration::from_millis(reply.heartbeat_ms.max(100)));
+    if heartbeat_interval >= fleet.keep_idle {
+        control.close();
+    }
     Ok((
         SimEdge {
             index,
@@ -138,6 +163,7 @@ pub async fn enrol(
             finished_actions: Vec::new(),
             heartbeat_interval,
             beats: 0,
+            source,
             control,
             long_poll: Some(Conn::new(source)),
         },
@@ -145,22 +171,36 @@ pub async fn enrol(
     ))
 }
 
-type LongPoll = Pin<Box<dyn Future<Output = (Conn, anyhow::Result<Answer>)> + Send>>;
+/// The long poll runs as its own task: a future merely held in the
+/// select below is not polled while a heartbeat runs, and one that had a
+/// connect permit in hand would keep it, so that heartbeats waiting for
+/// permits and suspended long polls holding them could starve each other.
+type LongPoll = JoinHandle<(Conn, anyhow::Result<Answer>)>;
 
 impl SimEdge {
     /// Runs until the process ends, or until the manager refuses the
     /// edge (revoked).
     pub async fn run(mut self, fleet: Arc<Fleet>) {
+        let mut long_poll: Option<LongPoll> = None;
+        self.run_until_refused(&fleet, &mut long_poll).await;
+        if let Some(poll) = long_poll {
+            poll.abort();
+        }
+    }
+
+    async fn run_until_refused(&mut self, fleet: &Arc<Fleet>, long_poll: &mut Option<LongPoll>) {
         // Spread the first heartbeats over one interval, as edges started
         // at different times would be.
         let phase = unit(mix(self.index as u64 ^ 0x5eed));
         let mut next_heartbeat =
             tokio::time::Instant::now() + self.heartbeat_interval.mul_f64(phase);
-        let mut long_poll: Option<LongPoll> = None;
         loop {
             if long_poll.is_none() {
-                let conn = self.long_poll.take().unwrap_or_else(|| Conn::new(None));
-                long_poll = Some(Box::pin(wait(
+                let conn = self
+                    .long_poll
+                    .take()
+                    .unwrap_or_else(|| Conn::new(self.source));
+                *long_poll = Some(tokio::spawn(wait(
                     fleet.clone(),
                     conn,
                     self.credential.clone(),
@@ -177,19 +217,24 @@ impl SimEdge {
                     let roll = unit(mix(((self.index as u64) << 24) ^ self.beats));
                     let jitter = 1.0 + fleet.jitter * (2.0 * roll - 1.0);
                     next_heartbeat += self.heartbeat_interval.mul_f64(jitter.max(0.1));
-                    if !self.heartbeat_and_follow(&fleet).await {
+                    if !self.heartbeat_and_follow(fleet).await {
                         return;
                     }
+                    self.release_idle_control(fleet);
                 }
-                (conn, result) = poll => {
-                    long_poll = None;
+                joined = poll => {
+                    *long_poll = None;
+                    let (conn, result) = joined.unwrap_or_else(|e| {
+                        (Conn::new(self.source), Err(anyhow::anyhow!("long poll task: {e}")))
+                    });
                     self.long_poll = Some(conn);
                     fleet.stats.waits.fetch_add(1, Ordering::Relaxed);
-                    match result.and_then(|a| refused_or(a, &fleet)) {
+                    match result.and_then(|a| refused_or(a, fleet)) {
                         Ok(Some(reply)) => {
-                            if self.follow(&fleet, &reply).await && !self.heartbeat_and_follow(&fleet).await {
+                            if self.follow(fleet, &reply).await && !self.heartbeat_and_follow(fleet).await {
                                 return;
                             }
+                            self.release_idle_control(fleet);
                         }
                         Ok(None) => return,
                         Err(e) => {
@@ -200,6 +245,12 @@ impl SimEdge {
                     }
                 }
             }
+        }
+    }
+
+    fn release_idle_control(&mut self, fleet: &Fleet) {
+        if self.heartbeat_interval >= fleet.keep_idle {
+            self.control.close();
         }
     }
 

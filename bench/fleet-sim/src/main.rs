@@ -73,6 +73,10 @@ pub struct Args {
     /// Each interval is the base times 1 ± this.
     #[arg(long, default_value_t = 0.1)]
     jitter: f64,
+    /// Close the heartbeat connection between heartbeats when the interval
+    /// is at least this (the manager closes connections idle this long).
+    #[arg(long, value_parser = humantime_secs, default_value = "10s")]
+    keep_idle: Duration,
     /// Seconds to wait after every edge applied the config before the
     /// window, so the start-up burst is over.
     #[arg(long, default_value_t = 30)]
@@ -176,6 +180,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         },
         heartbeat_override: args.heartbeat,
         jitter: args.jitter.clamp(0.0, 0.9),
+        keep_idle: args.keep_idle,
         stats: EdgeStats::default(),
         applied: Progress::default(),
         fetched: Progress::default(),
@@ -244,8 +249,18 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         tokio::spawn(edge.run(fleet.clone()));
     }
     let deadline = Instant::now() + Duration::from_secs(args.warmup_timeout);
+    let mut next_note = Instant::now() + Duration::from_secs(5);
     while fleet.applied.count() < args.edges && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if Instant::now() >= next_note {
+            next_note += Duration::from_secs(5);
+            log(&format!(
+                "{} of {} applied so far; {}",
+                fleet.applied.count(),
+                args.edges,
+                fleet.counts()
+            ));
+        }
     }
     let warm = fleet.applied.finish();
     let baseline = warm.len();
@@ -342,8 +357,18 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
     let published = admin.publish().await?;
     let publish_answered = publish_start.elapsed();
     let deadline = publish_start + Duration::from_secs(args.publish_timeout);
+    let mut next_note = Instant::now() + Duration::from_secs(2);
     while fleet.applied.count() < args.edges && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if Instant::now() >= next_note {
+            next_note += Duration::from_secs(2);
+            log(&format!(
+                "publish: {} fetched, {} applied; {}",
+                fleet.fetched.count(),
+                fleet.applied.count(),
+                fleet.counts()
+            ));
+        }
     }
     let mut applied = fleet.applied.finish();
     let mut fetched = fleet.fetched.finish();
