@@ -39,7 +39,7 @@ use crate::admin::Admin;
 use crate::client::{Conn, Target};
 use crate::edge::{EdgeStats, Fleet};
 use crate::progress::Progress;
-use crate::report::{Shape, channel_body, channel_name, file_path};
+use crate::report::{Shape, a_missing_path, channel_body, channel_name};
 use crate::summary::{CpuFigures, Summary};
 
 #[derive(Parser, Debug)]
@@ -339,7 +339,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         .readiness(&channel, None, args.readiness_calls)
         .await?;
     summary.readiness(false, &mut times, counts);
-    let path = file_path(7);
+    let path = a_missing_path(&fleet.shape);
     let (mut times, counts) = admin
         .readiness(&channel, Some(&path), args.readiness_calls)
         .await?;

@@ -29,6 +29,13 @@ pub fn file_path(file: usize) -> String {
     format!("pkg/f-{file:03}.msi")
 }
 
+/// A file that some sites miss in every channel: the first missing file
+/// of the commonest incomplete pattern, so `readiness?path=` for it is
+/// not trivially complete everywhere.
+pub fn a_missing_path(shape: &Shape) -> String {
+    file_path((mix(0) % shape.files.max(1) as u64) as usize)
+}
+
 /// A well-mixed 64-bit hash (splitmix64's finaliser): no RNG crate needed
 /// and the same edge looks the same in every run.
 pub fn mix(mut x: u64) -> u64 {
@@ -156,6 +163,26 @@ mod tests {
         }
         assert!(complete * 100 > pairs * 95, "{complete} of {pairs}");
         assert!(complete < pairs, "some channel is incomplete");
+    }
+
+    #[test]
+    fn some_sites_miss_the_chosen_path() {
+        let shape = Shape {
+            channels: 1,
+            files: 200,
+            file_bytes: 1,
+            syncing_per_mille: 20,
+            failed_per_mille: 5,
+        };
+        let path = a_missing_path(&shape);
+        let missing = (0..20_000)
+            .filter(|&edge| {
+                edge_report(edge, 1, 1_800_000_000, &shape).channels[0]
+                    .missing
+                    .contains(&path)
+            })
+            .count();
+        assert!(missing > 0, "no site misses {path}");
     }
 
     #[test]
