@@ -279,6 +279,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
     let own = std::process::id();
     let manager_cpu_start = args.manager_pid.map(stats::cpu_time).transpose()?;
     let own_cpu_start = stats::cpu_time(own)?;
+    let machine_start = stats::machine_busy()?;
     let heartbeats_before = fleet.stats.heartbeats.load(Ordering::Relaxed);
     let errors_before = fleet.stats.heartbeat_errors.load(Ordering::Relaxed);
     let window_start = Instant::now();
@@ -303,6 +304,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
     let wall = window_start.elapsed();
     let manager_cpu_end = args.manager_pid.map(stats::cpu_time).transpose()?;
     let own_cpu_end = stats::cpu_time(own)?;
+    let machine_end = stats::machine_busy()?;
     let mut latencies = std::mem::take(
         &mut *fleet
             .stats
@@ -331,6 +333,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
                 .zip(manager_cpu_end)
                 .map(|(a, b)| b.saturating_sub(a)),
             simulator: own_cpu_end.saturating_sub(own_cpu_start),
+            machine: machine_end.saturating_sub(machine_start),
             manager_slices: slices,
         },
     );

@@ -47,6 +47,33 @@ pub fn cpu_time_of_stat(stat: &str, ticks_per_second: u64) -> anyhow::Result<Dur
     ))
 }
 
+/// CPU time the whole machine has been busy (all cores: user, nice,
+/// system, irq, softirq, steal), from the first line of `/proc/stat`.
+pub fn machine_busy() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    machine_busy_of_stat(&stat, rustix::param::clock_ticks_per_second())
+}
+
+pub fn machine_busy_of_stat(stat: &str, ticks_per_second: u64) -> anyhow::Result<Duration> {
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or_else(|| anyhow::anyhow!("no cpu line in /proc/stat"))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal: all but idle, iowait.
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| fields.get(i))
+        .sum();
+    Ok(Duration::from_secs_f64(
+        busy as f64 / ticks_per_second.max(1) as f64,
+    ))
+}
+
 /// VmRSS and VmHWM of a process, in bytes.
 pub fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -115,6 +142,15 @@ mod tests {
     fn stat_fields_are_counted_after_the_name() {
         let stat = "4242 (outpost (x) y) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0";
         assert_eq!(cpu_time_of_stat(stat, 100).unwrap(), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn machine_busy_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 10 50 9000 500 5 5 30 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(
+            machine_busy_of_stat(stat, 100).unwrap(),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

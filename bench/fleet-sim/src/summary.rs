@@ -44,6 +44,9 @@ pub struct Summary {
     pub manager_cpu_percent: Option<f64>,
     pub manager_cpu_max_5s_percent: Option<f64>,
     pub simulator_cpu_percent: f64,
+    /// What every other process on the machine used in the window, in %
+    /// of one core (the machine has several).
+    pub others_cpu_percent: Option<f64>,
     pub readiness_channel: Option<ReadinessFigures>,
     pub readiness_path: Option<ReadinessFigures>,
     pub published_version: Option<u64>,
@@ -97,6 +100,8 @@ pub struct Verdict {
 pub struct CpuFigures {
     pub manager: Option<Duration>,
     pub simulator: Duration,
+    /// The whole machine's busy time.
+    pub machine: Duration,
     pub manager_slices: Vec<f64>,
 }
 
@@ -150,6 +155,13 @@ impl Summary {
         self.manager_cpu_percent = cpu.manager.map(|d| 100.0 * d.as_secs_f64() / secs);
         self.manager_cpu_max_5s_percent = cpu.manager_slices.iter().copied().reduce(f64::max);
         self.simulator_cpu_percent = 100.0 * cpu.simulator.as_secs_f64() / secs;
+        self.others_cpu_percent = cpu.manager.map(|manager| {
+            let others = cpu
+                .machine
+                .saturating_sub(manager)
+                .saturating_sub(cpu.simulator);
+            100.0 * others.as_secs_f64() / secs
+        });
     }
 
     pub fn readiness(&mut self, with_path: bool, times: &mut [Duration], answer: ReadinessCounts) {
@@ -305,10 +317,11 @@ impl Summary {
             ms(self.heartbeat_kept_p99_ms)
         );
         println!(
-            "  manager CPU {} % of one core (busiest 5 s: {} %); simulator CPU {:.1} %",
+            "  manager CPU {} % of one core (busiest 5 s: {} %); simulator CPU {:.1} %; every other process on the machine {} %",
             ms(self.manager_cpu_percent),
             ms(self.manager_cpu_max_5s_percent),
-            self.simulator_cpu_percent
+            self.simulator_cpu_percent,
+            ms(self.others_cpu_percent)
         );
         for (name, r) in [
             ("?channel=", &self.readiness_channel),
