@@ -5,8 +5,15 @@
 
 /// A client config that accepts only the certificate with `fingerprint`
 /// ("aa:bb:..." as `outpost manager init` prints it).
+///
+/// Without session resumption: all simulated edges share this config, and
+/// its session cache would let one edge resume with the ticket another
+/// just got, which real edges (one cache each, last used an interval
+/// ago, long evicted from the manager's 256-session cache) cannot.
 pub fn pinned_client_config(fingerprint: &str) -> anyhow::Result<rustls::ClientConfig> {
-    Ok(outpost_manager::pinned_tls::client_config(fingerprint)?)
+    let mut config = outpost_manager::pinned_tls::client_config(fingerprint)?;
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
 }
 
 #[cfg(test)]
