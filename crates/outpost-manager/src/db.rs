@@ -21,7 +21,8 @@ use crate::error::{DbContext, ManagerError, Result};
 pub const DB_FILE_NAME: &str = "manager.db";
 
 /// The core schema, one step per entry; append only.
-pub const CORE_MIGRATIONS: &[&str] = &[r#"
+pub const CORE_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE api_tokens (
     id INTEGER PRIMARY KEY, label TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
@@ -64,7 +65,14 @@ CREATE INDEX alerts_open ON alerts(closed);
 CREATE TABLE edge_states (site TEXT NOT NULL, at INTEGER NOT NULL, state TEXT NOT NULL);
 CREATE INDEX edge_states_site ON edge_states(site, at);
 CREATE TABLE module_versions (module TEXT PRIMARY KEY, version INTEGER NOT NULL);
-"#];
+"#,
+    r#"
+CREATE TABLE site_events (
+    id INTEGER PRIMARY KEY, site TEXT NOT NULL, at INTEGER NOT NULL,
+    kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX site_events_site ON site_events(site, at);
+"#,
+];
 
 pub struct Db {
     conn: Mutex<Connection>,

@@ -18,6 +18,14 @@ pub struct EdgeRecord {
     pub credential_hash: String,
     /// Unix seconds.
     pub enrolled: i64,
+    /// Unix milliseconds of enrolment (seconds precision after a restart):
+    /// a new edge's grace period starts here.
+    pub enrolled_ms: i64,
+    /// Liveness counts from no earlier than this: the manager's start, for
+    /// edges that were not down when it stopped. A manager outage is not
+    /// the edges' fault; without it every edge would turn down (and raise
+    /// an alert) at the manager's restart until its next heartbeat.
+    pub seen_floor_ms: i64,
     pub approved: bool,
     /// Unix seconds of the revocation.
     pub revoked: Option<i64>,
@@ -32,6 +40,9 @@ pub struct EdgeRecord {
     pub state_since: i64,
     /// Changed since the last flush to SQLite.
     pub dirty: bool,
+    /// `state` changed since the last flush: the flush records it in the
+    /// state history.
+    pub state_dirty: bool,
 }
 
 impl EdgeRecord {
@@ -39,7 +50,10 @@ impl EdgeRecord {
         Liveness {
             revoked: self.revoked.is_some(),
             approved: self.approved,
-            last_seen_ms: self.last_seen_ms.unwrap_or(self.enrolled * 1000),
+            last_seen_ms: self
+                .last_seen_ms
+                .unwrap_or(self.enrolled_ms)
+                .max(self.seen_floor_ms),
         }
     }
 
@@ -135,4 +149,6 @@ pub struct Fleet {
     pub published: Published,
     /// Site -> actions it has not reported done, oldest first.
     pub pending: HashMap<String, Vec<ActionOrder>>,
+    /// Site history events not yet written (by the next flush).
+    pub events: Vec<crate::model::events::SiteEvent>,
 }

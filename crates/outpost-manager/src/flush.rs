@@ -10,6 +10,7 @@ use outpost_protocol::EdgeState;
 
 use crate::error::{DbContext, Result};
 use crate::manager::{Manager, unix_ms};
+use crate::model::events::SiteEvent;
 
 pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
@@ -22,20 +23,24 @@ struct Row {
     report: Option<Arc<outpost_protocol::EdgeReport>>,
     state: EdgeState,
     state_since: i64,
+    state_changed: bool,
 }
 
 impl Manager {
     /// Writes every changed edge in one transaction. Returns how many.
     pub fn flush(&self) -> Result<usize> {
-        let rows: Vec<Row> = {
+        let (rows, events): (Vec<Row>, Vec<SiteEvent>) = {
             let mut fleet = self.write();
-            fleet
+            let events = std::mem::take(&mut fleet.events);
+            let rows = fleet
                 .edges
                 .values_mut()
                 .filter(|e| e.dirty)
                 .map(|e| {
                     e.dirty = false;
+                    let state_changed = std::mem::take(&mut e.state_dirty);
                     Row {
+                        state_changed,
                         site: e.site.clone(),
                         version: e.version.clone(),
                         last_seen: e.last_seen_ms,
@@ -49,9 +54,10 @@ impl Manager {
                         state_since: e.state_since,
                     }
                 })
-                .collect()
+                .collect();
+            (rows, events)
         };
-        if rows.is_empty() {
+        if rows.is_empty() && events.is_empty() {
             return Ok(0);
         }
         // Serialised outside the fleet lock: heartbeats never wait on it.
@@ -75,13 +81,7 @@ impl Manager {
                 )
                 .db("prepare flush")?;
             let mut history = tx
-                .prepare_cached(
-                    "INSERT INTO edge_states (site, at, state)
-                     SELECT ?1, ?2, ?3 WHERE NOT EXISTS (
-                        SELECT 1 FROM edge_states WHERE site = ?1 AND at = ?2 AND state = ?3)
-                     AND COALESCE((SELECT state FROM edge_states WHERE site = ?1
-                        ORDER BY at DESC, rowid DESC LIMIT 1), '') != ?3",
-                )
+                .prepare_cached("INSERT INTO edge_states (site, at, state) VALUES (?1, ?2, ?3)")
                 .db("prepare history")?;
             for (row, report) in rows.iter().zip(&encoded) {
                 update
@@ -97,13 +97,27 @@ impl Manager {
                         row.state_since
                     ])
                     .db("flush edge")?;
-                history
-                    .execute(rusqlite::params![
-                        row.site,
-                        row.state_since,
-                        row.state.as_str()
-                    ])
-                    .db("record state")?;
+                if row.state_changed {
+                    history
+                        .execute(rusqlite::params![
+                            row.site,
+                            row.state_since,
+                            row.state.as_str()
+                        ])
+                        .db("record state")?;
+                }
+            }
+        }
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO site_events (site, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .db("prepare events")?;
+            for e in &events {
+                insert
+                    .execute(rusqlite::params![e.site, e.at, e.kind, e.detail])
+                    .db("write event")?;
             }
         }
         tx.commit().db("commit flush")?;

@@ -36,10 +36,35 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+struct Row {
+    /// Escaped for a label already.
+    site: String,
+    state: EdgeState,
+    last_seen_ms: Option<i64>,
+    config_applied: u64,
+    report: Option<std::sync::Arc<outpost_protocol::EdgeReport>>,
+}
+
 impl Manager {
     pub fn render_metrics(&self) -> String {
-        let fleet = self.read();
-        let mut out = String::with_capacity(256 + fleet.edges.len() * 1024);
+        // A copy of what the text needs (the reports are shared, not
+        // copied), so heartbeats do not wait for the text to be written.
+        let (edges, version): (Vec<Row>, u64) = {
+            let fleet = self.read();
+            let rows = fleet
+                .edges
+                .values()
+                .map(|e| Row {
+                    site: label(&e.site),
+                    state: e.state,
+                    last_seen_ms: e.last_seen_ms,
+                    config_applied: e.config_applied,
+                    report: e.report.clone(),
+                })
+                .collect();
+            (rows, fleet.published.version)
+        };
+        let mut out = String::with_capacity(256 + edges.len() * 1024);
         let per_site: [(&str, &str, &str); 13] = [
             (
                 "outpost_fleet_edge_up",
@@ -110,8 +135,8 @@ impl Manager {
         // One family at a time, as the text format requires.
         for (name, kind, help) in per_site {
             head(&mut out, name, kind, help);
-            for edge in fleet.edges.values() {
-                let site = label(&edge.site);
+            for edge in &edges {
+                let site = &edge.site;
                 let report = edge.report.as_deref();
                 let mut line = |value: String| {
                     let _ = writeln!(out, "{name}{{site=\"{site}\"}} {value}");
@@ -171,7 +196,7 @@ impl Manager {
         }
         head(&mut out, "outpost_manager_edges", "gauge", "Edges by state");
         for state in STATES {
-            let n = fleet.edges.values().filter(|e| e.state == state).count();
+            let n = edges.iter().filter(|e| e.state == state).count();
             let _ = writeln!(
                 out,
                 "outpost_manager_edges{{state=\"{}\"}} {n}",
@@ -184,12 +209,7 @@ impl Manager {
             "gauge",
             "The published config version",
         );
-        let _ = writeln!(
-            out,
-            "outpost_manager_config_version {}",
-            fleet.published.version
-        );
-        drop(fleet);
+        let _ = writeln!(out, "outpost_manager_config_version {version}");
         let counters = [
             (
                 "outpost_manager_heartbeats_total",

@@ -278,6 +278,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             outpost_manager::http::ServeOptions {
                 tls,
                 max_connections: args.max_connections,
+                header_read_timeout: outpost_manager::http::header_read_timeout_for(args.heartbeat),
                 ..Default::default()
             },
         ));

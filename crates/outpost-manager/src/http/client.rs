@@ -121,6 +121,17 @@ impl Client {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let (status, _, body) = self.request_full(method, path, body).await?;
+        Ok((status, body))
+    }
+
+    /// One request; the status, headers and body, whatever the status.
+    pub async fn request_full(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), ClientError> {
         tokio::time::timeout(self.timeout, self.request_inner(method, path, body))
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))?
@@ -131,7 +142,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Bytes>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), ClientError> {
         let connect = |detail: String| ClientError::Connect {
             url: self.url(),
             detail,
@@ -208,7 +219,10 @@ impl Client {
     }
 }
 
-async fn send<I>(io: I, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String>
+async fn send<I>(
+    io: I,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, http::HeaderMap, Bytes), String>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -223,11 +237,12 @@ where
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    Ok((status, body))
+    Ok((status, headers, body))
 }

@@ -18,6 +18,16 @@ pub fn routes() -> Router<AppState> {
         .route("/edge/v1/heartbeat", post(heartbeat))
         .route("/edge/v1/wait", get(wait))
         .route("/edge/v1/config", get(config))
+        .layer(axum::middleware::map_response(protocol_header))
+}
+
+/// Every edge answer says which protocol it speaks, errors included.
+async fn protocol_header(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        outpost_protocol::FLEET_PROTOCOL_HEADER,
+        http::HeaderValue::from(outpost_protocol::FLEET_PROTOCOL),
+    );
+    response
 }
 
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ManagerError> {

@@ -41,9 +41,22 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Every edge holds one long-poll connection: size for the fleet.
     pub max_connections: usize,
+    /// How long a request's head may take, and (hyper counts both) how
+    /// long a kept-alive connection may sit idle between requests: keep
+    /// it above the heartbeat interval, or every heartbeat pays a new TLS
+    /// handshake (see [`header_read_timeout_for`]).
     pub header_read_timeout: Duration,
     /// More routes (the dashboard), merged with the API's.
     pub extra_routes: Option<Router<AppState>>,
+}
+
+/// The TLS handshake's deadline, separate from the head's.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A header timeout that lets an edge keep its connection between two
+/// heartbeats: two intervals and 5 s, at least 10 s.
+pub fn header_read_timeout_for(heartbeat: Duration) -> Duration {
+    (heartbeat.saturating_mul(2) + Duration::from_secs(5)).max(Duration::from_secs(10))
 }
 
 impl Default for ServeOptions {
@@ -76,13 +89,39 @@ impl IntoResponse for ManagerError {
 /// Every route: the edge protocol, the automation API, `/metrics`, and
 /// `extra` (the dashboard).
 pub fn router(manager: AppState, extra: Option<Router<AppState>>) -> Router {
-    let mut router = Router::new().merge(edge::routes()).merge(api::routes());
+    // The JSON error wrapper covers the API and the edge protocol only:
+    // the dashboard's own pages answer as they choose.
+    let mut router = Router::new()
+        .merge(edge::routes())
+        .merge(api::routes())
+        .layer(axum::middleware::map_response(errors_as_json));
     if let Some(extra) = extra {
         router = router.merge(extra);
     }
     router
+        .fallback(|| async { ManagerError::NotFound("no such route".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(manager)
+}
+
+/// axum's own rejections (a bad query string, a body over the limit) are
+/// plain text; every error the API gives is an [`ApiError`], so clients
+/// decode one shape.
+async fn errors_as_json(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(response.status().is_client_error() && plain) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => parts.status.to_string(),
+    };
+    (parts.status, axum::Json(ApiError { error: text })).into_response()
 }
 
 /// Serves until the manager's shutdown token is cancelled.
@@ -124,7 +163,7 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
             match acceptor {
                 Some(acceptor) => {
                     let Ok(Ok(tls)) =
-                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     else {
                         return;
                     };
@@ -171,4 +210,21 @@ async fn serve_connection<I, S>(
 pub(crate) fn peer_text(peer: Option<SocketAddr>) -> String {
     peer.map(|p| p.ip().to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_timeout_outlasts_the_heartbeat() {
+        assert_eq!(
+            header_read_timeout_for(Duration::from_secs(30)),
+            Duration::from_secs(65)
+        );
+        assert_eq!(
+            header_read_timeout_for(Duration::from_secs(1)),
+            Duration::from_secs(10)
+        );
+    }
 }

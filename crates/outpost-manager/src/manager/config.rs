@@ -51,13 +51,6 @@ pub struct SiteConfig {
     pub origins: Vec<Origin>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GroupInfo {
-    pub name: String,
-    pub priority: i64,
-    pub sites: Vec<String>,
-}
-
 /// A TOML document's text after a syntax check.
 fn parse_table(scope: &str, text: &str) -> Result<toml::Table> {
     text.parse::<toml::Table>()
@@ -264,84 +257,6 @@ impl Manager {
         Ok(())
     }
 
-    pub fn groups(&self) -> Result<Vec<GroupInfo>> {
-        Ok(self
-            .draft()?
-            .groups
-            .into_iter()
-            .map(|(name, g)| GroupInfo {
-                name,
-                priority: g.priority,
-                sites: g.sites.into_iter().collect(),
-            })
-            .collect())
-    }
-
-    /// Creates a group or changes its priority (in the draft).
-    pub fn put_group(&self, name: &str, priority: i64, actor: &Actor) -> Result<()> {
-        check_name("group", name)?;
-        self.db()
-            .connection()
-            .execute(
-                "INSERT INTO groups (name, priority) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET priority = excluded.priority",
-                rusqlite::params![name, priority],
-            )
-            .db("write group")?;
-        self.audit(actor, "group put", &format!("{name} priority {priority}"))
-    }
-
-    /// Deletes a group, its membership and its scope draft.
-    pub fn delete_group(&self, name: &str, actor: &Actor) -> Result<()> {
-        let mut conn = self.db().connection();
-        let tx = conn.transaction().db("begin")?;
-        let n = tx
-            .execute("DELETE FROM groups WHERE name = ?1", [name])
-            .db("delete group")?;
-        if n == 0 {
-            return Err(ManagerError::NotFound(format!("no group {name}")));
-        }
-        tx.execute("DELETE FROM group_members WHERE group_name = ?1", [name])
-            .db("delete members")?;
-        tx.execute(
-            "DELETE FROM scope_drafts WHERE scope = ?1",
-            [format!("group:{name}")],
-        )
-        .db("delete group draft")?;
-        tx.commit().db("commit")?;
-        drop(conn);
-        self.audit(actor, "group delete", name)
-    }
-
-    /// Sets the groups `site` belongs to (in the draft).
-    pub fn set_site_groups(&self, site: &str, groups: &[String], actor: &Actor) -> Result<()> {
-        check_name("site", site)?;
-        let known = self.draft()?.groups;
-        if let Some(unknown) = groups.iter().find(|g| !known.contains_key(*g)) {
-            return Err(ManagerError::BadRequest(format!(
-                "no group {unknown}: create it first (PUT /api/v1/groups/{unknown})"
-            )));
-        }
-        let mut conn = self.db().connection();
-        let tx = conn.transaction().db("begin")?;
-        tx.execute("DELETE FROM group_members WHERE site = ?1", [site])
-            .db("clear membership")?;
-        for group in groups {
-            tx.execute(
-                "INSERT OR IGNORE INTO group_members (group_name, site) VALUES (?1, ?2)",
-                [group, site],
-            )
-            .db("write membership")?;
-        }
-        tx.commit().db("commit")?;
-        drop(conn);
-        self.audit(
-            actor,
-            "site groups",
-            &format!("{site}: [{}]", groups.join(", ")),
-        )
-    }
-
     /// `GET /api/v1/config/diff`: draft against published.
     pub fn diff(&self) -> Result<DiffReply> {
         let draft = self.draft()?;
@@ -392,11 +307,22 @@ impl Manager {
             sites.push(String::new());
             sites.sort();
             sites.dedup();
-            let mut seen = BTreeSet::new();
+            // Sites with the same layers render the same document: each
+            // set of layers is rendered and checked once.
+            let mut seen_layers = BTreeSet::new();
+            let mut seen_docs = BTreeSet::new();
             for site in sites {
+                let layers: Vec<String> = snapshot
+                    .layers_of(&site)
+                    .into_iter()
+                    .map(|(scope, _)| scope)
+                    .collect();
+                if !seen_layers.insert(layers) {
+                    continue;
+                }
                 match render(snapshot, &site) {
                     Ok(doc) => {
-                        if seen.insert(doc.toml.clone()) {
+                        if seen_docs.insert(doc.toml.clone()) {
                             let source = if site.is_empty() {
                                 "rendered for sites with global only".to_string()
                             } else {
@@ -423,12 +349,23 @@ impl Manager {
         self.validate(&snapshot)?;
         let json = serde_json::to_string(&snapshot)
             .map_err(|e| ManagerError::Internal(format!("snapshot: {e}")))?;
-        let mut fleet = self.write();
-        let version = fleet.published.version + 1;
+        // Rendered outside the fleet lock (10,000 sites); a site enrolled
+        // meanwhile is rendered when the new version is swapped in.
+        let (version, sites) = {
+            let fleet = self.read();
+            let sites: Vec<String> = fleet.edges.keys().cloned().collect();
+            (fleet.published.version + 1, sites)
+        };
         let mut published = Published::new(version, snapshot);
         published
-            .render_all(fleet.edges.keys().map(String::as_str))
+            .render_all(sites.iter().map(String::as_str))
             .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        let mut fleet = self.write();
+        if fleet.published.version + 1 != version {
+            return Err(ManagerError::Conflict(
+                "another publish happened meanwhile: try again".into(),
+            ));
+        }
         self.db()
             .connection()
             .execute(
@@ -437,6 +374,15 @@ impl Manager {
                 rusqlite::params![version as i64, unix_secs(), actor.who, comment, json],
             )
             .db("write config version")?;
+        let late: Vec<String> = fleet
+            .edges
+            .keys()
+            .filter(|s| !published.rendered.contains_key(*s))
+            .cloned()
+            .collect();
+        for site in late {
+            let _ = published.rendered_for(&site);
+        }
         fleet.published = published;
         drop(fleet);
         self.wake_long_polls();

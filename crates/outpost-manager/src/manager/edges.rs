@@ -18,6 +18,7 @@ use rusqlite::OptionalExtension;
 use super::{Actor, Manager, state_changed, unix_ms, unix_secs};
 use crate::error::{DbContext, ManagerError, Result};
 use crate::fleet::EdgeRecord;
+use crate::model::events::events;
 use crate::model::readiness::{SiteInput, readiness};
 use crate::scope::check_name;
 use crate::secret;
@@ -78,61 +79,78 @@ impl Manager {
         let credential = secret::generate("oec")?;
         let credential_hash = secret::digest(&credential);
         let hostname: String = request.hostname.chars().take(253).collect();
+        let taken = || {
+            ManagerError::Conflict(format!(
+                "site {} is already enrolled: delete it on the manager first \
+                 (outpost manager edge delete {0}) to enrol a new edge under that name",
+                request.site
+            ))
+        };
+        // Checked under the read lock and written to SQLite without the
+        // fleet lock, so heartbeats never wait on an enrolment's
+        // transaction; the site's primary key settles a race of two.
+        if self.read().edges.contains_key(&request.site) {
+            return Err(taken());
+        }
+        let version: String = request.version.chars().take(64).collect();
+        let state = if approved {
+            EdgeState::Up
+        } else {
+            EdgeState::Pending
+        };
+        {
+            let mut conn = self.db().connection();
+            let tx = conn.transaction().db("begin enrol")?;
+            let inserted = tx.execute(
+                "INSERT INTO edges (site, hostname, credential_hash, enrolled, join_token_id,
+                    approved, version, state, state_since)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?4)",
+                rusqlite::params![
+                    request.site,
+                    hostname,
+                    credential_hash,
+                    now,
+                    token_id,
+                    approved,
+                    version,
+                    state.as_str()
+                ],
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(taken());
+                }
+                other => other.db("insert edge")?,
+            };
+            tx.execute(
+                "UPDATE join_tokens SET uses = uses + 1 WHERE id = ?1",
+                [token_id],
+            )
+            .db("count join token use")?;
+            tx.execute(
+                "INSERT INTO edge_states (site, at, state) VALUES (?1, ?2, ?3)",
+                rusqlite::params![request.site, now, state.as_str()],
+            )
+            .db("record state")?;
+            tx.execute(
+                "INSERT INTO audit (at, who, from_addr, what, detail) VALUES (?1, ?2, ?3, 'enrol', ?4)",
+                rusqlite::params![
+                    now,
+                    format!("join-token:{label}"),
+                    from,
+                    format!(
+                        "site {} (host {hostname}, version {version}, approved {approved})",
+                        request.site
+                    )
+                ],
+            )
+            .db("audit enrol")?;
+            tx.commit().db("commit enrol")?;
+        }
         {
             let mut fleet = self.write();
-            if fleet.edges.contains_key(&request.site) {
-                return Err(ManagerError::Conflict(format!(
-                    "site {} is already enrolled: delete it on the manager first \
-                     (outpost manager edge delete {0}) to enrol a new edge under that name",
-                    request.site
-                )));
-            }
-            let state = if approved {
-                EdgeState::Up
-            } else {
-                EdgeState::Pending
-            };
-            {
-                let mut conn = self.db().connection();
-                let tx = conn.transaction().db("begin enrol")?;
-                tx.execute(
-                    "INSERT INTO edges (site, hostname, credential_hash, enrolled, join_token_id,
-                        approved, version, state, state_since)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?4)",
-                    rusqlite::params![
-                        request.site,
-                        hostname,
-                        credential_hash,
-                        now,
-                        token_id,
-                        approved,
-                        request.version,
-                        state.as_str()
-                    ],
-                )
-                .db("insert edge")?;
-                tx.execute(
-                    "UPDATE join_tokens SET uses = uses + 1 WHERE id = ?1",
-                    [token_id],
-                )
-                .db("count join token use")?;
-                tx.execute(
-                    "INSERT INTO edge_states (site, at, state) VALUES (?1, ?2, ?3)",
-                    rusqlite::params![request.site, now, state.as_str()],
-                )
-                .db("record state")?;
-                tx.execute(
-                    "INSERT INTO audit (at, who, from_addr, what, detail) VALUES (?1, ?2, ?3, 'enrol', ?4)",
-                    rusqlite::params![
-                        now,
-                        format!("join-token:{label}"),
-                        from,
-                        format!("site {} (host {hostname}, version {}, approved {approved})", request.site, request.version)
-                    ],
-                )
-                .db("audit enrol")?;
-                tx.commit().db("commit enrol")?;
-            }
             fleet
                 .by_credential
                 .insert(credential_hash.clone(), request.site.clone());
@@ -143,9 +161,11 @@ impl Manager {
                     hostname,
                     credential_hash,
                     enrolled: now,
+                    enrolled_ms: unix_ms(),
+                    seen_floor_ms: 0,
                     approved,
                     revoked: None,
-                    version: Some(request.version.clone()),
+                    version: Some(version),
                     last_seen_ms: None,
                     config_applied: 0,
                     config_error: None,
@@ -153,6 +173,7 @@ impl Manager {
                     state,
                     state_since: now,
                     dirty: false,
+                    state_dirty: false,
                 },
             );
             let _ = fleet.published.rendered_for(&request.site);
@@ -222,6 +243,16 @@ impl Manager {
             let Some(edge) = fleet.edges.get_mut(site) else {
                 return Err(ManagerError::Unauthorized("unknown edge".into()));
             };
+            let before = outpost_protocol::AppliedConfig {
+                applied_version: edge.config_applied,
+                rejected: edge.config_error.clone(),
+            };
+            let news = events(
+                site,
+                now_ms / 1000,
+                (edge.report.as_deref(), &before),
+                (&heartbeat.report, &heartbeat.config),
+            );
             edge.last_seen_ms = Some(now_ms);
             edge.version = Some(heartbeat.report.version.clone());
             let mut changed = edge.config_applied != heartbeat.config.applied_version
@@ -242,6 +273,10 @@ impl Manager {
                 if pending.is_empty() {
                     fleet.pending.remove(site);
                 }
+            }
+            // Bounded: a stuck flusher must not grow memory without end.
+            if fleet.events.len() < 100_000 {
+                fleet.events.extend(news);
             }
             (self.reply_for(fleet, site), changed)
         };
@@ -312,6 +347,18 @@ impl Manager {
 
     /// `GET /edge/v1/config`.
     pub fn desired_config(&self, site: &str) -> Result<DesiredConfig> {
+        // After a publish every edge asks at once: the read lock serves
+        // them all in parallel; only a site never rendered needs the write.
+        {
+            let fleet = self.read();
+            let approved = fleet.edges.get(site).is_some_and(|e| e.approved);
+            if let (true, Some(doc)) = (approved, fleet.published.rendered.get(site)) {
+                return Ok(DesiredConfig {
+                    version: fleet.published.version,
+                    toml: doc.toml.clone(),
+                });
+            }
+        }
         let mut fleet = self.write();
         let approved = fleet.edges.get(site).is_some_and(|e| e.approved);
         if !approved {
@@ -397,12 +444,14 @@ impl Manager {
         Ok(self.summary(&fleet, edge))
     }
 
-    /// `GET /api/v1/readiness`: over the enrolled, not revoked edges whose
+    /// `GET /api/v1/readiness`: over the approved, unrevoked edges whose
     /// published config has the channel. From memory only.
     pub fn readiness(&self, channel: &str, path: Option<&str>) -> Readiness {
         let fleet = self.read();
         let inputs = fleet.edges.values().filter_map(|edge| {
-            if edge.revoked.is_some() {
+            // Revoked and pending edges run no managed config: they are
+            // not sites the channel is assigned to.
+            if edge.revoked.is_some() || !edge.approved {
                 return None;
             }
             let doc = fleet.published.rendered.get(&edge.site)?;
@@ -443,7 +492,8 @@ impl Manager {
             state_changed(now, edge, EdgeState::Revoked);
             fleet.pending.remove(site);
         }
-        self.record_state(site, now, EdgeState::Revoked)?;
+        self.request_flush();
+        self.abandon_actions(site, "the edge was revoked")?;
         self.audit(actor, "edge revoke", site)?;
         self.wake_long_polls();
         Ok(())
@@ -483,19 +533,23 @@ impl Manager {
                 .execute("DELETE FROM edges WHERE site = ?1", [site])
                 .db("delete edge")?;
         }
+        self.abandon_actions(site, "the edge was deleted")?;
         self.audit(actor, "edge delete", site)?;
         self.wake_long_polls();
         Ok(())
     }
 
-    pub(crate) fn record_state(&self, site: &str, at: i64, state: EdgeState) -> Result<()> {
+    /// Marks the site's pending action targets failed: it will never
+    /// report them.
+    fn abandon_actions(&self, site: &str, why: &str) -> Result<()> {
         self.db()
             .connection()
             .execute(
-                "INSERT INTO edge_states (site, at, state) VALUES (?1, ?2, ?3)",
-                rusqlite::params![site, at, state.as_str()],
+                "UPDATE action_targets SET state = 'failed', detail = ?2, finished = ?3
+                 WHERE site = ?1 AND state = 'pending'",
+                rusqlite::params![site, why, unix_secs()],
             )
-            .db("record state")?;
+            .db("abandon actions")?;
         Ok(())
     }
 

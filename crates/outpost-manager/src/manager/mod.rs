@@ -10,12 +10,15 @@ mod actions;
 mod alerts;
 mod config;
 mod edges;
+mod groups;
+mod history;
 mod tokens;
 
 pub use alerts::{Alert, AlertEvent, MANAGER_VERSION};
-pub use config::GroupInfo;
 pub use config::{DiffReply, HistoryEntry, ScopeDiff, SiteConfig};
 pub use edges::WaitFor;
+pub use groups::GroupInfo;
+pub use history::StateChange;
 pub use tokens::{AuditEntry, NewToken, TokenInfo};
 
 use std::path::{Path, PathBuf};
@@ -219,6 +222,7 @@ impl Manager {
 }
 
 fn load_fleet(db: &Db) -> Result<Fleet> {
+    let started_ms = unix_ms();
     let conn = db.connection();
     let mut fleet = Fleet::default();
     let latest: Option<(i64, String)> = conn
@@ -253,6 +257,8 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
                 hostname: r.get(1)?,
                 credential_hash: r.get(2)?,
                 enrolled: r.get(3)?,
+                enrolled_ms: r.get::<_, i64>(3)? * 1000,
+                seen_floor_ms: if state == "down" { 0 } else { started_ms },
                 approved: r.get(4)?,
                 revoked: r.get(5)?,
                 version: r.get(6)?,
@@ -270,6 +276,7 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
                 state: parse_state(&state),
                 state_since: r.get(13)?,
                 dirty: false,
+                state_dirty: false,
             })
         })
         .db("read edges")?;
@@ -282,10 +289,15 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
     }
     drop(stmt);
     let sites: Vec<String> = fleet.edges.keys().cloned().collect();
-    fleet
-        .published
-        .render_all(sites.iter().map(String::as_str))
-        .map_err(|e| ManagerError::Internal(format!("published config: {e}")))?;
+    // A published version that no longer renders (it was checked when
+    // published) must not keep the manager from starting: the fleet view,
+    // tokens and a rollback still work; edges asking for it get the error.
+    if let Err(e) = fleet.published.render_all(sites.iter().map(String::as_str)) {
+        tracing::error!(
+            "published config version {} does not render: {e}; publish or roll back",
+            fleet.published.version
+        );
+    }
     // Pending actions: targets not yet done.
     let mut stmt = conn
         .prepare(
@@ -340,5 +352,6 @@ pub(crate) fn state_changed(
     edge.state = state;
     edge.state_since = now_secs;
     edge.dirty = true;
+    edge.state_dirty = true;
     true
 }

@@ -2,6 +2,7 @@
 //! in. The HTTP handlers and the store only feed them.
 
 pub mod alerts;
+pub mod events;
 pub mod merge;
 pub mod readiness;
 pub mod state;

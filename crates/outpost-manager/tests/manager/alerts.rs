@@ -118,7 +118,8 @@ async fn a_down_site_and_a_failed_sync_are_alerts() {
     let kinds = eventually(Duration::from_secs(10), "down and sync failed", || async {
         let alerts: Vec<Alert> = m.admin().get("/api/v1/alerts").await.unwrap();
         let kinds: Vec<AlertKind> = alerts.iter().map(|a| a.kind).collect();
-        (kinds.contains(&AlertKind::SiteDown)).then_some(alerts)
+        (kinds.contains(&AlertKind::SiteDown) && kinds.contains(&AlertKind::SyncFailed))
+            .then_some(alerts)
     })
     .await;
     let sync = kinds

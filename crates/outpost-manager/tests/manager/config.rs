@@ -332,3 +332,45 @@ async fn readiness_follows_the_reports_of_the_assigned_sites() {
         .unwrap();
     assert!(!none.ready && none.sites.is_empty());
 }
+
+#[tokio::test]
+async fn bad_requests_are_answered_with_json_errors() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    for (method, path, status) in [
+        (Method::GET, "/api/v1/readiness", StatusCode::BAD_REQUEST),
+        (
+            Method::POST,
+            "/api/v1/config/rollback?version=x",
+            StatusCode::BAD_REQUEST,
+        ),
+        (Method::GET, "/api/v1/nothing", StatusCode::NOT_FOUND),
+        (
+            Method::PUT,
+            "/api/v1/channels/a%2Fb?scope=global",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/channels/apps?scope=planet",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (got, body) = m
+            .admin()
+            .request(method.clone(), path, Some("{}".into()))
+            .await
+            .unwrap();
+        assert_eq!(got, status, "{method} {path}: {body:?}");
+        let error: outpost_protocol::ApiError = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}: {body:?}"));
+        assert!(!error.error.is_empty());
+    }
+    // A body over the limit is refused, not read.
+    let big = vec![b' '; outpost_manager::http::MAX_BODY + 1];
+    let (got, _) = m
+        .admin()
+        .request(Method::PUT, "/api/v1/scopes/global", Some(big.into()))
+        .await
+        .unwrap();
+    assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE);
+}

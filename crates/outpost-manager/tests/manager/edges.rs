@@ -149,6 +149,14 @@ async fn enrolment_refusals_say_why() {
     .await;
     assert!(api_status(e).1.contains("expired"));
 
+    // Answers name the protocol too, errors included.
+    let (status, headers, _) = m
+        .anonymous_edge()
+        .request_full(Method::GET, "/edge/v1/config", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["outpost-fleet-protocol"], "1");
     // Without the protocol header: 400.
     let bare = outpost_manager::http::client::Client::new(&m.url, None).unwrap();
     let (s, e) = api_status(
@@ -193,6 +201,12 @@ async fn approval_mode_holds_config_back_until_approved() {
     assert!(e.contains("awaiting approval"), "{e}");
     let list: EdgeList = m.admin().get("/api/v1/edges").await.unwrap();
     assert_eq!(list.edges[0].state, EdgeState::Pending);
+    let ready: outpost_protocol::Readiness = m
+        .admin()
+        .get("/api/v1/readiness?channel=apps")
+        .await
+        .unwrap();
+    assert!(ready.sites.is_empty(), "a pending edge runs no channel");
 
     let _: serde_json::Value = m
         .admin()
@@ -426,11 +440,24 @@ async fn an_action_reaches_its_sites_and_reports_per_site() {
         .unwrap();
     assert_eq!(one.sites.len(), 1);
     assert!(a.heartbeat(vec![]).await.unwrap().actions.is_empty());
+    // A revoked edge will never report: its part fails, saying why.
+    let _: serde_json::Value = m
+        .admin()
+        .send(Method::POST, "/api/v1/edges/b/revoke", &())
+        .await
+        .unwrap();
+    let one: ActionStatus = m
+        .admin()
+        .get(&format!("/api/v1/actions/{}", one.id))
+        .await
+        .unwrap();
+    assert_eq!(one.sites[0].state, ActionState::Failed);
+    assert_eq!(one.sites[0].detail.as_deref(), Some("the edge was revoked"));
 }
 
 #[tokio::test]
 async fn a_silent_edge_goes_stale_then_down() {
-    let m = TestManager::start(false, Duration::from_millis(400)).await;
+    let m = TestManager::start(false, Duration::from_secs(1)).await;
     let edge = m.enrol("oslo").await;
     edge.heartbeat(vec![]).await.unwrap();
     let state = || async {
@@ -438,12 +465,20 @@ async fn a_silent_edge_goes_stale_then_down() {
         list.edges[0].state
     };
     assert_eq!(state().await, EdgeState::Up);
-    eventually(Duration::from_secs(5), "down", || async {
+    eventually(Duration::from_secs(10), "down", || async {
         (state().await == EdgeState::Down).then_some(())
     })
     .await;
     edge.heartbeat(vec![]).await.unwrap();
     assert_eq!(state().await, EdgeState::Up);
+    // The changes are kept for the site's page.
+    let history = eventually(Duration::from_secs(10), "the history", || async {
+        let h = m.manager.state_history("oslo", 10).unwrap();
+        (h.first().map(|c| c.state) == Some(EdgeState::Up) && h.len() >= 3).then_some(h)
+    })
+    .await;
+    let states: Vec<EdgeState> = history.iter().map(|c| c.state).collect();
+    assert!(states.contains(&EdgeState::Down), "{states:?}");
 }
 
 #[tokio::test]
@@ -465,4 +500,69 @@ async fn the_api_wants_a_valid_token() {
         .unwrap()
         .bearer(&edge.reply.credential);
     assert!(as_admin.get::<EdgeList>("/api/v1/edges").await.is_err());
+}
+
+#[tokio::test]
+async fn a_manager_outage_does_not_turn_edges_down() {
+    let mut m = TestManager::start(false, Duration::from_secs(1)).await;
+    let up = m.enrol("up").await;
+    let gone = m.enrol("gone").await;
+    up.heartbeat(vec![]).await.unwrap();
+    gone.heartbeat(vec![]).await.unwrap();
+    m.stop().await;
+    // A long outage, as the database sees it: the last heartbeats are a
+    // minute old, and `gone` was already down when the manager stopped.
+    {
+        let db = outpost_manager::db::Db::open(&m.data_dir(), false).unwrap();
+        let conn = db.connection();
+        conn.execute("UPDATE edges SET last_seen = last_seen - 60000", [])
+            .unwrap();
+        conn.execute("UPDATE edges SET state = 'down' WHERE site = 'gone'", [])
+            .unwrap();
+    }
+    let addr = m.url.trim_start_matches("http://").parse().unwrap();
+    m.serve(Some(addr)).await;
+    let list: EdgeList = m.admin().get("/api/v1/edges").await.unwrap();
+    let state = |site: &str| list.edges.iter().find(|e| e.site == site).unwrap().state;
+    assert_eq!(state("gone"), EdgeState::Down);
+    // One tick later `up` is still up: it has an interval to check in.
+    m.manager.tick(outpost_manager::manager::unix_ms());
+    assert_eq!(m.manager.edge("up").unwrap().state, EdgeState::Up);
+    assert_eq!(m.manager.edge("gone").unwrap().state, EdgeState::Down);
+    up.heartbeat(vec![]).await.unwrap();
+    assert_eq!(m.manager.edge("up").unwrap().state, EdgeState::Up);
+}
+
+#[tokio::test]
+async fn a_sites_history_keeps_config_and_sync_events() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    let edge = m.enrol("oslo").await;
+    let mut ch = channel("apps", 2, 2);
+    ch.last_finished = Some(100);
+    edge.heartbeat(vec![ch.clone()]).await.unwrap();
+    ch.last_finished = Some(200);
+    let hb = Heartbeat {
+        report: report(vec![ch]),
+        config: AppliedConfig {
+            applied_version: 1,
+            rejected: Some(outpost_protocol::ConfigRejection {
+                version: 2,
+                error: "site:oslo:3: unknown key".into(),
+            }),
+        },
+        action_results: vec![],
+    };
+    edge.heartbeat_with(hb).await.unwrap();
+    let events = eventually(Duration::from_secs(10), "the events", || async {
+        let e = m.manager.site_events("oslo", 10).unwrap();
+        (e.len() == 3).then_some(e)
+    })
+    .await;
+    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+    assert!(details.contains(&"applied version 1"), "{details:?}");
+    assert!(
+        details.contains(&"refused version 2: site:oslo:3: unknown key"),
+        "{details:?}"
+    );
+    assert!(details.contains(&"apps: ok (2/2 files)"), "{details:?}");
 }

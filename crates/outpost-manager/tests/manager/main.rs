@@ -4,4 +4,5 @@
 mod alerts;
 mod config;
 mod edges;
+mod limits;
 mod support;

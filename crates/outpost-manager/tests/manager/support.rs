@@ -36,6 +36,9 @@ pub struct TestManager {
     server: Option<tokio::task::JoinHandle<()>>,
     background: Option<tokio::task::JoinHandle<()>>,
     heartbeat: Duration,
+    /// Applied by the next `serve`.
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
 }
 
 impl TestManager {
@@ -57,7 +60,19 @@ impl TestManager {
             server: None,
             background: None,
             heartbeat,
+            max_connections: ServeOptions::default().max_connections,
+            header_read_timeout: ServeOptions::default().header_read_timeout,
         };
+        me.serve(None).await;
+        me
+    }
+
+    /// A manager with a connection cap and header timeout of its own.
+    pub async fn start_limited(max_connections: usize, header_read_timeout: Duration) -> Self {
+        let mut me = Self::start(false, Duration::from_secs(30)).await;
+        me.stop().await;
+        me.max_connections = max_connections;
+        me.header_read_timeout = header_read_timeout;
         me.serve(None).await;
         me
     }
@@ -91,6 +106,8 @@ impl TestManager {
             listener,
             ServeOptions {
                 tls,
+                max_connections: self.max_connections,
+                header_read_timeout: self.header_read_timeout,
                 ..ServeOptions::default()
             },
         )));

@@ -1,0 +1,62 @@
+//! A site's history for its page: state changes, config versions applied
+//! or refused, sync runs finished; from the database.
+
+use outpost_protocol::EdgeState;
+use serde::{Deserialize, Serialize};
+
+use super::{Manager, parse_state};
+use crate::error::{DbContext, Result};
+use crate::model::events::SiteEvent;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// Unix seconds.
+    pub at: i64,
+    pub state: EdgeState,
+}
+
+impl Manager {
+    /// The site's state changes, newest first, at most `limit`. Changes
+    /// reach the database with the next flush (within ~2 s).
+    pub fn state_history(&self, site: &str, limit: u32) -> Result<Vec<StateChange>> {
+        let conn = self.db().connection();
+        let mut stmt = conn
+            .prepare(
+                "SELECT at, state FROM edge_states WHERE site = ?1
+                 ORDER BY at DESC, rowid DESC LIMIT ?2",
+            )
+            .db("read state history")?;
+        let rows = stmt
+            .query_map(rusqlite::params![site, limit], |r| {
+                Ok(StateChange {
+                    at: r.get(0)?,
+                    state: parse_state(&r.get::<_, String>(1)?),
+                })
+            })
+            .db("read state history")?;
+        rows.collect::<Result<_, _>>().db("read state history")
+    }
+
+    /// The site's config and sync events, newest first, at most `limit`
+    /// (written by the flush, within ~2 s of the heartbeat).
+    pub fn site_events(&self, site: &str, limit: u32) -> Result<Vec<SiteEvent>> {
+        let conn = self.db().connection();
+        let mut stmt = conn
+            .prepare(
+                "SELECT site, at, kind, detail FROM site_events WHERE site = ?1
+                 ORDER BY at DESC, id DESC LIMIT ?2",
+            )
+            .db("read site events")?;
+        let rows = stmt
+            .query_map(rusqlite::params![site, limit], |r| {
+                Ok(SiteEvent {
+                    site: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })
+            .db("read site events")?;
+        rows.collect::<Result<_, _>>().db("read site events")
+    }
+}
