@@ -33,9 +33,8 @@ pub struct Fleet {
     /// Each interval is the base times 1 ± this.
     pub jitter: f64,
     /// Keep the heartbeat connection between heartbeats only when the
-    /// interval is shorter than this (the manager's idle cut-off); else
-    /// close it at once, since the manager would close it anyway, and the
-    /// descriptor is better free: this sandbox allows 20,000 per process.
+    /// interval is shorter than this; else close it at once, to keep each
+    /// process within its descriptors (see `--keep-idle`).
     pub keep_idle: Duration,
     pub stats: EdgeStats,
     /// The edges that have applied a version above a baseline, and when.

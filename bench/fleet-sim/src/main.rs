@@ -74,7 +74,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0.1)]
     jitter: f64,
     /// Close the heartbeat connection between heartbeats when the interval
-    /// is at least this (the manager closes connections idle this long).
+    /// is at least this. The default (10 s) closes it at a 30 s interval:
+    /// 10,000 long polls plus 10,000 idle heartbeat connections do not fit
+    /// in 20,000 descriptors per process. A real edge keeps it (the
+    /// manager keeps idle connections two intervals and 5 s): say 3600s
+    /// where the descriptors allow.
     #[arg(long, value_parser = humantime_secs, default_value = "10s")]
     keep_idle: Duration,
     /// Seconds to wait after every edge applied the config before the

@@ -311,7 +311,7 @@ impl Summary {
             ms(self.heartbeat_max_ms)
         );
         println!(
-            "    {} of them on a new connection (the interval is longer than the manager keeps an idle one); on a kept connection: p50 {} ms, p99 {} ms",
+            "    {} of them on a new connection (closed between heartbeats: see --keep-idle); on a kept connection: p50 {} ms, p99 {} ms",
             self.heartbeat_reconnects,
             ms(self.heartbeat_kept_p50_ms),
             ms(self.heartbeat_kept_p99_ms)
