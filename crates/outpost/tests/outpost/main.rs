@@ -13,5 +13,6 @@ mod check_config;
 mod commands;
 mod drain;
 mod fleet_cli;
+mod fleet_e2e;
 mod fleet_edge;
 mod signals;
