@@ -232,6 +232,11 @@ impl Manager {
 
     /// `POST /edge/v1/heartbeat` from `site` (authenticated).
     pub fn heartbeat(&self, site: &str, heartbeat: Heartbeat) -> Result<HeartbeatReply> {
+        if let Some(problem) = crate::model::limits::heartbeat_problem(&heartbeat) {
+            return Err(ManagerError::BadRequest(format!(
+                "heartbeat refused: {problem}"
+            )));
+        }
         let now_ms = unix_ms();
         self.stats
             .heartbeats_total

@@ -55,14 +55,21 @@ pub fn events(
             format!("refused version {}: {}", r.version, r.error),
         );
     }
+    // By name, so a report's cost is linear in its channels.
+    let previous_finish: std::collections::HashMap<&str, Option<i64>> = before
+        .0
+        .map(|r| {
+            r.channels
+                .iter()
+                .map(|c| (c.name.as_str(), c.last_finished))
+                .collect()
+        })
+        .unwrap_or_default();
     for ch in &after.0.channels {
         let Some(finished) = ch.last_finished else {
             continue;
         };
-        let previous = before
-            .0
-            .and_then(|r| r.channels.iter().find(|c| c.name == ch.name))
-            .and_then(|c| c.last_finished);
+        let previous = previous_finish.get(ch.name.as_str()).copied().flatten();
         // The first report after a manager start is not news: only a
         // finish time that moves is a run that ended.
         if before.0.is_some() && previous != Some(finished) {

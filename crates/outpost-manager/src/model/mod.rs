@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod events;
+pub mod limits;
 pub mod merge;
 pub mod readiness;
 pub mod state;
