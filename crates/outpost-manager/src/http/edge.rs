@@ -14,7 +14,11 @@ use crate::manager::WaitFor;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/edge/v1/enrol", post(enrol))
+        .route(
+            "/edge/v1/enrol",
+            // Anyone may call it: a small body, no more.
+            post(enrol).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)),
+        )
         .route("/edge/v1/heartbeat", post(heartbeat))
         .route("/edge/v1/wait", get(wait))
         .route("/edge/v1/config", get(config))

@@ -100,8 +100,33 @@ pub fn router(manager: AppState, extra: Option<Router<AppState>>) -> Router {
     }
     router
         .fallback(|| async { ManagerError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(request_deadline))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(manager)
+}
+
+/// How long a request may take, body included, except the long poll: the
+/// header timeout alone lets a client that sends its body a byte at a time
+/// hold a connection (and its buffer) for ever.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+async fn request_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() == "/edge/v1/wait" {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            http::StatusCode::REQUEST_TIMEOUT,
+            axum::Json(ApiError {
+                error: format!("the request took longer than {REQUEST_DEADLINE:?}"),
+            }),
+        )
+            .into_response(),
+    }
 }
 
 /// axum's own rejections (a bad query string, a body over the limit) are

@@ -119,3 +119,26 @@ async fn garbage_from_an_edge_is_a_400_not_a_crash() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(edge.heartbeat(vec![]).await.is_ok());
 }
+
+#[tokio::test]
+async fn an_enrolment_body_over_16_kib_is_refused_unread() {
+    let m = TestManager::start_limited(100, Duration::from_secs(10)).await;
+    let mut client = TcpStream::connect(addr(&m)).await.unwrap();
+    let body = vec![b' '; 64 * 1024];
+    let head = format!(
+        "POST /edge/v1/enrol HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         outpost-fleet-protocol: 1\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    // The manager may answer before it has read the body: ignore a reset.
+    let _ = client.write_all(&body).await;
+    let mut buf = [0u8; 64];
+    let n = client.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
