@@ -73,8 +73,14 @@ fn login_form(
 
 /// Only a path on this site: never `//host` or a scheme, so the login
 /// form cannot be used to send someone elsewhere.
+/// A path on this manager, nothing a browser could read as another host:
+/// browsers drop tabs and newlines from a URL, so `/\t/evil.example` would
+/// become `//evil.example`; any control character or space is refused.
 fn safe_next(next: &str) -> bool {
-    next.starts_with('/') && !next.starts_with("//") && !next.contains('\\')
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 pub async fn login(
@@ -169,4 +175,24 @@ pub async fn logout(
         .headers_mut()
         .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
     response
+}
+
+#[cfg(test)]
+mod next_tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_paths_of_this_manager_are_followed() {
+        assert!(safe_next("/readiness?channel=apps"));
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\\evil",
+            "https://evil",
+            "/\n/evil",
+            "/ /x",
+        ] {
+            assert!(!safe_next(bad), "{bad:?}");
+        }
+    }
 }
