@@ -133,6 +133,17 @@ pub(super) fn manager_config(
         || overrides.site.is_some()
         || overrides.join_token.is_some()
         || overrides.manager_fingerprint.is_some();
+    if let (Some(url), Some(_)) = (&url, &fingerprint)
+        && url.scheme() == "http"
+    {
+        // The pin guards a TLS connection; over plain HTTP the join token,
+        // the credential and the managed config would cross the WAN in
+        // clear text while the admin believes them pinned.
+        r.error(format!(
+            "manager.url {:?}: a fingerprint pins an https:// manager; with http:// it would              protect nothing",
+            url.as_str()
+        ));
+    }
     match (url, site) {
         (Some(url), Some(site)) => Some(ManagerConfig {
             url,
@@ -165,6 +176,18 @@ mod tests {
         resolve_text(text, "t.toml", overrides)
             .map(|(_, r)| r.manager)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_pinned_manager_over_plain_http_is_refused() {
+        let pin = "ab".repeat(32);
+        let text = format!(
+            "[manager]\nurl = \"http://m.example:8080\"\nsite = \"b\"\nfingerprint = \"{pin}\"\n"
+        );
+        let err = manager(&text, &Overrides::default()).unwrap_err();
+        assert!(err.contains("protect nothing"), "{err}");
+        let https = text.replace("http://", "https://");
+        assert!(manager(&https, &Overrides::default()).is_ok());
     }
 
     #[test]
