@@ -48,9 +48,22 @@ pub async fn put(store: &Store, url: &str, body: &[u8]) -> Arc<Object> {
     obj
 }
 
-/// Opens the store in `dir` with room for everything.
+/// Opens the store in `dir` with room for everything. A test that
+/// "restarts" in its own process may find the dropped store's background
+/// work (digesting, eviction) still holding the directory's lock for a
+/// moment: wait for it, up to a deadline.
 pub fn open(dir: &std::path::Path) -> Store {
-    Store::open(outpost_store::StoreConfig::new(dir, 1 << 40)).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(outpost_store::StoreConfig::new(dir, 1 << 40)) {
+            Err(outpost_store::StoreError::InUse { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 /// Every object file under `dir/objects`, as (name, length).
