@@ -31,6 +31,11 @@ pub struct PrefetchRequest {
     /// SHA-256 (hex) the body must have; a stored copy with this digest
     /// needs no request at all.
     pub sha256: Option<String>,
+    /// Who chose the source: the edge's own admin (`Configured`), or a
+    /// fleet manager (`Guarded`: the destination guard applies, so a
+    /// managed channel cannot make the edge fetch from its loopback or a
+    /// link-local address unless the edge's own file allows it).
+    pub reach: crate::upstream::Reach,
 }
 
 /// How the URL came to be in the store.
@@ -97,17 +102,13 @@ impl Engine {
         &self,
         uri: &Uri,
         limit: usize,
+        reach: crate::upstream::Reach,
     ) -> Result<(StatusCode, HeaderMap, Bytes), PrefetchError> {
         let mut headers = HeaderMap::new();
         add_via_as(&mut headers, &self.via);
         let resp = self
             .fills
-            .get_upstream(
-                uri,
-                headers,
-                Class::Bulk,
-                crate::upstream::Reach::Configured,
-            )
+            .get_upstream(uri, headers, Class::Bulk, reach)
             .await
             .map_err(|e| PrefetchError::Upstream(e.to_string()))?;
         let (parts, body) = resp.into_parts();
@@ -126,9 +127,13 @@ impl Engine {
     /// The route of a sync's request for `uri`, and the headers it asks
     /// with: as a PC would (they accept gzip), so that a response that
     /// varies on Accept-Encoding lands in the variant PCs select.
-    fn prefetch_route(&self, uri: Uri) -> Result<(Route, HeaderMap), PrefetchError> {
+    fn prefetch_route(
+        &self,
+        uri: Uri,
+        reach: crate::upstream::Reach,
+    ) -> Result<(Route, HeaderMap), PrefetchError> {
         let route = self
-            .route(uri, crate::upstream::Reach::Configured)
+            .route(uri, reach)
             .map_err(|e| PrefetchError::Url(e.to_string()))?;
         let mut client = HeaderMap::new();
         client.insert(
@@ -141,7 +146,10 @@ impl Engine {
     /// The cache key `prefetch` stores `uri` under (aliases, overrides and
     /// variants applied).
     pub fn prefetch_key(&self, uri: Uri) -> Result<CacheKey, PrefetchError> {
-        Ok(self.prefetch_route(uri)?.0.key)
+        Ok(self
+            .prefetch_route(uri, crate::upstream::Reach::Configured)?
+            .0
+            .key)
     }
 
     /// Makes sure the current representation of `req.uri` is stored
@@ -151,7 +159,7 @@ impl Engine {
         self: &Arc<Self>,
         req: &PrefetchRequest,
     ) -> Result<Prefetched, PrefetchError> {
-        let (route, client) = self.prefetch_route(req.uri.clone())?;
+        let (route, client) = self.prefetch_route(req.uri.clone(), req.reach)?;
         let key = route.key.clone();
         let mut headers = client.clone();
         add_via_as(&mut headers, &self.via);
@@ -160,8 +168,7 @@ impl Engine {
             headers,
             class: Class::Bulk,
             group: req.group,
-            // The channel's source is the admin's.
-            reach: crate::upstream::Reach::Configured,
+            reach: req.reach,
         };
         let expected = req.sha256.as_deref().map(str::to_ascii_lowercase);
         if expected.is_some() {

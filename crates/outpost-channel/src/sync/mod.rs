@@ -49,6 +49,11 @@ pub struct ChannelConfig {
     /// Files fetched at once.
     pub concurrency: usize,
     pub limits: ChannelLimits,
+    /// The channel came from a fleet manager, not the edge's own file: its
+    /// source is fetched through the destination guard, as a client's
+    /// request is (loopback, link-local and the edge's own addresses only
+    /// where the edge's `internal_destinations` allows).
+    pub managed: bool,
 }
 
 /// What one channel may crawl and hold. A source is not trusted to be
@@ -84,6 +89,16 @@ impl Default for ChannelLimits {
 }
 
 impl ChannelConfig {
+    /// How the source may be reached: a managed channel's through the
+    /// destination guard.
+    pub fn reach(&self) -> outpost_proxy::upstream::Reach {
+        if self.managed {
+            outpost_proxy::upstream::Reach::Guarded
+        } else {
+            outpost_proxy::upstream::Reach::Configured
+        }
+    }
+
     /// The folder the channel covers: the source itself for a listing, the
     /// manifest's folder otherwise.
     pub fn base(&self) -> Url {
@@ -523,6 +538,7 @@ impl ChannelConfig {
             && self.schedule == other.schedule
             && self.verify == other.verify
             && self.concurrency == other.concurrency
+            && self.managed == other.managed
     }
 }
 

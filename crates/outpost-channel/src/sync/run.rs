@@ -279,6 +279,7 @@ impl Channels {
         // while the rest comes in.
         let _ = self.engine.store.set_pinned(&key, true);
         let request = PrefetchRequest {
+            reach: ch.config.reach(),
             uri,
             group: Some(ch.group),
             sha256: if ch.config.verify {

@@ -95,7 +95,7 @@ impl Channels {
         let max_files = limits.max_files;
         match config.kind {
             SourceKind::Manifest => {
-                let body = self.fetch_document(&config.source).await?;
+                let body = self.fetch_document(&config.source, config).await?;
                 let mut seen = HashSet::new();
                 let files = &mut listed.files;
                 let hits = &mut listed.hits;
@@ -128,7 +128,7 @@ impl Channels {
                 let mut pages: u64 = 0;
                 'crawl: while let Some((dir, ancestors)) = queue.pop_front() {
                     pages += 1;
-                    let body = match self.fetch_document(&dir).await {
+                    let body = match self.fetch_document(&dir, config).await {
                         Ok(b) => b,
                         // The root must list; a subfolder failing makes
                         // the listing incomplete.
@@ -208,10 +208,17 @@ impl Channels {
         Ok(listed)
     }
 
-    async fn fetch_document(&self, url: &Url) -> Result<bytes::Bytes, String> {
+    async fn fetch_document(
+        &self,
+        url: &Url,
+        config: &crate::ChannelConfig,
+    ) -> Result<bytes::Bytes, String> {
         let uri = to_uri(url)?;
         let uri = self.engine.canonical_uri(uri);
-        match self.engine.fetch_document(&uri, MAX_DOCUMENT).await {
+        match (self.engine)
+            .fetch_document(&uri, MAX_DOCUMENT, config.reach())
+            .await
+        {
             Ok((StatusCode::OK, _, body)) => Ok(body),
             Ok((status, _, _)) => Err(format!("{url}: origin answered {status}")),
             Err(e) => Err(format!("{url}: {e}")),

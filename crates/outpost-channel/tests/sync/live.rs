@@ -237,3 +237,39 @@ async fn the_fleet_report_counts_present_files_and_names_the_missing_by_path() {
     assert_eq!((report.files_total, report.files_present), (3, 2));
     assert_eq!(report.missing, vec!["drivers/net.cab".to_string()]);
 }
+
+#[tokio::test]
+async fn a_managed_channel_cannot_reach_loopback_unless_the_edge_allows_it() {
+    let origin = Origin::start().await;
+    let lib = sample_library(Style::Nginx);
+    lib.publish(&origin, &[]);
+    let mut managed = channel(&origin, "/lib/");
+    managed.managed = true;
+
+    // The edge's own file does not allow loopback: a fleet manager's
+    // channel pointing there fetches nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let config = outpost_proxy::ProxyConfig::default();
+    let site = Site::start_exactly(dir.path(), vec![managed.clone()], 1 << 30, config).await;
+    let run = site.sync("lib").await;
+    assert_eq!(run.result, "failed", "{run:?}");
+    assert!(
+        run.message.as_deref().unwrap_or("").contains("loopback"),
+        "{run:?}"
+    );
+    assert_eq!(origin.count("/lib/"), 0);
+    assert_eq!(site.stored(&origin, "/lib/setup.msi"), None);
+
+    // The same channel from the edge's own file is the admin's choice.
+    let dir = tempfile::tempdir().unwrap();
+    let mut local = managed.clone();
+    local.managed = false;
+    let config = outpost_proxy::ProxyConfig::default();
+    let site = Site::start_exactly(dir.path(), vec![local], 1 << 30, config).await;
+    assert_eq!(site.sync("lib").await.result, "ok");
+
+    // And a managed one works where the edge's file lists loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start(dir.path(), vec![managed], 1 << 30).await;
+    assert_eq!(site.sync("lib").await.result, "ok");
+}

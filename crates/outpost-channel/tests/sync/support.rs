@@ -152,10 +152,21 @@ impl Site {
         max_bytes: u64,
         mut config: ProxyConfig,
     ) -> Self {
-        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         // PCs' requests go to the fake origin on loopback, which the
         // destination guard refuses unless the admin allows it.
         config.internal_destinations = vec!["127.0.0.0/8".parse().unwrap()];
+        Self::start_exactly(dir, channels, max_bytes, config).await
+    }
+
+    /// An edge whose destination guard is left as `config` says (loopback
+    /// refused by default).
+    pub async fn start_exactly(
+        dir: &Path,
+        channels: Vec<ChannelConfig>,
+        max_bytes: u64,
+        mut config: ProxyConfig,
+    ) -> Self {
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         let store = Store::open(StoreConfig::new(dir, max_bytes)).expect("open store");
         let engine = Engine::new(config, store);
         let server = Server::bind(engine.clone()).await.expect("bind");
@@ -215,6 +226,7 @@ pub fn channel(origin: &Origin, source: &str) -> ChannelConfig {
         window: None,
         verify: true,
         aliases: Vec::new(),
+        managed: false,
         concurrency: 2,
         limits: ChannelLimits::default(),
     }

@@ -30,6 +30,7 @@ fn assert_digest_mismatch<T: std::fmt::Debug>(result: &Result<T, PrefetchError>)
 
 fn prefetch(uri: &str, sha256: &[u8]) -> PrefetchRequest {
     PrefetchRequest {
+        reach: outpost_proxy::upstream::Reach::Configured,
         uri: uri.parse().unwrap(),
         group: None,
         sha256: Some(sha256_hex(sha256)),

@@ -159,6 +159,7 @@ pub(super) fn channel_configs(
             aliases,
             concurrency,
             limits,
+            managed: false,
         });
     }
     channels

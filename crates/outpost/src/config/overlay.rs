@@ -112,6 +112,13 @@ pub fn resolve_layered(
         })
     };
     let (mut merged, managed_table) = (parse(local)?, parse(managed)?);
+    let managed_names: Vec<String> = managed_table
+        .get("channel")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
     let replaced = overlay(&mut merged, managed_table);
     let text = toml::to_string(&merged).map_err(|e| ConfigErrors {
         file: both.clone(),
@@ -122,12 +129,15 @@ pub fn resolve_layered(
     })?;
     // Each document checked clean alone: what is left is about the
     // combination, whose line numbers would point at neither file.
-    let (_, resolved) = resolve_text(&text, &both, overrides).map_err(|mut e| {
+    let (_, mut resolved) = resolve_text(&text, &both, overrides).map_err(|mut e| {
         for error in &mut e.errors {
             error.position = None;
         }
         e
     })?;
+    for channel in &mut resolved.channels {
+        channel.managed = managed_names.contains(&channel.name);
+    }
     Ok((resolved, replaced))
 }
 

@@ -74,7 +74,12 @@ impl Fleet {
     fn start_edge(&self, i: usize, join: bool) -> EdgeProcess {
         let args = self.edge_args(join, SITES[i]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let cache = self.dir.join(SITES[i]).join("outpost-cache");
+        let site_dir = self.dir.join(SITES[i]);
+        std::fs::create_dir_all(&site_dir).unwrap();
+        let config = loopback_allowed_config(&site_dir);
+        let mut args = args;
+        args.extend(["--config", config.to_str().unwrap()]);
+        let cache = site_dir.join("outpost-cache");
         EdgeProcess::start(&cache, &self.site_origins[i], &args)
     }
 

@@ -28,6 +28,8 @@ fn edge(dir: &Path, origin: &Origin, manager: &FakeManager, join: bool, pin: &st
     if join {
         args.extend(["--join-token", JOIN_TOKEN]);
     }
+    let config = loopback_allowed_config(dir);
+    args.extend(["--config", config.to_str().unwrap()]);
     EdgeProcess::start(&dir.join("outpost-cache"), origin, &args)
 }
 
@@ -422,6 +424,8 @@ async fn against_the_real_manager_a_published_channel_becomes_ready() {
             &made.join_token,
             "--manager-fingerprint",
             &made.fingerprint,
+            "--config",
+            loopback_allowed_config(dir.path()).to_str().unwrap(),
         ],
     );
     status_where(&edge, Duration::from_secs(20), |s| {

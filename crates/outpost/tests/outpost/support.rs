@@ -308,3 +308,17 @@ pub async fn admin_get(addr: &SocketAddr, path: &str) -> String {
     assert_eq!(reply.status, 200);
     String::from_utf8(reply.body.to_vec()).unwrap()
 }
+
+/// An edge's own config file in `dir` that lets it fetch from loopback:
+/// the tests' origins are there, and a channel a fleet manager sends is
+/// fetched through the destination guard, which refuses loopback unless
+/// the edge's own file lists it.
+pub fn loopback_allowed_config(dir: &Path) -> PathBuf {
+    let path = dir.join("edge.toml");
+    std::fs::write(
+        &path,
+        "[server]\ninternal_destinations = [\"127.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    path
+}
