@@ -72,6 +72,14 @@ CREATE TABLE site_events (
     kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX site_events_site ON site_events(site, at);
 "#,
+    r#"
+CREATE TABLE site_traffic (
+    site TEXT NOT NULL, day INTEGER NOT NULL,
+    lan_out INTEGER NOT NULL, wan_in INTEGER NOT NULL,
+    saved INTEGER NOT NULL, from_cache INTEGER NOT NULL,
+    PRIMARY KEY (site, day)) WITHOUT ROWID;
+CREATE INDEX site_traffic_day ON site_traffic(day);
+"#,
 ];
 
 pub struct Db {

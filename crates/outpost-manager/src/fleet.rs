@@ -43,6 +43,8 @@ pub struct EdgeRecord {
     /// `state` changed since the last flush: the flush records it in the
     /// state history.
     pub state_dirty: bool,
+    /// Traffic counted since the last flush, by UTC day.
+    pub traffic_pending: Vec<(i64, crate::model::traffic::Traffic)>,
 }
 
 impl EdgeRecord {

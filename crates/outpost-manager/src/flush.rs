@@ -24,6 +24,7 @@ struct Row {
     state: EdgeState,
     state_since: i64,
     state_changed: bool,
+    traffic: Vec<(i64, crate::model::traffic::Traffic)>,
 }
 
 impl Manager {
@@ -41,6 +42,7 @@ impl Manager {
                     let state_changed = std::mem::take(&mut e.state_dirty);
                     Row {
                         state_changed,
+                        traffic: std::mem::take(&mut e.traffic_pending),
                         site: e.site.clone(),
                         version: e.version.clone(),
                         last_seen: e.last_seen_ms,
@@ -83,6 +85,17 @@ impl Manager {
             let mut history = tx
                 .prepare_cached("INSERT INTO edge_states (site, at, state) VALUES (?1, ?2, ?3)")
                 .db("prepare history")?;
+            let mut traffic = tx
+                .prepare_cached(
+                    "INSERT INTO site_traffic (site, day, lan_out, wan_in, saved, from_cache)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (site, day) DO UPDATE SET
+                        lan_out = lan_out + excluded.lan_out,
+                        wan_in = wan_in + excluded.wan_in,
+                        saved = saved + excluded.saved,
+                        from_cache = from_cache + excluded.from_cache",
+                )
+                .db("prepare traffic")?;
             for (row, report) in rows.iter().zip(&encoded) {
                 update
                     .execute(rusqlite::params![
@@ -97,6 +110,24 @@ impl Manager {
                         row.state_since
                     ])
                     .db("flush edge")?;
+                for (day, moved) in &row.traffic {
+                    if *moved == crate::model::traffic::Traffic::default() {
+                        continue;
+                    }
+                    // SQLite integers are i64: a counter past that is a
+                    // broken edge, not traffic.
+                    let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                    traffic
+                        .execute(rusqlite::params![
+                            row.site,
+                            day,
+                            signed(moved.lan_out),
+                            signed(moved.wan_in),
+                            signed(moved.saved),
+                            signed(moved.from_cache)
+                        ])
+                        .db("record traffic")?;
+                }
                 if row.state_changed {
                     history
                         .execute(rusqlite::params![

@@ -61,14 +61,12 @@ impl FleetFilter {
     }
 }
 
-/// One edge as the table shows it: the API's summary plus the traffic
-/// figures of its last report.
+/// One edge as the table shows it: the API's summary plus its traffic by
+/// day (see `model::traffic`).
 #[derive(Debug, Clone)]
 pub struct FleetRow {
     pub summary: EdgeSummary,
-    /// LAN bytes served from copies minus their WAN cost, since the edge
-    /// started.
-    pub bytes_saved: Option<u64>,
+    pub traffic: crate::manager::SiteTraffic,
 }
 
 /// The table (refreshed live: `data-refresh`), with counts by state over
@@ -116,8 +114,8 @@ pub fn render_fleet(
     }
     out.raw(
         "<table id=\"fleet\"><thead><tr><th>Site</th><th>Groups</th><th>Version</th>\
-         <th>State</th><th>Last heartbeat</th><th>Disk</th><th>Hit ratio</th>\
-         <th>WAN saved</th><th>Config</th></tr></thead><tbody>",
+         <th>State</th><th>Last heartbeat</th><th>Disk</th><th>Hit ratio today</th>\
+         <th>WAN saved today</th><th>WAN saved, 30 days</th><th>Config</th></tr></thead><tbody>",
     );
     for row in shown.iter().take(FLEET_ROWS_SHOWN) {
         let edge = &row.summary;
@@ -151,7 +149,7 @@ pub fn render_fleet(
             ),
             _ => out.raw("<td class=\"muted\">-</td>"),
         };
-        match edge.hit_ratio_bytes {
+        match row.traffic.today.hit_ratio() {
             Some(ratio) => html!(
                 out,
                 "<td class=\"num\">{} %</td>",
@@ -159,10 +157,12 @@ pub fn render_fleet(
             ),
             None => out.raw("<td class=\"muted\">-</td>"),
         };
-        match row.bytes_saved {
-            Some(saved) => html!(out, "<td class=\"num\">{}</td>", bytes(saved)),
-            None => out.raw("<td class=\"muted\">-</td>"),
-        };
+        html!(
+            out,
+            "<td class=\"num\">{}</td><td class=\"num\">{}</td>",
+            bytes(row.traffic.today.saved),
+            bytes(row.traffic.last_30_days.saved)
+        );
         config_cell(&mut out, edge, desired_version);
         out.raw("</tr>");
     }
@@ -175,7 +175,7 @@ pub fn render_fleet(
             shown.len()
         );
     }
-    out.raw("<p class=\"muted\"><span id=\"refreshed\"></span> Hit ratio and WAN saved count since the edge started.</p></div>");
+    out.raw("<p class=\"muted\"><span id=\"refreshed\"></span> Today and 30 days are UTC days, counted from the edges' heartbeats.</p></div>");
     out
 }
 
@@ -231,18 +231,33 @@ mod tests {
         let rows = [
             FleetRow {
                 summary: summary("bergen", EdgeState::Up),
-                bytes_saved: Some(2048),
+                traffic: crate::manager::SiteTraffic {
+                    today: crate::model::traffic::Traffic {
+                        lan_out: 4096,
+                        wan_in: 2048,
+                        saved: 2048,
+                        from_cache: 2048,
+                    },
+                    last_30_days: crate::model::traffic::Traffic {
+                        lan_out: 1 << 30,
+                        wan_in: 1 << 20,
+                        saved: (1 << 30) - (1 << 20),
+                        from_cache: (1 << 30) - (1 << 20),
+                    },
+                },
             },
             FleetRow {
                 summary: hostile,
-                bytes_saved: None,
+                traffic: Default::default(),
             },
         ];
         let page = render_fleet(&rows, &FleetFilter::default(), 3, 2000).into_string();
         assert!(page.contains("2 edges"), "{page}");
         assert!(page.contains("v3 applied"));
         assert!(page.contains("50 B of 200 B (25 %)"));
-        assert!(page.contains("2.0 KiB"));
+        assert!(page.contains("2.0 KiB"), "{page}");
+        assert!(page.contains("50.0 %"), "today's hit ratio: {page}");
+        assert!(page.contains("1023.0 MiB"), "30 days saved: {page}");
         assert!(!page.contains("<script>alert"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("bad &lt;b&gt;toml&lt;/b&gt;"));

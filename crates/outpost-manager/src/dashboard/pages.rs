@@ -54,23 +54,19 @@ pub async fn fleet(
 ) -> Page {
     let manager = &dashboard.manager;
     let edges = manager.edge_list().edges;
-    let saved: Vec<Option<u64>> = manager.with_fleet(|fleet| {
-        edges
-            .iter()
-            .map(|e| {
-                fleet
-                    .edges
-                    .get(&e.site)
-                    .and_then(|r| r.report.as_ref().map(|r| r.bytes_saved))
-            })
-            .collect()
-    });
+    let mut traffic = {
+        let manager = manager.clone();
+        match tokio::task::spawn_blocking(move || manager.site_traffic(now())).await {
+            Ok(Ok(traffic)) => traffic,
+            Ok(Err(e)) => return Err(internal_error(&e)),
+            Err(e) => return Err(internal_error(&e)),
+        }
+    };
     let rows: Vec<FleetRow> = edges
         .into_iter()
-        .zip(saved)
-        .map(|(summary, bytes_saved)| FleetRow {
+        .map(|summary| FleetRow {
+            traffic: traffic.remove(&summary.site).unwrap_or_default(),
             summary,
-            bytes_saved,
         })
         .collect();
     let mut body = Markup::new();

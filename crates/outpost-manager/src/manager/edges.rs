@@ -174,6 +174,7 @@ impl Manager {
                     state_since: now,
                     dirty: false,
                     state_dirty: false,
+                    traffic_pending: Vec::new(),
                 },
             );
             let _ = fleet.published.rendered_for(&request.site);
@@ -264,6 +265,12 @@ impl Manager {
                 || edge.config_error != heartbeat.config.rejected;
             edge.config_applied = heartbeat.config.applied_version;
             edge.config_error = heartbeat.config.rejected;
+            let moved = crate::model::traffic::between(edge.report.as_deref(), &heartbeat.report);
+            let today = crate::model::traffic::day(now_ms / 1000);
+            match edge.traffic_pending.last_mut() {
+                Some((day, traffic)) if *day == today => traffic.add(moved),
+                _ => edge.traffic_pending.push((today, moved)),
+            }
             edge.report = Some(Arc::new(heartbeat.report));
             edge.dirty = true;
             let state = edge.compute_state(now_ms, self.heartbeat_ms());

@@ -60,3 +60,54 @@ impl Manager {
         rows.collect::<Result<_, _>>().db("read site events")
     }
 }
+
+/// A site's traffic today and over the last 30 days (UTC days, today
+/// included), as flushed to the database: at most one flush interval
+/// behind the heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SiteTraffic {
+    pub today: crate::model::traffic::Traffic,
+    pub last_30_days: crate::model::traffic::Traffic,
+}
+
+impl Manager {
+    /// Every site's [`SiteTraffic`] on the day of `now_secs`.
+    pub fn site_traffic(
+        &self,
+        now_secs: i64,
+    ) -> Result<std::collections::HashMap<String, SiteTraffic>> {
+        let today = crate::model::traffic::day(now_secs);
+        let conn = self.db().connection();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT site, day, lan_out, wan_in, saved, from_cache FROM site_traffic
+                 WHERE day > ?1 - 30 AND day <= ?1",
+            )
+            .db("read traffic")?;
+        let rows = stmt
+            .query_map([today], |r| {
+                let unsigned = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    crate::model::traffic::Traffic {
+                        lan_out: unsigned(2)?,
+                        wan_in: unsigned(3)?,
+                        saved: unsigned(4)?,
+                        from_cache: unsigned(5)?,
+                    },
+                ))
+            })
+            .db("read traffic")?;
+        let mut out: std::collections::HashMap<String, SiteTraffic> = Default::default();
+        for row in rows {
+            let (site, day, traffic) = row.db("read traffic")?;
+            let entry = out.entry(site).or_default();
+            entry.last_30_days.add(traffic);
+            if day == today {
+                entry.today.add(traffic);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -18,7 +18,7 @@ pub use alerts::{Alert, AlertEvent, MANAGER_VERSION};
 pub use config::{DiffReply, HistoryEntry, ScopeDiff, SiteConfig};
 pub use edges::WaitFor;
 pub use groups::GroupInfo;
-pub use history::StateChange;
+pub use history::{SiteTraffic, StateChange};
 pub use tokens::{AuditEntry, NewToken, TokenInfo};
 
 use std::path::{Path, PathBuf};
@@ -277,6 +277,7 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
                 state_since: r.get(13)?,
                 dirty: false,
                 state_dirty: false,
+                traffic_pending: Vec::new(),
             })
         })
         .db("read edges")?;

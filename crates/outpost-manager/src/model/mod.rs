@@ -7,3 +7,4 @@ pub mod limits;
 pub mod merge;
 pub mod readiness;
 pub mod state;
+pub mod traffic;

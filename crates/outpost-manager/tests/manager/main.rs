@@ -12,3 +12,4 @@ mod dashboard_pages;
 mod edges;
 mod limits;
 mod support;
+mod traffic;
