@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use outpost_protocol::{ActionState, ActionStatus, FleetAction};
 use serde::Deserialize;
 
+use super::guard::actor;
 use super::html::{Markup, html, path_segment, timestamp};
+use super::layout::refused;
 use super::layout::{error_page, page};
-use super::pages::{actor, refused};
 use super::{Dashboard, Session};
 use crate::scope::Scope;
 

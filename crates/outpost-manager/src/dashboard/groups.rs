@@ -9,8 +9,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::guard::actor;
 use super::html::{Markup, html};
-use super::pages::{actor, refused};
+use super::layout::refused;
 use super::{Dashboard, Session};
 use crate::manager::GroupInfo;
 

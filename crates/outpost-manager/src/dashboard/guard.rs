@@ -48,6 +48,14 @@ impl Session {
 }
 
 /// Where a request came from, for the audit log.
+/// Who a dashboard change is audited as, and from where.
+pub fn actor(session: &Session, extensions: &http::Extensions) -> crate::manager::Actor {
+    crate::manager::Actor {
+        who: format!("user:{}", session.user.name),
+        from: remote(extensions),
+    }
+}
+
 pub fn remote(parts_or_extensions: &http::Extensions) -> String {
     parts_or_extensions
         .get::<ConnectInfo<SocketAddr>>()

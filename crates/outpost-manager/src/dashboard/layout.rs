@@ -74,6 +74,16 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     (status, Html(out.into_string())).into_response()
 }
 
+/// A manager error as a page: its status and message (the messages are
+/// written for people: check-config's, "no edge enrolled as X").
+pub fn refused(error: crate::error::ManagerError) -> Response {
+    let status = error.status();
+    if status.is_server_error() {
+        return internal_error(&error);
+    }
+    error_page(status, &error.to_string())
+}
+
 /// 500 for a failure on our side; the details go to the log, not the page.
 pub fn internal_error(error: &dyn std::fmt::Display) -> Response {
     tracing::error!(%error, "dashboard");

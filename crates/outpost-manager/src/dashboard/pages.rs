@@ -16,34 +16,15 @@ use super::audit::{AlertRow, AuditRow, render_alerts, render_audit};
 use super::config::{EditorView, HistoryRow, render_editor};
 use super::fleet::{FleetFilter, FleetRow, render_fleet};
 use super::groups::render_groups;
-use super::guard::remote;
+use super::guard::actor;
 use super::html::{Markup, path_segment, query_value};
-use super::layout::{error_page, internal_error, page};
+use super::layout::{internal_error, page, refused};
 use super::readiness::render_readiness;
 use super::site::{OriginRow, RenderedView, SiteView, render_site};
 use super::{Dashboard, Session, now};
-use crate::error::ManagerError;
-use crate::manager::Actor;
 use crate::scope::Scope;
 
 type Page = Result<Response, Response>;
-
-/// A manager error as a page: its status and message (the messages are
-/// written for people: check-config's, "no edge enrolled as X").
-pub(super) fn refused(error: ManagerError) -> Response {
-    let status = error.status();
-    if status.is_server_error() {
-        return internal_error(&error);
-    }
-    error_page(status, &error.to_string())
-}
-
-pub(super) fn actor(session: &Session, extensions: &http::Extensions) -> Actor {
-    Actor {
-        who: format!("user:{}", session.user.name),
-        from: remote(extensions),
-    }
-}
 
 // --- Fleet -----------------------------------------------------------------
 

@@ -7,9 +7,10 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::guard::actor;
 use super::html::{Markup, html, timestamp};
 use super::layout::page;
-use super::pages::{actor, refused};
+use super::layout::refused;
 use super::{Dashboard, Session, now};
 
 type Page = Result<Response, Response>;

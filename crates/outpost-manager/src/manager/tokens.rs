@@ -96,20 +96,7 @@ impl Manager {
     }
 
     pub fn revoke_join_token(&self, id: i64, actor: &Actor) -> Result<()> {
-        let n = self
-            .db()
-            .connection()
-            .execute(
-                "UPDATE join_tokens SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL",
-                rusqlite::params![id, unix_secs()],
-            )
-            .db("revoke join token")?;
-        if n == 0 {
-            return Err(ManagerError::NotFound(format!(
-                "no unrevoked join token #{id}"
-            )));
-        }
-        self.audit(actor, "join-token revoke", &format!("#{id}"))
+        self.revoke_token("join_tokens", "join token", "join-token revoke", id, actor)
     }
 
     pub fn create_api_token(&self, label: &str, actor: &Actor) -> Result<NewToken> {
@@ -153,20 +140,31 @@ impl Manager {
     }
 
     pub fn revoke_api_token(&self, id: i64, actor: &Actor) -> Result<()> {
+        self.revoke_token("api_tokens", "API token", "api-token revoke", id, actor)
+    }
+
+    /// Marks token `id` of `table` revoked now; an unknown or already
+    /// revoked one is NotFound, saying which `noun`.
+    fn revoke_token(
+        &self,
+        table: &'static str,
+        noun: &str,
+        audited_as: &str,
+        id: i64,
+        actor: &Actor,
+    ) -> Result<()> {
         let n = self
             .db()
             .connection()
             .execute(
-                "UPDATE api_tokens SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL",
+                &format!("UPDATE {table} SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL"),
                 rusqlite::params![id, unix_secs()],
             )
-            .db("revoke api token")?;
+            .db("revoke token")?;
         if n == 0 {
-            return Err(ManagerError::NotFound(format!(
-                "no unrevoked API token #{id}"
-            )));
+            return Err(ManagerError::NotFound(format!("no unrevoked {noun} #{id}")));
         }
-        self.audit(actor, "api-token revoke", &format!("#{id}"))
+        self.audit(actor, audited_as, &format!("#{id}"))
     }
 
     /// The label of the unrevoked API token `token`, if it is one.
