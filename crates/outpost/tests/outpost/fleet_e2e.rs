@@ -56,7 +56,7 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn edge_args(&self, join: bool, site: &str) -> Vec<String> {
+    fn edge_args(&self, join: bool, site: &str, config: &Path) -> Vec<String> {
         let mut args = vec![
             "--manager".to_string(),
             self.url.clone(),
@@ -64,6 +64,8 @@ impl Fleet {
             site.into(),
             "--manager-fingerprint".into(),
             self.made.fingerprint.clone(),
+            "--config".into(),
+            config.to_str().unwrap().into(),
         ];
         if join {
             args.extend(["--join-token".into(), self.made.join_token.clone()]);
@@ -72,13 +74,10 @@ impl Fleet {
     }
 
     fn start_edge(&self, i: usize, join: bool) -> EdgeProcess {
-        let args = self.edge_args(join, SITES[i]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let site_dir = self.dir.join(SITES[i]);
         std::fs::create_dir_all(&site_dir).unwrap();
-        let config = loopback_allowed_config(&site_dir);
-        let mut args = args;
-        args.extend(["--config", config.to_str().unwrap()]);
+        let args = self.edge_args(join, SITES[i], &loopback_allowed_config(&site_dir));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let cache = site_dir.join("outpost-cache");
         EdgeProcess::start(&cache, &self.site_origins[i], &args)
     }
@@ -252,12 +251,11 @@ async fn a_manager_and_three_edges_through_a_rollout() {
         )
         .await
         .unwrap();
-    let syncing = fleet
+    fleet
         .wait_readiness("syncing", |r| {
             !r.ready && r.sites.iter().any(|s| s.state == ReadinessState::Syncing)
         })
         .await;
-    assert!(!syncing.ready);
     fleet
         .wait_readiness("complete again", |r| {
             r.ready && r.sites.iter().all(|s| s.bytes_present >= 600 * 1024)
@@ -266,7 +264,6 @@ async fn a_manager_and_three_edges_through_a_rollout() {
 
     // A config that check-config refuses is refused at publish, with its
     // message, and the published version does not move.
-    let history = |v: &serde_json::Value| v.to_string();
     let before: serde_json::Value = fleet.admin.get("/api/v1/config/history").await.unwrap();
     let bad =
         "[[channel]]\nname = \"extra\"\nsource = \"http://files.example/x/\"\nrate = \"fast\"\n";
@@ -288,7 +285,7 @@ async fn a_manager_and_three_edges_through_a_rollout() {
         other => panic!("a bad config was published: {other:?}"),
     }
     let after: serde_json::Value = fleet.admin.get("/api/v1/config/history").await.unwrap();
-    assert_eq!(history(&before), history(&after));
+    assert_eq!(before, after);
     let (status, _) = fleet
         .admin
         .request(
@@ -357,7 +354,7 @@ async fn a_manager_and_three_edges_through_a_rollout() {
     assert_eq!(again, addr);
     let edges_after = fleet.edges().await;
     let history_after: serde_json::Value = fleet.admin.get("/api/v1/config/history").await.unwrap();
-    assert_eq!(history(&history_before), history(&history_after));
+    assert_eq!(history_before, history_after);
     let summary = |l: &EdgeList| {
         let mut v: Vec<_> = l
             .edges
