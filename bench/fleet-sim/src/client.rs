@@ -1,9 +1,12 @@
-//! One keep-alive HTTP/1.1 connection to the manager, plain or TLS with
-//! the pinned fingerprint, from a chosen loopback source address.
+//! Connections to the manager, plain or TLS with the pinned fingerprint,
+//! from a chosen loopback source address.
 //!
-//! Each simulated edge owns two of these (one for its long poll, one for
-//! heartbeats and config fetches), as a real edge would keep its
-//! connections open. Spreading the connections over several source
+//! Over TLS a simulated edge does what the real edge's client does: it
+//! offers HTTP/2 by ALPN and, when the manager takes it, sends its long
+//! poll, heartbeats and config fetches over one connection (a [`Link`]
+//! shared by its two [`Conn`]s). Over plain HTTP, or with `--http1`, each
+//! simulated edge owns two HTTP/1.1 connections (one for its long poll,
+//! one for heartbeats and config fetches). Spreading the connections over several source
 //! addresses keeps 20,000 of them to one `ip:port` clear of the ephemeral
 //! port range's limit (about 28,000 per source address).
 //!
@@ -19,8 +22,8 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use outpost_protocol::{FLEET_PROTOCOL, FLEET_PROTOCOL_HEADER};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpSocket;
@@ -33,6 +36,8 @@ pub struct Target {
     /// The `Host` header.
     pub authority: String,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Offer HTTP/2 over TLS and share one connection per edge.
+    http2: bool,
     /// Connections in progress at once, so that 20,000 connects do not
     /// overflow the manager's accept backlog.
     connect_permits: Semaphore,
@@ -52,6 +57,7 @@ impl Target {
         url: &str,
         fingerprint: Option<&str>,
         connect_concurrency: usize,
+        http2: bool,
     ) -> anyhow::Result<Self> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
             (true, rest)
@@ -66,7 +72,12 @@ impl Target {
             .with_context(|| format!("--manager must name ip:port, not {authority}"))?;
         let tls = if tls {
             let fingerprint = fingerprint.context("an https manager needs --fingerprint")?;
-            let config = crate::tls::pinned_client_config(fingerprint)?;
+            let mut config = crate::tls::pinned_client_config(fingerprint)?;
+            config.alpn_protocols = if http2 {
+                vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+            } else {
+                vec![b"http/1.1".to_vec()]
+            };
             let name = ServerName::try_from(addr.ip().to_string())?;
             Some((TlsConnector::from(Arc::new(config)), name))
         } else {
@@ -75,6 +86,7 @@ impl Target {
         Ok(Self {
             addr,
             authority,
+            http2: http2 && tls.is_some(),
             tls,
             connect_permits: Semaphore::new(connect_concurrency.max(1)),
             counters: Counters::default(),
@@ -83,6 +95,11 @@ impl Target {
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Whether an edge's calls share one HTTP/2 connection.
+    pub fn is_http2(&self) -> bool {
+        self.http2
     }
 
     /// Source addresses to spread connections over: 127.0.0.2 onwards when
@@ -125,9 +142,29 @@ impl Answer {
     }
 }
 
+/// One edge's HTTP/2 connection, shared by its long poll and its other
+/// calls; `None` until the first call or after it failed.
+pub type Link = Arc<tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>>;
+
+enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+}
+
 pub struct Conn {
     source: Option<IpAddr>,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    sender: Option<Sender>,
+    /// Set when the edge's calls share an HTTP/2 connection.
+    link: Option<Link>,
 }
 
 impl Conn {
@@ -135,12 +172,36 @@ impl Conn {
         Self {
             source,
             sender: None,
+            link: None,
         }
     }
 
-    /// Lets the connection go (its task closes the socket once idle).
+    /// A handle on the edge's shared HTTP/2 connection.
+    pub fn shared(source: Option<IpAddr>, link: Link) -> Self {
+        Self {
+            source,
+            sender: None,
+            link: Some(link),
+        }
+    }
+
+    /// Lets an HTTP/1.1 connection go (its task closes the socket once
+    /// idle); a shared HTTP/2 connection stays, its long poll holds it.
     pub fn close(&mut self) {
+        if self.link.is_none() {
+            self.sender = None;
+        }
+    }
+
+    /// Forgets a connection that failed, for every user of a shared one.
+    async fn drop_connection(&mut self) {
         self.sender = None;
+        if let Some(link) = &self.link {
+            let mut slot = link.lock().await;
+            if slot.as_ref().is_some_and(|s| s.is_closed()) {
+                *slot = None;
+            }
+        }
     }
 
     /// Sends one request; retries once on a fresh connection when a kept
@@ -164,15 +225,15 @@ impl Conn {
         match first {
             Ok(Ok(answer)) => return Ok(answer),
             Ok(Err(e)) if reused => {
-                self.sender = None;
+                self.drop_connection().await;
                 let _ = e;
             }
             Ok(Err(e)) => {
-                self.sender = None;
+                self.drop_connection().await;
                 return Err(e);
             }
             Err(_) => {
-                self.sender = None;
+                self.drop_connection().await;
                 bail!("no answer within {timeout:?}");
             }
         }
@@ -184,11 +245,11 @@ impl Conn {
         {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
-                self.sender = None;
+                self.drop_connection().await;
                 Err(e)
             }
             Err(_) => {
-                self.sender = None;
+                self.drop_connection().await;
                 bail!("no answer within {timeout:?}");
             }
         }
@@ -202,18 +263,33 @@ impl Conn {
         bearer: Option<&str>,
         body: Option<Bytes>,
     ) -> anyhow::Result<Answer> {
-        let new_connection = self.sender.as_ref().is_none_or(|s| s.is_closed());
-        if new_connection {
+        let mut new_connection = false;
+        if let Some(link) = &self.link {
+            let mut slot = link.lock().await;
+            if slot.as_ref().is_none_or(|s| s.is_closed()) {
+                new_connection = true;
+                match connect(target, self.source).await? {
+                    Sender::Http2(sender) => *slot = Some(sender),
+                    Sender::Http1(_) => bail!("the manager did not take HTTP/2"),
+                }
+            }
+            self.sender = slot.clone().map(Sender::Http2);
+        } else if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            new_connection = true;
             self.sender = Some(connect(target, self.source).await?);
         }
         let sender = self
             .sender
             .as_mut()
             .ok_or_else(|| anyhow!("no connection"))?;
-        sender.ready().await?;
+        let uri = match (&self.link, target.is_tls()) {
+            // HTTP/2 wants the whole URI (its :scheme and :authority).
+            (Some(_), true) => format!("https://{}{path_and_query}", target.authority),
+            _ => path_and_query.to_owned(),
+        };
         let mut request = Request::builder()
             .method(method)
-            .uri(path_and_query)
+            .uri(uri)
             .header(header::HOST, &target.authority)
             .header(FLEET_PROTOCOL_HEADER, FLEET_PROTOCOL.to_string());
         if let Some(token) = bearer {
@@ -225,7 +301,16 @@ impl Conn {
                 .body(Full::new(body))?,
             None => request.body(Full::new(Bytes::new()))?,
         };
-        let response = sender.send_request(request).await?;
+        let response = match sender {
+            Sender::Http1(sender) => {
+                sender.ready().await?;
+                sender.send_request(request).await?
+            }
+            Sender::Http2(sender) => {
+                sender.ready().await?;
+                sender.send_request(request).await?
+            }
+        };
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         Ok(Answer {
@@ -236,10 +321,7 @@ impl Conn {
     }
 }
 
-async fn connect(
-    target: &Target,
-    source: Option<IpAddr>,
-) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+async fn connect(target: &Target, source: Option<IpAddr>) -> anyhow::Result<Sender> {
     let _permit = target.connect_permits.acquire().await?;
     target.counters.connects.fetch_add(1, Ordering::Relaxed);
     let result = connect_unlimited(target, source).await;
@@ -252,10 +334,7 @@ async fn connect(
     result
 }
 
-async fn connect_unlimited(
-    target: &Target,
-    source: Option<IpAddr>,
-) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+async fn connect_unlimited(target: &Target, source: Option<IpAddr>) -> anyhow::Result<Sender> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -274,19 +353,27 @@ async fn connect_unlimited(
         None => handshake(TokioIo::new(stream)).await,
         Some((connector, name)) => {
             let stream = connector.connect(name.clone(), stream).await?;
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let (sender, connection) =
+                    http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                return Ok(Sender::Http2(sender));
+            }
             handshake(TokioIo::new(stream)).await
         }
     }
 }
 
-async fn handshake<IO>(io: IO) -> anyhow::Result<SendRequest<Full<Bytes>>>
+async fn handshake<IO>(io: IO) -> anyhow::Result<Sender>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    let (sender, connection) = http1::handshake(io).await?;
     tokio::spawn(async move {
         // Its end is seen by the sender (is_closed, a failed request).
         let _ = connection.await;
     });
-    Ok(sender)
+    Ok(Sender::Http1(sender))
 }

@@ -20,7 +20,7 @@ use outpost_protocol::{
 };
 use tokio::task::JoinHandle;
 
-use crate::client::{Answer, Conn, Target};
+use crate::client::{Answer, Conn, Link, Target};
 use crate::progress::Progress;
 use crate::report::{Shape, edge_report, mix, unix_now};
 
@@ -110,6 +110,8 @@ pub struct SimEdge {
     heartbeat_interval: Duration,
     beats: u64,
     source: Option<std::net::IpAddr>,
+    /// The edge's one HTTP/2 connection, when it speaks HTTP/2.
+    link: Option<Link>,
     control: Conn,
     long_poll: Option<Conn>,
 }
@@ -127,7 +129,12 @@ pub async fn enrol(
     join_token: &str,
     source: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(SimEdge, Duration)> {
-    let mut control = Conn::new(source);
+    let link = fleet.target.is_http2().then(Link::default);
+    let new_conn = |link: &Option<Link>| match link {
+        Some(link) => Conn::shared(source, link.clone()),
+        None => Conn::new(source),
+    };
+    let mut control = new_conn(&link);
     let body = serde_json::to_vec(&EnrolRequest {
         join_token: join_token.to_owned(),
         site: site.clone(),
@@ -163,8 +170,9 @@ pub async fn enrol(
             heartbeat_interval,
             beats: 0,
             source,
+            long_poll: Some(new_conn(&link)),
+            link,
             control,
-            long_poll: Some(Conn::new(source)),
         },
         took,
     ))
@@ -195,10 +203,7 @@ impl SimEdge {
             tokio::time::Instant::now() + self.heartbeat_interval.mul_f64(phase);
         loop {
             if long_poll.is_none() {
-                let conn = self
-                    .long_poll
-                    .take()
-                    .unwrap_or_else(|| Conn::new(self.source));
+                let conn = self.long_poll.take().unwrap_or_else(|| self.new_conn());
                 *long_poll = Some(tokio::spawn(wait(
                     fleet.clone(),
                     conn,
@@ -224,7 +229,7 @@ impl SimEdge {
                 joined = poll => {
                     *long_poll = None;
                     let (conn, result) = joined.unwrap_or_else(|e| {
-                        (Conn::new(self.source), Err(anyhow::anyhow!("long poll task: {e}")))
+                        (self.new_conn(), Err(anyhow::anyhow!("long poll task: {e}")))
                     });
                     self.long_poll = Some(conn);
                     fleet.stats.waits.fetch_add(1, Ordering::Relaxed);
@@ -244,6 +249,13 @@ impl SimEdge {
                     }
                 }
             }
+        }
+    }
+
+    fn new_conn(&self) -> Conn {
+        match &self.link {
+            Some(link) => Conn::shared(self.source, link.clone()),
+            None => Conn::new(self.source),
         }
     }
 

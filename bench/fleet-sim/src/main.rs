@@ -73,11 +73,14 @@ pub struct Args {
     /// Each interval is the base times 1 ± this.
     #[arg(long, default_value_t = 0.1)]
     jitter: f64,
-    /// Close the heartbeat connection between heartbeats when the interval
-    /// is at least this. The default (10 s) closes it at a 30 s interval:
-    /// 10,000 long polls plus 10,000 idle heartbeat connections do not fit
-    /// in 20,000 descriptors per process. A real edge keeps it (the
-    /// manager keeps idle connections two intervals and 5 s): say 3600s
+    /// HTTP/1.1 only (over TLS the simulated edges offer HTTP/2 by ALPN
+    /// and, as real edges do, share one connection for all their calls).
+    #[arg(long)]
+    http1: bool,
+    /// Over HTTP/1.1: close the heartbeat connection between heartbeats
+    /// when the interval is at least this. The default (10 s) closes it at
+    /// a 30 s interval: 10,000 long polls plus 10,000 idle heartbeat
+    /// connections do not fit in 20,000 descriptors per process. Say 3600s
     /// where the descriptors allow.
     #[arg(long, value_parser = humantime_secs, default_value = "10s")]
     keep_idle: Duration,
@@ -175,6 +178,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         &args.manager,
         args.fingerprint.as_deref(),
         args.connect_concurrency,
+        !args.http1,
     )?;
     let fleet = Arc::new(Fleet {
         target,

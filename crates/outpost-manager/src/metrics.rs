@@ -230,6 +230,26 @@ impl Manager {
                 self.stats.long_polls_open.load(Ordering::Relaxed),
             ),
             (
+                "outpost_manager_connections_open",
+                "gauge",
+                "Client connections open now (an edge holds one over HTTPS)",
+                self.stats.connections_open.load(Ordering::Relaxed),
+            ),
+            (
+                "outpost_manager_connections_http2_open",
+                "gauge",
+                "Open connections that chose HTTP/2 by ALPN",
+                self.stats.connections_http2_open.load(Ordering::Relaxed),
+            ),
+            (
+                "outpost_manager_connections_accepted_total",
+                "counter",
+                "Client connections accepted (over HTTPS, each a TLS handshake)",
+                self.stats
+                    .connections_accepted_total
+                    .load(Ordering::Relaxed) as i64,
+            ),
+            (
                 "outpost_manager_alerts_open",
                 "gauge",
                 "Alerts open now",

@@ -13,13 +13,14 @@ mod edge;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use outpost_protocol::ApiError;
 use tokio::net::TcpListener;
@@ -41,10 +42,11 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Every edge holds one long-poll connection: size for the fleet.
     pub max_connections: usize,
-    /// How long a request's head may take, and (hyper counts both) how
-    /// long a kept-alive connection may sit idle between requests: keep
-    /// it above the heartbeat interval, or every heartbeat pays a new TLS
-    /// handshake (see [`header_read_timeout_for`]).
+    /// How long a request's head may take, and how long a connection may
+    /// sit idle between requests (hyper counts both for HTTP/1.1; the
+    /// server closes an HTTP/2 connection idle as long): keep it above the
+    /// heartbeat interval, or every heartbeat pays a new TLS handshake (see
+    /// [`header_read_timeout_for`]).
     pub header_read_timeout: Duration,
     /// More routes (the dashboard), merged with the API's.
     pub extra_routes: Option<Router<AppState>>,
@@ -178,13 +180,14 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
         let router = router.clone();
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
+        let manager = manager.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let service = router.map_request(move |mut request: http::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-            let service = TowerToHyperService::new(service);
+            let _open = Counted::new(&manager.stats.connections_open);
+            manager
+                .stats
+                .connections_accepted_total
+                .fetch_add(1, Ordering::Relaxed);
             match acceptor {
                 Some(acceptor) => {
                     let Ok(Ok(tls)) =
@@ -192,10 +195,14 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
                     else {
                         return;
                     };
-                    serve_connection(TokioIo::new(tls), service, header_timeout, shutdown).await;
+                    let _http2 = (tls.get_ref().1.alpn_protocol() == Some(b"h2"))
+                        .then(|| Counted::new(&manager.stats.connections_http2_open));
+                    serve_connection(TokioIo::new(tls), router, peer, header_timeout, shutdown)
+                        .await;
                 }
                 None => {
-                    serve_connection(TokioIo::new(stream), service, header_timeout, shutdown).await
+                    serve_connection(TokioIo::new(stream), router, peer, header_timeout, shutdown)
+                        .await
                 }
             }
         });
@@ -206,29 +213,134 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
     }
 }
 
-async fn serve_connection<I, S>(
+/// One in a gauge for as long as it lives.
+struct Counted<'a>(&'a AtomicI64);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicI64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Requests a connection may carry at once over HTTP/2: an edge has its
+/// long poll, a heartbeat and a config fetch; a browser a few more.
+const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+/// HTTP/2 pings find a peer that vanished without a FIN (a NAT dropped
+/// it, the edge lost power), so its connection and buffers go.
+const PING_INTERVAL: Duration = Duration::from_secs(60);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// When a connection last had nothing to do. HTTP/1.1 idleness is bounded
+/// by hyper's header timeout; HTTP/2 has no such timeout, so the server
+/// closes a connection that carried no request for as long.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` when the last request ended.
+    last_done_ms: AtomicU64,
+    epoch: std::sync::OnceLock<std::time::Instant>,
+}
+
+struct InFlight(Arc<Activity>);
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(std::time::Instant::now);
+        epoch.elapsed().as_millis() as u64
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let last = self.last_done_ms.load(Ordering::Acquire);
+        Duration::from_millis(self.now_ms().saturating_sub(last))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = self.0.now_ms();
+        self.0.last_done_ms.store(now, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One connection, HTTP/1.1 or HTTP/2 (by ALPN over TLS, by the preface
+/// over plain HTTP). An edge speaks HTTP/2 over TLS: its long poll,
+/// heartbeats and config fetches share one connection, so a fleet costs
+/// the manager one descriptor and one TLS session per edge, not a new
+/// handshake per heartbeat.
+async fn serve_connection<I>(
     io: I,
-    service: S,
-    header_timeout: Duration,
+    router: Router,
+    peer: SocketAddr,
+    idle_timeout: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<http::Request<Incoming>, Response = Response> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let connection = hyper::server::conn::http1::Builder::new()
+    let activity = Arc::new(Activity::default());
+    activity.now_ms();
+    let service = {
+        let activity = activity.clone();
+        router
+            .map_request(move |mut request: http::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            })
+            .map_future(move |future| {
+                let in_flight = activity.begin();
+                async move {
+                    let response = future.await;
+                    drop(in_flight);
+                    response
+                }
+            })
+    };
+    let service = TowerToHyperService::new(service);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .serve_connection(io, service);
+        .header_read_timeout(idle_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(PING_INTERVAL))
+        .keep_alive_timeout(PING_TIMEOUT);
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(DRAIN, connection).await;
+    let check_every = idle_timeout
+        .min(Duration::from_secs(30))
+        .max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(check_every) => {
+                if activity.idle_for() >= idle_timeout {
+                    break;
+                }
+            }
         }
     }
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(DRAIN, connection).await;
 }
 
 /// The peer's address as the audit log writes it.

@@ -70,6 +70,10 @@ pub struct ManagerOptions {
 pub struct Stats {
     pub heartbeats_total: AtomicU64,
     pub long_polls_open: AtomicI64,
+    pub connections_open: AtomicI64,
+    pub connections_accepted_total: AtomicU64,
+    /// Connections that chose HTTP/2 by ALPN (edges over HTTPS).
+    pub connections_http2_open: AtomicI64,
     pub enrolments_total: AtomicU64,
     pub webhook_delivered_total: AtomicU64,
     pub webhook_failed_total: AtomicU64,

@@ -60,7 +60,9 @@ impl ManagerClient {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
-            .enable_http1()
+            // HTTP/2 where the manager offers it (ALPN): the long poll,
+            // heartbeats and config fetches then share one connection.
+            .enable_all_versions()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))

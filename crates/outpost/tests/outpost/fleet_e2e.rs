@@ -128,6 +128,21 @@ impl Fleet {
         }
     }
 
+    /// One sample of the manager's own counters from `/metrics` (the
+    /// admin client opens one connection for it).
+    async fn manager_metric(&self, name: &str) -> i64 {
+        let (status, body) = self
+            .admin
+            .request(http::Method::GET, "/metrics", None)
+            .await
+            .unwrap();
+        assert!(status.is_success(), "{status}");
+        let text = String::from_utf8_lossy(&body);
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
     async fn publish(&self) -> Result<serde_json::Value, ClientError> {
         self.admin
             .send(
@@ -233,6 +248,57 @@ async fn a_manager_and_three_edges_through_a_rollout() {
     }
     // Each site brought the package over the WAN once.
     assert_eq!(fleet.package_origin.count("/apps/setup.msi"), 3);
+
+    // Each edge keeps one HTTP/2 connection for its long poll, heartbeats
+    // and fetches: heartbeats go on, and no edge connects again (only the
+    // admin client's own requests, one connection each, are accepted).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fleet
+        .manager_metric("outpost_manager_connections_http2_open")
+        .await
+        != 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "edges are not on one HTTP/2 connection each"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let accepted_before = fleet
+        .manager_metric("outpost_manager_connections_accepted_total")
+        .await;
+    let heartbeats_before = fleet
+        .manager_metric("outpost_manager_heartbeats_total")
+        .await;
+    let mut admin_requests = 2;
+    loop {
+        admin_requests += 1;
+        let heartbeats = fleet
+            .manager_metric("outpost_manager_heartbeats_total")
+            .await;
+        if heartbeats >= heartbeats_before + 9 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "heartbeats stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let accepted = fleet
+        .manager_metric("outpost_manager_connections_accepted_total")
+        .await;
+    assert_eq!(
+        accepted - accepted_before,
+        admin_requests,
+        "edges opened new connections"
+    );
+    assert_eq!(
+        fleet
+            .manager_metric("outpost_manager_connections_http2_open")
+            .await,
+        3
+    );
 
     // A changed file, slow on the WAN: the sync the manager orders shows
     // as syncing at the sites, then complete again.
