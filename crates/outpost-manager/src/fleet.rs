@@ -45,6 +45,11 @@ pub struct EdgeRecord {
     pub state_dirty: bool,
     /// Traffic counted since the last flush, by UTC day.
     pub traffic_pending: Vec<(i64, crate::model::traffic::Traffic)>,
+    /// The channels of `report` differ from the report last written to
+    /// SQLite (see `flush::REPORT_WRITE_EVERY`).
+    pub report_changed: bool,
+    /// Unix milliseconds when the report was last written.
+    pub report_written_ms: i64,
 }
 
 impl EdgeRecord {

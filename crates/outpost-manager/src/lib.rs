@@ -28,7 +28,7 @@ pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod fleet;
-mod flush;
+pub mod flush;
 pub mod http;
 pub mod init;
 pub mod manager;

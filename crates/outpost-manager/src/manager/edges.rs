@@ -175,6 +175,8 @@ impl Manager {
                     dirty: false,
                     state_dirty: false,
                     traffic_pending: Vec::new(),
+                    report_changed: false,
+                    report_written_ms: 0,
                 },
             );
             let _ = fleet.published.rendered_for(&request.site);
@@ -232,6 +234,9 @@ impl Manager {
     }
 
     /// `POST /edge/v1/heartbeat` from `site` (authenticated).
+    ///
+    /// The report is kept until the next one: 10,000 of them are most of
+    /// the manager's memory.
     pub fn heartbeat(&self, site: &str, heartbeat: Heartbeat) -> Result<HeartbeatReply> {
         if let Some(problem) = crate::model::limits::heartbeat_problem(&heartbeat) {
             return Err(ManagerError::BadRequest(format!(
@@ -271,7 +276,11 @@ impl Manager {
                 Some((day, traffic)) if *day == today => traffic.add(moved),
                 _ => edge.traffic_pending.push((today, moved)),
             }
-            edge.report = Some(Arc::new(heartbeat.report));
+            edge.report_changed |= edge
+                .report
+                .as_ref()
+                .is_none_or(|old| old.channels != heartbeat.report.channels);
+            edge.report = Some(Arc::new(compact(heartbeat.report)));
             edge.dirty = true;
             let state = edge.compute_state(now_ms, self.heartbeat_ms());
             changed |= state_changed(now_ms / 1000, edge, state);
@@ -569,4 +578,15 @@ impl Manager {
     pub fn pending_actions(&self, site: &str) -> Vec<ActionOrder> {
         self.read().pending.get(site).cloned().unwrap_or_default()
     }
+}
+
+/// A report as kept: vectors decoded from JSON grow by doubling, so 20
+/// channels would hold room for 32 until the next heartbeat.
+fn compact(mut report: outpost_protocol::EdgeReport) -> outpost_protocol::EdgeReport {
+    for channel in &mut report.channels {
+        channel.missing.shrink_to_fit();
+        channel.problems.shrink_to_fit();
+    }
+    report.channels.shrink_to_fit();
+    report
 }

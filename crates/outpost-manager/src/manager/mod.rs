@@ -282,6 +282,8 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
                 dirty: false,
                 state_dirty: false,
                 traffic_pending: Vec::new(),
+                report_changed: false,
+                report_written_ms: 0,
             })
         })
         .db("read edges")?;

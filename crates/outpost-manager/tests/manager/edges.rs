@@ -465,8 +465,13 @@ async fn a_silent_edge_goes_stale_then_down() {
         list.edges[0].state
     };
     assert_eq!(state().await, EdgeState::Up);
+    // Down as the API shows it and as the state ticker recorded it (the
+    // API computes the state at the call, the history at each tick).
     eventually(Duration::from_secs(10), "down", || async {
-        (state().await == EdgeState::Down).then_some(())
+        let recorded = m.manager.state_history("oslo", 10).unwrap();
+        (state().await == EdgeState::Down
+            && recorded.first().map(|c| c.state) == Some(EdgeState::Down))
+        .then_some(())
     })
     .await;
     edge.heartbeat(vec![]).await.unwrap();
@@ -565,4 +570,76 @@ async fn a_sites_history_keeps_config_and_sync_events() {
         "{details:?}"
     );
     assert!(details.contains(&"apps: ok (2/2 files)"), "{details:?}");
+}
+
+#[tokio::test]
+async fn a_sites_history_is_bounded_and_old_history_is_pruned() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    m.enrol("oslo").await;
+    let extra = outpost_manager::flush::EVENTS_PER_SITE as i64 + 40;
+    let mut ch = channel("apps", 2, 2);
+    for finished in 0..=extra {
+        ch.last_finished = Some(1_000 + finished);
+        ch.files_present = finished as u64;
+        m.manager
+            .heartbeat(
+                "oslo",
+                Heartbeat {
+                    report: report(vec![ch.clone()]),
+                    config: AppliedConfig::default(),
+                    action_results: vec![],
+                },
+            )
+            .unwrap();
+        if finished % 100 == 0 {
+            m.manager.flush().unwrap();
+        }
+    }
+    m.manager.flush().unwrap();
+    let kept = m.manager.site_events("oslo", 10_000).unwrap();
+    assert_eq!(kept.len() as i64, outpost_manager::flush::EVENTS_PER_SITE);
+    assert!(
+        kept.iter()
+            .any(|e| e.detail == format!("apps: ok ({extra}/2 files)")),
+        "the newest event is kept: {:?}",
+        &kept[..3]
+    );
+    assert!(!kept.iter().any(|e| e.detail == "apps: ok (1/2 files)"));
+
+    // Ninety days on, the events are gone; the edge itself is not.
+    let later = outpost_manager::manager::unix_ms() + 91 * 86_400 * 1000;
+    assert!(m.manager.prune_history(later).unwrap() >= kept.len());
+    assert!(m.manager.site_events("oslo", 10).unwrap().is_empty());
+    assert!(m.manager.edge("oslo").is_ok());
+}
+
+#[tokio::test]
+async fn an_unchanged_report_is_not_rewritten_at_every_flush_but_a_changed_one_is() {
+    let mut m = TestManager::start(false, Duration::from_secs(30)).await;
+    let edge = m.enrol("oslo").await;
+    let beat = |disk_used: u64, present: u64| {
+        let mut hb = Heartbeat {
+            report: report(vec![channel("apps", 3, present)]),
+            config: AppliedConfig::default(),
+            action_results: vec![],
+        };
+        hb.report.disk_used = disk_used;
+        hb
+    };
+    edge.heartbeat_with(beat(777, 3)).await.unwrap();
+    m.manager.flush().unwrap();
+    // Only a counter moved: the stored report stays (it is rewritten
+    // within REPORT_WRITE_EVERY), what is shown live is the new one.
+    edge.heartbeat_with(beat(888, 3)).await.unwrap();
+    assert_eq!(m.manager.edge("oslo").unwrap().disk_used, Some(888));
+    let addr = m.url.trim_start_matches("http://").parse().unwrap();
+    m.stop().await;
+    m.serve(Some(addr)).await;
+    assert_eq!(m.manager.edge("oslo").unwrap().disk_used, Some(777));
+
+    // A channel changed: written at the next flush.
+    edge.heartbeat_with(beat(999, 2)).await.unwrap();
+    m.stop().await;
+    m.serve(Some(addr)).await;
+    assert_eq!(m.manager.edge("oslo").unwrap().disk_used, Some(999));
 }
