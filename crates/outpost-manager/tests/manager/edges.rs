@@ -576,7 +576,7 @@ async fn a_sites_history_keeps_config_and_sync_events() {
 async fn a_sites_history_is_bounded_and_old_history_is_pruned() {
     let m = TestManager::start(false, Duration::from_secs(30)).await;
     m.enrol("oslo").await;
-    let extra = outpost_manager::flush::EVENTS_PER_SITE as i64 + 40;
+    let extra = outpost_manager::flush::EVENTS_PER_SITE + 40;
     let mut ch = channel("apps", 2, 2);
     for finished in 0..=extra {
         ch.last_finished = Some(1_000 + finished);
