@@ -50,6 +50,9 @@ pub struct EdgeRecord {
     pub report_changed: bool,
     /// Unix milliseconds when the report was last written.
     pub report_written_ms: i64,
+    /// (last heartbeat, state) when the alert conditions were last
+    /// evaluated: the evaluator skips an edge where they did not move.
+    pub alert_basis: Option<(Option<i64>, EdgeState)>,
 }
 
 impl EdgeRecord {

@@ -177,6 +177,7 @@ impl Manager {
                     traffic_pending: Vec::new(),
                     report_changed: false,
                     report_written_ms: 0,
+                    alert_basis: None,
                 },
             );
             let _ = fleet.published.rendered_for(&request.site);
@@ -554,6 +555,11 @@ impl Manager {
                 .execute("DELETE FROM edges WHERE site = ?1", [site])
                 .db("delete edge")?;
         }
+        // Its open alerts close at the next evaluation.
+        self.alerts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sweep_next = true;
         self.abandon_actions(site, "the edge was deleted")?;
         self.audit(actor, "edge delete", site)?;
         self.wake_long_polls();

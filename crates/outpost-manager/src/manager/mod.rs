@@ -284,6 +284,7 @@ fn load_fleet(db: &Db) -> Result<Fleet> {
                 traffic_pending: Vec::new(),
                 report_changed: false,
                 report_written_ms: 0,
+                alert_basis: None,
             })
         })
         .db("read edges")?;

@@ -163,3 +163,55 @@ async fn metrics_have_per_site_series() {
         .unwrap();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn alerts_follow_each_heartbeat_and_close_when_the_edge_is_deleted() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    let edge = m.enrol("oslo").await;
+    let open_kinds = || async {
+        let alerts: Vec<Alert> = m.admin().get("/api/v1/alerts?site=oslo").await.unwrap();
+        alerts.into_iter().map(|a| a.kind).collect::<Vec<_>>()
+    };
+    let mut failed = channel("apps", 2, 1);
+    failed.last_result = Some(outpost_protocol::SyncResult::Failed);
+    edge.heartbeat(vec![failed]).await.unwrap();
+    eventually(Duration::from_secs(10), "sync failed opens", || async {
+        open_kinds()
+            .await
+            .contains(&AlertKind::SyncFailed)
+            .then_some(())
+    })
+    .await;
+    // Well inside a full sweep's period: the heartbeat alone closes it.
+    edge.heartbeat(vec![channel("apps", 2, 2)]).await.unwrap();
+    eventually(Duration::from_secs(10), "sync failed closes", || async {
+        (!open_kinds().await.contains(&AlertKind::SyncFailed)).then_some(())
+    })
+    .await;
+    let mut failed = channel("apps", 2, 1);
+    failed.last_result = Some(outpost_protocol::SyncResult::Failed);
+    edge.heartbeat(vec![failed]).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "sync failed opens again",
+        || async {
+            open_kinds()
+                .await
+                .contains(&AlertKind::SyncFailed)
+                .then_some(())
+        },
+    )
+    .await;
+    let (status, _) = m
+        .admin()
+        .request(http::Method::DELETE, "/api/v1/edges/oslo", None)
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{status}");
+    eventually(
+        Duration::from_secs(10),
+        "a deleted edge's alerts close",
+        || async { open_kinds().await.is_empty().then_some(()) },
+    )
+    .await;
+}
