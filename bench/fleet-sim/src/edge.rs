@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::{Answer, Conn, Link, Target};
 use crate::progress::Progress;
-use crate::report::{Shape, edge_report, mix, unix_now};
+use crate::report::{Shape, edge_report, mix};
 
 /// What every simulated edge shares.
 pub struct Fleet {
@@ -45,6 +45,10 @@ pub struct Fleet {
     /// The highest config version any edge reported applied.
     pub max_applied: AtomicU64,
     pub started: Instant,
+    /// Unix seconds at the start: sync times in reports count from it, so
+    /// an edge's report changes only where its state does (a real edge's
+    /// last sync time moves when a run ends, not at every heartbeat).
+    pub started_unix: i64,
 }
 
 impl Fleet {
@@ -335,7 +339,7 @@ impl SimEdge {
         let report = edge_report(
             self.index,
             fleet.started.elapsed().as_secs(),
-            unix_now(),
+            fleet.started_unix,
             &fleet.shape,
         );
         let heartbeat = Heartbeat {

@@ -197,6 +197,7 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         fetched: Progress::default(),
         max_applied: Default::default(),
         started: Instant::now(),
+        started_unix: report::unix_now(),
     });
     let mut summary = Summary::new(args, fleet.target.is_tls());
     let mut admin = Admin {
