@@ -61,6 +61,20 @@ impl HostPattern {
     }
 }
 
+impl std::str::FromStr for HostPattern {
+    type Err = BadHostPattern;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text)
+    }
+}
+
+impl std::str::FromStr for PacDirect {
+    type Err = BadHostPattern;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text)
+    }
+}
+
 impl std::fmt::Display for HostPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.suffix {

@@ -1,0 +1,150 @@
+//! `[library]` / `--library`: the edge's own web listener as the binary
+//! runs it, its configuration checks, and the PAC file as a real PAC
+//! engine (Debian's pacparser) reads it.
+
+use std::process::Command;
+
+use outpost_testkit::{Client, Origin};
+
+use crate::support::{EdgeProcess, outpost};
+
+#[test]
+fn check_config_refuses_bad_library_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[server]\nlisten = [\"0.0.0.0:3128\"]\n[library]\nlisten = \"0.0.0.0:80\"\n",
+            ":4:10: library.listen: the proxy listens on a wildcard address, so the PAC file cannot name it: set library.pac_proxy",
+        ),
+        (
+            "[library]\ndo_hosts = [\"*.windowsupdate.com\", \"a b\"]\n",
+            ":2:12: library.do_hosts: \"a b\" is not a host name",
+        ),
+        (
+            "[library]\npac_proxy = \"0.0.0.0:3128\"\n",
+            ":2:13: library.pac_proxy: \"0.0.0.0:3128\" is not host:port",
+        ),
+        (
+            "[library]\npac_direct = [\"10.0.0.0/8\", \"no way\"]\n",
+            ":2:14: library.pac_direct: \"no way\" is not a host name",
+        ),
+        (
+            "[library.dns]\nnames = [\"*.steamcontent.com\"]\n",
+            ":2:9: library.dns.names: needs library.dns.upstreams",
+        ),
+        (
+            "[library.dns]\nnames = [\"*.steamcontent.com\"]\nupstreams = [\"0.0.0.0:53\"]\n",
+            ":3:13: library.dns.upstreams: 0.0.0.0:53 is not a resolver's address",
+        ),
+        (
+            "[library]\nlisten = \"127.0.0.1:80\"\npac = \"x\"\n",
+            ":3:1: unknown key \"library.pac\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let file = dir.path().join("outpost.toml");
+        std::fs::write(&file, text).unwrap();
+        let path = file.to_str().unwrap();
+        let checked = outpost(&["check-config", path]);
+        let err = String::from_utf8_lossy(&checked.stderr);
+        assert_eq!(checked.status.code(), Some(1), "{text}: {err}");
+        assert!(err.contains(&format!("{path}{expected}")), "{text}: {err}");
+    }
+    // A wildcard proxy is fine once the PAC's proxy is named.
+    let file = dir.path().join("outpost.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = [\"0.0.0.0:3128\"]\n[library]\nlisten = \"0.0.0.0:80\"\npac_proxy = \"edge.branch.example:3128\"\n",
+    )
+    .unwrap();
+    let checked = outpost(&["check-config", file.to_str().unwrap()]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+/// Evaluates `pac` for each `(url, host)` with pacparser and returns what
+/// FindProxyForURL answered.
+fn evaluate_pac(dir: &std::path::Path, pac: &str, urls: &[(&str, &str)]) -> Vec<String> {
+    let pac_file = dir.join("served.pac");
+    std::fs::write(&pac_file, pac).unwrap();
+    let script = "import sys, pacparser\n\
+                  pacparser.init()\n\
+                  pacparser.parse_pac_file(sys.argv[1])\n\
+                  for pair in sys.argv[2:]:\n\
+                  \x20   url, host = pair.split(' ')\n\
+                  \x20   print(pacparser.find_proxy(url, host))\n";
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&pac_file)
+        .args(urls.iter().map(|(u, h)| format!("{u} {h}")))
+        .output()
+        .expect("run python3 with pacparser (.ci/run installs python3-pacparser)");
+    assert!(
+        out.status.success(),
+        "pacparser failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pac_file_sends_internal_hosts_direct_and_the_rest_to_the_proxy() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        "[library]\npac_direct = [\"10.0.0.0/8\", \"192.168.0.0/16\", \"corp.example\"]\n",
+    )
+    .unwrap();
+    let edge = EdgeProcess::start(
+        &dir.path().join("outpost-cache"),
+        &origin,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--library",
+            "127.0.0.1:0",
+        ],
+    );
+    let library = Client::new(edge.library_listening());
+    let wpad = library.get("/wpad.dat", &[("host", "wpad")]).await.unwrap();
+    assert_eq!(wpad.status, 200);
+    assert_eq!(
+        wpad.header("content-type"),
+        Some("application/x-ns-proxy-autoconfig")
+    );
+    let pac = library.get("/proxy.pac", &[]).await.unwrap();
+    assert_eq!(pac.body, wpad.body);
+    let proxy = format!("PROXY {}; DIRECT", edge.addr);
+    let answers = evaluate_pac(
+        dir.path(),
+        std::str::from_utf8(&wpad.body).unwrap(),
+        &[
+            ("http://10.20.30.40/pkg.msi", "10.20.30.40"),
+            ("http://192.168.1.9/", "192.168.1.9"),
+            ("http://fileserver/share/x", "fileserver"),
+            ("http://pkgs.corp.example/app.msi", "pkgs.corp.example"),
+            ("http://corp.example/", "corp.example"),
+            ("http://203.0.113.7/update.cab", "203.0.113.7"),
+            ("https://198.51.100.1/", "198.51.100.1"),
+            ("http://172.16.0.1/", "172.16.0.1"),
+        ],
+    );
+    assert_eq!(
+        answers,
+        [
+            "DIRECT", "DIRECT", "DIRECT", "DIRECT", "DIRECT", &proxy, &proxy,
+            // Not in this pac_direct (which replaces the default list).
+            &proxy,
+        ]
+    );
+}
