@@ -105,6 +105,47 @@ pub struct ServedBytes {
     pub mode_bytes: [std::sync::atomic::AtomicU64; 3],
     /// Responses by cache verdict, indexed like [`CacheStatus::ALL`].
     pub by_status: [std::sync::atomic::AtomicU64; CacheStatus::ALL.len()],
+    /// Requests and bytes of the library listener's ways in, indexed by
+    /// [`LibraryWay`] then by where the bytes came from (cache, fill,
+    /// other: a hit, a miss, anything else).
+    pub library_requests: [[std::sync::atomic::AtomicU64; 3]; LibraryWay::ALL.len()],
+    pub library_bytes: [[std::sync::atomic::AtomicU64; 3]; LibraryWay::ALL.len()],
+}
+
+/// How a request on the library listener was served; set on the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibraryWay {
+    DeliveryOptimization = 0,
+    DnsMode = 1,
+    Pac = 2,
+    Local = 3,
+}
+
+impl LibraryWay {
+    pub const ALL: [LibraryWay; 4] = [
+        LibraryWay::DeliveryOptimization,
+        LibraryWay::DnsMode,
+        LibraryWay::Pac,
+        LibraryWay::Local,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LibraryWay::DeliveryOptimization => "delivery_optimization",
+            LibraryWay::DnsMode => "dns_mode",
+            LibraryWay::Pac => "pac",
+            LibraryWay::Local => "library",
+        }
+    }
+}
+
+/// The index of a byte source in [`ServedBytes::library_requests`].
+pub fn source_index(source: ByteSource) -> usize {
+    match source {
+        ByteSource::Cache => 0,
+        ByteSource::Fill => 1,
+        ByteSource::Other => 2,
+    }
 }
 
 /// How a request reached the edge; set on the response by the router.
@@ -309,6 +350,7 @@ pub async fn serve<F, Fut>(
             n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let mode = resp.extensions().get::<Mode>().copied();
+        let way = resp.extensions().get::<LibraryWay>().copied();
         if mode == Some(Mode::Reverse) {
             // Addressed to the surrogate, which the edge is for its sites;
             // kept in the store for revalidation, never shown to PCs.
@@ -329,6 +371,12 @@ pub async fn serve<F, Fut>(
             use std::sync::atomic::Ordering::Relaxed;
             served.mode_requests[mode as usize].fetch_add(1, Relaxed);
             served.mode_bytes[mode as usize].fetch_add(sent, Relaxed);
+        }
+        if let Some(way) = way {
+            use std::sync::atomic::Ordering::Relaxed;
+            let from = source_index(verdict.source());
+            served.library_requests[way as usize][from].fetch_add(1, Relaxed);
+            served.library_bytes[way as usize][from].fetch_add(sent, Relaxed);
         }
         if let (Some((log, client)), Some((m, url, status, ctype))) = (log, facts) {
             log.record(&AccessRecord {

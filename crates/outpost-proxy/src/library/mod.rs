@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 
 use crate::cache_status::CacheStatus;
 use crate::engine::Engine;
-use crate::h1::{LogUrl, Mode, ReqBody};
+use crate::h1::{LibraryWay, LogUrl, ReqBody};
 use crate::local::{LocalAnswer, LocalSite, MAX_LOCAL_BODY};
 use crate::serve::{EdgeBody, error_response, marked};
 use crate::upstream::Reach;
@@ -75,7 +75,7 @@ pub(crate) async fn dispatch(
             tracing::info!(client = %peer, method = %req.method(), uri = %req.uri(), %status, "library listener: {why}");
             error_response(status, why)
         }
-        Classified::Pac => pac_response(&library.pac, req.method()),
+        Classified::Pac => way(pac_response(&library.pac, req.method()), LibraryWay::Pac),
         Classified::DeliveryRefused(host) => {
             tracing::warn!(client = %peer, %host, "Delivery Optimization origin not in do_hosts: 403");
             marked(
@@ -86,10 +86,15 @@ pub(crate) async fn dispatch(
                 CacheStatus::Denied,
             )
         }
-        Classified::Delivery(origin) | Classified::DnsMode(origin) => {
-            serve_origin(&engine, req, origin, peer).await
-        }
-        Classified::Local => local(&engine, &library, req, peer).await,
+        Classified::Delivery(origin) => way(
+            serve_origin(&engine, req, origin, peer).await,
+            LibraryWay::DeliveryOptimization,
+        ),
+        Classified::DnsMode(origin) => way(
+            serve_origin(&engine, req, origin, peer).await,
+            LibraryWay::DnsMode,
+        ),
+        Classified::Local => way(local(&engine, &library, req, peer).await, LibraryWay::Local),
     }
 }
 
@@ -108,7 +113,12 @@ async fn serve_origin(
     let url = route.key.to_string();
     let mut resp = engine.handle(req, route).await;
     resp.extensions_mut().insert(LogUrl(url));
-    resp.extensions_mut().insert(Mode::Forward);
+    resp
+}
+
+/// Marks `resp` as served by the library listener's `way` (its counters).
+fn way(mut resp: Response<EdgeBody>, way: LibraryWay) -> Response<EdgeBody> {
+    resp.extensions_mut().insert(way);
     resp
 }
 
