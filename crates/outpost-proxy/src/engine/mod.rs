@@ -139,9 +139,10 @@ impl Engine {
     ) -> Arc<Self> {
         let store_for_variants = store.clone();
         let via_name = via_pseudonym(&config);
-        let guard = Arc::new(crate::destination::DestinationGuard::new(
-            config.internal_destinations.clone(),
-        ));
+        let guard = Arc::new(
+            crate::destination::DestinationGuard::new(config.internal_destinations.clone())
+                .with_dns_mode(crate::library::dns::DnsMode::new(&config.library.dns)),
+        );
         let upstream = Upstream::new(
             config.fill.upstream_header_timeout,
             config.wan.bulk_receive_buffer,

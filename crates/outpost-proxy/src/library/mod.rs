@@ -11,6 +11,7 @@
 
 pub mod classify;
 pub mod config;
+pub mod dns;
 pub mod pac;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 
 use crate::cache_status::CacheStatus;
+use crate::destination::Refusal;
 use crate::engine::Engine;
 use crate::h1::{LibraryWay, LogUrl, ReqBody};
 use crate::local::{LocalAnswer, LocalSite, MAX_LOCAL_BODY};
@@ -91,7 +93,7 @@ pub(crate) async fn dispatch(
             LibraryWay::DeliveryOptimization,
         ),
         Classified::DnsMode(origin) => way(
-            serve_origin(&engine, req, origin, peer).await,
+            dns_mode(&engine, req, origin, peer).await,
             LibraryWay::DnsMode,
         ),
         Classified::Local => way(local(&engine, &library, req, peer).await, LibraryWay::Local),
@@ -120,6 +122,36 @@ async fn serve_origin(
 fn way(mut resp: Response<EdgeBody>, way: LibraryWay) -> Response<EdgeBody> {
     resp.extensions_mut().insert(way);
     resp
+}
+
+/// A DNS-mode request: served as the origin's, except that a name the
+/// upstream resolvers send back to the edge (or inside) is a loop (508),
+/// and one they do not resolve is a bad gateway (502).
+async fn dns_mode(
+    engine: &Arc<Engine>,
+    req: Request<ReqBody>,
+    origin: Uri,
+    peer: SocketAddr,
+) -> Response<EdgeBody> {
+    let host = origin.host().unwrap_or_default().to_string();
+    let resp = serve_origin(engine, req, origin, peer).await;
+    let Some(refusal) = resp.extensions().get::<Refusal>() else {
+        return resp;
+    };
+    let (status, text) = match refusal {
+        Refusal::Unresolved { .. } => (
+            StatusCode::BAD_GATEWAY,
+            format!("DNS mode: {host} does not resolve through library.dns.upstreams"),
+        ),
+        _ => (
+            StatusCode::LOOP_DETECTED,
+            format!(
+                "DNS mode loop: library.dns.upstreams resolve {host} to this edge or an internal address"
+            ),
+        ),
+    };
+    tracing::warn!(client = %peer, %host, %refusal, %status, "DNS mode: not fetched");
+    marked(error_response(status, &text), CacheStatus::Denied)
 }
 
 fn pac_response(pac: &Bytes, method: &Method) -> Response<EdgeBody> {

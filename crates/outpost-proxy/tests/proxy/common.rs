@@ -78,7 +78,9 @@ impl Edge {
         if config.internal_destinations.is_empty() {
             config.internal_destinations = vec!["127.0.0.0/8".parse().unwrap()];
         }
-        config.library.listen = Some("127.0.0.1:0".parse().unwrap());
+        if config.library.listen.is_none() {
+            config.library.listen = Some("127.0.0.1:0".parse().unwrap());
+        }
         let store = StoreConfig::new(dir, 1 << 34);
         Self::start_full(
             config,
