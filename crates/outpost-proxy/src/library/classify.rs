@@ -67,6 +67,13 @@ pub fn classify(
         && query.len() <= MAX_QUERY
         && let Some(origin) = query_param(query, CACHE_HOST_ORIGIN)
     {
+        if !read {
+            // A cache host only downloads: DO never posts through one.
+            return Classified::Refused(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Delivery Optimization requests are GET or HEAD",
+            );
+        }
         let Ok(authority) = plain_authority(origin) else {
             return Classified::Refused(StatusCode::BAD_REQUEST, "cacheHostOrigin is not a host");
         };
@@ -83,6 +90,12 @@ pub fn classify(
     // Configuration Manager's form: the cache server is asked with the
     // origin's name in Host (`Host: b1.download.windowsupdate.com`).
     if allowed(&config.do_hosts, &host) {
+        if !read {
+            return Classified::Refused(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Delivery Optimization requests are GET or HEAD",
+            );
+        }
         return origin_url(host, path, path_and_query.query())
             .map_or_else(|r| r, Classified::Delivery);
     }
@@ -318,6 +331,22 @@ mod tests {
             classify(&Method::OPTIONS, &uri("*"), &headers, c),
             Classified::Refused(StatusCode::BAD_REQUEST, _)
         ));
+        // A cache host only downloads.
+        for target in ["/x?cacheHostOrigin=au.download.windowsupdate.com", "/x"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::HOST,
+                "au.download.windowsupdate.com".parse().unwrap(),
+            );
+            assert_eq!(
+                classify(&Method::POST, &uri(target), &headers, c),
+                Classified::Refused(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Delivery Optimization requests are GET or HEAD"
+                ),
+                "{target}"
+            );
+        }
         // POST to the PAC path is not the PAC file.
         assert_eq!(
             classify(&Method::POST, &uri("/wpad.dat"), &headers, c),

@@ -154,6 +154,12 @@ async fn delivery_requests_outside_the_allowlist_or_guard_are_never_fetched() {
     // Nor through Host: that is the site library's (here: 404).
     let reply = library.get("/x.cab", &[("host", &host)]).await.unwrap();
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    // A cache host only downloads: no POST relayed to an origin.
+    let reply = library
+        .request("POST", &format!("/x.cab?cacheHostOrigin={host}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     // Tricks on the parameter are refused before any lookup.
     for bad in [
         format!("/x.cab?cacheHostOrigin=user@{host}"),

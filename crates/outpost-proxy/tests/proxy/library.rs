@@ -212,6 +212,10 @@ async fn the_library_listener_is_not_a_proxy() {
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::MULTI_STATUS);
+    // A request that already passed through this edge is a loop.
+    let via = edge.engine.via.clone();
+    let reply = library.get("/echo", &[("via", &via)]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::LOOP_DETECTED);
     assert_eq!(origin.count("/x"), 0);
     edge.stop().await;
     // The client ACL applies to the library listener too.

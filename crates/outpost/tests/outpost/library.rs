@@ -148,3 +148,86 @@ async fn the_pac_file_sends_internal_hosts_direct_and_the_rest_to_the_proxy() {
         ]
     );
 }
+
+/// `outpost serve --library`: a Delivery Optimization client and a proxy
+/// client share one copy, and /metrics counts the DO hit and miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_optimization_through_the_binary_is_counted_in_metrics() {
+    use outpost_testkit::{Resource, content};
+    let origin = Origin::start().await;
+    let body = content(120_000, 31);
+    origin.put("/c/msdownload/kb1.cab", Resource::new(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    let host = origin.addr().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ninternal_destinations = [\"127.0.0.0/8\"]\n[library]\ndo_hosts = [\"{host}\"]\n"
+        ),
+    )
+    .unwrap();
+    let edge = EdgeProcess::start(
+        &dir.path().join("outpost-cache"),
+        &origin,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--library",
+            "127.0.0.1:0",
+        ],
+    );
+    let library = Client::new(edge.library_listening());
+    let target = format!("/c/msdownload/kb1.cab?cacheHostOrigin={host}");
+    let miss = library.get(&target, &[]).await.unwrap();
+    assert_eq!(miss.status, 200);
+    assert!(miss.body == body);
+    // Asked again once the store lists the object complete: a hit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listing = crate::support::stdout(&edge.cli(&["cache", "ls", "*kb1.cab"]));
+        if listing.contains("complete") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never complete: {listing}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let hit = library.get(&target, &[]).await.unwrap();
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert!(hit.body == body);
+    // The reverse proxy (--origin) reaches the same URL: the same copy.
+    let proxied = Client::new(edge.addr)
+        .get("/c/msdownload/kb1.cab", &[])
+        .await
+        .unwrap();
+    assert_eq!(proxied.header("x-cache"), Some("HIT"));
+    assert_eq!(origin.count("/c/msdownload/kb1.cab"), 1);
+    let metrics = crate::support::admin_get(&edge.admin, "/metrics").await;
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{metrics}"))
+    };
+    assert_eq!(
+        value("outpost_library_requests_total{way=\"delivery_optimization\",source=\"fill\"}"),
+        1
+    );
+    assert_eq!(
+        value("outpost_library_requests_total{way=\"delivery_optimization\",source=\"cache\"}"),
+        1
+    );
+    assert_eq!(
+        value("outpost_library_served_bytes_total{way=\"delivery_optimization\",source=\"fill\"}"),
+        120_000
+    );
+    assert_eq!(
+        value("outpost_library_requests_total{way=\"dns_mode\",source=\"cache\"}"),
+        0
+    );
+}
