@@ -115,18 +115,7 @@ impl Server {
             }
             listeners.push(listener);
         }
-        let library = match engine.config.library.listen {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr).await.map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cannot listen on {addr} (library): {e}"))
-                })?;
-                if let Ok(bound) = listener.local_addr() {
-                    engine.upstream.guard.add_own_address(bound);
-                }
-                Some(listener)
-            }
-            None => None,
-        };
+        let library = crate::library::bind(&engine).await?;
         Ok(Self {
             engine,
             listeners,
@@ -347,15 +336,7 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     if let Role::Library(library) = role {
-        let h1 = engine.config.h1.clone();
-        let log = engine.access_log().map(|l| (l, peer.ip()));
-        h1::serve(stream, &h1, shutdown, log, &engine.served, |req| {
-            let engine = engine.clone();
-            let library = library.clone();
-            async move { crate::library::dispatch(engine, library, req, peer).await }
-        })
-        .await;
-        return;
+        return crate::library::serve_connection(stream, peer, library, engine, shutdown).await;
     }
     let conn = Conn {
         peer,

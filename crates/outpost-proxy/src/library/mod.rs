@@ -20,6 +20,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::cache_status::CacheStatus;
 use crate::destination::Refusal;
@@ -52,8 +54,41 @@ impl Library {
     }
 }
 
-/// Answers one request on the library listener (the client ACL passed).
-pub(crate) async fn dispatch(
+/// Binds `[library] listen`, when set, and records it as one of the
+/// edge's own addresses (never a destination).
+pub(crate) async fn bind(engine: &Engine) -> std::io::Result<Option<TcpListener>> {
+    let Some(addr) = engine.config.library.listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (library): {e}"))
+    })?;
+    if let Ok(bound) = listener.local_addr() {
+        engine.add_own_address(bound);
+    }
+    Ok(Some(listener))
+}
+
+/// Serves one connection of the library listener (the client ACL passed).
+pub(crate) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    library: Arc<Library>,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) {
+    let h1 = engine.config.h1.clone();
+    let log = engine.access_log().map(|l| (l, peer.ip()));
+    crate::h1::serve(stream, &h1, shutdown, log, &engine.served, |req| {
+        let engine = engine.clone();
+        let library = library.clone();
+        async move { dispatch(engine, library, req, peer).await }
+    })
+    .await;
+}
+
+/// Answers one request on the library listener.
+async fn dispatch(
     engine: Arc<Engine>,
     library: Arc<Library>,
     req: Request<ReqBody>,
