@@ -102,6 +102,24 @@ async fn delivery_requests_share_one_copy_with_proxy_requests() {
     assert_eq!(origin.count(other), 1);
     let (misses, miss_bytes) = delivery_counter(&edge, ByteSource::Fill);
     assert_eq!((misses, miss_bytes), (1, 200_000));
+    // A cold range, as DO asks for most pieces: the range engine fetches
+    // what is asked, and the bytes are the origin's.
+    let cold = "/filestreamingservice/files/77aa";
+    let cold_body = content(3_000_000, 13);
+    origin.put(cold, Resource::new(cold_body.clone()));
+    let reply = library
+        .get(
+            &format!("{cold}?cacheHostOrigin={host}"),
+            &[("range", "bytes=2000000-2099999")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        reply.header("content-range"),
+        Some("bytes 2000000-2099999/3000000")
+    );
+    assert!(reply.body == cold_body.slice(2_000_000..2_100_000));
     edge.stop().await;
 }
 

@@ -107,6 +107,13 @@ async fn stored_answers_serve_the_stored_copy_and_never_fetch() {
         .unwrap();
     assert_eq!(reply.header("content-length"), Some("300000"));
     assert!(reply.body.is_empty());
+    // A quarantined file is refused here as everywhere.
+    let key = crate::common::key(&origin, "/pkg/app.msi");
+    edge.engine
+        .set_quarantined(&key, Some("sha256 mismatch".into()));
+    let reply = library.get("/files/pkg/app.msi", &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    edge.engine.set_quarantined(&key, None);
     // Changed at the origin: the library still never asks it.
     origin.put(
         "/pkg/app.msi",
@@ -134,6 +141,24 @@ async fn local_responses_are_written_by_the_listener() {
         "{answer}"
     );
     assert!(answer.ends_with(expected), "{answer}");
+    // The PAC file, whole or HEAD.
+    let (answer, _) = raw_exchange(
+        library,
+        b"HEAD /wpad.dat HTTP/1.1\r\nhost: wpad\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("content-type: application/x-ns-proxy-autoconfig\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\n"), "HEAD has no body: {answer}");
+    let pac = Client::new(library).get("/proxy.pac", &[]).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&pac.body).contains(&format!("PROXY {}; DIRECT", edge.addr)),
+        "the proxy listener by default"
+    );
     // A body of unknown length is chunked.
     let (answer, _) = raw_exchange(
         library,
