@@ -160,11 +160,14 @@ impl Server {
         if let Some(listener) = self.library {
             // The PAC file's proxy, unless configured: the proxy listener,
             // when it is an address PCs can use.
-            let proxy = self
+            let bound: Vec<SocketAddr> = self
                 .listeners
                 .iter()
                 .filter_map(|l| l.local_addr().ok())
-                .find(|a| !a.ip().is_unspecified())
+                .collect();
+            let proxy = (bound.iter())
+                .find(|a| !a.ip().is_unspecified() && !a.ip().is_loopback())
+                .or_else(|| bound.iter().find(|a| a.ip().is_loopback()))
                 .map(|a| a.to_string());
             let library = Library::new(&self.engine, self.site.clone(), proxy);
             listeners.push((listener, Role::Library(Arc::new(library))));

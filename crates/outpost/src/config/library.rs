@@ -20,14 +20,19 @@ pub(super) fn library_config(
         .library
         .or_else(|| r.get("library.listen", &l.listen));
     let pac_proxy = r.checked("library.pac_proxy", &l.pac_proxy, |p| check_pac_proxy(p));
-    // PCs must be told an address they can reach; a wildcard listen
-    // address is not one.
+    // PCs must be told an address they can reach: not a wildcard, and not
+    // loopback unless the library listener itself is loopback only (a
+    // test on one machine).
+    let usable = |a: &std::net::SocketAddr| {
+        !a.ip().is_unspecified()
+            && (!a.ip().is_loopback() || listen.is_some_and(|l| l.ip().is_loopback()))
+    };
     if listen.is_some()
         && pac_proxy.is_none()
         && l.pac_proxy.is_none()
-        && !proxy.listen.iter().any(|a| !a.ip().is_unspecified())
+        && !proxy.listen.iter().any(usable)
     {
-        let why = "the proxy listens on a wildcard address, so the PAC file cannot name it: \
+        let why = "the proxy listens only on wildcard or loopback addresses, so the PAC file cannot name it: \
                    set library.pac_proxy = \"host:port\" (the proxy as PCs reach it)";
         match &l.listen {
             Some(setting) if overrides.library.is_none() => {

@@ -14,7 +14,11 @@ fn check_config_refuses_bad_library_settings() {
     let cases = [
         (
             "[server]\nlisten = [\"0.0.0.0:3128\"]\n[library]\nlisten = \"0.0.0.0:80\"\n",
-            ":4:10: library.listen: the proxy listens on a wildcard address, so the PAC file cannot name it: set library.pac_proxy",
+            ":4:10: library.listen: the proxy listens only on wildcard or loopback addresses, so the PAC file cannot name it: set library.pac_proxy",
+        ),
+        (
+            "[server]\nlisten = [\"127.0.0.1:3128\"]\n[library]\nlisten = \"10.9.8.7:80\"\n",
+            ":4:10: library.listen: the proxy listens only on wildcard or loopback addresses",
         ),
         (
             "[library]\ndo_hosts = [\"*.windowsupdate.com\", \"a b\"]\n",
