@@ -19,6 +19,22 @@ pub(super) fn library_config(
     let listen = overrides
         .library
         .or_else(|| r.get("library.listen", &l.listen));
+    // Port 0 (any free port) cannot collide.
+    if let Some(addr) = listen
+        && addr.port() != 0
+        && proxy.listen.iter().any(|p| {
+            p.port() == addr.port()
+                && (p.ip() == addr.ip() || p.ip().is_unspecified() || addr.ip().is_unspecified())
+        })
+    {
+        let why = format!("{addr} is also a proxy listen address (server.listen)");
+        match &l.listen {
+            Some(setting) if overrides.library.is_none() => {
+                r.error_at(&setting.span, format!("library.listen: {why}"))
+            }
+            _ => r.error(format!("--library: {why}")),
+        }
+    }
     let pac_proxy = r.checked("library.pac_proxy", &l.pac_proxy, |p| check_pac_proxy(p));
     // PCs must be told an address they can reach: not a wildcard, and not
     // loopback unless the library listener itself is loopback only (a

@@ -21,6 +21,10 @@ fn check_config_refuses_bad_library_settings() {
             ":4:10: library.listen: the proxy listens only on wildcard or loopback addresses",
         ),
         (
+            "[server]\nlisten = [\"0.0.0.0:3128\"]\n[library]\nlisten = \"10.1.1.1:3128\"\npac_proxy = \"edge:3128\"\n",
+            ":4:10: library.listen: 10.1.1.1:3128 is also a proxy listen address (server.listen)",
+        ),
+        (
             "[library]\ndo_hosts = [\"*.windowsupdate.com\", \"a b\"]\n",
             ":2:12: library.do_hosts: \"a b\" is not a host name",
         ),
