@@ -311,6 +311,56 @@ mod tests {
     }
 
     #[test]
+    fn hostile_targets_and_hosts_never_panic() {
+        let c = &config();
+        let targets = [
+            "/x?cacheHostOrigin=%",
+            "/x?cacheHostOrigin=%e",
+            "/x?cacheHostOrigin=%c3%a9.example",
+            "/x?cacheHostOrigin=a%00b",
+            "/x?cacheHostOrigin=au.download.windowsupdate.com:",
+            "/x?cacheHostOrigin=au.download.windowsupdate.com:0",
+            "/x?cacheHostOrigin=au.download.windowsupdate.com:99999",
+            "/x?&&&cacheHostOrigin&=",
+            "/x?=",
+            "/%2e%2e/%2e%2e/etc/passwd",
+            "/..%5c..%5cwindows",
+        ];
+        let hosts = [
+            "",
+            ":",
+            "[",
+            "[::1]:80",
+            "a..b",
+            "x.steamcontent.com:",
+            "é.steamcontent.com",
+            ".steamcontent.com",
+            "steamcontent.com",
+            "a.steamcontent.com:0",
+        ];
+        for target in targets {
+            let Ok(uri) = target.parse::<Uri>() else {
+                continue;
+            };
+            for host in hosts {
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = http::HeaderValue::from_bytes(host.as_bytes()) {
+                    headers.insert(header::HOST, value);
+                }
+                let _ = classify(&Method::GET, &uri, &headers, c);
+            }
+        }
+        let mut long = String::from("/x?");
+        long.push_str(&"a=b&".repeat(5000));
+        long.push_str("cacheHostOrigin=au.download.windowsupdate.com");
+        // Past the bound: not looked into, so not a DO request.
+        assert_eq!(
+            classify(&Method::GET, &long.parse().unwrap(), &HeaderMap::new(), c),
+            Classified::Local
+        );
+    }
+
+    #[test]
     fn proxy_forms_are_refused() {
         let headers = HeaderMap::new();
         let c = &config();
