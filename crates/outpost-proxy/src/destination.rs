@@ -139,6 +139,9 @@ pub struct DestinationGuard {
     internal_allowed: Vec<IpNet>,
     own: RwLock<Vec<SocketAddr>>,
     host: std::sync::Mutex<HostAddresses>,
+    /// Names resolved through the admin's resolvers (DNS mode), never the
+    /// system's.
+    dns_mode: Option<crate::library::dns::DnsMode>,
 }
 
 impl DestinationGuard {
@@ -147,7 +150,14 @@ impl DestinationGuard {
             internal_allowed,
             own: RwLock::new(Vec::new()),
             host: Default::default(),
+            dns_mode: None,
         }
+    }
+
+    /// Resolves DNS mode's names through `dns_mode`'s resolvers.
+    pub fn with_dns_mode(mut self, dns_mode: Option<crate::library::dns::DnsMode>) -> Self {
+        self.dns_mode = dns_mode;
+        self
     }
 
     /// Whether `ip` is assigned to one of this host's interfaces.
@@ -220,6 +230,14 @@ impl DestinationGuard {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) if let Some(dns) = self.dns_mode.as_ref().filter(|d| d.covers(bare, port)) => {
+                dns.resolve(bare, port)
+                    .await
+                    .map_err(|reason| Refusal::Unresolved {
+                        host: bare.to_string(),
+                        reason: format!("DNS mode upstreams: {reason}"),
+                    })?
+            }
             Err(_) => tokio::net::lookup_host((bare, port))
                 .await
                 .map_err(|e| Refusal::Unresolved {

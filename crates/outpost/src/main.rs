@@ -133,6 +133,10 @@ struct ServeArgs {
     /// Access log file ("-" for stdout), Squid format unless the config says json.
     #[arg(long)]
     access_log: Option<String>,
+    /// The library listener for PCs (PAC/WPAD, Delivery Optimization, DNS
+    /// mode, the site library), e.g. 0.0.0.0:80. Off unless set.
+    #[arg(long)]
+    library: Option<SocketAddr>,
     /// Admin API address. Default 127.0.0.1:3180.
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -226,6 +230,7 @@ fn init_logging(level: Option<&str>) {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: args.listen,
+        library: args.library,
         cache_dir: args.cache_dir,
         cache_size: args.cache_size,
         origin: args.origin,
@@ -342,6 +347,9 @@ async fn run(
             Some(origin) => tracing::info!(%addr, %origin, "listening (reverse proxy)"),
             None => tracing::info!(%addr, "listening (forward / transparent proxy)"),
         }
+    }
+    if let Some(addr) = server.library_addr() {
+        tracing::info!(%addr, "library listener (PAC, Delivery Optimization, DNS mode, site library)");
     }
     let open_connections = server.open_connections();
     // Installed before the server runs: from here a signal starts a drain

@@ -168,6 +168,7 @@ pub fn restart_only_changes(old: &Resolved, new: &Resolved) -> Vec<(&'static str
         ("[cache]", old.store != new.store),
         ("[admin]", old.admin != new.admin),
         ("[manager]", old.manager != new.manager),
+        ("[library]", p.library != q.library),
         ("log.access_log", old.access_log != new.access_log),
     ]
 }
@@ -223,6 +224,7 @@ mod tests {
     fn sockets_files_and_tasks_need_a_restart() {
         for (edit, expected) in [
             ("[server]\nlisten = [\"127.0.0.1:3129\"]\n", "server.listen"),
+            ("[library]\nlisten = \"127.0.0.1:8080\"\n", "[library]"),
             (
                 "[server]\norigin = \"http://o/\"\n",
                 "server.origin / [[site]]",

@@ -79,13 +79,16 @@ pub(super) fn passthrough_response(
 pub(crate) fn refused_destination(refusal: &crate::destination::Refusal) -> Response<EdgeBody> {
     // The detail (what a name resolves to inside) stays in the log.
     tracing::warn!(%refusal, "destination refused: 403");
-    marked(
+    let mut resp = marked(
         error_response(
             StatusCode::FORBIDDEN,
             "this destination is not allowed (loopback, link-local or this edge itself)",
         ),
         CacheStatus::Denied,
-    )
+    );
+    // For the library listener, which answers DNS-mode loops otherwise.
+    resp.extensions_mut().insert(refusal.clone());
+    resp
 }
 
 impl Engine {

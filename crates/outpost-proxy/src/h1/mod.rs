@@ -33,13 +33,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessLog, AccessRecord};
-use crate::cache_status::{ByteSource, CacheStatus};
+use crate::cache_status::CacheStatus;
 use crate::serve::{EdgeBody, Piece, StreamedBody, error_response};
 
 mod parse;
+mod served;
 mod write;
 
 pub use parse::parse_request_head;
+pub use served::{LibraryWay, Mode, ServedBytes, source_index};
 use write::write_within;
 
 /// The body of a request as the engine sees it.
@@ -86,62 +88,6 @@ impl Default for H1Config {
             send_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(600),
         }
-    }
-}
-
-/// Bytes written to clients, by where the response came from: the savings
-/// figure is `from_cache + from_fills` against what the fills fetched.
-#[derive(Default)]
-pub struct ServedBytes {
-    /// Hits, revalidated and stale responses: from disk.
-    pub from_cache: std::sync::atomic::AtomicU64,
-    /// Responses streamed from a fill (misses, collapsed, partial hits).
-    pub from_fills: std::sync::atomic::AtomicU64,
-    /// Passed through, errors and the edge's own answers.
-    pub other: std::sync::atomic::AtomicU64,
-    /// Requests and bytes by the mode they reached the edge in, indexed by
-    /// [`Mode`].
-    pub mode_requests: [std::sync::atomic::AtomicU64; 3],
-    pub mode_bytes: [std::sync::atomic::AtomicU64; 3],
-    /// Responses by cache verdict, indexed like [`CacheStatus::ALL`].
-    pub by_status: [std::sync::atomic::AtomicU64; CacheStatus::ALL.len()],
-}
-
-/// How a request reached the edge; set on the response by the router.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Forward = 0,
-    Transparent = 1,
-    Reverse = 2,
-}
-
-impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Forward, Mode::Transparent, Mode::Reverse];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Forward => "forward",
-            Mode::Transparent => "transparent",
-            Mode::Reverse => "reverse",
-        }
-    }
-}
-
-impl ServedBytes {
-    fn counter(&self, verdict: CacheStatus) -> &std::sync::atomic::AtomicU64 {
-        match verdict.source() {
-            ByteSource::Cache => &self.from_cache,
-            ByteSource::Fill => &self.from_fills,
-            ByteSource::Other => &self.other,
-        }
-    }
-
-    /// Responses sent with each cache verdict.
-    pub fn responses(&self) -> impl Iterator<Item = (CacheStatus, u64)> + '_ {
-        CacheStatus::ALL
-            .into_iter()
-            .zip(&self.by_status)
-            .map(|(status, n)| (status, n.load(std::sync::atomic::Ordering::Relaxed)))
     }
 }
 
@@ -309,6 +255,7 @@ pub async fn serve<F, Fut>(
             n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let mode = resp.extensions().get::<Mode>().copied();
+        let way = resp.extensions().get::<LibraryWay>().copied();
         if mode == Some(Mode::Reverse) {
             // Addressed to the surrogate, which the edge is for its sites;
             // kept in the store for revalidation, never shown to PCs.
@@ -329,6 +276,12 @@ pub async fn serve<F, Fut>(
             use std::sync::atomic::Ordering::Relaxed;
             served.mode_requests[mode as usize].fetch_add(1, Relaxed);
             served.mode_bytes[mode as usize].fetch_add(sent, Relaxed);
+        }
+        if let Some(way) = way {
+            use std::sync::atomic::Ordering::Relaxed;
+            let from = source_index(verdict.source());
+            served.library_requests[way as usize][from].fetch_add(1, Relaxed);
+            served.library_bytes[way as usize][from].fetch_add(sent, Relaxed);
         }
         if let (Some((log, client)), Some((m, url, status, ctype))) = (log, facts) {
             log.record(&AccessRecord {

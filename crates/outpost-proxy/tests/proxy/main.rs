@@ -8,6 +8,9 @@ mod common;
 
 mod client_limits;
 mod collapse;
+mod delivery;
+mod dns_mode;
+mod library;
 mod lookup;
 mod modes;
 mod resume;

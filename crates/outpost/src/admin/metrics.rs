@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use outpost_channel::Channels;
 use outpost_protocol::SyncResult;
-use outpost_proxy::h1::{Mode, ServedBytes};
+use outpost_proxy::h1::{LibraryWay, Mode, ServedBytes};
 use outpost_proxy::{CacheStatus, Engine};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -110,6 +110,13 @@ label_enum!(ProxyMode {
     Reverse => "reverse",
 });
 
+label_enum!(LibraryWayLabel {
+    DeliveryOptimization => "delivery_optimization",
+    DnsMode => "dns_mode",
+    Pac => "pac",
+    Library => "library",
+});
+
 label_enum!(FileState {
     Present => "present",
     Total => "total",
@@ -146,6 +153,12 @@ struct SourceLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ModeLabels {
     mode: ProxyMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LibraryLabels {
+    way: LibraryWayLabel,
+    source: ServedFrom,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -331,6 +344,7 @@ impl Collector for EdgeCollector {
             .map(|(source, v)| (SourceLabels { source }, ConstCounter::new(load(v)))),
         )?;
         encode_responses(enc, &e.served)?;
+        encode_library(enc, &e.served)?;
         self.encode_wan(enc)?;
         self.encode_channels(enc)?;
         if let Some(log) = e.access_log() {
@@ -343,6 +357,47 @@ impl Collector for EdgeCollector {
         }
         Ok(())
     }
+}
+
+/// `library_requests_total{way, source}` and
+/// `library_served_bytes_total{way, source}`: the library listener's ways
+/// in (Delivery Optimization, DNS mode, PAC, the site library) by where
+/// the bytes came from (cache: a hit, fill: a miss, other).
+fn encode_library(enc: &mut DescriptorEncoder, served: &ServedBytes) -> fmt::Result {
+    let ways = [
+        (
+            LibraryWay::DeliveryOptimization,
+            LibraryWayLabel::DeliveryOptimization,
+        ),
+        (LibraryWay::DnsMode, LibraryWayLabel::DnsMode),
+        (LibraryWay::Pac, LibraryWayLabel::Pac),
+        (LibraryWay::Local, LibraryWayLabel::Library),
+    ];
+    let sources = [ServedFrom::Cache, ServedFrom::Fill, ServedFrom::Other];
+    let series = |counters: &[[std::sync::atomic::AtomicU64; 3]; LibraryWay::ALL.len()]| {
+        ways.iter()
+            .flat_map(|&(w, way)| {
+                sources.iter().enumerate().map(move |(i, &source)| {
+                    let n = counters[w as usize][i].load(std::sync::atomic::Ordering::Relaxed);
+                    (LibraryLabels { way, source }, ConstCounter::new(n))
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        enc,
+        "library_requests",
+        "Requests on the library listener by way in (delivery_optimization, dns_mode, pac, library) and source (cache: hit, fill: miss, other)",
+        MetricType::Counter,
+        series(&served.library_requests),
+    )?;
+    family(
+        enc,
+        "library_served_bytes",
+        "Bytes written to clients of the library listener by way in and source",
+        MetricType::Counter,
+        series(&served.library_bytes),
+    )
 }
 
 /// `responses_total{cache_status}`: every verdict, zeros included, so

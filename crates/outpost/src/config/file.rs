@@ -38,6 +38,26 @@ pub struct FileConfig {
     pub overrides: Vec<Spanned<OverrideSection>>,
     #[serde(default)]
     pub manager: ManagerSection,
+    #[serde(default)]
+    pub library: LibrarySection,
+}
+
+/// `[library]`: the edge's own web listener for PCs (issue 14).
+#[derive(Debug, Default, Deserialize)]
+pub struct LibrarySection {
+    pub listen: S<SocketAddr>,
+    pub pac_direct: S<Vec<Parsed<outpost_proxy::library::PacDirect>>>,
+    pub pac_proxy: S<String>,
+    pub do_hosts: S<Vec<Parsed<outpost_proxy::library::HostPattern>>>,
+    #[serde(default)]
+    pub dns: LibraryDnsSection,
+}
+
+/// `[library.dns]`: DNS mode.
+#[derive(Debug, Default, Deserialize)]
+pub struct LibraryDnsSection {
+    pub names: S<Vec<Parsed<outpost_proxy::library::HostPattern>>>,
+    pub upstreams: S<Vec<SocketAddr>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,6 +267,8 @@ fn walk<T: serde::de::DeserializeOwned>(
                 ("", "channel") => Some(walk::<ChannelSection>),
                 ("", "override") => Some(walk::<OverrideSection>),
                 ("", "manager") => Some(walk::<ManagerSection>),
+                ("", "library") => Some(walk::<LibrarySection>),
+                ("library.", "dns") => Some(walk::<LibraryDnsSection>),
                 ("wan.", "rule") => Some(walk::<WanRuleSection>),
                 _ => None,
             };

@@ -15,6 +15,7 @@
 
 mod channels;
 mod file;
+mod library;
 mod managed;
 mod manager;
 mod overlay;
@@ -67,6 +68,8 @@ pub struct AdminConfig {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Vec<SocketAddr>,
+    /// `--library`: the library listener.
+    pub library: Option<SocketAddr>,
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<bytesize::ByteSize>,
     pub origin: Option<http::Uri>,

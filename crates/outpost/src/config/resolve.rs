@@ -112,6 +112,7 @@ pub(super) fn resolve(
 fn resolve_file(r: &mut Resolver<'_>, file: &FileConfig, overrides: &Overrides) -> Resolved {
     let store = store_config(r, file, overrides);
     let mut proxy = proxy_config(r, file, overrides);
+    proxy.library = super::library::library_config(r, &file.library, overrides, &proxy);
     proxy.wan = wan_policy(r, &file.wan);
     let channels = super::channels::channel_configs(r, file, store.max_bytes, &mut proxy);
     proxy.wan.bulk_receive_buffer = WanPolicy::receive_buffer_for(slowest_limit(&proxy, &channels));
@@ -330,6 +331,7 @@ fn proxy_config(r: &mut Resolver<'_>, file: &FileConfig, overrides: &Overrides) 
         wan: WanPolicy::default(),
         local_clock: local_clock(),
         host_aliases: HashMap::new(),
+        library: Default::default(),
     }
 }
 

@@ -15,4 +15,5 @@ mod drain;
 mod fleet_cli;
 mod fleet_e2e;
 mod fleet_edge;
+mod library;
 mod signals;

@@ -71,6 +71,12 @@ impl Serve {
         self.logged_address("admin API listening", "admin=")
     }
 
+    /// Waits (up to 30 s) for the line saying the library listener
+    /// listens; its address.
+    pub fn library_listening(&self) -> SocketAddr {
+        self.logged_address("library listener", "addr=")
+    }
+
     /// The address after `field` on the first line containing `marker`.
     fn logged_address(&self, marker: &str, field: &str) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(30);
