@@ -152,6 +152,8 @@ pub struct ProxyConfig {
     /// precedence over `CDN-Cache-Control`, which takes precedence over
     /// `Cache-Control`; both are removed from what clients receive.
     pub targeted_cache_control: Option<http::HeaderName>,
+    /// The library listener and what it serves (`[library]`).
+    pub library: crate::library::LibraryConfig,
 }
 
 /// Squid's `Safe_ports`, less the ports of protocols the edge does not
@@ -238,6 +240,7 @@ impl Default for ProxyConfig {
             forward_ports: default_forward_ports(),
             drain: Duration::from_secs(30),
             targeted_cache_control: None,
+            library: crate::library::LibraryConfig::default(),
         }
     }
 }

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Route};
 use crate::h1::{self, LogUrl, ReqBody, Tunnel};
+use crate::library::Library;
+use crate::local::LocalSite;
 use crate::serve::{EdgeBody, empty_body, error_response};
 use crate::sys;
 use crate::upstream::Reach;
@@ -38,7 +40,20 @@ struct Conn {
 pub struct Server {
     engine: Arc<Engine>,
     listeners: Vec<TcpListener>,
+    /// The library listener (`[library] listen`), when configured.
+    library: Option<TcpListener>,
+    /// Who answers the library listener's site-library requests.
+    site: Arc<dyn LocalSite>,
     open: Arc<OpenConnections>,
+}
+
+/// What a listener is for.
+#[derive(Clone)]
+enum Role {
+    /// The proxy: forward, transparent, reverse and CONNECT.
+    Proxy,
+    /// The edge's own web listener for PCs (PAC, DO, DNS mode, library).
+    Library(Arc<Library>),
 }
 
 /// The client connections being served, so that a stopping edge can wait
@@ -100,11 +115,36 @@ impl Server {
             }
             listeners.push(listener);
         }
+        let library = match engine.config.library.listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot listen on {addr} (library): {e}"))
+                })?;
+                if let Ok(bound) = listener.local_addr() {
+                    engine.upstream.guard.add_own_address(bound);
+                }
+                Some(listener)
+            }
+            None => None,
+        };
         Ok(Self {
             engine,
             listeners,
+            library,
+            site: Arc::new(crate::local::NoLocalSite),
             open: Arc::default(),
         })
+    }
+
+    /// Hands the library listener's site-library requests to `site` (by
+    /// default they are all 404).
+    pub fn set_local_site(&mut self, site: Arc<dyn LocalSite>) {
+        self.site = site;
+    }
+
+    /// The library listener's address, when there is one.
+    pub fn library_addr(&self) -> Option<SocketAddr> {
+        self.library.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The connections this server serves, counted until each closes
@@ -127,13 +167,27 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) {
         let limit = Arc::new(Semaphore::new(self.engine.config.max_connections.max(1)));
         let mut tasks = Vec::new();
-        for listener in self.listeners {
+        let mut listeners: Vec<(TcpListener, Role)> = Vec::new();
+        if let Some(listener) = self.library {
+            // The PAC file's proxy, unless configured: the proxy listener,
+            // when it is an address PCs can use.
+            let proxy = self
+                .listeners
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .find(|a| !a.ip().is_unspecified())
+                .map(|a| a.to_string());
+            let library = Library::new(&self.engine, self.site.clone(), proxy);
+            listeners.push((listener, Role::Library(Arc::new(library))));
+        }
+        listeners.extend(self.listeners.into_iter().map(|l| (l, Role::Proxy)));
+        for (listener, role) in listeners {
             let engine = self.engine.clone();
             let shutdown = shutdown.clone();
             let limit = limit.clone();
             let open = self.open.clone();
             tasks.push(tokio::spawn(async move {
-                accept_loop(listener, engine, shutdown, limit, open).await
+                accept_loop(listener, role, engine, shutdown, limit, open).await
             }));
         }
         for t in tasks {
@@ -144,6 +198,7 @@ impl Server {
 
 async fn accept_loop(
     listener: TcpListener,
+    role: Role,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
     limit: Arc<Semaphore>,
@@ -184,8 +239,9 @@ async fn accept_loop(
         let engine = engine.clone();
         let shutdown = shutdown.clone();
         let counted = open.opened();
+        let role = role.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, engine, shutdown).await;
+            serve_connection(stream, peer, role, engine, shutdown).await;
             drop(permit);
             drop(counted);
         });
@@ -285,10 +341,22 @@ fn allowed(engine: &Engine, ip: IpAddr) -> bool {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    role: Role,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    if let Role::Library(library) = role {
+        let h1 = engine.config.h1.clone();
+        let log = engine.access_log().map(|l| (l, peer.ip()));
+        h1::serve(stream, &h1, shutdown, log, &engine.served, |req| {
+            let engine = engine.clone();
+            let library = library.clone();
+            async move { crate::library::dispatch(engine, library, req, peer).await }
+        })
+        .await;
+        return;
+    }
     let conn = Conn {
         peer,
         original_dst: sys::original_destination(&stream),

@@ -16,6 +16,7 @@ mod forward;
 mod get;
 mod revalidate;
 mod route;
+mod stored;
 
 use collapse::PendingMap;
 pub(crate) use collapse::{Collapsed, Outcome};
@@ -274,22 +275,8 @@ impl Engine {
         if read {
             // First of all: no way around a quarantine, not even one that
             // sends the request straight to the origin.
-            let quarantined = lock(&self.quarantined)
-                .get(vary::url_part(route.key.as_str()))
-                .cloned();
-            if let Some(reason) = quarantined {
-                // Serving it, even from the origin, would hand PCs a package
-                // that is not the one the admin published.
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                let mut resp = error_response(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("quarantined by pre-positioning: {reason}"),
-                );
-                resp.headers_mut().insert(
-                    "x-outpost-quarantine",
-                    HeaderValue::from_static("digest-mismatch"),
-                );
-                return marked(resp, CacheStatus::Edge);
+            if let Some(refusal) = self.quarantine_refusal(&route.key) {
+                return refusal;
             }
         }
         // A file a manifest gives a digest for is served only from a copy
@@ -351,6 +338,25 @@ impl Engine {
             self.invalidate(&route, resp.headers());
         }
         resp
+    }
+
+    /// The answer to a read of `key` while its URL is quarantined.
+    fn quarantine_refusal(&self, key: &CacheKey) -> Option<Response<EdgeBody>> {
+        let reason = lock(&self.quarantined)
+            .get(vary::url_part(key.as_str()))
+            .cloned()?;
+        // Serving it, even from the origin, would hand PCs a package that
+        // is not the one the admin published.
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        let mut resp = error_response(
+            StatusCode::BAD_GATEWAY,
+            &format!("quarantined by pre-positioning: {reason}"),
+        );
+        resp.headers_mut().insert(
+            "x-outpost-quarantine",
+            HeaderValue::from_static("digest-mismatch"),
+        );
+        Some(marked(resp, CacheStatus::Edge))
     }
 
     /// RFC 9111 section 4.4: a successful unsafe request invalidates the

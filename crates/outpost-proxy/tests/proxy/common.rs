@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Edge {
     pub addr: SocketAddr,
+    /// The library listener, when the configuration has one.
+    pub library: Option<SocketAddr>,
     pub engine: Arc<Engine>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -58,9 +60,40 @@ impl Edge {
 
     /// The same, judging freshness by `clock`.
     pub async fn start_with_clock(
+        config: ProxyConfig,
+        store: StoreConfig,
+        clock: Arc<dyn outpost_proxy::Clock>,
+    ) -> Self {
+        Self::start_full(config, store, clock, None).await
+    }
+
+    /// An edge over a store in `dir` (loopback origins allowed) with a
+    /// library listener on loopback whose site-library requests go to
+    /// `site`.
+    pub async fn start_library(
+        dir: &std::path::Path,
+        mut config: ProxyConfig,
+        site: Arc<dyn outpost_proxy::LocalSite>,
+    ) -> Self {
+        if config.internal_destinations.is_empty() {
+            config.internal_destinations = vec!["127.0.0.0/8".parse().unwrap()];
+        }
+        config.library.listen = Some("127.0.0.1:0".parse().unwrap());
+        let store = StoreConfig::new(dir, 1 << 34);
+        Self::start_full(
+            config,
+            store,
+            Arc::new(outpost_proxy::SystemClock),
+            Some(site),
+        )
+        .await
+    }
+
+    async fn start_full(
         mut config: ProxyConfig,
         store: StoreConfig,
         clock: Arc<dyn outpost_proxy::Clock>,
+        site: Option<Arc<dyn outpost_proxy::LocalSite>>,
     ) -> Self {
         // RUST_LOG=outpost_proxy=debug shows the edge's own account of a failing test.
         let _ = tracing_subscriber::fmt()
@@ -70,12 +103,17 @@ impl Edge {
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         let store = Store::open(store).expect("open store");
         let engine = Engine::with_clock(config, store, clock);
-        let server = Server::bind(engine.clone()).await.expect("bind");
+        let mut server = Server::bind(engine.clone()).await.expect("bind");
+        if let Some(site) = site {
+            server.set_local_site(site);
+        }
         let addr = server.local_addrs()[0];
+        let library = server.library_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         Self {
             addr,
+            library,
             engine,
             shutdown,
             task,

@@ -8,6 +8,7 @@ mod common;
 
 mod client_limits;
 mod collapse;
+mod library;
 mod lookup;
 mod modes;
 mod resume;
