@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(e["state"], "syncing");
         assert_eq!(e["percent"], 40);
         assert_eq!(e["href"], "/pkgs/d/x");
-        assert_eq!(e["modified"], "2026-11-19T08:53:20Z");
+        assert_eq!(e["modified"], "2026-11-18T11:06:40Z");
         let root: Value = serde_json::from_slice(&listing_json(&[], &[])).unwrap();
         assert_eq!(root["parent"], Value::Null);
         assert_eq!(root["path"], "/");

@@ -22,7 +22,6 @@
 mod browse;
 mod dav;
 mod method;
-mod site;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,7 +34,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use outpost_channel::{Channels, FileState, LibraryNode, parse_library_path};
 
-pub use site::{LocalAnswer, LocalBody, LocalSite};
+pub use outpost_proxy::local::{LocalAnswer, LocalBody, LocalSite};
 
 use crate::dav::{Snapshot, ViewFs};
 use crate::method::Action;
@@ -135,15 +134,10 @@ impl Library {
         {
             return finite_depth_error();
         }
-        // "OPTIONS *" asks about the server: the root answers for it.
-        let star = request.uri().path() == "*";
-        let segments = if star {
-            Vec::new()
-        } else {
-            match parse_library_path(request.uri().path()) {
-                Ok(path) => path.segments,
-                Err(e) => return refused(e),
-            }
+        // ("OPTIONS *" never gets here: the listener refuses it.)
+        let segments = match parse_library_path(request.uri().path()) {
+            Ok(path) => path.segments,
+            Err(e) => return refused(e),
         };
         let snapshot = match segments.first() {
             None => Snapshot::Root(
@@ -167,10 +161,7 @@ impl Library {
             .methods(allowed)
             .build_handler();
         let (parts, body) = request.into_parts();
-        let mut request = Request::from_parts(parts, http_body_util::Full::new(body));
-        if star {
-            *request.uri_mut() = http::Uri::from_static("/");
-        }
+        let request = Request::from_parts(parts, http_body_util::Full::new(body));
         let is_options = request.method() == Method::OPTIONS;
         let (mut parts, body) = handler.handle(request).await.into_parts();
         // Multistatus bodies are small; whole, they go out with a
@@ -195,7 +186,7 @@ impl Library {
                 .insert(ALLOW, HeaderValue::from_static(method::ALLOW));
         }
         parts.headers.remove(http::header::CONTENT_LENGTH);
-        Response::from_parts(parts, site::full(body))
+        Response::from_parts(parts, outpost_proxy::local::full(body))
     }
 }
 
@@ -289,7 +280,7 @@ fn bytes_response(
     content_type: &'static str,
     body: Vec<u8>,
 ) -> Response<LocalBody> {
-    let mut resp = Response::new(site::full(body));
+    let mut resp = Response::new(outpost_proxy::local::full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -1,5 +1,6 @@
 //! The one harness: a package folder on the fake origin, an edge that
-//! synced it as channel "packages", and the library listener in front.
+//! synced it as channel "packages" (and a manifest as "tools"), and the
+//! edge's own library listener serving the library.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,17 +97,17 @@ impl Site {
         let origin = Origin::start().await;
         publish(&origin);
         let dir = tempfile::tempdir().unwrap();
-        let config = ProxyConfig {
+        let mut config = ProxyConfig {
             internal_destinations: vec!["127.0.0.0/8".parse().unwrap()],
             listen: vec!["127.0.0.1:0".parse().unwrap()],
             ..Default::default()
         };
+        config.library.listen = Some("127.0.0.1:0".parse().unwrap());
         let store = Store::open(StoreConfig::new(dir.path(), 1 << 30)).expect("open store");
         let engine = Engine::new(config, store);
-        let server = Server::bind(engine.clone()).await.expect("bind");
+        let mut server = Server::bind(engine.clone()).await.expect("bind");
         let proxy = server.local_addrs()[0];
-        let shutdown = CancellationToken::new();
-        tokio::spawn(server.run(shutdown.clone()));
+        let addr = server.library_addr().expect("a library listener");
         let channel = |name: &str, source: &str, kind| ChannelConfig {
             name: name.into(),
             source: url::Url::parse(&origin.url(source)).unwrap(),
@@ -134,8 +135,9 @@ impl Site {
                 .expect("sync finishes")
                 .unwrap();
         }
-        let library = Library::new(channels.clone());
-        let addr = crate::support::listener::start(library, proxy, shutdown.clone()).await;
+        server.set_local_site(Arc::new(Library::new(channels)));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(server.run(shutdown.clone()));
         Self {
             origin,
             engine,
@@ -251,94 +253,6 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -
 
 pub async fn get(site: &Site, path: &str, headers: &[(&str, &str)]) -> Raw {
     raw(site.addr, &request("GET", path, headers, "")).await
-}
-
-pub mod listener {
-    //! A stand-in for the edge's library listener (issue 14, i14-edge)
-    //! until it lands: local answers written as they are, stored answers
-    //! fetched through the edge's proxy port as a hit.
-
-    use super::*;
-    use http::{Request, Response};
-    use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
-    use outpost_library::{LocalAnswer, LocalSite};
-    use tokio::net::TcpListener;
-
-    type Body = UnsyncBoxBody<Bytes, std::io::Error>;
-
-    pub async fn start(
-        library: Library,
-        proxy: SocketAddr,
-        shutdown: CancellationToken,
-    ) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let library = Arc::new(library);
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
-                    _ = shutdown.cancelled() => return,
-                };
-                let library = library.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let library = library.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(serve(&library, proxy, req).await)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        addr
-    }
-
-    async fn serve(
-        library: &Library,
-        proxy: SocketAddr,
-        req: Request<hyper::body::Incoming>,
-    ) -> Response<Body> {
-        let (parts, body) = req.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        let method = parts.method.clone();
-        let client_headers = parts.headers.clone();
-        match library.handle(Request::from_parts(parts, body)).await {
-            LocalAnswer::Response(resp) => resp,
-            LocalAnswer::Stored { url, headers } => {
-                let stream = TcpStream::connect(proxy).await.unwrap();
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
-                let mut r = Request::builder().method(method).uri(url.clone());
-                for (n, v) in &client_headers {
-                    if n.as_str().starts_with("if-") || n == "range" {
-                        r = r.header(n, v);
-                    }
-                }
-                let r = r
-                    .header("host", url.authority().unwrap().as_str())
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-                let resp = sender.send_request(r).await.unwrap();
-                let (mut parts, body) = resp.into_parts();
-                parts.headers.extend(headers);
-                Response::from_parts(parts, body.map_err(std::io::Error::other).boxed_unsync())
-            }
-        }
-    }
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

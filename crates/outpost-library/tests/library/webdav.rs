@@ -48,7 +48,6 @@ async fn options_says_dav_1_2_and_ms_author_via_at_every_level() {
         "/packages/",
         "/packages/drivers/",
         "/packages/setup.msi",
-        "*",
     ] {
         let resp = raw(
             site.addr,
