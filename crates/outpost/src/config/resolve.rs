@@ -330,6 +330,7 @@ fn proxy_config(r: &mut Resolver<'_>, file: &FileConfig, overrides: &Overrides) 
         wan: WanPolicy::default(),
         local_clock: local_clock(),
         host_aliases: HashMap::new(),
+        library: Default::default(),
     }
 }
 
