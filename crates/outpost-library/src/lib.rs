@@ -79,16 +79,16 @@ impl Library {
                 .channels
                 .names()
                 .into_iter()
-                .filter_map(|name| self.channels.library_channel(&name))
-                .map(|c| browse::Row::Folder {
-                    href: browse::href(std::slice::from_ref(&c.name), true),
-                    folder: c.summary(),
-                    source: Some(c.source),
+                .filter_map(|name| self.channels.library_summary(&name))
+                .map(|(folder, source)| browse::Row::Folder {
+                    href: browse::href(std::slice::from_ref(&folder.name), true),
+                    folder,
+                    source: Some(source),
                 })
                 .collect();
             return LocalAnswer::Response(page(format, &[], &rows));
         };
-        let Some(channel) = self.channels.library_channel(name) else {
+        let Some(channel) = self.channels.library_channel_under(name, rel) else {
             return LocalAnswer::Response(not_found());
         };
         match channel.lookup(rel) {
@@ -144,11 +144,11 @@ impl Library {
                 self.channels
                     .names()
                     .into_iter()
-                    .filter_map(|n| self.channels.library_channel(&n))
-                    .map(|c| c.summary())
+                    .filter_map(|n| self.channels.library_summary(&n))
+                    .map(|(folder, _)| folder)
                     .collect(),
             ),
-            Some(name) => match self.channels.library_channel(name) {
+            Some(name) => match self.channels.library_channel_under(name, &segments[1..]) {
                 Some(channel) => Snapshot::Channel(channel),
                 None => Snapshot::Root(Vec::new()),
             },
