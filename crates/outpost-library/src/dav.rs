@@ -1,5 +1,8 @@
 //! The read-only WebDAV file system dav-server lists: folders and files of
-//! a copy of the library view, taken for one request. It answers metadata
+//! a copy of the library view, taken for one request. It shows only files
+//! a client can open (present in the store): a share that lists a syncing
+//! or quarantined file would fail the copy Explorer starts from it; the
+//! pages and JSON show every state. It answers metadata
 //! and directory listings only; opening a file is refused (downloads go
 //! through the engine, see `lib.rs`), as is every change.
 
@@ -13,7 +16,7 @@ use dav_server::fs::{
     DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError, FsFuture, FsResult,
     FsStream, OpenOptions, ReadDirMeta,
 };
-use outpost_channel::{LibraryChannel, LibraryEntry, LibraryFolder, LibraryNode};
+use outpost_channel::{FileState, LibraryChannel, LibraryEntry, LibraryFolder, LibraryNode};
 
 use crate::browse::escape;
 
@@ -52,6 +55,9 @@ impl ViewFs {
             (Snapshot::Channel(channel), [name, rel @ ..]) if *name == channel.name => {
                 let rel: Vec<String> = rel.iter().map(|s| s.to_string()).collect();
                 match channel.lookup(&rel).ok_or(FsError::NotFound)? {
+                    LibraryNode::File(file) if file.state != FileState::Present => {
+                        Err(FsError::NotFound)
+                    }
                     LibraryNode::File(file) => Ok((
                         Meta::file(file.len, file.modified, file.etag.as_deref()),
                         Vec::new(),
@@ -60,6 +66,10 @@ impl ViewFs {
                         let mut newest = None;
                         let list = entries
                             .iter()
+                            .filter(|e| match e {
+                                LibraryEntry::File(f) => f.state == FileState::Present,
+                                LibraryEntry::Folder(_) => true,
+                            })
                             .map(|e| match e {
                                 LibraryEntry::Folder(f) => {
                                     newest = newest.max(f.modified);

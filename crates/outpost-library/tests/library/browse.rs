@@ -27,6 +27,10 @@ async fn the_root_lists_channels_and_every_folder_is_a_page_in_html_and_json() {
     assert_eq!(channel["name"], "packages");
     assert_eq!(channel["href"], "/packages/");
     assert_eq!(channel["files"], 4);
+    assert_eq!(
+        json["entries"][1]["files"], 2,
+        "tools: tool.exe and bad.exe"
+    );
     let total: usize = files().iter().map(|(_, b)| b.len()).sum();
     assert_eq!(channel["size"], total);
     assert_eq!(channel["source"], site.origin.url("/pkgs/"));
@@ -60,9 +64,10 @@ async fn the_root_lists_channels_and_every_folder_is_a_page_in_html_and_json() {
     let (name, body) = tool();
     let tools: Value =
         serde_json::from_slice(&get(&site, "/tools/?format=json", &[]).await.body).unwrap();
-    assert_eq!(tools["entries"][0]["name"], name);
+    // bad.exe, then tool.exe: files by name.
+    assert_eq!(tools["entries"][1]["name"], name);
     assert_eq!(
-        tools["entries"][0]["sha256"].as_str(),
+        tools["entries"][1]["sha256"].as_str(),
         Some(sha256_hex(&body).as_str())
     );
     assert!(
@@ -192,4 +197,28 @@ async fn writes_are_403_and_other_methods_405_with_allow() {
     }
     let reply = get(&site, "/packages/setup.msi", &[]).await;
     assert_eq!(reply.body, files()[0].1.as_ref(), "the file is unchanged");
+}
+
+#[tokio::test]
+async fn a_quarantined_file_is_listed_as_such_and_never_served() {
+    let site = Site::synced().await;
+    let json: Value =
+        serde_json::from_slice(&get(&site, "/tools/?format=json", &[]).await.body).unwrap();
+    let bad = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "bad.exe")
+        .expect("bad.exe is listed")
+        .clone();
+    assert_eq!(bad["state"], "quarantined", "{json}");
+    let resp = get(&site, "/tools/bad.exe", &[]).await;
+    assert_eq!(resp.status, 404);
+    assert!(resp.text().contains("SHA-256"), "{}", resp.text());
+    assert!(
+        get(&site, "/tools/", &[])
+            .await
+            .text()
+            .contains("class=\"quarantined\"")
+    );
 }

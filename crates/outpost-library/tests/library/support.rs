@@ -69,9 +69,19 @@ pub fn publish(origin: &Origin) {
         &format!("/tools/{name}"),
         Resource::new(body.clone()).no_cache_headers(),
     );
+    // bad.exe's digest is not its body's: the sync quarantines it.
+    origin.put(
+        "/tools/bad.exe",
+        Resource::new(content(10_000, 10)).no_cache_headers(),
+    );
     origin.put(
         "/tools/SHA256SUMS",
-        Resource::new(Bytes::from(format!("{}  {name}\n", sha256_hex(&body)))).no_cache_headers(),
+        Resource::new(Bytes::from(format!(
+            "{}  {name}\n{}  bad.exe\n",
+            sha256_hex(&body),
+            "0".repeat(64)
+        )))
+        .no_cache_headers(),
     );
 }
 

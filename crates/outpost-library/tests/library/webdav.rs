@@ -176,3 +176,15 @@ async fn windows_get_with_translate_f_is_the_file_from_the_store() {
     assert_eq!(resp.body, files()[2].1.as_ref());
     assert_eq!(site.origin_gets("drivers/gpu/gpu.exe"), before);
 }
+
+#[tokio::test]
+async fn the_share_lists_only_files_a_client_can_open() {
+    let site = Site::synced().await;
+    let resp = propfind(&site, "/tools/", &windows("1"), "").await;
+    assert_eq!(resp.status, 207);
+    let xml = resp.text();
+    let hrefs: Vec<String> = responses(&xml).into_iter().map(|(h, _)| h).collect();
+    assert_eq!(hrefs, ["/tools/", "/tools/tool.exe"], "{xml}");
+    let bad = propfind(&site, "/tools/bad.exe", &windows("0"), "").await;
+    assert_eq!(bad.status, 404);
+}
