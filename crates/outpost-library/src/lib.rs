@@ -63,7 +63,14 @@ impl Library {
                 StatusCode::FORBIDDEN,
                 "the library is a read-only share\n",
             )),
-            Action::Read => self.read(&request),
+            // The view is read from SQLite and the store's index: off the
+            // runtime's workers.
+            Action::Read => {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.read(&request))
+                    .await
+                    .unwrap_or_else(|e| LocalAnswer::Response(internal_error(&e)))
+            }
             Action::Dav => LocalAnswer::Response(self.dav(request).await),
         }
     }
@@ -139,19 +146,25 @@ impl Library {
             Ok(path) => path.segments,
             Err(e) => return refused(e),
         };
-        let snapshot = match segments.first() {
+        let channels = self.channels.clone();
+        let snapshot = tokio::task::spawn_blocking(move || match segments.first() {
             None => Snapshot::Root(
-                self.channels
+                channels
                     .names()
                     .into_iter()
-                    .filter_map(|n| self.channels.library_summary(&n))
+                    .filter_map(|n| channels.library_summary(&n))
                     .map(|(folder, _)| folder)
                     .collect(),
             ),
-            Some(name) => match self.channels.library_channel_under(name, &segments[1..]) {
+            Some(name) => match channels.library_channel_under(name, &segments[1..]) {
                 Some(channel) => Snapshot::Channel(channel),
                 None => Snapshot::Root(Vec::new()),
             },
+        })
+        .await;
+        let snapshot = match snapshot {
+            Ok(snapshot) => snapshot,
+            Err(e) => return internal_error(&e),
         };
         let mut allowed = DavMethodSet::none();
         allowed.add(dav_server::DavMethod::Options);
@@ -168,10 +181,7 @@ impl Library {
         // Content-Length, which the Windows WebClient handles best.
         let body = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                tracing::warn!(error = %e, "library: WebDAV answer failed");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
-            }
+            Err(e) => return internal_error(&e),
         };
         if is_options {
             // Class 1 and 2 is what the Windows WebClient looks for; the
@@ -298,6 +308,11 @@ fn text(status: StatusCode, message: &str) -> Response<LocalBody> {
         "text/plain; charset=utf-8",
         message.as_bytes().to_vec(),
     )
+}
+
+fn internal_error(error: &dyn std::fmt::Display) -> Response<LocalBody> {
+    tracing::warn!(error = %error, "library: answer failed");
+    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
 }
 
 fn not_found() -> Response<LocalBody> {
