@@ -222,3 +222,68 @@ async fn a_quarantined_file_is_listed_as_such_and_never_served() {
             .contains("class=\"quarantined\"")
     );
 }
+
+#[tokio::test]
+async fn a_file_being_synced_shows_its_progress_then_becomes_a_download() {
+    let site = Site::synced().await;
+    let slow = outpost_testkit::content(2_000_000, 77);
+    site.origin.put(
+        "/pkgs/slow.bin",
+        outpost_testkit::Resource::new(slow.clone())
+            .no_cache_headers()
+            .rate(1_000_000),
+    );
+    site.origin.put(
+        "/pkgs/",
+        listing(
+            "/pkgs/",
+            &[
+                "drivers/".into(),
+                "readme.txt".into(),
+                "setup.msi".into(),
+                "slow.bin".into(),
+            ],
+        ),
+    );
+    let run = site.channels.sync("packages").unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let percent = loop {
+        let json: Value =
+            serde_json::from_slice(&get(&site, "/packages/?format=json", &[]).await.body).unwrap();
+        let entry = json["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "slow.bin")
+            .cloned();
+        if let Some(e) = entry
+            && e["state"] == "syncing"
+            && e["percent"].as_u64().is_some_and(|p| p > 0)
+        {
+            break e["percent"].as_u64().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never seen syncing: {json}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(percent < 100, "{percent}");
+    let html = get(&site, "/packages/", &[]).await.text();
+    assert!(html.contains("syncing "), "{html}");
+    let early = get(&site, "/packages/slow.bin", &[]).await;
+    assert_eq!(early.status, 404);
+    assert!(early.text().contains("syncing"), "{}", early.text());
+
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        site.channels.wait("packages", run),
+    )
+    .await
+    .expect("sync finishes")
+    .unwrap();
+    let done = get(&site, "/packages/slow.bin", &[]).await;
+    assert_eq!(done.status, 200);
+    assert_eq!(done.body, slow.as_ref());
+}

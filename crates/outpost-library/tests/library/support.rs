@@ -27,7 +27,7 @@ pub fn files() -> Vec<(&'static str, Bytes)> {
     ]
 }
 
-fn listing(dir: &str, entries: &[String]) -> Resource {
+pub fn listing(dir: &str, entries: &[String]) -> Resource {
     let mut html = format!("<html><head><title>Index of {dir}</title></head><body><pre>\n");
     for name in entries {
         let href = name.replace(' ', "%20");
@@ -92,6 +92,7 @@ pub fn tool() -> (&'static str, Bytes) {
 
 pub struct Site {
     pub origin: Origin,
+    pub channels: Arc<Channels>,
     pub engine: Arc<Engine>,
     /// The library listener.
     pub addr: SocketAddr,
@@ -145,11 +146,12 @@ impl Site {
                 .expect("sync finishes")
                 .unwrap();
         }
-        server.set_local_site(Arc::new(Library::new(channels)));
+        server.set_local_site(Arc::new(Library::new(channels.clone())));
         let shutdown = CancellationToken::new();
         tokio::spawn(server.run(shutdown.clone()));
         Self {
             origin,
+            channels,
             engine,
             addr,
             proxy,
