@@ -7,20 +7,24 @@
 #           (Microsoft-WebDAV-MiniRedir, translate: f) after its PROPFIND;
 #   rclone  `rclone cat` of the file over an inline :webdav remote
 #           (PROPFIND + GET), when rclone is installed.
-# Each is run ROUNDS times, alternating; the median rate of each and its
-# ratio to the hit's are printed. The first round of each also compares
-# the bytes (SHA-256) with the hit's. Everything is on loopback and the
+# Each is run ROUNDS times, interleaved (the order rotates each round);
+# the median rate of each and its ratio to the hit's are printed. Before
+# that, each path's bytes are compared (SHA-256) with the hit's. Everything is on loopback and the
 # file is in the page cache: this measures the serving paths, not a disk.
 #
 # The edge is crates/outpost-library/examples/library_bench.rs (the same
 # proxy server and library the binary runs; its own origin and channel).
 #
-#   bench/library.sh                 # 1 GiB, 5 rounds
-#   MIB=256 ROUNDS=3 bench/library.sh
+# Then it times listings of a folder of SMALL (default 5000) files: the
+# WebClient's PROPFIND Depth 1 (allprop) and the JSON page.
+#
+#   bench/library.sh                 # 1 GiB, 5 rounds, 5000 small files
+#   MIB=256 ROUNDS=3 SMALL=0 bench/library.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB=${MIB:-1024}
 ROUNDS=${ROUNDS:-5}
+SMALL=${SMALL:-5000}
 BIN=target/release/examples/library_bench
 if [ ! -x "$BIN" ]; then
   CARGO_INCREMENTAL=0 cargo build --release -p outpost-library --example library_bench
@@ -29,7 +33,7 @@ DIR=$(mktemp -d "${TMPDIR:-/var/tmp}/outpost-library-bench.XXXXXX")
 trap 'rm -rf "$DIR"' EXIT
 : > "$DIR/rclone.conf"
 
-coproc EDGE { exec "$BIN" "$MIB" "$DIR"; }
+coproc EDGE { exec "$BIN" "$MIB" "$DIR" "$SMALL"; }
 read -r line <&"${EDGE[0]}"
 case "$line" in READY*) ;; *) echo "edge did not start: $line" >&2; exit 1 ;; esac
 for kv in $line; do
@@ -80,7 +84,9 @@ echo "bytes: every path gives the hit's SHA-256 (${want%% *})"
 
 declare -A RATES
 for r in $(seq 1 "$ROUNDS"); do
-  for m in "${MODES[@]}"; do
+  # Each round starts with the next mode: none is always first or last.
+  k=$(( (r - 1) % ${#MODES[@]} ))
+  for m in "${MODES[@]:k}" "${MODES[@]:0:k}"; do
     read -r n s < <(fetch "$m")
     [ "$n" -eq "$SIZE" ] || { echo "$m: got $n bytes, not $SIZE" >&2; exit 1; }
     RATES[$m]+="$(echo "$n / $s / 1048576" | bc -l) "
@@ -94,6 +100,20 @@ for m in "${MODES[@]}"; do
   med=$(echo "${RATES[$m]}" | median)
   printf '%-8s %12.0f %8.3f\n' "$m" "$med" "$(echo "$med / $HIT" | bc -l)"
 done
+
+if [ "$SMALL" -gt 0 ]; then
+  ALLPROP='<?xml version="1.0" encoding="utf-8" ?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
+  for r in 1 2 3; do
+    read -r code n s < <(curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}\n' -X PROPFIND \
+      -H 'Depth: 1' -H 'translate: f' -A "$MINIREDIR" --data "$ALLPROP" "http://$LIBRARY/bench/many/")
+    [ "$code" = 207 ] || { echo "PROPFIND: $code" >&2; exit 1; }
+    printf 'PROPFIND Depth 1, %s files: %6.0f ms, %s bytes\n' "$SMALL" "$(echo "$s * 1000" | bc -l)" "$n"
+    read -r code n s < <(curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}\n' \
+      "http://$LIBRARY/bench/many/?format=json")
+    [ "$code" = 200 ] || { echo "JSON page: $code" >&2; exit 1; }
+    printf 'JSON page,        %s files: %6.0f ms, %s bytes\n' "$SMALL" "$(echo "$s * 1000" | bc -l)" "$n"
+  done
+fi
 
 exec {EDGE[1]}>&-
 wait "$EDGE_PID" 2>/dev/null || true

@@ -4,7 +4,10 @@
 //! nothing until stdin closes. Prints one line for the script:
 //! `READY proxy=ADDR library=ADDR url=ORIGIN_URL path=/bench/FILE`.
 //!
-//! cargo run --release -p outpost-library --example library_bench -- SIZE_MIB DIR
+//! With SMALL_FILES > 0 the channel also holds that many 1 KiB files in
+//! one folder, `/bench/many/`, for timing folder listings.
+//!
+//! cargo run --release -p outpost-library --example library_bench -- SIZE_MIB DIR [SMALL_FILES]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         args.next()
             .unwrap_or_else(|| "/tmp/outpost-library-bench".into()),
     );
+    let small: usize = args.next().unwrap_or_else(|| "0".into()).parse()?;
     std::fs::create_dir_all(&dir)?;
 
     let origin = Origin::start().await;
@@ -33,13 +37,30 @@ async fn main() -> anyhow::Result<()> {
         "/bench/big.bin",
         Resource::new(content(mib << 20, 7)).no_cache_headers(),
     );
+    let mut top = String::from("<a href=\"big.bin\">big.bin</a>\n");
+    if small > 0 {
+        top.push_str("<a href=\"many/\">many/</a>\n");
+        let mut many = String::new();
+        for i in 0..small {
+            let name = format!("f{i:06}.txt");
+            origin.put(
+                &format!("/bench/many/{name}"),
+                Resource::new(content(1024, i as u64)).no_cache_headers(),
+            );
+            many.push_str(&format!("<a href=\"{name}\">{name}</a>\n"));
+        }
+        origin.put(
+            "/bench/many/",
+            Resource::new(bytes::Bytes::from(many))
+                .no_cache_headers()
+                .header("content-type", "text/html"),
+        );
+    }
     origin.put(
         "/bench/",
-        Resource::new(bytes::Bytes::from_static(
-            b"<a href=\"big.bin\">big.bin</a>",
-        ))
-        .no_cache_headers()
-        .header("content-type", "text/html"),
+        Resource::new(bytes::Bytes::from(top))
+            .no_cache_headers()
+            .header("content-type", "text/html"),
     );
     let mut config = ProxyConfig {
         internal_destinations: vec!["127.0.0.0/8".parse()?],
@@ -64,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         verify: true,
         aliases: Vec::new(),
         managed: false,
-        concurrency: 1,
+        concurrency: 8,
         limits: ChannelLimits::default(),
     };
     let channels = Channels::start(engine.clone(), vec![channel], &dir)?;
@@ -72,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let run = channels.sync("bench")?;
     tokio::time::timeout(Duration::from_secs(600), channels.wait("bench", run)).await??;
     eprintln!(
-        "synced {mib} MiB in {:.1} s",
+        "synced {mib} MiB and {small} small files in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     server.set_local_site(Arc::new(Library::new(channels)));
