@@ -183,6 +183,7 @@ impl Library {
             Ok(collected) => collected.to_bytes(),
             Err(e) => return internal_error(&e),
         };
+        let body = mark_files_read_only(body);
         if is_options {
             // Class 1 and 2 is what the Windows WebClient looks for; the
             // handler's "3, sabredav-partialupdate" promise writes this
@@ -308,6 +309,23 @@ fn text(status: StatusCode, message: &str) -> Response<LocalBody> {
         "text/plain; charset=utf-8",
         message.as_bytes().to_vec(),
     )
+}
+
+/// dav-server gives every file the Archive attribute alone (0x20); the
+/// share's files are read-only (0x01 too), which Explorer shows and Office
+/// heeds by opening documents read-only instead of failing to save.
+/// Folders keep theirs: on a Windows folder the read-only bit means a
+/// customised folder, not a read-only one.
+fn mark_files_read_only(body: Bytes) -> Bytes {
+    const FILE: &[u8] = b"Win32FileAttributes>00000020<";
+    if !body.windows(FILE.len()).any(|w| w == FILE) {
+        return body;
+    }
+    let text = String::from_utf8_lossy(&body).replace(
+        "Win32FileAttributes>00000020<",
+        "Win32FileAttributes>00000021<",
+    );
+    Bytes::from(text)
 }
 
 fn internal_error(error: &dyn std::fmt::Display) -> Response<LocalBody> {

@@ -188,3 +188,31 @@ async fn the_share_lists_only_files_a_client_can_open() {
     let bad = propfind(&site, "/tools/bad.exe", &windows("0"), "").await;
     assert_eq!(bad.status, 404);
 }
+
+#[tokio::test]
+async fn windows_sees_the_shares_files_as_read_only() {
+    let site = Site::synced().await;
+    let resp = propfind(&site, "/packages/", &windows("1"), ALLPROP).await;
+    assert_eq!(resp.status, 207);
+    let xml = resp.text();
+    let found = responses(&xml);
+    let setup = found
+        .iter()
+        .find(|(h, _)| h == "/packages/setup.msi")
+        .expect("setup.msi listed");
+    // Read-only and archive.
+    assert!(
+        setup.1.contains("Win32FileAttributes>00000021<"),
+        "{}",
+        setup.1
+    );
+    let drivers = found
+        .iter()
+        .find(|(h, _)| h == "/packages/drivers/")
+        .expect("drivers listed");
+    assert!(
+        drivers.1.contains("Win32FileAttributes>00000010<"),
+        "{}",
+        drivers.1
+    );
+}
