@@ -183,7 +183,7 @@ impl Library {
             Ok(collected) => collected.to_bytes(),
             Err(e) => return internal_error(&e),
         };
-        let body = mark_files_read_only(body);
+        let body = quote_etags(mark_files_read_only(body));
         if is_options {
             // Class 1 and 2 is what the Windows WebClient looks for; the
             // handler's "3, sabredav-partialupdate" promise writes this
@@ -328,6 +328,41 @@ fn mark_files_read_only(body: Bytes) -> Bytes {
     Bytes::from(text)
 }
 
+/// RFC 4918 section 15.6: `getetag` holds the entity-tag as the `ETag`
+/// header does, quotes included; dav-server writes it bare. Quoted, it is
+/// byte for byte the download's `ETag`, which clients that remember one
+/// to notice a change compare with the other.
+fn quote_etags(body: Bytes) -> Bytes {
+    const OPEN: &str = "<D:getetag>";
+    const CLOSE: &str = "</D:getetag>";
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return body;
+    };
+    if !text.contains(OPEN) {
+        return body;
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let value_at = start + OPEN.len();
+        let Some(len) = rest[value_at..].find(CLOSE) else {
+            break;
+        };
+        let value = &rest[value_at..value_at + len];
+        out.push_str(&rest[..value_at]);
+        if value.starts_with('"') || value.starts_with("W/") {
+            out.push_str(value);
+        } else {
+            out.push('"');
+            out.push_str(value);
+            out.push('"');
+        }
+        rest = &rest[value_at + len..];
+    }
+    out.push_str(rest);
+    Bytes::from(out)
+}
+
 fn internal_error(error: &dyn std::fmt::Display) -> Response<LocalBody> {
     tracing::warn!(error = %error, "library: answer failed");
     text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
@@ -349,4 +384,24 @@ fn finite_depth_error() -> Response<LocalBody> {
         "application/xml; charset=utf-8",
         b"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n".to_vec(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_are_quoted_once() {
+        let body = Bytes::from_static(
+            b"<D:getetag>v1</D:getetag><x/><D:getetag>\"q\"</D:getetag><D:getetag>W/\"w\"</D:getetag><D:getetag></D:getetag>",
+        );
+        assert_eq!(
+            quote_etags(body),
+            Bytes::from_static(
+                b"<D:getetag>\"v1\"</D:getetag><x/><D:getetag>\"q\"</D:getetag><D:getetag>W/\"w\"</D:getetag><D:getetag>\"\"</D:getetag>"
+            )
+        );
+        let untouched = Bytes::from_static(b"<D:multistatus/>");
+        assert_eq!(quote_etags(untouched.clone()), untouched);
+    }
 }

@@ -115,12 +115,18 @@ async fn windows_named_props_list_a_folder_with_sizes_dates_and_types() {
         "<D:getlastmodified>Mon, 02 Nov 2026 10:00:00 GMT</D:getlastmodified>",
         "<D:creationdate>2026-11-02T10:00:00",
         "<D:displayname>net card.cab</D:displayname>",
-        "<D:getetag>v1</D:getetag>",
+        "<D:getetag>\"v1\"</D:getetag>",
         "<D:resourcetype></D:resourcetype>",
         "<D:getcontenttype>",
     ] {
         assert!(cab.contains(expected), "{expected} in {cab}");
     }
+    let download = get(&site, "/packages/drivers/net%20card.cab", &[]).await;
+    assert_eq!(
+        download.header("etag"),
+        Some("\"v1\""),
+        "the same entity-tag"
+    );
     assert!(found[1].1.contains("<D:collection></D:collection>"));
     assert!(
         found[1].1.contains("<D:displayname>gpu</D:displayname>"),
