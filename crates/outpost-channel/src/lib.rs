@@ -22,12 +22,17 @@
 
 pub mod cron;
 pub mod filter;
+mod library_view;
 pub mod listing;
 mod state;
 mod sync;
 
 pub use cron::{CronError, CronSchedule};
 pub use filter::PathFilter;
+pub use library_view::{
+    FileState, LibraryChannel, LibraryEntry, LibraryFile, LibraryFolder, LibraryNode, LibraryPath,
+    LibraryPathError, library_path_of, parse_library_path,
+};
 pub use sync::{
     ActiveFile, ChannelConfig, ChannelLimits, ChannelStatus, Channels, FileProblem, LimitHit,
     RunProgress, RunSummary, SourceKind,

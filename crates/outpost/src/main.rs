@@ -340,7 +340,11 @@ async fn run(
         engine.add_own_address(addr);
         tracing::info!(admin = %addr, "admin API listening");
     }
-    let server = Server::bind(engine.clone()).await?;
+    let mut server = Server::bind(engine.clone()).await?;
+    // The library listener's site library: browse, downloads, WebDAV.
+    server.set_local_site(std::sync::Arc::new(outpost_library::Library::new(
+        channels.clone(),
+    )));
     admin.set_listeners(server.local_addrs());
     for addr in server.local_addrs() {
         match &engine.config.origin {

@@ -4,6 +4,7 @@
 //! `run` (one run and its files), `status` (what the admin API shows).
 
 mod budget;
+mod library;
 mod report;
 mod run;
 mod source;
