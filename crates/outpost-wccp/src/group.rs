@@ -11,11 +11,13 @@
 //! - A router not heard from in 2.5 x interval leaves our view.
 //! - The usable caches are those every live router lists; the designated
 //!   web-cache is the lowest address among them. When that is us, we wait
-//!   1.5 x interval after the usable set last changed (so that every cache
-//!   has been seen by every router), then send REDIRECT_ASSIGN to each
-//!   router, and again every interval while designated; a change of the
-//!   usable set restarts the wait and recomputes, moving as few buckets as
-//!   the new quotas allow.
+//!   1.5 x interval after a cache joined the usable set (so that every
+//!   router has seen it), then send REDIRECT_ASSIGN to each router, and
+//!   again every interval while designated. A cache leaving is reassigned
+//!   at once: routers drop a silent cache after 2.5 x interval and we hear
+//!   of it at our next exchange, so its buckets move within 3.5 x interval
+//!   (35 s) of its death, 2.5-3.5 x interval depending on phase. Every
+//!   recomputation moves as few buckets as the new quotas allow.
 //! - Capabilities: until every router has answered we offer all methods we
 //!   allow; then we choose, across all live routers, the first method
 //!   (GRE before L2; hash before mask) that all support, and advertise only
@@ -294,9 +296,18 @@ impl ServiceGroup {
         }
         usable.sort_by_key(|m| m.ip);
         if usable != self.usable {
+            // The wait lets every router see a newcomer before it is given
+            // buckets; a departure needs no such wait, and every second
+            // spent waiting is a second its buckets go unserved by a cache.
+            let only_leaves = usable.iter().all(|m| self.usable.contains(m));
+            let wait = if only_leaves {
+                Duration::ZERO
+            } else {
+                self.cfg.interval * 3 / 2
+            };
             self.usable = usable;
             self.usable_since = now;
-            self.next_assign = Some(now + self.cfg.interval * 3 / 2);
+            self.next_assign = Some(now + wait);
         }
         self.negotiated = self.negotiate(&live);
         changed
