@@ -40,7 +40,7 @@ pub const FLAG_PORTS_SOURCE: u32 = 0x0020;
 /// A bucket nobody serves (the router forwards its traffic normally).
 pub const BUCKET_UNASSIGNED: u8 = 0xff;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceType {
     /// A well-known service; id 0 is `web-cache` (TCP port 80).
@@ -49,7 +49,7 @@ pub enum ServiceType {
     Dynamic,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ServiceInfo {
     pub kind: ServiceType,
     pub id: u8,
@@ -118,7 +118,7 @@ impl ServiceInfo {
 }
 
 /// Router Identity Element: a router and how many I_SEE_YOUs it has sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RouterId {
     pub ip: Ipv4Addr,
     pub receive_id: u32,
@@ -146,7 +146,7 @@ pub struct RouterIdentityInfo {
 }
 
 /// Assignment Key: who made the assignment in force and its change number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AssignmentKey {
     pub ip: Ipv4Addr,
     pub change: u32,
@@ -166,7 +166,7 @@ impl AssignmentKey {
 }
 
 /// Mask Element: which bits of the packet select a mask value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MaskElement {
     pub src_ip: u32,
     pub dst_ip: u32,
@@ -175,7 +175,7 @@ pub struct MaskElement {
 }
 
 /// Value Element: one masked value and the cache that serves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ValueElement {
     pub src_ip: u32,
     pub dst_ip: u32,
@@ -184,7 +184,7 @@ pub struct ValueElement {
     pub cache: Ipv4Addr,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MaskValueSet {
     pub mask: MaskElement,
     pub values: Vec<ValueElement>,
@@ -365,7 +365,7 @@ pub struct WebCacheViewInfo {
 
 /// Router Assignment Element: a router and the member change number the
 /// assignment was computed against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RouterAssignment {
     pub router: RouterId,
     pub change: u32,

@@ -38,7 +38,7 @@ use crate::component::*;
 use crate::message::{Message, MessageType};
 
 /// A forwarding or return method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     Gre,
@@ -46,7 +46,7 @@ pub enum Method {
 }
 
 /// An assignment method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AssignMethod {
     Hash,
@@ -54,7 +54,7 @@ pub enum AssignMethod {
 }
 
 /// What both sides agreed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Negotiated {
     pub forwarding: Method,
     #[serde(rename = "return")]
@@ -127,7 +127,7 @@ enum Assignment {
 }
 
 /// A router as the status shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RouterStatus {
     pub address: Ipv4Addr,
     pub router_id: Option<Ipv4Addr>,
@@ -140,7 +140,7 @@ pub struct RouterStatus {
 }
 
 /// The group as `/status` and `outpost wccp status` show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GroupStatus {
     pub service_id: u8,
     pub service_type: ServiceType,

@@ -29,12 +29,12 @@ pub struct AdapterConfig {
 }
 
 /// Counters since start.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Messages received and accepted, by type.
-    pub received: BTreeMap<&'static str, u64>,
+    pub received: BTreeMap<String, u64>,
     /// Messages sent, by type.
-    pub sent: BTreeMap<&'static str, u64>,
+    pub sent: BTreeMap<String, u64>,
     /// Datagrams refused: malformed, wrong password, wrong version.
     pub refused: u64,
     /// Well-formed messages from an address that is not a configured router.
@@ -44,7 +44,7 @@ pub struct Counters {
 }
 
 /// The `wccp` block of `/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WccpStatus {
     pub listen: SocketAddr,
     pub groups: Vec<GroupStatus>,
@@ -162,7 +162,7 @@ async fn run(
                         if !router_addr.contains_key(&ip) {
                             counters.foreign += 1;
                         } else {
-                            *counters.received.entry(msg.kind.name()).or_default() += 1;
+                            *counters.received.entry(msg.kind.name().to_string()).or_default() += 1;
                             for g in &mut groups {
                                 out.extend(g.handle(ip, &msg, now));
                             }
@@ -217,7 +217,12 @@ async fn send(
     };
     let bytes = encode(&o.message, cfg.password.as_ref());
     match socket.send_to(&bytes, addr).await {
-        Ok(_) => *counters.sent.entry(o.message.kind.name()).or_default() += 1,
+        Ok(_) => {
+            *counters
+                .sent
+                .entry(o.message.kind.name().to_string())
+                .or_default() += 1
+        }
         Err(e) => {
             counters.send_errors += 1;
             tracing::debug!(target: "wccp", "send to {addr}: {e}");

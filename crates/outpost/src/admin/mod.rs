@@ -24,6 +24,7 @@ mod host;
 mod metrics;
 mod routes;
 mod token;
+mod wccp_metrics;
 
 pub use host::AllowedHosts;
 
@@ -70,7 +71,12 @@ pub struct Admin {
     /// The fleet manager link, written by the fleet task (`None` without
     /// a manager).
     manager: crate::fleet::StatusCell,
+    /// The WCCP adapter's status, once it runs (`[wccp]` set).
+    wccp: WccpSlot,
 }
+
+/// Where `/status` and `/metrics` find the WCCP status.
+pub type WccpSlot = Arc<std::sync::OnceLock<Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>>>;
 
 /// Binds the admin listener with its token: the configured one, or the
 /// one generated in the cache directory. Fails if the listener would be
@@ -95,7 +101,9 @@ pub async fn bind(
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.listen))?;
     let listen = std::sync::Mutex::new(engine.config.listen.clone());
-    let metrics = metrics::Metrics::new(engine.clone(), channels.clone());
+    let wccp = WccpSlot::default();
+    let mut metrics = metrics::Metrics::new(engine.clone(), channels.clone());
+    metrics.register(Box::new(wccp_metrics::WccpCollector(wccp.clone())));
     Ok((
         listener,
         Arc::new(Admin {
@@ -111,6 +119,7 @@ pub async fn bind(
             saturated: AtomicBool::new(false),
             metrics,
             manager: crate::fleet::StatusCell::default(),
+            wccp,
         }),
     ))
 }
@@ -287,6 +296,18 @@ async fn gate(State(admin): State<Arc<Admin>>, req: Request, next: Next) -> Resp
 }
 
 impl Admin {
+    /// Hands the WCCP adapter's status to `/status` and `/metrics`.
+    pub fn set_wccp(&self, cell: Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>) {
+        let _ = self.wccp.set(cell);
+    }
+
+    /// The WCCP status, when WCCP runs.
+    fn wccp_status(&self) -> Option<outpost_wccp::WccpStatus> {
+        self.wccp
+            .get()
+            .map(|c| c.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
     /// Where the fleet task writes the manager link that `/status` shows.
     pub fn manager_status(&self) -> crate::fleet::StatusCell {
         self.manager.clone()

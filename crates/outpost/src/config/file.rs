@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub overrides: Vec<Spanned<OverrideSection>>,
     #[serde(default)]
     pub manager: ManagerSection,
+    #[serde(default)]
+    pub wccp: super::wccp::WccpSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,6 +250,8 @@ fn walk<T: serde::de::DeserializeOwned>(
                 ("", "override") => Some(walk::<OverrideSection>),
                 ("", "manager") => Some(walk::<ManagerSection>),
                 ("wan.", "rule") => Some(walk::<WanRuleSection>),
+                ("", "wccp") => Some(walk::<super::wccp::WccpSection>),
+                ("wccp.", "service") => Some(walk::<super::wccp::WccpServiceSection>),
                 _ => None,
             };
         let Some(nested) = nested else { continue };

@@ -16,3 +16,4 @@ mod fleet_cli;
 mod fleet_e2e;
 mod fleet_edge;
 mod signals;
+mod wccp;

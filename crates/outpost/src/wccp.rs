@@ -1,0 +1,73 @@
+//! Wiring of `[wccp]`: builds the service groups from the resolved config
+//! and starts the WCCP adapter (crate `outpost-wccp`). A `[wccp]` change
+//! needs a restart.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::Context;
+use outpost_wccp::{AdapterConfig, GroupConfig, Password, WccpHandle};
+
+use crate::config::WccpConfig;
+
+/// The address the kernel would use towards `router`: our identity in the
+/// group when `wccp.address` is not set and `wccp.listen` is a wildcard.
+fn source_towards(router: SocketAddr) -> std::io::Result<Ipv4Addr> {
+    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    probe.connect(router)?;
+    match probe.local_addr()?.ip() {
+        IpAddr::V4(v) => Ok(v),
+        IpAddr::V6(_) => Err(std::io::Error::other("no IPv4 route to the router")),
+    }
+}
+
+pub async fn start(cfg: &WccpConfig) -> anyhow::Result<WccpHandle> {
+    let address = match (cfg.address, cfg.listen.ip()) {
+        (Some(a), _) => a,
+        (None, IpAddr::V4(v)) if !v.is_unspecified() => v,
+        _ => {
+            let first = cfg.routers.first().context("wccp.routers is empty")?;
+            source_towards(*first).with_context(|| {
+                format!("cannot find our address towards router {first}: set wccp.address")
+            })?
+        }
+    };
+    let routers: Vec<Ipv4Addr> = cfg
+        .routers
+        .iter()
+        .filter_map(|a| match a.ip() {
+            IpAddr::V4(v) => Some(v),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let groups = cfg
+        .services
+        .iter()
+        .map(|service| GroupConfig {
+            service: service.clone(),
+            cache_ip: address,
+            routers: routers.clone(),
+            weight: cfg.weight,
+            forwarding: cfg.forwarding,
+            return_method: cfg.return_method,
+            assignment: cfg.assignment,
+            mask: cfg.mask,
+            interval: cfg.interval,
+        })
+        .collect();
+    let handle = outpost_wccp::spawn(AdapterConfig {
+        listen: cfg.listen,
+        routers: cfg.routers.clone(),
+        password: cfg.password.as_deref().and_then(Password::new),
+        groups,
+    })
+    .await
+    .with_context(|| format!("cannot listen for WCCP on {} (wccp.listen)", cfg.listen))?;
+    tracing::info!(
+        listen = %handle.local_addr,
+        %address,
+        routers = ?cfg.routers,
+        services = cfg.services.len(),
+        "WCCP: joining the service groups"
+    );
+    Ok(handle)
+}
