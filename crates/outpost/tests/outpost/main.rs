@@ -17,3 +17,4 @@ mod fleet_e2e;
 mod fleet_edge;
 mod signals;
 mod wccp;
+mod wccp_datapath;

@@ -89,7 +89,7 @@ async fn serve_joins_the_router_and_reports_the_group() {
         "[wccp]\nrouters = [\"{}\"]\npassword = \"s3cret\"\nlisten = \"127.0.0.41:0\"\ninterval = \"500ms\"\n",
         router.addr
     );
-    let mut edge = EdgeProcess::in_dir(dir.path(), &origin, Some(&config));
+    let edge = EdgeProcess::in_dir(dir.path(), &origin, Some(&config));
     let edge_ip: std::net::Ipv4Addr = "127.0.0.41".parse().unwrap();
     assert!(
         wait_until(Duration::from_secs(15), || router
