@@ -104,7 +104,7 @@ pub fn hash_assignment(members: &[Member], previous: Option<&HashAssignment>) ->
         None => vec![None; 256],
     };
     let owners = spread(&members, 256, &prev);
-    let mut buckets = [BUCKET_UNASSIGNED; 256];
+    let mut buckets = Box::new([BUCKET_UNASSIGNED; 256]);
     for (b, o) in owners.iter().enumerate() {
         if let Some(i) = o {
             buckets[b] = *i as u8;

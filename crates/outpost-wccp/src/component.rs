@@ -396,7 +396,9 @@ fn encode_router_assignments(routers: &[RouterAssignment], out: &mut Vec<u8>) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashAssignment {
     pub caches: Vec<Ipv4Addr>,
-    pub buckets: [u8; 256],
+    /// Boxed: 256 bytes would make every message and enum carrying an
+    /// assignment that large.
+    pub buckets: Box<[u8; 256]>,
 }
 
 impl HashAssignment {
@@ -415,9 +417,9 @@ impl HashAssignment {
         for _ in 0..n {
             caches.push(r.ip("web-cache ip")?);
         }
-        let mut buckets = [0u8; 256];
+        let mut buckets = Box::new([0u8; 256]);
         buckets.copy_from_slice(r.bytes(256, "bucket table")?);
-        for &b in &buckets {
+        for &b in buckets.iter() {
             if b != BUCKET_UNASSIGNED && usize::from(b & 0x7f) >= caches.len() {
                 return Err(DecodeError::BadValue("bucket owner index", b.into()));
             }
@@ -429,7 +431,7 @@ impl HashAssignment {
         for ip in &self.caches {
             out.put_ip(*ip);
         }
-        out.extend_from_slice(&self.buckets);
+        out.extend_from_slice(&self.buckets[..]);
     }
 
     /// The cache serving `bucket`, if any.
