@@ -31,6 +31,13 @@ pub async fn start(cfg: &WccpConfig) -> anyhow::Result<WccpHandle> {
             })?
         }
     };
+    if cfg.password.is_none() {
+        // Allowed (some sites start that way), but a host on the LAN can
+        // then join the group, or spoof a router's messages, unchecked.
+        tracing::warn!(
+            "wccp.password is not set: any host on the LAN can join the service group or spoof the router; set the same password on both sides"
+        );
+    }
     let routers: Vec<Ipv4Addr> = cfg
         .routers
         .iter()
