@@ -357,7 +357,7 @@ async fn run(
     let wccp = match &resolved.wccp {
         Some(cfg) => {
             let handle = wccp::start(cfg).await?;
-            admin.set_wccp(handle.status_cell());
+            admin.set_wccp(handle.status_cell(), cfg.tunnel.clone());
             Some(handle)
         }
         None => None,

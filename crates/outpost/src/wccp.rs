@@ -78,3 +78,31 @@ pub async fn start(cfg: &WccpConfig) -> anyhow::Result<WccpHandle> {
     );
     Ok(handle)
 }
+
+/// The kernel's counters of the interface redirected packets arrive on:
+/// received = redirected to us, sent = returned (or answered) through it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TunnelCounters {
+    pub interface: String,
+    pub rx_packets: Option<u64>,
+    pub rx_bytes: Option<u64>,
+    pub tx_packets: Option<u64>,
+    pub tx_bytes: Option<u64>,
+}
+
+/// Reads `/sys/class/net/NAME/statistics`; `None` fields when the
+/// interface is missing (the tunnel is not set up).
+pub fn tunnel_counters(name: &str) -> TunnelCounters {
+    let read = |what: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{what}"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    TunnelCounters {
+        interface: name.to_string(),
+        rx_packets: read("rx_packets"),
+        rx_bytes: read("rx_bytes"),
+        tx_packets: read("tx_packets"),
+        tx_bytes: read("tx_bytes"),
+    }
+}

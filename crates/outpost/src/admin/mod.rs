@@ -76,7 +76,14 @@ pub struct Admin {
 }
 
 /// Where `/status` and `/metrics` find the WCCP status.
-pub type WccpSlot = Arc<std::sync::OnceLock<Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>>>;
+pub type WccpSlot = Arc<std::sync::OnceLock<WccpView>>;
+
+/// The WCCP adapter's status cell and the tunnel interface to count.
+#[derive(Debug)]
+pub struct WccpView {
+    pub status: Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>,
+    pub tunnel: Option<String>,
+}
 
 /// Binds the admin listener with its token: the configured one, or the
 /// one generated in the cache directory. Fails if the listener would be
@@ -297,15 +304,30 @@ async fn gate(State(admin): State<Arc<Admin>>, req: Request, next: Next) -> Resp
 
 impl Admin {
     /// Hands the WCCP adapter's status to `/status` and `/metrics`.
-    pub fn set_wccp(&self, cell: Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>) {
-        let _ = self.wccp.set(cell);
+    pub fn set_wccp(
+        &self,
+        status: Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>,
+        tunnel: Option<String>,
+    ) {
+        let _ = self.wccp.set(WccpView { status, tunnel });
     }
 
-    /// The WCCP status, when WCCP runs.
-    fn wccp_status(&self) -> Option<outpost_wccp::WccpStatus> {
-        self.wccp
-            .get()
-            .map(|c| c.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    /// The `wccp` block of `/status`, when WCCP runs: the adapter's status
+    /// and the tunnel's kernel counters.
+    fn wccp_status(&self) -> Option<serde_json::Value> {
+        let view = self.wccp.get()?;
+        let status = view
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut doc = serde_json::to_value(status).ok()?;
+        if let (Some(name), Some(map)) = (&view.tunnel, doc.as_object_mut())
+            && let Ok(t) = serde_json::to_value(crate::wccp::tunnel_counters(name))
+        {
+            map.insert("tunnel".into(), t);
+        }
+        Some(doc)
     }
 
     /// Where the fleet task writes the manager link that `/status` shows.

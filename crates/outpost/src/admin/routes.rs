@@ -254,7 +254,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
     let wccp = admin.wccp_status();
     match (serde_json::to_value(admin.status()), wccp) {
         (Ok(mut doc), Some(w)) => {
-            if let (Some(map), Ok(w)) = (doc.as_object_mut(), serde_json::to_value(w)) {
+            if let Some(map) = doc.as_object_mut() {
                 map.insert("wccp".into(), w);
             }
             json(StatusCode::OK, &doc)

@@ -24,6 +24,11 @@ struct MessageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
     service: String,
 }
@@ -48,11 +53,43 @@ fn gauge(v: usize) -> ConstGauge {
 
 impl Collector for WccpCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let Some(cell) = self.0.get() else {
+        let Some(view) = self.0.get() else {
             return Ok(());
         };
-        let s = cell.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let s = view
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let enc = &mut encoder;
+        if let Some(name) = &view.tunnel {
+            let t = crate::wccp::tunnel_counters(name);
+            let values: Vec<(DirectionLabels, ConstCounter)> = [
+                ("redirected_in", t.rx_packets),
+                ("returned_out", t.tx_packets),
+            ]
+            .into_iter()
+            .filter_map(|(d, v)| {
+                v.map(|v| {
+                    (
+                        DirectionLabels {
+                            direction: d.into(),
+                        },
+                        ConstCounter::new(v),
+                    )
+                })
+            })
+            .collect();
+            if !values.is_empty() {
+                family(
+                    enc,
+                    "wccp_tunnel_packets",
+                    "Packets on the WCCP tunnel interface (kernel counters): redirected to the edge, sent back through it",
+                    MetricType::Counter,
+                    values,
+                )?;
+            }
+        }
         let messages = s
             .counters
             .sent

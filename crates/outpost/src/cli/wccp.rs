@@ -22,11 +22,25 @@ pub fn wccp_status(target: &Target) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
+    let tunnel = value.get("tunnel").cloned();
     let s: WccpStatus = match serde_json::from_value(value) {
         Ok(s) => s,
         Err(e) => bail!("the edge's wccp status is not what this CLI understands: {e}"),
     };
     print!("{}", render(&s));
+    if let Some(t) = tunnel {
+        let n = |k: &str| t.get(k).and_then(|v| v.as_u64());
+        match (n("rx_packets"), n("tx_packets")) {
+            (Some(rx), Some(tx)) => println!(
+                "\ntunnel   {}: {rx} packets in (redirected), {tx} out",
+                t.get("interface").and_then(|v| v.as_str()).unwrap_or("?")
+            ),
+            _ => println!(
+                "\ntunnel   {}: NOT FOUND (set it up: docs/wccp.md)",
+                t.get("interface").and_then(|v| v.as_str()).unwrap_or("?")
+            ),
+        }
+    }
     Ok(())
 }
 

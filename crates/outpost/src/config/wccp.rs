@@ -37,6 +37,7 @@ pub struct WccpSection {
     pub listen: S<SocketAddr>,
     pub address: S<Ipv4Addr>,
     pub interval: S<Dur>,
+    pub tunnel: S<String>,
     #[serde(default, rename = "service")]
     pub services: Vec<Spanned<WccpServiceSection>>,
 }
@@ -66,6 +67,9 @@ pub struct WccpConfig {
     pub mask: MaskElement,
     pub weight: u16,
     pub interval: Duration,
+    /// The interface redirected packets arrive on (`wccp0` for GRE), whose
+    /// kernel counters `/status` and `/metrics` show.
+    pub tunnel: Option<String>,
     pub services: Vec<ServiceInfo>,
 }
 
@@ -312,6 +316,22 @@ pub(super) fn wccp_config(r: &mut Resolver<'_>, w: &WccpSection) -> Option<WccpC
         mask,
         weight: r.get("wccp.weight", &w.weight).unwrap_or(0),
         interval,
+        tunnel: r.checked("wccp.tunnel", &w.tunnel, |name| {
+            // It becomes a path under /sys/class/net: no separators, no dots alone.
+            let ok = (1..=15).contains(&name.len())
+                && name != "."
+                && name != ".."
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name:?} is not an interface name (1 to 15 letters, digits, '.', '_', '-')"
+                ))
+            }
+        }),
         services,
     })
 }

@@ -27,6 +27,7 @@ assignment = "random"
 mask_source = 0xffff
 interval = "100ms"
 frobnicate = 1
+tunnel = "../etc"
 
 [[wccp.service]]
 id = 90
@@ -55,12 +56,13 @@ flags = ["src_ip_hash", "sideways"]
         format!("{f}:7:15: wccp.mask_source/mask_destination: the mask must have 1 to 7 bits"),
         format!("{f}:8:12: wccp.interval: must be from 500ms to 60s"),
         format!("{f}:9:1: unknown key"),
-        format!("{f}:11:1: wccp.service: service 90 is dynamic: it needs protocol"),
+        format!("{f}:10:10: wccp.tunnel: \"../etc\" is not an interface name"),
+        format!("{f}:12:1: wccp.service: service 90 is dynamic: it needs protocol"),
         format!(
-            "{f}:16:12: wccp.service.protocol: expected \"tcp\", \"udp\" or an IP protocol number"
+            "{f}:17:12: wccp.service.protocol: expected \"tcp\", \"udp\" or an IP protocol number"
         ),
-        format!("{f}:17:9: wccp.service.ports: expected 1 to 8 ports"),
-        format!("{f}:18:9: wccp.service.flags: unknown flag \"sideways\""),
+        format!("{f}:18:9: wccp.service.ports: expected 1 to 8 ports"),
+        format!("{f}:19:9: wccp.service.flags: unknown flag \"sideways\""),
     ] {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
@@ -86,7 +88,7 @@ async fn serve_joins_the_router_and_reports_the_group() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "[wccp]\nrouters = [\"{}\"]\npassword = \"s3cret\"\nlisten = \"127.0.0.41:0\"\ninterval = \"500ms\"\n",
+        "[wccp]\nrouters = [\"{}\"]\npassword = \"s3cret\"\nlisten = \"127.0.0.41:0\"\ninterval = \"500ms\"\ntunnel = \"lo\"\n",
         router.addr
     );
     let edge = EdgeProcess::in_dir(dir.path(), &origin, Some(&config));
@@ -107,6 +109,13 @@ async fn serve_joins_the_router_and_reports_the_group() {
     assert_eq!(group["buckets_owned"], 256);
     assert_eq!(group["routers"][0]["live"], true);
     assert_eq!(group["negotiated"]["assignment"], "hash");
+    // The tunnel's kernel counters (loopback stands in for wccp0 here: the
+    // WCCP messages themselves cross it).
+    assert_eq!(status["wccp"]["tunnel"]["interface"], "lo");
+    assert!(
+        status["wccp"]["tunnel"]["rx_packets"].as_u64().unwrap() > 0,
+        "{status:#}"
+    );
 
     let out = edge.cli(&["wccp", "status"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -117,6 +126,7 @@ async fn serve_joins_the_router_and_reports_the_group() {
     );
     assert!(text.contains("256 of 256 buckets"), "{text}");
     assert!(text.contains("LIVE"), "{text}");
+    assert!(text.contains("tunnel   lo: "), "{text}");
 
     let metrics = edge.admin_request("GET", "/metrics", "localhost").await;
     let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
