@@ -7,6 +7,7 @@
 
 mod client;
 mod origin;
+pub mod wccp_router;
 
 pub use client::{Client, Reply};
 pub use origin::{Origin, RecordedRequest, Resource};

@@ -7,6 +7,7 @@ mod fleet;
 mod manager_cli;
 mod manager_user;
 mod reload;
+mod wccp;
 use outpost::config;
 
 use std::net::SocketAddr;
@@ -88,12 +89,21 @@ enum Command {
     /// Re-read the running edge's config file and apply what can change
     /// live (same as SIGHUP); lists what needs a restart.
     Reload(cli::Target),
+    /// WCCP with the site's routers (see docs/wccp.md).
+    #[command(subcommand)]
+    Wccp(WccpCommand),
     /// Run or administer a fleet manager (see docs/manager.md).
     #[command(subcommand)]
     Manager(manager_cli::ManagerCommand),
     /// Ask a fleet manager about the fleet (exit codes for scripts).
     #[command(subcommand)]
     Fleet(manager_cli::FleetCommand),
+}
+
+#[derive(Subcommand)]
+enum WccpCommand {
+    /// Routers, views, designated cache, methods, buckets owned, counters.
+    Status(cli::Target),
 }
 
 #[derive(Subcommand)]
@@ -183,6 +193,7 @@ fn main() -> ExitCode {
         Command::Sync { channel, target } => cli::sync(&target, channel.as_deref()),
         Command::Channels(target) => cli::channels(&target),
         Command::Reload(target) => cli::reload(&target),
+        Command::Wccp(WccpCommand::Status(target)) => cli::wccp_status(&target),
         Command::Manager(command) => manager_cli::manager(command),
         Command::Fleet(command) => return manager_cli::fleet(command),
     };
@@ -355,6 +366,14 @@ async fn run(
     if let Some(addr) = server.library_addr() {
         tracing::info!(%addr, "library listener (PAC, Delivery Optimization, DNS mode, site library)");
     }
+    let wccp = match &resolved.wccp {
+        Some(cfg) => {
+            let handle = wccp::start(cfg).await?;
+            admin.set_wccp(handle.status_cell(), cfg.tunnel.clone());
+            Some(handle)
+        }
+        None => None,
+    };
     let open_connections = server.open_connections();
     // Installed before the server runs: from here a signal starts a drain
     // (before, its default action ends a process that serves nothing yet).
@@ -406,6 +425,11 @@ async fn run(
         });
     }
     let first = stop_signals.recv().await;
+    if let Some(handle) = wccp {
+        // Leave the service groups first: the routers stop redirecting to
+        // us at once, so new connections go elsewhere during the drain.
+        handle.stop().await;
+    }
     let drain = engine.config.drain;
     // Listeners close first: a new connection is refused at once (and a
     // load balancer or a PC's retry goes elsewhere), while the responses

@@ -50,6 +50,11 @@ impl Metrics {
         }
     }
 
+    /// Adds a collector read at each scrape (WCCP's, once it runs).
+    pub(super) fn register(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// The document, rendered at most once per `CACHE_FOR` (renders wait
     /// for each other), off the async workers; `None` if encoding failed.
     pub(super) async fn document(&self) -> Option<Bytes> {

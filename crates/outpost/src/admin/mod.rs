@@ -24,6 +24,7 @@ mod host;
 mod metrics;
 mod routes;
 mod token;
+mod wccp_metrics;
 
 pub use host::AllowedHosts;
 
@@ -70,6 +71,18 @@ pub struct Admin {
     /// The fleet manager link, written by the fleet task (`None` without
     /// a manager).
     manager: crate::fleet::StatusCell,
+    /// The WCCP adapter's status, once it runs (`[wccp]` set).
+    wccp: WccpSlot,
+}
+
+/// Where `/status` and `/metrics` find the WCCP status.
+pub type WccpSlot = Arc<std::sync::OnceLock<WccpView>>;
+
+/// The WCCP adapter's status cell and the tunnel interface to count.
+#[derive(Debug)]
+pub struct WccpView {
+    pub status: Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>,
+    pub tunnel: Option<String>,
 }
 
 /// Binds the admin listener with its token: the configured one, or the
@@ -95,7 +108,9 @@ pub async fn bind(
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.listen))?;
     let listen = std::sync::Mutex::new(engine.config.listen.clone());
-    let metrics = metrics::Metrics::new(engine.clone(), channels.clone());
+    let wccp = WccpSlot::default();
+    let mut metrics = metrics::Metrics::new(engine.clone(), channels.clone());
+    metrics.register(Box::new(wccp_metrics::WccpCollector(wccp.clone())));
     Ok((
         listener,
         Arc::new(Admin {
@@ -111,6 +126,7 @@ pub async fn bind(
             saturated: AtomicBool::new(false),
             metrics,
             manager: crate::fleet::StatusCell::default(),
+            wccp,
         }),
     ))
 }
@@ -287,6 +303,33 @@ async fn gate(State(admin): State<Arc<Admin>>, req: Request, next: Next) -> Resp
 }
 
 impl Admin {
+    /// Hands the WCCP adapter's status to `/status` and `/metrics`.
+    pub fn set_wccp(
+        &self,
+        status: Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>,
+        tunnel: Option<String>,
+    ) {
+        let _ = self.wccp.set(WccpView { status, tunnel });
+    }
+
+    /// The `wccp` block of `/status`, when WCCP runs: the adapter's status
+    /// and the tunnel's kernel counters.
+    fn wccp_status(&self) -> Option<serde_json::Value> {
+        let view = self.wccp.get()?;
+        let status = view
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut doc = serde_json::to_value(status).ok()?;
+        if let (Some(name), Some(map)) = (&view.tunnel, doc.as_object_mut())
+            && let Ok(t) = serde_json::to_value(crate::wccp::tunnel_counters(name))
+        {
+            map.insert("tunnel".into(), t);
+        }
+        Some(doc)
+    }
+
     /// Where the fleet task writes the manager link that `/status` shows.
     pub fn manager_status(&self) -> crate::fleet::StatusCell {
         self.manager.clone()

@@ -249,7 +249,18 @@ async fn start_sync(
 }
 
 async fn status(State(admin): State<Arc<Admin>>) -> Response {
-    json(StatusCode::OK, &admin.status())
+    // The `wccp` block is the edge's own (the manager's status model does
+    // not carry it): added to the document, only when WCCP runs.
+    let wccp = admin.wccp_status();
+    match (serde_json::to_value(admin.status()), wccp) {
+        (Ok(mut doc), Some(w)) => {
+            if let Some(map) = doc.as_object_mut() {
+                map.insert("wccp".into(), w);
+            }
+            json(StatusCode::OK, &doc)
+        }
+        _ => json(StatusCode::OK, &admin.status()),
+    }
 }
 
 impl Admin {

@@ -9,9 +9,11 @@
 mod show;
 mod sync;
 mod text;
+mod wccp;
 
 pub use show::{action, cache_ls, cache_verify, channels, reload, status};
 pub use sync::sync;
+pub use wccp::wccp_status;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

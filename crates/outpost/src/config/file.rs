@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub manager: ManagerSection,
     #[serde(default)]
     pub library: LibrarySection,
+    #[serde(default)]
+    pub wccp: super::wccp::WccpSection,
 }
 
 /// `[library]`: the edge's own web listener for PCs (issue 14).
@@ -270,6 +272,8 @@ fn walk<T: serde::de::DeserializeOwned>(
                 ("", "library") => Some(walk::<LibrarySection>),
                 ("library.", "dns") => Some(walk::<LibraryDnsSection>),
                 ("wan.", "rule") => Some(walk::<WanRuleSection>),
+                ("", "wccp") => Some(walk::<super::wccp::WccpSection>),
+                ("wccp.", "service") => Some(walk::<super::wccp::WccpServiceSection>),
                 _ => None,
             };
         let Some(nested) = nested else { continue };

@@ -22,6 +22,7 @@ mod overlay;
 mod resolve;
 mod resolver;
 mod values;
+mod wccp;
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,7 @@ pub use managed::{MANAGED_SERVER_KEYS, MANAGED_TABLES, check_managed};
 pub use manager::{JoinToken, ManagerConfig, normalize_fingerprint};
 pub use overlay::{Layered, MANAGED_FILE_NAME, load_layered, overlay, resolve_layered};
 pub use values::{AccessFormat, parse_origin};
+pub use wccp::WccpConfig;
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:3180";
 /// The generated admin token's file name, in the cache directory.
@@ -95,6 +97,8 @@ pub struct Resolved {
     pub channels: Vec<ChannelConfig>,
     /// The fleet manager this edge reports to, if any.
     pub manager: Option<ManagerConfig>,
+    /// WCCPv2 with the site's routers, if `[wccp]` is set.
+    pub wccp: Option<WccpConfig>,
 }
 
 /// One thing wrong with a configuration: where (when it is in the file)

@@ -126,6 +126,7 @@ fn resolve_file(r: &mut Resolver<'_>, file: &FileConfig, overrides: &Overrides) 
         .map(|target| (target, access_format.unwrap_or(AccessFormat::Squid)));
     let admin = admin_config(r, file, overrides, &store);
     let manager = super::manager::manager_config(r, &file.manager, overrides);
+    let wccp = super::wccp::wccp_config(r, &file.wccp);
     Resolved {
         proxy,
         store,
@@ -134,6 +135,7 @@ fn resolve_file(r: &mut Resolver<'_>, file: &FileConfig, overrides: &Overrides) 
         admin,
         channels,
         manager,
+        wccp,
     }
 }
 

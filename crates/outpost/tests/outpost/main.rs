@@ -17,3 +17,5 @@ mod fleet_e2e;
 mod fleet_edge;
 mod library;
 mod signals;
+mod wccp;
+mod wccp_datapath;

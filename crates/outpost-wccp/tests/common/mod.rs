@@ -1,0 +1,211 @@
+//! Sample messages shared by the codec and tshark tests: one per message
+//! type and assignment form, written to tests/fixtures/NAME.bin.
+
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+
+use outpost_wccp::assign::{self, Member};
+use outpost_wccp::*;
+
+pub const PASSWORD: &str = "s3cret";
+
+pub fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 20, 0, last)
+}
+
+pub fn caps(fwd: u32, asg: u32, ret: u32) -> Capabilities {
+    Capabilities {
+        elements: vec![
+            Capability {
+                kind: CAP_FORWARDING,
+                value: fwd,
+            },
+            Capability {
+                kind: CAP_ASSIGNMENT,
+                value: asg,
+            },
+            Capability {
+                kind: CAP_RETURN,
+                value: ret,
+            },
+        ],
+    }
+}
+
+pub fn dynamic_service() -> ServiceInfo {
+    ServiceInfo {
+        kind: ServiceType::Dynamic,
+        id: 90,
+        priority: 240,
+        protocol: 6,
+        flags: FLAG_SRC_IP_HASH | FLAG_PORTS_DEFINED,
+        ports: [80, 8080, 0, 0, 0, 0, 0, 0],
+    }
+}
+
+pub fn members() -> Vec<Member> {
+    vec![
+        Member {
+            ip: ip(11),
+            weight: 0,
+        },
+        Member {
+            ip: ip(12),
+            weight: 0,
+        },
+        Member {
+            ip: ip(13),
+            weight: 0,
+        },
+    ]
+}
+
+pub fn mask() -> MaskElement {
+    MaskElement {
+        src_ip: assign::DEFAULT_SOURCE_MASK,
+        dst_ip: 0,
+        src_port: 0,
+        dst_port: 0,
+    }
+}
+
+/// (fixture name, message, signed with PASSWORD?)
+pub fn samples() -> Vec<(&'static str, Message, bool)> {
+    let hash = assign::hash_assignment(&members(), None);
+    let mut mine = [0u8; 32];
+    for b in 0..=255u8 {
+        if hash.owner(b) == Some(ip(11)) {
+            set_bucket_bit(&mut mine, b);
+        }
+    }
+    let router = RouterId {
+        ip: ip(1),
+        receive_id: 7,
+    };
+
+    let mut here = Message::new(MessageType::HereIAm, ServiceInfo::web_cache());
+    here.wc_identity = Some(WebCacheIdentity {
+        data: CacheAssignmentData::Hash { buckets: mine },
+        ..WebCacheIdentity::new(ip(11), 100)
+    });
+    here.wc_view = Some(WebCacheViewInfo {
+        change: 3,
+        routers: vec![router],
+        caches: vec![ip(11), ip(12), ip(13)],
+    });
+    here.capabilities = Some(caps(METHOD_GRE, ASSIGN_HASH, METHOD_GRE));
+
+    let mut here_md5 = Message::new(MessageType::HereIAm, dynamic_service());
+    here_md5.wc_identity = Some(WebCacheIdentity::new(ip(12), 0));
+    here_md5.wc_view = Some(WebCacheViewInfo {
+        change: 1,
+        routers: vec![],
+        caches: vec![ip(12)],
+    });
+    here_md5.capabilities = Some(caps(
+        METHOD_GRE | METHOD_L2,
+        ASSIGN_HASH | ASSIGN_MASK,
+        METHOD_GRE | METHOD_L2,
+    ));
+
+    let mut shutdown = here.clone();
+    shutdown.command = Some(CommandExtension::shutdown(ip(11)));
+
+    let mut see = Message::new(MessageType::ISeeYou, ServiceInfo::web_cache());
+    see.router_identity = Some(RouterIdentityInfo {
+        router,
+        sent_to: ip(11),
+        received_from: vec![ip(11), ip(12), ip(13)],
+    });
+    let mut ids: Vec<WebCacheIdentity> = [11, 12, 13]
+        .iter()
+        .map(|&l| WebCacheIdentity::new(ip(l), 0))
+        .collect();
+    ids[0].data = CacheAssignmentData::Hash { buckets: mine };
+    see.router_view = Some(RouterViewInfo {
+        member_change: 4,
+        key: AssignmentKey {
+            ip: ip(11),
+            change: 2,
+        },
+        routers: vec![ip(1)],
+        caches: ids,
+    });
+    see.capabilities = Some(caps(
+        METHOD_GRE | METHOD_L2,
+        ASSIGN_HASH | ASSIGN_MASK,
+        METHOD_GRE | METHOD_L2,
+    ));
+
+    let routers = vec![RouterAssignment { router, change: 4 }];
+    let mut redirect = Message::new(MessageType::RedirectAssign, ServiceInfo::web_cache());
+    redirect.assignment = Some(AssignmentInfo {
+        key: AssignmentKey {
+            ip: ip(11),
+            change: 2,
+        },
+        routers: routers.clone(),
+        hash,
+    });
+
+    let sets = assign::mask_assignment(mask(), &members(), None);
+    let mut redirect_mask = Message::new(MessageType::RedirectAssign, ServiceInfo::web_cache());
+    redirect_mask.alt_assignment = Some(AltAssignment {
+        key: AssignmentKey {
+            ip: ip(11),
+            change: 5,
+        },
+        routers,
+        body: AltAssignmentBody::Mask(sets.clone()),
+    });
+
+    let mut see_mask = see.clone();
+    see_mask.router_view.as_mut().unwrap().caches = [11, 12, 13]
+        .iter()
+        .map(|&l| WebCacheIdentity {
+            data: CacheAssignmentData::Mask {
+                sets: vec![MaskValueSet {
+                    mask: mask(),
+                    values: sets[0]
+                        .values
+                        .iter()
+                        .filter(|v| v.cache == ip(l))
+                        .copied()
+                        .collect(),
+                }],
+            },
+            ..WebCacheIdentity::new(ip(l), 0)
+        })
+        .collect();
+    see_mask.assignment_map = Some(sets);
+    see_mask.capabilities = Some(caps(METHOD_L2, ASSIGN_MASK, METHOD_L2));
+
+    let mut removal = Message::new(MessageType::RemovalQuery, ServiceInfo::web_cache());
+    removal.query = Some(QueryInfo {
+        router,
+        sent_to: ip(12),
+        target: ip(12),
+    });
+
+    vec![
+        ("here_i_am", here, false),
+        ("here_i_am_md5_dynamic", here_md5, true),
+        ("here_i_am_shutdown", shutdown, false),
+        ("i_see_you", see, false),
+        ("i_see_you_mask", see_mask, true),
+        ("redirect_assign_hash", redirect, true),
+        ("redirect_assign_mask", redirect_mask, false),
+        ("removal_query", removal, true),
+    ]
+}
+
+pub fn password_for(signed: bool) -> Option<Password> {
+    signed.then(|| Password::new(PASSWORD).unwrap())
+}
+
+pub fn fixture_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.bin"))
+}
