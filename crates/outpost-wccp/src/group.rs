@@ -15,8 +15,9 @@
 //!   router has seen it), then send REDIRECT_ASSIGN to each router, and
 //!   again every interval while designated. A cache leaving is reassigned
 //!   at once: routers drop a silent cache after 2.5 x interval and we hear
-//!   of it at our next exchange, so its buckets move within 3.5 x interval
-//!   (35 s) of its death, 2.5-3.5 x interval depending on phase. Every
+//!   of it at our next exchange; while the group has other caches we
+//!   exchange every interval / 4, so its buckets move within 2.75 x
+//!   interval (27.5 s) of its death (see `here_i_am_period`). Every
 //!   recomputation moves as few buckets as the new quotas allow.
 //! - Capabilities: until every router has answered we offer all methods we
 //!   allow; then we choose, across all live routers, the first method
@@ -139,6 +140,8 @@ pub struct ServiceGroup {
     assignment: Option<Assignment>,
     assignment_change: u32,
     next_here_i_am: Instant,
+    /// When the designated cache next re-sends the assignment unasked.
+    next_refresh: Instant,
     next_assign: Option<Instant>,
     negotiated: Result<Option<Negotiated>, String>,
     stopped: bool,
@@ -170,6 +173,7 @@ impl ServiceGroup {
             assignment: None,
             assignment_change: 0,
             next_here_i_am: now,
+            next_refresh: now,
             next_assign: None,
             negotiated: Ok(None),
             stopped: false,
@@ -316,6 +320,22 @@ impl ServiceGroup {
             return_method,
             assignment,
         }))
+    }
+
+    /// How often HERE_I_AM goes out: every interval alone, and a quarter
+    /// of it while the group has other usable caches. A router drops a
+    /// silent cache 2.5 intervals after its last HERE_I_AM, and a cache
+    /// learns of that only from the I_SEE_YOU that answers its own next
+    /// HERE_I_AM: at the drafts' pace the survivors take the dead cache's
+    /// buckets 2.5 to 3.5 intervals (25-35 s) after its death, at this one
+    /// within 2.75 (27.5 s). The drafts set how often a cache must send,
+    /// not a limit; the extra messages are a few hundred bytes a second.
+    fn here_i_am_period(&self) -> Duration {
+        if self.usable.len() > 1 {
+            self.cfg.interval / 4
+        } else {
+            self.cfg.interval
+        }
     }
 
     fn designated_cache(&self) -> Option<Ipv4Addr> {
@@ -520,13 +540,15 @@ impl ServiceGroup {
         }
         if now >= self.next_here_i_am {
             out.extend(self.here_i_am_all(now));
-            self.next_here_i_am = now + self.cfg.interval;
+            self.next_here_i_am = now + self.here_i_am_period();
             if self.designated_cache() == Some(self.cfg.cache_ip)
                 && self.next_assign.is_none_or(|t| t <= now)
                 && self.assignment.is_some()
+                && now >= self.next_refresh
             {
                 // Keep the routers' copy fresh while designated.
                 out.extend(self.redirect_assign(now));
+                self.next_refresh = now + self.cfg.interval;
             }
         }
         if let Some(t) = self.next_assign

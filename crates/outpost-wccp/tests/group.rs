@@ -159,7 +159,7 @@ fn three_edges_share_256_buckets_evenly_and_the_lowest_is_designated() {
 }
 
 #[test]
-fn a_killed_edge_s_buckets_are_reassigned_within_35_s_and_it_can_rejoin() {
+fn a_killed_edge_s_buckets_are_reassigned_within_30_s_and_it_can_rejoin() {
     let mut net = Net::new(3, 1, |_| {});
     net.run_until(40.0, |n| n.counts(0).len() == 3)
         .expect("assigned");
@@ -172,12 +172,13 @@ fn a_killed_edge_s_buckets_are_reassigned_within_35_s_and_it_can_rejoin() {
         .expect("router drops the dead cache after 25 s");
     assert!(dropped <= 25.5, "dropped after {dropped} s");
     // ... and the designated edge hands them to the survivors at its next
-    // exchange: within 35 s of the death in all phases.
+    // exchange (a quarter interval while it shares the group): within
+    // 27.5 s of the death in all phases.
     let took = net
         .run_until(12.0, |n| n.counts(0) == vec![128, 128])
         .map(|t| t + dropped)
         .expect("reassigned");
-    assert!(took <= 35.0, "reassigned {took} s after the kill");
+    assert!(took <= 27.6, "reassigned {took} s after the kill");
     // Only the dead cache's buckets moved.
     let after = net.routers[0].bucket_owners();
     for b in 0..256 {
@@ -198,8 +199,8 @@ fn the_designated_edge_dying_hands_the_assignment_to_the_next_lowest() {
     net.run_until(40.0, |n| n.counts(0).len() == 2)
         .expect("assigned");
     net.edges[0].1 = false;
-    net.run_until(35.5, |n| n.counts(0) == vec![256])
-        .expect("taken over within 35 s");
+    net.run_until(27.6, |n| n.counts(0) == vec![256])
+        .expect("taken over within 27.5 s");
     assert_eq!(net.routers[0].assignment_key().ip, edge_ip(2));
     assert!(net.edges[1].0.status(net.now).designated);
 }

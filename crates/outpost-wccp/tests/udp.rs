@@ -149,9 +149,9 @@ async fn three_edges_share_evenly_and_a_killed_one_is_reassigned_then_rejoins() 
     let e2 = edge(12, &[&r], None).await;
     let e3 = edge(13, &[&r], None).await;
     assert!(wait_until(Duration::from_secs(10), || counts(&r) == vec![86, 85, 85]).await);
-    // Killed: no goodbye. The protocol's bound is 3.5 intervals (35 s at
-    // 10 s; the sans-io tests hold it exactly); 6 here leave room for a
-    // loaded machine's scheduling.
+    // Killed: no goodbye. The bound is 2.75 intervals (27.5 s at 10 s; the
+    // sans-io tests hold it exactly); 6 here leave room for a loaded
+    // machine's scheduling.
     e2.abort();
     let start = tokio::time::Instant::now();
     assert!(wait_until(Duration::from_secs(10), || counts(&r) == vec![128, 128]).await);
