@@ -29,8 +29,8 @@ mod sync;
 pub use cron::{CronError, CronSchedule};
 pub use filter::PathFilter;
 pub use sync::{
-    ActiveFile, ChannelConfig, ChannelLimits, ChannelStatus, Channels, FileProblem, LimitHit,
-    RunProgress, RunSummary, SourceKind,
+    ActiveFile, ChannelConfig, ChannelLimits, ChannelStatus, Channels, DEFAULT_GRACE, FileProblem,
+    LimitHit, Revalidate, RunProgress, RunSummary, SourceKind,
 };
 
 #[derive(Debug, thiserror::Error)]

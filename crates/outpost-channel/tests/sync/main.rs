@@ -5,6 +5,7 @@
 
 mod support;
 
+mod fresh;
 mod integrity;
 mod limits;
 mod listings;

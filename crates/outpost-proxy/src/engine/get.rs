@@ -201,6 +201,7 @@ impl Engine {
                 authorized,
                 policy_request: &policy_request,
                 targeted,
+                sync_fresh: self.sync_fresh.get(&route.key),
             }),
             Asking::Sync { digest_expected } => Asker::Sync { digest_expected },
         };

@@ -88,6 +88,9 @@ pub struct Engine {
     /// URLs whose body failed a pre-positioning digest check: refused
     /// until a sync finds a good copy (key -> reason).
     quarantined: Mutex<HashMap<CacheKey, String>>,
+    /// Files a channel vouches for until its next sync (`revalidate =
+    /// "sync"`): fresh whatever the origin's headers say.
+    sync_fresh: crate::sync_fresh::SyncFreshness,
     /// URLs whose responses vary: the header names, and the variant keys
     /// stored (so that invalidation and purge reach every variant).
     variants: Mutex<HashMap<CacheKey, VariantSet>>,
@@ -163,6 +166,7 @@ impl Engine {
             served: Default::default(),
             access_log: std::sync::OnceLock::new(),
             quarantined: Mutex::new(HashMap::new()),
+            sync_fresh: Default::default(),
             variants: Mutex::new(known_variants(&store_for_variants)),
             via: format!("1.1 {via_name}"),
             via_name,
@@ -200,6 +204,8 @@ impl Engine {
     /// Removes what is stored for `key`, every variant included. Returns
     /// whether anything was.
     pub fn purge(&self, key: &CacheKey) -> Result<bool, outpost_store::StoreError> {
+        // What was purged is no longer the copy a channel vouched for.
+        self.sync_fresh.end_url(vary::url_part(key.as_str()));
         let variants = lock(&self.variants).remove(key);
         let mut any = self.store.purge(key)?;
         for variant in variants.into_iter().flat_map(|v| v.keys.into_keys()) {
@@ -255,12 +261,25 @@ impl Engine {
         let mut q = lock(&self.quarantined);
         match reason {
             Some(r) => {
+                self.sync_fresh.end_url(key.as_str());
                 q.insert(key.clone(), r);
             }
             None => {
                 q.remove(key);
             }
         }
+    }
+
+    /// Makes the copy stored under `key` fresh until `until` whatever its
+    /// origin headers say (a channel with `revalidate = "sync"` has just
+    /// synced it), or ends that with `None`. See [`crate::sync_fresh`].
+    pub fn set_sync_fresh(&self, key: &CacheKey, until: Option<crate::sync_fresh::FreshUntil>) {
+        self.sync_fresh.set(key, until);
+    }
+
+    /// Until when a channel vouches for the copy stored under `key`.
+    pub fn sync_fresh_until(&self, key: &CacheKey) -> Option<crate::sync_fresh::FreshUntil> {
+        self.sync_fresh.get(key)
     }
 
     /// Serves one routed request.

@@ -157,6 +157,8 @@ pub struct ChannelSection {
     pub max_page_links: S<u64>,
     pub max_files: S<u64>,
     pub max_bytes: S<Size>,
+    pub revalidate: S<RevalidateValue>,
+    pub revalidate_grace: S<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -468,3 +468,38 @@ fn tables_of_the_wrong_shape_are_errors_with_a_position() {
         assert!(err.contains(expected), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn channel_revalidate_defaults_to_sync_with_an_hour_of_grace_and_bad_values_name_their_line() {
+    let r = resolved(
+        "[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\n[[channel]]\nname = \"b\"\nsource = \"http://h/b/\"\nrevalidate = \"origin\"\nrevalidate_grace = \"10m\"\n",
+    );
+    assert_eq!(
+        (r.channels[0].revalidate, r.channels[0].revalidate_grace),
+        (outpost_channel::Revalidate::Sync, Duration::from_secs(3600))
+    );
+    assert_eq!(
+        (r.channels[1].revalidate, r.channels[1].revalidate_grace),
+        (
+            outpost_channel::Revalidate::Origin,
+            Duration::from_secs(600)
+        )
+    );
+    let channel = "[[channel]]\nname = \"b\"\nsource = \"http://h/b/\"\n";
+    for (line, key) in [
+        ("revalidate = \"never\"", "revalidate"),
+        ("revalidate = true", "revalidate"),
+        ("revalidate_grace = \"soon\"", "revalidate_grace"),
+        ("revalidate_grace = \"90days\"", "revalidate_grace"),
+    ] {
+        let err = errors(&format!("{channel}{line}\n"));
+        assert!(err.contains("t.toml:4:"), "{line}: {err}");
+        assert!(err.contains(key), "{line}: {err}");
+    }
+    // A fleet manager may set them: channels come from it too.
+    check_managed(
+        "[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\nrevalidate = \"origin\"\nrevalidate_grace = \"2h\"\n",
+        "site x",
+    )
+    .unwrap();
+}
