@@ -4,6 +4,7 @@
 //! `run` (one run and its files), `status` (what the admin API shows).
 
 mod budget;
+mod exporting;
 mod freshness;
 mod report;
 mod run;
@@ -62,6 +63,9 @@ pub struct ChannelConfig {
     /// With `Revalidate::Sync`: how long after the next scheduled sync a
     /// file stays fresh.
     pub revalidate_grace: Duration,
+    /// Keep a plain read-only tree of the channel's files here after
+    /// every complete sync (see [`crate::export`]).
+    pub export: Option<std::path::PathBuf>,
 }
 
 /// What one channel may crawl and hold. A source is not trusted to be
@@ -494,6 +498,9 @@ impl Channels {
             {
                 tracing::error!(channel = %ch.config.name, error = %e, "cannot record sync result");
             }
+            // Still part of the run: a waiter for it finds the tree in
+            // place, and no other run starts meanwhile.
+            this.export_after(&ch, &summary).await;
             *lock(&ch.run) = None;
             // A replaced channel's run may end after its successor's.
             ch.finished.send_modify(|done| *done = (*done).max(id));
@@ -557,6 +564,7 @@ impl ChannelConfig {
             && self.managed == other.managed
             && self.revalidate == other.revalidate
             && self.revalidate_grace == other.revalidate_grace
+            && self.export == other.export
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod export;
 mod fresh;
 mod integrity;
 mod limits;

@@ -249,6 +249,7 @@ pub fn channel(origin: &Origin, source: &str) -> ChannelConfig {
         limits: ChannelLimits::default(),
         revalidate: outpost_channel::Revalidate::Sync,
         revalidate_grace: outpost_channel::DEFAULT_GRACE,
+        export: None,
     }
 }
 

@@ -25,6 +25,7 @@ pub(super) fn channel_configs(
     r: &mut Resolver<'_>,
     file: &FileConfig,
     cache_size: u64,
+    cache_dir: &std::path::Path,
     proxy: &mut ProxyConfig,
 ) -> Vec<ChannelConfig> {
     // Where each name was first used, for "used twice" errors.
@@ -146,6 +147,9 @@ pub(super) fn channel_configs(
                 }
             })
             .map_or(DEFAULT_GRACE, |d| d.0);
+        let export = r.checked(&key("export"), &ch.export, |dir| {
+            outpost_channel::export::check_export_dir(dir, cache_dir)
+        });
         let Some(source) = source.map(|s| s.0) else {
             continue;
         };
@@ -182,6 +186,7 @@ pub(super) fn channel_configs(
             managed: false,
             revalidate,
             revalidate_grace,
+            export,
         });
     }
     channels

@@ -159,6 +159,7 @@ pub struct ChannelSection {
     pub max_bytes: S<Size>,
     pub revalidate: S<RevalidateValue>,
     pub revalidate_grace: S<Dur>,
+    pub export: S<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -503,3 +503,26 @@ fn channel_revalidate_defaults_to_sync_with_an_hour_of_grace_and_bad_values_name
     )
     .unwrap();
 }
+
+#[test]
+fn channel_export_must_stay_out_of_the_cache_and_is_never_set_centrally() {
+    let r = resolved(
+        "[cache]\ndir = \"/var/cache/outpost\"\n[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\nexport = \"/srv/packages\"\n",
+    );
+    assert_eq!(r.channels[0].export, Some(PathBuf::from("/srv/packages")));
+    let channel = "[cache]\ndir = \"/var/cache/outpost\"\n[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\n";
+    for bad in ["/", "srv/packages", "/var/cache/outpost/share", "/var"] {
+        let err = errors(&format!("{channel}export = \"{bad}\"\n"));
+        assert!(
+            err.contains("t.toml:6:10: channel \"a\": export:"),
+            "{bad}: {err}"
+        );
+    }
+    let err = check_managed(
+        "[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\nexport = \"/srv/packages\"\n",
+        "site x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("channel.export: not set centrally"), "{err}");
+}
