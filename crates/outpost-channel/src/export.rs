@@ -6,8 +6,10 @@
 //! `DIR` is a symbolic link to the current version of the tree, a sibling
 //! directory `DIR.new-<id>`. A new version is built whole beside it, then
 //! the link is replaced by `rename(2)` (atomic): a technician browsing the
-//! share sees the old tree or the new one, never a half-built one. Older
-//! versions are removed afterwards.
+//! share sees the old tree or the new one, never a half-built one. The
+//! version before is kept until the next swap (Samba resolves a share's
+//! path when a client connects, so a session connected before the swap
+//! reads the old tree until it reconnects); older ones are removed.
 //!
 //! Files are hard links to the store's body files where the file system
 //! allows (same file system as the cache: no extra space, no copy time),
@@ -166,8 +168,14 @@ pub fn write_tree(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     // A `DIR` we did not make is someone's data: never replaced.
+    let mut previous = None;
     match fs::symlink_metadata(&dir) {
-        Ok(m) if m.file_type().is_symlink() => {}
+        Ok(m) if m.file_type().is_symlink() => {
+            previous = fs::read_link(&dir)
+                .ok()
+                .filter(|target| target.components().count() == 1)
+                .map(|target| target.to_string_lossy().into_owned());
+        }
         Ok(m) if m.is_dir() => {
             if fs::read_dir(&dir).map_err(io_err(&dir))?.next().is_some() {
                 return Err(ExportError::Refused {
@@ -214,7 +222,11 @@ pub fn write_tree(
         let _ = remove_tree(&tree);
         return Err(io_err(&dir)(e));
     }
-    clean_old(&parent, &name, &tree_name);
+    clean_old(
+        &parent,
+        &name,
+        &[&tree_name, previous.as_deref().unwrap_or("")],
+    );
     Ok(status)
 }
 
@@ -365,8 +377,11 @@ fn make_dirs(tree: &Path, dir: &Path) -> Result<(), ExportError> {
     Ok(())
 }
 
-/// Removes every older version of the tree and stale temporary links.
-fn clean_old(parent: &Path, name: &str, current: &str) {
+/// Removes every older version of the tree but `keep` (the current one
+/// and the one before it: a Samba session connected to it resolved the
+/// share's path when it connected and keeps reading there until it
+/// reconnects), and stale temporary links.
+fn clean_old(parent: &Path, name: &str, keep: &[&str]) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
@@ -376,7 +391,7 @@ fn clean_old(parent: &Path, name: &str, current: &str) {
         let file_name = entry.file_name();
         let file_name = file_name.to_string_lossy();
         let path = entry.path();
-        if file_name.starts_with(&tree_prefix) && file_name != current {
+        if file_name.starts_with(&tree_prefix) && !keep.contains(&file_name.as_ref()) {
             if let Err(e) = remove_tree(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove an old export tree");
             }

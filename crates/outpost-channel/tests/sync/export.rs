@@ -112,10 +112,19 @@ async fn an_export_is_a_read_only_tree_of_hard_links_into_the_store() {
         (3, dir.display().to_string())
     );
 
-    // Again: a new version replaces the old, which is removed.
+    // Again, twice: a new version replaces the old, which is kept until
+    // the next swap (a connected Samba session reads it), then removed.
+    let first = std::fs::read_link(&dir).unwrap();
     site.channels.export("lib", &dir).await.unwrap();
     assert_eq!(tree_files(&dir), expected(&lib));
-    assert_eq!(versions(&dir).len(), 1, "{:?}", versions(&dir));
+    assert_eq!(versions(&dir).len(), 2, "{:?}", versions(&dir));
+    site.channels.export("lib", &dir).await.unwrap();
+    assert_eq!(versions(&dir).len(), 2, "{:?}", versions(&dir));
+    assert!(
+        !share.path().join(&first).exists(),
+        "the oldest version stayed"
+    );
+    assert_eq!(tree_files(&dir), expected(&lib));
 }
 
 #[tokio::test]
@@ -146,7 +155,7 @@ async fn each_complete_sync_swaps_in_a_new_tree_and_an_open_file_keeps_its_versi
     let mut kept = Vec::new();
     std::io::Read::read_to_end(&mut &open, &mut kept).unwrap();
     assert!(kept == old, "the open file changed under the reader");
-    assert_eq!(versions(&dir).len(), 1, "{:?}", versions(&dir));
+    assert_eq!(versions(&dir).len(), 2, "{:?}", versions(&dir));
 
     // An incomplete sync keeps the last complete tree.
     origin.remove("/lib/drivers/gpu/gpu.exe");

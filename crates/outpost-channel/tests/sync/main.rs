@@ -11,3 +11,4 @@ mod integrity;
 mod limits;
 mod listings;
 mod live;
+mod smb;
