@@ -10,7 +10,8 @@
 //! Invariant: a decision to reuse a stored copy without asking the origin
 //! (`Hit`, `FetchRest` for a client, `StaleWhileRevalidate`) is only made
 //! when the copy may be shared with this request and is fresh at `now`
-//! (or within its stale-while-revalidate window).
+//! (or within its stale-while-revalidate window), or is a complete 2xx
+//! copy a channel vouches for at `now` ([`crate::sync_fresh`]).
 
 use std::time::SystemTime;
 

@@ -82,6 +82,28 @@ async fn pcs_never_reach_the_origin_for_a_synced_file() {
         .await,
         body.slice(1000..2000)
     );
+    // Credentials, or a header the origin might build its answer from:
+    // still the channel's copy (fetched without either, for every PC).
+    assert_eq!(
+        pc_get(
+            &site,
+            &origin,
+            "/m/app.msi",
+            &[("authorization", "Basic dTpw")]
+        )
+        .await,
+        body
+    );
+    assert_eq!(
+        pc_get(
+            &site,
+            &origin,
+            "/m/app.msi",
+            &[("x-forwarded-host", "elsewhere")]
+        )
+        .await,
+        body
+    );
     let revalidating = Client::new(site.addr)
         .get(&origin.url("/m/app.msi"), &[("if-none-match", "\"v1\"")])
         .await

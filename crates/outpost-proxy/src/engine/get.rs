@@ -286,9 +286,12 @@ impl Engine {
         }
         // A response fetched for another client's request answers one with
         // credentials only if the origin made it shareable (RFC 9111
-        // section 3.5). The admin published a digest-bound file for every
-        // PC: it is shared whatever the request's credentials.
-        let authorized = !digest_bound && parts.headers.contains_key(header::AUTHORIZATION);
+        // section 3.5). What the admin published for every PC (a
+        // digest-bound file, a file a channel vouches for) is shared
+        // whatever the request's credentials.
+        let authorized = !digest_bound
+            && !self.vouched(&route.key)
+            && parts.headers.contains_key(header::AUTHORIZATION);
         let targeted = self.targeted_for(&route);
         let may_share = |head: &StoredHead| !authorized || explicitly_shared(head, targeted);
         // The upstream target is built only off the plain-hit path (most

@@ -277,6 +277,15 @@ impl Engine {
         self.sync_fresh.set(key, until);
     }
 
+    /// Whether a channel vouches for the copy stored under `key` now. Such
+    /// a copy was fetched by the edge without any PC's credentials: it is
+    /// served to every PC, as a digest-bound file is.
+    pub(crate) fn vouched(&self, key: &CacheKey) -> bool {
+        self.sync_fresh
+            .get(key)
+            .is_some_and(|until| until.covers(self.clock.now()))
+    }
+
     /// Until when a channel vouches for the copy stored under `key`.
     pub fn sync_fresh_until(&self, key: &CacheKey) -> Option<crate::sync_fresh::FreshUntil> {
         self.sync_fresh.get(key)
@@ -315,11 +324,14 @@ impl Engine {
         // the edge has checked: requests that would bypass the store go
         // through it instead.
         let digest_bound = read && self.store.expects_digest(&route.key);
-        if !digest_bound && self.rule(&route).is_some_and(|r| r.never_cache) {
+        // So is a file a channel vouches for: the channel, not a rule or a
+        // PC's header, decides when the origin is asked about it.
+        let through_store = digest_bound || (read && self.vouched(&route.key));
+        if !through_store && self.rule(&route).is_some_and(|r| r.never_cache) {
             self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
             return self.forward(req, &route).await;
         }
-        if !digest_bound
+        if !through_store
             && let Some(name) =
                 unkeyed_override(req.headers(), &self.rules().bypass_request_headers)
         {
@@ -342,7 +354,9 @@ impl Engine {
         if method == Method::HEAD {
             let now = self.clock.now();
             // As for GET: credentials share only what the origin shares.
-            let authorized = !digest_bound && req.headers().contains_key(header::AUTHORIZATION);
+            let authorized = !digest_bound
+                && !self.vouched(&route.key)
+                && req.headers().contains_key(header::AUTHORIZATION);
             // The same lookup as a GET's; anything but a hit is forwarded
             // (a HEAD starts no fill and revalidates nothing).
             if let get::Lookup {
