@@ -145,8 +145,8 @@ impl Engine {
         }
         // Clients may address the edge by any name; what identifies the
         // representation is the origin URL.
-        if let Some(authority) = route.upstream_uri.authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        if let Some(host) = policy_host(&route.upstream_uri)
+            && let Ok(host) = HeaderValue::from_str(host)
         {
             parts.headers.insert(header::HOST, host);
         }
@@ -559,6 +559,46 @@ impl Engine {
                 Some(ByteRange::new(start, end.unwrap_or(u64::MAX)))
             }
             _ => None,
+        }
+    }
+}
+
+/// The `Host` a stored response's policy is judged with: the origin URL's
+/// authority without its scheme's default port. A reverse site's origin
+/// `http://files:80` and a channel's source `http://files/` name one
+/// representation (one cache key); were their `Host` values to differ,
+/// the policy would find the stored response not matching the request and
+/// a stale copy would be fetched whole instead of revalidated.
+fn policy_host(uri: &http::Uri) -> Option<&str> {
+    let authority = uri.authority()?;
+    let default_port = match uri.scheme_str() {
+        Some("http") => Some(80),
+        Some("https") => Some(443),
+        _ => None,
+    };
+    if authority.port_u16().is_some() && authority.port_u16() == default_port {
+        Some(authority.host())
+    } else {
+        Some(authority.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy_host;
+
+    #[test]
+    fn the_policy_host_drops_only_the_schemes_default_port() {
+        let host = |u: &str| policy_host(&u.parse().unwrap()).map(str::to_string);
+        for (uri, want) in [
+            ("http://files:80/a", "files"),
+            ("http://files/a", "files"),
+            ("https://files:443/a", "files"),
+            ("http://files:8080/a", "files:8080"),
+            ("https://files:80/a", "files:80"),
+            ("http://[::1]:80/a", "[::1]"),
+        ] {
+            assert_eq!(host(uri).as_deref(), Some(want), "{uri}");
         }
     }
 }
