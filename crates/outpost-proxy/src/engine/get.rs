@@ -132,9 +132,10 @@ impl Engine {
         route: &Route,
         response: &HeaderMap,
     ) -> request::Parts {
+        let uri = policy_uri(&route.upstream_uri);
         let (mut parts, ()) = Request::builder()
             .method(Method::GET)
-            .uri(route.upstream_uri.clone())
+            .uri(uri.clone())
             .body(())
             .unwrap_or_default()
             .into_parts();
@@ -145,8 +146,8 @@ impl Engine {
         }
         // Clients may address the edge by any name; what identifies the
         // representation is the origin URL.
-        if let Some(host) = policy_host(&route.upstream_uri)
-            && let Ok(host) = HeaderValue::from_str(host)
+        if let Some(authority) = uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
             parts.headers.insert(header::HOST, host);
         }
@@ -563,42 +564,50 @@ impl Engine {
     }
 }
 
-/// The `Host` a stored response's policy is judged with: the origin URL's
-/// authority without its scheme's default port. A reverse site's origin
+/// The URL a stored response's policy is judged with: the origin URL
+/// without its scheme's default port. A reverse site's origin
 /// `http://files:80` and a channel's source `http://files/` name one
-/// representation (one cache key); were their `Host` values to differ,
-/// the policy would find the stored response not matching the request and
-/// a stale copy would be fetched whole instead of revalidated.
-fn policy_host(uri: &http::Uri) -> Option<&str> {
-    let authority = uri.authority()?;
+/// representation (one cache key); were the URL or `Host` the policy
+/// compares to differ, it would find the stored response not matching the
+/// request, and a stale copy would be fetched whole instead of revalidated.
+fn policy_uri(uri: &http::Uri) -> http::Uri {
+    let Some(authority) = uri.authority() else {
+        return uri.clone();
+    };
     let default_port = match uri.scheme_str() {
         Some("http") => Some(80),
         Some("https") => Some(443),
         _ => None,
     };
-    if authority.port_u16().is_some() && authority.port_u16() == default_port {
-        Some(authority.host())
-    } else {
-        Some(authority.as_str())
+    if authority.port_u16().is_none() || authority.port_u16() != default_port {
+        return uri.clone();
+    }
+    let mut parts = uri.clone().into_parts();
+    match authority.host().parse() {
+        Ok(host) => {
+            parts.authority = Some(host);
+            http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+        }
+        Err(_) => uri.clone(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::policy_host;
+    use super::policy_uri;
 
     #[test]
-    fn the_policy_host_drops_only_the_schemes_default_port() {
-        let host = |u: &str| policy_host(&u.parse().unwrap()).map(str::to_string);
+    fn the_policy_url_drops_only_the_schemes_default_port() {
+        let judged = |u: &str| policy_uri(&u.parse().unwrap()).to_string();
         for (uri, want) in [
-            ("http://files:80/a", "files"),
-            ("http://files/a", "files"),
-            ("https://files:443/a", "files"),
-            ("http://files:8080/a", "files:8080"),
-            ("https://files:80/a", "files:80"),
-            ("http://[::1]:80/a", "[::1]"),
+            ("http://files:80/a?b", "http://files/a?b"),
+            ("http://files/a", "http://files/a"),
+            ("https://files:443/a", "https://files/a"),
+            ("http://files:8080/a", "http://files:8080/a"),
+            ("https://files:80/a", "https://files:80/a"),
+            ("http://[::1]:80/a", "http://[::1]/a"),
         ] {
-            assert_eq!(host(uri).as_deref(), Some(want), "{uri}");
+            assert_eq!(judged(uri), want, "{uri}");
         }
     }
 }
