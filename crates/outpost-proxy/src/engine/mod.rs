@@ -14,6 +14,7 @@ mod collapse;
 mod fetch;
 mod forward;
 mod get;
+mod policy_uri;
 mod revalidate;
 mod route;
 
