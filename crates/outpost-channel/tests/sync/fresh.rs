@@ -255,3 +255,30 @@ async fn a_response_under_way_during_the_swap_is_all_old_bytes() {
     assert_eq!(received.len(), old.len());
     assert!(received == old[..], "the response mixed versions");
 }
+
+/// A file that left the channel's source is ordinary cache again: the
+/// origin's headers decide, and a stale copy is revalidated.
+#[tokio::test]
+async fn a_file_that_left_the_channel_is_checked_with_the_origin_again() {
+    let origin = Origin::start().await;
+    let kept = content(40_000, 8);
+    let gone = content(50_000, 9);
+    publish(&origin, "/m/kept.msi", &kept, "\"k1\"");
+    publish(&origin, "/m/gone.msi", &gone, "\"g1\"");
+    manifest(&origin, &["kept.msi", "gone.msi"]);
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start(dir.path(), vec![channel(&origin, "/m/files.txt")], 1 << 30).await;
+    assert_eq!(site.sync("lib").await.result, "ok");
+    manifest(&origin, &["kept.msi"]);
+    let summary = site.sync("lib").await;
+    assert_eq!(summary.removed, 1, "{summary:?}");
+
+    let before = origin.count("/m/gone.msi");
+    assert_eq!(pc_get(&site, &origin, "/m/gone.msi", &[]).await, gone);
+    let asked = origin.requests_for("/m/gone.msi");
+    assert_eq!(asked.len(), before + 1, "{asked:?}");
+    assert!(asked[before].is_conditional());
+    let before = origin.count("/m/kept.msi");
+    assert_eq!(pc_get(&site, &origin, "/m/kept.msi", &[]).await, kept);
+    assert_eq!(origin.count("/m/kept.msi"), before);
+}
