@@ -4,7 +4,8 @@
 //!
 //! This crate owns the channel configuration, the source parsers
 //! ([`listing`]), cron schedules ([`cron`]), which files a channel takes
-//! ([`filter`]), what the edge remembers of each
+//! ([`filter`]), exports of its files as a plain tree ([`export`]), what
+//! the edge remembers of each
 //! channel across restarts (`state`), and the sync runs ([`Channels`]).
 //!
 //! Invariants:
@@ -21,6 +22,7 @@
 //!   the store and is refused to clients until a later sync finds it right.
 
 pub mod cron;
+pub mod export;
 pub mod filter;
 mod library_view;
 pub mod listing;
@@ -28,14 +30,15 @@ mod state;
 mod sync;
 
 pub use cron::{CronError, CronSchedule};
+pub use export::{ExportError, ExportStatus};
 pub use filter::PathFilter;
 pub use library_view::{
     FileState, LibraryChannel, LibraryEntry, LibraryFile, LibraryFolder, LibraryNode, LibraryPath,
     LibraryPathError, library_path_of, parse_library_path,
 };
 pub use sync::{
-    ActiveFile, ChannelConfig, ChannelLimits, ChannelStatus, Channels, FileProblem, LimitHit,
-    RunProgress, RunSummary, SourceKind,
+    ActiveFile, ChannelConfig, ChannelLimits, ChannelStatus, Channels, DEFAULT_GRACE, FileProblem,
+    LimitHit, Revalidate, RunProgress, RunSummary, SourceKind,
 };
 
 #[derive(Debug, thiserror::Error)]

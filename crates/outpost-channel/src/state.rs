@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS channel_files (
     updated INTEGER NOT NULL,
     PRIMARY KEY (channel, url)
 );
+CREATE TABLE IF NOT EXISTS channel_exports (
+    channel TEXT PRIMARY KEY,
+    status TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS channel_runs (
     channel TEXT NOT NULL,
     run INTEGER NOT NULL,
@@ -118,7 +122,26 @@ impl ChannelDb {
         Ok(())
     }
 
-    /// Deletes every row of a channel: its files and its runs.
+    /// Records the channel's last export (an `ExportStatus` as JSON).
+    pub fn put_export(&self, channel: &str, status: &str) -> Result<(), ChannelError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO channel_exports (channel, status) VALUES (?1, ?2)",
+            )?
+            .execute(params![channel, status])?;
+        Ok(())
+    }
+
+    pub fn last_export(&self, channel: &str) -> Result<Option<String>, ChannelError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT status FROM channel_exports WHERE channel = ?1")?
+            .query_row(params![channel], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Deletes every row of a channel: its files, its runs and its last
+    /// export.
     pub fn forget_channel(&self, channel: &str) -> Result<(), ChannelError> {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
@@ -127,6 +150,10 @@ impl ChannelDb {
         )?;
         tx.execute(
             "DELETE FROM channel_runs WHERE channel = ?1",
+            params![channel],
+        )?;
+        tx.execute(
+            "DELETE FROM channel_exports WHERE channel = ?1",
             params![channel],
         )?;
         tx.commit()?;

@@ -87,6 +87,9 @@ async fn main() -> anyhow::Result<()> {
         managed: false,
         concurrency: 8,
         limits: ChannelLimits::default(),
+        revalidate: outpost_channel::Revalidate::Sync,
+        revalidate_grace: outpost_channel::DEFAULT_GRACE,
+        export: None,
     };
     let channels = Channels::start(engine.clone(), vec![channel], &dir)?;
     let started = Instant::now();

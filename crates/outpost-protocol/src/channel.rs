@@ -224,4 +224,30 @@ pub struct ChannelStatus {
     pub last_run: Option<RunSummary>,
     /// Local time of the next scheduled run.
     pub next_run: Option<String>,
+    /// The last export of the channel's files to a plain tree
+    /// (`outpost export`, `[[channel]] export`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStatus>,
+}
+
+/// One export of a channel's files to a plain read-only tree (for a Samba
+/// share): where, when, and how the files got there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportStatus {
+    /// The tree's path (a symbolic link to the current version).
+    pub dir: String,
+    /// Unix time the export finished (or failed).
+    pub finished: i64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Files hard-linked to the store's body files (no extra disk space).
+    pub linked: u64,
+    /// Files copied (the tree is on another file system than the cache).
+    pub copied: u64,
+    /// Files of the channel left out (a path that cannot be a file name,
+    /// two URLs for one path, a body gone meanwhile), with why.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    /// Why the export failed; the previous tree stays in place.
+    pub error: Option<String>,
 }

@@ -22,8 +22,8 @@ pub use action::{
     SyncStarted, VerifyReport,
 };
 pub use channel::{
-    ActiveFile, ChannelStatus, FileOutcome, FileProblem, LimitHit, RunPhase, RunProgress,
-    RunSummary, SourceKind, SyncResult,
+    ActiveFile, ChannelStatus, ExportStatus, FileOutcome, FileProblem, LimitHit, RunPhase,
+    RunProgress, RunSummary, SourceKind, SyncResult,
 };
 pub use fleet::{
     ActionOrder, ActionResult, ActionSiteStatus, ActionState, ActionStatus, AppliedConfig,

@@ -29,6 +29,7 @@ mod lookup;
 pub mod prefetch;
 pub mod serve;
 pub mod server;
+pub mod sync_fresh;
 mod sys;
 pub mod upstream;
 pub mod wan;

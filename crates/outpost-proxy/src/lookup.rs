@@ -10,7 +10,8 @@
 //! Invariant: a decision to reuse a stored copy without asking the origin
 //! (`Hit`, `FetchRest` for a client, `StaleWhileRevalidate`) is only made
 //! when the copy may be shared with this request and is fresh at `now`
-//! (or within its stale-while-revalidate window).
+//! (or within its stale-while-revalidate window), or is a complete 2xx
+//! copy a channel vouches for at `now` ([`crate::sync_fresh`]).
 
 use std::time::SystemTime;
 
@@ -18,6 +19,8 @@ use http::{HeaderMap, header, request};
 use outpost_http::cache_control;
 use outpost_http::policy::BeforeRequest;
 use outpost_store::{Phase, StoredHead};
+
+use crate::sync_fresh::FreshUntil;
 
 /// The fill running for the key, if any.
 #[derive(Clone, Copy)]
@@ -59,6 +62,9 @@ pub(crate) struct ClientRequest<'a> {
     /// The targeted cache-control fields (RFC 9213) that speak to the edge
     /// for this route: set when the edge is the origin's CDN.
     pub targeted: Option<&'a outpost_http::policy::TargetedFields>,
+    /// A channel vouches for the stored copy until then (`revalidate =
+    /// "sync"`), see [`crate::sync_fresh`].
+    pub sync_fresh: Option<FreshUntil>,
 }
 
 /// What to do.
@@ -142,6 +148,15 @@ fn for_client(
         return Decision::PassOwn;
     }
     let complete = *stored.phase == Phase::Complete;
+    // A pre-positioned file is fresh until its channel's grant ends,
+    // whatever the origin's or the client's headers say (a PC's Ctrl-F5
+    // included): the channel's sync is what asks the origin.
+    if complete
+        && head.status.is_success()
+        && request.sync_fresh.is_some_and(|until| until.covers(now))
+    {
+        return Decision::Hit;
+    }
     // The common hit: a plain request for a stored response that does not
     // vary. RFC 9111 then reduces to "is it fresh?", with no date parsing.
     let plain = !request.headers.contains_key(header::CACHE_CONTROL)
@@ -317,6 +332,17 @@ mod tests {
         stored: Option<(&StoredHead, Phase)>,
         running: Option<Running<'_>>,
     ) -> Decision {
+        client_vouched(headers, authorized, now, stored, running, None)
+    }
+
+    fn client_vouched(
+        headers: &HeaderMap,
+        authorized: bool,
+        now: u64,
+        stored: Option<(&StoredHead, Phase)>,
+        running: Option<Running<'_>>,
+        sync_fresh: Option<FreshUntil>,
+    ) -> Decision {
         let headers_for_policy = headers.clone();
         let policy_request = move |_: &StoredHead| plain_request(&headers_for_policy);
         let asker = Asker::Client(ClientRequest {
@@ -324,6 +350,7 @@ mod tests {
             authorized,
             policy_request: &policy_request,
             targeted: None,
+            sync_fresh,
         });
         let stored = stored.as_ref().map(|(head, phase)| Stored { head, phase });
         decide(stored, running, &asker, at(now))
@@ -534,5 +561,61 @@ mod tests {
             Decision::JoinFill
         );
         assert_eq!(sync(false, None, false), Decision::Miss);
+    }
+
+    /// A channel's grant (`revalidate = "sync"`) makes a stale copy a hit,
+    /// even for a PC that asks for validation, until the grant ends; it
+    /// never makes a partial copy or a stored error a hit.
+    #[test]
+    fn a_channel_grant_makes_a_stale_copy_a_hit_until_it_ends() {
+        let stale = head(200, &[("cache-control", "no-cache"), ("etag", "\"v1\"")]);
+        let stored = Some((&stale, Phase::Complete));
+        let mut no_cache = HeaderMap::new();
+        no_cache.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let until = FreshUntil::At(at(100));
+        for headers in [HeaderMap::new(), no_cache] {
+            assert_eq!(
+                client_vouched(&headers, false, 99, stored.clone(), None, Some(until)),
+                Decision::Hit
+            );
+            assert!(matches!(
+                client_vouched(&headers, false, 100, stored.clone(), None, Some(until)),
+                Decision::Revalidate { .. }
+            ));
+            assert_eq!(
+                client_vouched(
+                    &headers,
+                    false,
+                    1 << 30,
+                    stored.clone(),
+                    None,
+                    Some(FreshUntil::NextSync)
+                ),
+                Decision::Hit
+            );
+        }
+        assert!(matches!(
+            client_vouched(
+                &HeaderMap::new(),
+                false,
+                1,
+                Some((&stale, Phase::Filling)),
+                None,
+                Some(FreshUntil::NextSync)
+            ),
+            Decision::Miss
+        ));
+        let error = head(404, &[("cache-control", "no-cache"), ("etag", "\"e\"")]);
+        assert!(matches!(
+            client_vouched(
+                &HeaderMap::new(),
+                false,
+                1,
+                Some((&error, Phase::Complete)),
+                None,
+                Some(FreshUntil::NextSync)
+            ),
+            Decision::Revalidate { .. }
+        ));
     }
 }

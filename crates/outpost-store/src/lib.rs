@@ -18,7 +18,11 @@
 //! - one process at a time uses a cache directory: the store holds an
 //!   exclusive `flock` on its `lock` file (with the holder's pid) while open;
 //! - pinned objects are never evicted; eviction prefers objects that were
-//!   used once (scan resistance) and skips objects being filled or read.
+//!   used once (scan resistance) and skips objects being filled or read;
+//! - a complete object's body file is never written again: a new version
+//!   of a URL is a new object with a new id and file, and eviction, purge
+//!   or replacement only unlink the old file (readers holding it keep its
+//!   bytes). Channel exports hard-link body files on this promise.
 
 mod error;
 mod head;

@@ -84,6 +84,14 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
+    /// Write a channel's files as a plain read-only tree at DIR (hard
+    /// links into the store where possible), for a Samba share.
+    Export {
+        channel: String,
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        target: cli::Target,
+    },
     /// Each pre-positioning channel's state.
     Channels(cli::Target),
     /// Re-read the running edge's config file and apply what can change
@@ -191,6 +199,11 @@ fn main() -> ExitCode {
         Command::Pin { url, target } => cli::action(&target, ObjectAction::Pin, &url),
         Command::Unpin { url, target } => cli::action(&target, ObjectAction::Unpin, &url),
         Command::Sync { channel, target } => cli::sync(&target, channel.as_deref()),
+        Command::Export {
+            channel,
+            dir,
+            target,
+        } => cli::export(&target, &channel, &dir),
         Command::Channels(target) => cli::channels(&target),
         Command::Reload(target) => cli::reload(&target),
         Command::Wccp(WccpCommand::Status(target)) => cli::wccp_status(&target),

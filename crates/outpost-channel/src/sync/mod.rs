@@ -5,6 +5,8 @@
 
 mod budget;
 mod library;
+mod exporting;
+mod freshness;
 mod report;
 mod run;
 mod source;
@@ -29,6 +31,8 @@ use crate::ChannelError;
 use crate::cron::CronSchedule;
 use crate::filter::PathFilter;
 use crate::state::ChannelDb;
+
+pub use freshness::{DEFAULT_GRACE, Revalidate};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelConfig {
@@ -55,6 +59,14 @@ pub struct ChannelConfig {
     /// request is (loopback, link-local and the edge's own addresses only
     /// where the edge's `internal_destinations` allows).
     pub managed: bool,
+    /// Who PCs' requests for the channel's files are checked with.
+    pub revalidate: Revalidate,
+    /// With `Revalidate::Sync`: how long after the next scheduled sync a
+    /// file stays fresh.
+    pub revalidate_grace: Duration,
+    /// Keep a plain read-only tree of the channel's files here after
+    /// every complete sync (see [`crate::export`]).
+    pub export: Option<std::path::PathBuf>,
 }
 
 /// What one channel may crawl and hold. A source is not trusted to be
@@ -201,6 +213,7 @@ impl Channels {
         let mut channels = Vec::new();
         for config in configs {
             this.restore_file_states(&config.name)?;
+            this.restore_freshness(&config);
             if lock(&this.db).take_interrupted(&config.name, now_secs())? {
                 resume.push(config.name.clone());
             }
@@ -300,6 +313,10 @@ impl Channels {
                 let Some(ch) = live.iter().find(|c| c.config.name == new.name).cloned() else {
                     match self.new_channel(new.clone(), None) {
                         Ok(ch) => {
+                            // A channel added again finds its rows gone
+                            // (`forget`) unless it came back before its
+                            // removal finished: vouch for what it holds.
+                            self.restore_freshness(new);
                             changes.push(format!("channel {:?} added", new.name));
                             started.push(ch.clone());
                             next.push(ch);
@@ -320,6 +337,8 @@ impl Channels {
                 match self.new_channel(new.clone(), Some(&ch)) {
                     Ok(replacement) => {
                         ch.retired.cancel();
+                        // `revalidate` or the schedule may have changed.
+                        self.restore_freshness(new);
                         changes.push(format!("channel {:?} replaced", new.name));
                         tracing::info!(channel = %new.name, "channel replaced: its running sync stops, the new one syncs now");
                         started.push(replacement.clone());
@@ -411,6 +430,7 @@ impl Channels {
             if row.expected_sha256.is_some() {
                 self.engine.store.expect_digest(&key, None);
             }
+            self.engine.set_sync_fresh(&key, None);
         }
         if let Err(e) = db.forget_channel(name) {
             tracing::error!(channel = %name, error = %e, "cannot drop the removed channel's rows");
@@ -479,6 +499,9 @@ impl Channels {
             {
                 tracing::error!(channel = %ch.config.name, error = %e, "cannot record sync result");
             }
+            // Still part of the run: a waiter for it finds the tree in
+            // place, and no other run starts meanwhile.
+            this.export_after(&ch, &summary).await;
             *lock(&ch.run) = None;
             // A replaced channel's run may end after its successor's.
             ch.finished.send_modify(|done| *done = (*done).max(id));
@@ -540,6 +563,9 @@ impl ChannelConfig {
             && self.verify == other.verify
             && self.concurrency == other.concurrency
             && self.managed == other.managed
+            && self.revalidate == other.revalidate
+            && self.revalidate_grace == other.revalidate_grace
+            && self.export == other.export
     }
 }
 

@@ -160,6 +160,7 @@ impl Channels {
                 if row.expected_sha256.is_some() {
                     self.engine.store.expect_digest(&key, None);
                 }
+                self.engine.set_sync_fresh(&key, None);
                 if let Err(e) = db.remove_file(name, url) {
                     tracing::warn!(channel = %name, error = %e, "cannot forget a removed file");
                 }
@@ -347,6 +348,9 @@ impl Channels {
                     tracing::warn!(channel = %name, key = %done.key, error = %e, "cannot pin");
                 }
                 self.engine.set_quarantined(&done.key, None);
+                // The origin was just asked: the channel vouches for this
+                // copy until its next sync.
+                self.vouch(&ch.config, &done.key, now);
                 FileResult::Done(done.outcome)
             }
             Err(PrefetchError::DigestMismatch { expected, actual }) => {

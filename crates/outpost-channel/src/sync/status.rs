@@ -47,6 +47,7 @@ impl Channels {
             running: None,
             last_run: last.and_then(|s| serde_json::from_str(&s).ok()),
             next_run: lock(&ch.next_run).map(|t| t.format("%Y-%m-%d %H:%M").to_string()),
+            export: self.last_export(&config.name),
         };
         for row in &rows {
             status.bytes_total += row.len.unwrap_or(0);

@@ -5,7 +5,10 @@
 
 mod support;
 
+mod export;
+mod fresh;
 mod integrity;
 mod limits;
 mod listings;
 mod live;
+mod smb;

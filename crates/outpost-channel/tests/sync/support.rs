@@ -164,11 +164,29 @@ impl Site {
         dir: &Path,
         channels: Vec<ChannelConfig>,
         max_bytes: u64,
+        config: ProxyConfig,
+    ) -> Self {
+        Self::start_on_clock(
+            dir,
+            channels,
+            max_bytes,
+            config,
+            Arc::new(outpost_proxy::SystemClock),
+        )
+        .await
+    }
+
+    /// An edge whose freshness decisions read `clock` (a test moves it).
+    pub async fn start_on_clock(
+        dir: &Path,
+        channels: Vec<ChannelConfig>,
+        max_bytes: u64,
         mut config: ProxyConfig,
+        clock: Arc<dyn outpost_proxy::Clock>,
     ) -> Self {
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         let store = Store::open(StoreConfig::new(dir, max_bytes)).expect("open store");
-        let engine = Engine::new(config, store);
+        let engine = Engine::with_clock(config, store, clock);
         let server = Server::bind(engine.clone()).await.expect("bind");
         let addr = server.local_addrs()[0];
         let shutdown = CancellationToken::new();
@@ -229,6 +247,9 @@ pub fn channel(origin: &Origin, source: &str) -> ChannelConfig {
         managed: false,
         concurrency: 2,
         limits: ChannelLimits::default(),
+        revalidate: outpost_channel::Revalidate::Sync,
+        revalidate_grace: outpost_channel::DEFAULT_GRACE,
+        export: None,
     }
 }
 

@@ -133,6 +133,9 @@ impl Site {
             managed: false,
             concurrency: 2,
             limits: ChannelLimits::default(),
+            revalidate: outpost_channel::Revalidate::Sync,
+            revalidate_grace: outpost_channel::DEFAULT_GRACE,
+            export: None,
         };
         let configs = vec![
             channel("packages", "/pkgs/", SourceKind::Listing),

@@ -132,9 +132,10 @@ impl Engine {
         route: &Route,
         response: &HeaderMap,
     ) -> request::Parts {
+        let uri = super::policy_uri::policy_uri(&route.upstream_uri);
         let (mut parts, ()) = Request::builder()
             .method(Method::GET)
-            .uri(route.upstream_uri.clone())
+            .uri(uri.clone())
             .body(())
             .unwrap_or_default()
             .into_parts();
@@ -145,7 +146,7 @@ impl Engine {
         }
         // Clients may address the edge by any name; what identifies the
         // representation is the origin URL.
-        if let Some(authority) = route.upstream_uri.authority()
+        if let Some(authority) = uri.authority()
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
             parts.headers.insert(header::HOST, host);
@@ -201,6 +202,7 @@ impl Engine {
                 authorized,
                 policy_request: &policy_request,
                 targeted,
+                sync_fresh: self.sync_fresh.get(&route.key),
             }),
             Asking::Sync { digest_expected } => Asker::Sync { digest_expected },
         };
@@ -285,9 +287,12 @@ impl Engine {
         }
         // A response fetched for another client's request answers one with
         // credentials only if the origin made it shareable (RFC 9111
-        // section 3.5). The admin published a digest-bound file for every
-        // PC: it is shared whatever the request's credentials.
-        let authorized = !digest_bound && parts.headers.contains_key(header::AUTHORIZATION);
+        // section 3.5). What the admin published for every PC (a
+        // digest-bound file, a file a channel vouches for) is shared
+        // whatever the request's credentials.
+        let authorized = !digest_bound
+            && !self.vouched(&route.key)
+            && parts.headers.contains_key(header::AUTHORIZATION);
         let targeted = self.targeted_for(&route);
         let may_share = |head: &StoredHead| !authorized || explicitly_shared(head, targeted);
         // The upstream target is built only off the plain-hit path (most

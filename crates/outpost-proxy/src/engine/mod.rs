@@ -14,6 +14,7 @@ mod collapse;
 mod fetch;
 mod forward;
 mod get;
+mod policy_uri;
 mod revalidate;
 mod route;
 mod stored;
@@ -89,6 +90,9 @@ pub struct Engine {
     /// URLs whose body failed a pre-positioning digest check: refused
     /// until a sync finds a good copy (key -> reason).
     quarantined: Mutex<HashMap<CacheKey, String>>,
+    /// Files a channel vouches for until its next sync (`revalidate =
+    /// "sync"`): fresh whatever the origin's headers say.
+    sync_fresh: crate::sync_fresh::SyncFreshness,
     /// URLs whose responses vary: the header names, and the variant keys
     /// stored (so that invalidation and purge reach every variant).
     variants: Mutex<HashMap<CacheKey, VariantSet>>,
@@ -165,6 +169,7 @@ impl Engine {
             served: Default::default(),
             access_log: std::sync::OnceLock::new(),
             quarantined: Mutex::new(HashMap::new()),
+            sync_fresh: Default::default(),
             variants: Mutex::new(known_variants(&store_for_variants)),
             via: format!("1.1 {via_name}"),
             via_name,
@@ -202,6 +207,8 @@ impl Engine {
     /// Removes what is stored for `key`, every variant included. Returns
     /// whether anything was.
     pub fn purge(&self, key: &CacheKey) -> Result<bool, outpost_store::StoreError> {
+        // What was purged is no longer the copy a channel vouched for.
+        self.sync_fresh.end_url(vary::url_part(key.as_str()));
         let variants = lock(&self.variants).remove(key);
         let mut any = self.store.purge(key)?;
         for variant in variants.into_iter().flat_map(|v| v.keys.into_keys()) {
@@ -257,12 +264,34 @@ impl Engine {
         let mut q = lock(&self.quarantined);
         match reason {
             Some(r) => {
+                self.sync_fresh.end_url(key.as_str());
                 q.insert(key.clone(), r);
             }
             None => {
                 q.remove(key);
             }
         }
+    }
+
+    /// Makes the copy stored under `key` fresh until `until` whatever its
+    /// origin headers say (a channel with `revalidate = "sync"` has just
+    /// synced it), or ends that with `None`. See [`crate::sync_fresh`].
+    pub fn set_sync_fresh(&self, key: &CacheKey, until: Option<crate::sync_fresh::FreshUntil>) {
+        self.sync_fresh.set(key, until);
+    }
+
+    /// Whether a channel vouches for the copy stored under `key` now. Such
+    /// a copy was fetched by the edge without any PC's credentials: it is
+    /// served to every PC, as a digest-bound file is.
+    pub(crate) fn vouched(&self, key: &CacheKey) -> bool {
+        self.sync_fresh
+            .get(key)
+            .is_some_and(|until| until.covers(self.clock.now()))
+    }
+
+    /// Until when a channel vouches for the copy stored under `key`.
+    pub fn sync_fresh_until(&self, key: &CacheKey) -> Option<crate::sync_fresh::FreshUntil> {
+        self.sync_fresh.get(key)
     }
 
     /// Serves one routed request.
@@ -284,11 +313,14 @@ impl Engine {
         // the edge has checked: requests that would bypass the store go
         // through it instead.
         let digest_bound = read && self.store.expects_digest(&route.key);
-        if !digest_bound && self.rule(&route).is_some_and(|r| r.never_cache) {
+        // So is a file a channel vouches for: the channel, not a rule or a
+        // PC's header, decides when the origin is asked about it.
+        let through_store = digest_bound || (read && self.vouched(&route.key));
+        if !through_store && self.rule(&route).is_some_and(|r| r.never_cache) {
             self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
             return self.forward(req, &route).await;
         }
-        if !digest_bound
+        if !through_store
             && let Some(name) =
                 unkeyed_override(req.headers(), &self.rules().bypass_request_headers)
         {
@@ -311,7 +343,9 @@ impl Engine {
         if method == Method::HEAD {
             let now = self.clock.now();
             // As for GET: credentials share only what the origin shares.
-            let authorized = !digest_bound && req.headers().contains_key(header::AUTHORIZATION);
+            let authorized = !digest_bound
+                && !self.vouched(&route.key)
+                && req.headers().contains_key(header::AUTHORIZATION);
             // The same lookup as a GET's; anything but a hit is forwarded
             // (a HEAD starts no fill and revalidates nothing).
             if let get::Lookup {

@@ -36,6 +36,7 @@ pub(super) fn router(admin: Arc<Admin>) -> Router {
         .route("/cache", get(cache_list))
         .route("/channels", get(channels))
         .route("/channels/sync", post(start_sync))
+        .route("/channels/export", post(export))
         .route("/verify", post(verify))
         .route("/reload", post(reload))
         .route("/purge", post(purge))
@@ -72,6 +73,13 @@ struct GlobQuery {
 #[derive(Deserialize)]
 struct NameQuery {
     name: Option<String>,
+}
+
+/// `?name=&dir=`: the channel to export and where.
+#[derive(Deserialize)]
+struct ExportQuery {
+    name: String,
+    dir: std::path::PathBuf,
 }
 
 /// The decoded query, or why it is not one (for a 400).
@@ -246,6 +254,29 @@ async fn start_sync(
         }
     }
     json(StatusCode::ACCEPTED, &SyncStarted { runs })
+}
+
+/// `outpost export`: the channel's files as a plain tree at `dir`, once
+/// its running sync (if any) has finished. The edge writes it, since only
+/// its user may link the store's files.
+async fn export(
+    State(admin): State<Arc<Admin>>,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> Response {
+    let ExportQuery { name, dir } = match query(q) {
+        Ok(q) => q,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match admin.channels.export(&name, &dir).await {
+        Ok(status) => json(StatusCode::OK, &status),
+        Err(outpost_channel::ExportError::Channel(
+            e @ outpost_channel::ChannelError::Unknown(_),
+        )) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ outpost_channel::ExportError::Refused { .. }) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 async fn status(State(admin): State<Arc<Admin>>) -> Response {

@@ -6,11 +6,13 @@
 //! `outpost_protocol`'s types, the ones the edge encodes: [`show`] prints
 //! them, [`sync`] follows a sync run.
 
+mod export;
 mod show;
 mod sync;
 mod text;
 mod wccp;
 
+pub use export::export;
 pub use show::{action, cache_ls, cache_verify, channels, reload, status};
 pub use sync::sync;
 pub use wccp::wccp_status;

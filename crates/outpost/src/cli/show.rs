@@ -254,6 +254,17 @@ fn print_channel(ch: &ChannelStatus) {
     if let Some(next) = &ch.next_run {
         println!("  next sync {next}");
     }
+    if let Some(export) = &ch.export {
+        let when = chrono::DateTime::from_timestamp(export.finished, 0)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        print!("  export {when} ");
+        super::export::print_export(export);
+    }
     if let Some(running) = &ch.running {
         println!(
             "  syncing #{} ({}): {}/{} files, {} / {}, {}, ETA {}",

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 
-use outpost_channel::{ChannelConfig, ChannelLimits, SourceKind};
+use outpost_channel::{ChannelConfig, ChannelLimits, DEFAULT_GRACE, Revalidate, SourceKind};
 use outpost_proxy::ProxyConfig;
 use outpost_shaper::Rate;
 
 use super::file::FileConfig;
 use super::resolver::{Resolver, at_least, in_range};
-use super::values::{Setting, Size, SourceKindValue};
+use super::values::{RevalidateValue, Setting, Size, SourceKindValue};
 
 /// Bounds of the channel limit keys: a value outside is a typo or would
 /// let one sync hold millions of entries in memory.
@@ -18,11 +18,14 @@ const MAX_DEPTH: (u64, u64) = (0, 1000);
 const MAX_PAGES: (u64, u64) = (1, 1_000_000);
 const MAX_PAGE_LINKS: (u64, u64) = (1, 1_000_000);
 const MAX_FILES: (u64, u64) = (1, 10_000_000);
+/// The longest `revalidate_grace`.
+const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 pub(super) fn channel_configs(
     r: &mut Resolver<'_>,
     file: &FileConfig,
     cache_size: u64,
+    cache_dir: &std::path::Path,
     proxy: &mut ProxyConfig,
 ) -> Vec<ChannelConfig> {
     // Where each name was first used, for "used twice" errors.
@@ -126,6 +129,27 @@ pub(super) fn channel_configs(
                 .map_or(cache_size / 2, |b| b.0),
             ),
         };
+        let revalidate = match r.get(&key("revalidate"), &ch.revalidate) {
+            Some(RevalidateValue::Origin) => Revalidate::Origin,
+            Some(RevalidateValue::Sync) | None => Revalidate::Sync,
+        };
+        let revalidate_grace = r
+            .checked(&key("revalidate_grace"), &ch.revalidate_grace, |d| {
+                if d.0 > MAX_GRACE {
+                    Err(format!(
+                        "{} is above the longest grace ({}): a channel that stopped syncing \
+                         would keep PCs on old files for that long",
+                        humantime::format_duration(d.0),
+                        humantime::format_duration(MAX_GRACE)
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
+            .map_or(DEFAULT_GRACE, |d| d.0);
+        let export = r.checked(&key("export"), &ch.export, |dir| {
+            outpost_channel::export::check_export_dir(dir, cache_dir)
+        });
         let Some(source) = source.map(|s| s.0) else {
             continue;
         };
@@ -160,6 +184,9 @@ pub(super) fn channel_configs(
             concurrency,
             limits,
             managed: false,
+            revalidate,
+            revalidate_grace,
+            export,
         });
     }
     channels

@@ -179,6 +179,9 @@ pub struct ChannelSection {
     pub max_page_links: S<u64>,
     pub max_files: S<u64>,
     pub max_bytes: S<Size>,
+    pub revalidate: S<RevalidateValue>,
+    pub revalidate_grace: S<Dur>,
+    pub export: S<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,17 @@ pub fn check_managed(text: &str, source: &str) -> Result<(), ConfigErrors> {
         for (key, value) in &table {
             if !MANAGED_TABLES.contains(&key.as_str()) {
                 errors.push(not_managed(key));
+            } else if key == "channel" {
+                // Where the edge writes on its own disk is the edge's
+                // business: a manager naming a directory could make it
+                // write (and clean) anywhere its user may.
+                let tables = value.as_array().into_iter().flatten();
+                if tables
+                    .filter_map(|t| t.as_table())
+                    .any(|t| t.contains_key("export"))
+                {
+                    errors.push(not_managed("channel.export"));
+                }
             } else if key == "server" {
                 let keys = value.as_table().into_iter().flat_map(|t| t.keys());
                 for server_key in keys {

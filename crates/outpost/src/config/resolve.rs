@@ -114,7 +114,8 @@ fn resolve_file(r: &mut Resolver<'_>, file: &FileConfig, overrides: &Overrides) 
     let mut proxy = proxy_config(r, file, overrides);
     proxy.library = super::library::library_config(r, &file.library, overrides, &proxy);
     proxy.wan = wan_policy(r, &file.wan);
-    let channels = super::channels::channel_configs(r, file, store.max_bytes, &mut proxy);
+    let channels =
+        super::channels::channel_configs(r, file, store.max_bytes, &store.dir, &mut proxy);
     proxy.wan.bulk_receive_buffer = WanPolicy::receive_buffer_for(slowest_limit(&proxy, &channels));
     let l = &file.log;
     let log_level = r.checked("log.level", &l.level, check_log_level);

@@ -468,3 +468,61 @@ fn tables_of_the_wrong_shape_are_errors_with_a_position() {
         assert!(err.contains(expected), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn channel_revalidate_defaults_to_sync_with_an_hour_of_grace_and_bad_values_name_their_line() {
+    let r = resolved(
+        "[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\n[[channel]]\nname = \"b\"\nsource = \"http://h/b/\"\nrevalidate = \"origin\"\nrevalidate_grace = \"10m\"\n",
+    );
+    assert_eq!(
+        (r.channels[0].revalidate, r.channels[0].revalidate_grace),
+        (outpost_channel::Revalidate::Sync, Duration::from_secs(3600))
+    );
+    assert_eq!(
+        (r.channels[1].revalidate, r.channels[1].revalidate_grace),
+        (
+            outpost_channel::Revalidate::Origin,
+            Duration::from_secs(600)
+        )
+    );
+    let channel = "[[channel]]\nname = \"b\"\nsource = \"http://h/b/\"\n";
+    for (line, key) in [
+        ("revalidate = \"never\"", "revalidate"),
+        ("revalidate = true", "revalidate"),
+        ("revalidate_grace = \"soon\"", "revalidate_grace"),
+        ("revalidate_grace = \"90days\"", "revalidate_grace"),
+    ] {
+        let err = errors(&format!("{channel}{line}\n"));
+        assert!(err.contains("t.toml:4:"), "{line}: {err}");
+        assert!(err.contains(key), "{line}: {err}");
+    }
+    // A fleet manager may set them: channels come from it too.
+    check_managed(
+        "[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\nrevalidate = \"origin\"\nrevalidate_grace = \"2h\"\n",
+        "site x",
+    )
+    .unwrap();
+}
+
+#[test]
+fn channel_export_must_stay_out_of_the_cache_and_is_never_set_centrally() {
+    let r = resolved(
+        "[cache]\ndir = \"/var/cache/outpost\"\n[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\nexport = \"/srv/packages\"\n",
+    );
+    assert_eq!(r.channels[0].export, Some(PathBuf::from("/srv/packages")));
+    let channel = "[cache]\ndir = \"/var/cache/outpost\"\n[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\n";
+    for bad in ["/", "srv/packages", "/var/cache/outpost/share", "/var"] {
+        let err = errors(&format!("{channel}export = \"{bad}\"\n"));
+        assert!(
+            err.contains("t.toml:6:10: channel \"a\": export:"),
+            "{bad}: {err}"
+        );
+    }
+    let err = check_managed(
+        "[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\nexport = \"/srv/packages\"\n",
+        "site x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("channel.export: not set centrally"), "{err}");
+}

@@ -244,3 +244,12 @@ pub enum SourceKindValue {
     Listing,
     Manifest,
 }
+
+/// `[[channel]] revalidate`: who PCs' requests for a channel file are
+/// checked with.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RevalidateValue {
+    Sync,
+    Origin,
+}

@@ -12,6 +12,7 @@ mod cache_lock;
 mod check_config;
 mod commands;
 mod drain;
+mod export_cli;
 mod fleet_cli;
 mod fleet_e2e;
 mod fleet_edge;
