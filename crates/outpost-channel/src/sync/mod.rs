@@ -4,9 +4,9 @@
 //! `run` (one run and its files), `status` (what the admin API shows).
 
 mod budget;
-mod library;
 mod exporting;
 mod freshness;
+mod library;
 mod report;
 mod run;
 mod source;
