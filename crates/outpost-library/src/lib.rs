@@ -22,6 +22,7 @@
 mod browse;
 mod dav;
 mod method;
+mod xml_shape;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -140,6 +141,24 @@ impl Library {
             && !method::finite_depth(request.headers().get("depth").map(HeaderValue::as_bytes))
         {
             return finite_depth_error();
+        }
+        match xml_shape::shape(request.body()) {
+            xml_shape::Shape::Plain => {}
+            xml_shape::Shape::TooDeep => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "the request body nests XML deeper than {} levels\n",
+                        xml_shape::MAX_DEPTH
+                    ),
+                );
+            }
+            xml_shape::Shape::Declaration => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "the request body carries an XML declaration (DOCTYPE or ENTITY)\n",
+                );
+            }
         }
         // ("OPTIONS *" never gets here: the listener refuses it.)
         let segments = match parse_library_path(request.uri().path()) {

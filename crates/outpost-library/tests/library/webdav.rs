@@ -222,3 +222,20 @@ async fn windows_sees_the_shares_files_as_read_only() {
         drivers.1
     );
 }
+
+#[tokio::test]
+async fn a_deeply_nested_or_declaring_propfind_body_is_refused_and_the_edge_lives_on() {
+    let site = Site::synced().await;
+    // 2,000 levels overflowed a worker's stack in dav-server's recursive
+    // XML builder and aborted the whole edge.
+    let deep = format!("<?xml version=\"1.0\"?>{}", "<a>".repeat(2_000));
+    let resp = propfind(&site, "/", &[("Depth", "0")], &deep).await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert!(resp.text().contains("deeper than"), "{}", resp.text());
+    let laughs = r#"<?xml version="1.0"?><!DOCTYPE D [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><D:propfind xmlns:D="DAV:"><D:prop>&b;</D:prop></D:propfind>"#;
+    let resp = propfind(&site, "/", &[("Depth", "0")], laughs).await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    // Still serving.
+    let resp = propfind(&site, "/", &[("Depth", "0")], ALLPROP).await;
+    assert_eq!(resp.status, 207);
+}
