@@ -15,6 +15,7 @@
 //! a few hundred KiB and readers read in chunks of the same order.
 
 pub mod access_log;
+pub mod allowed_hosts;
 pub mod cache_status;
 pub mod clock;
 pub mod config;

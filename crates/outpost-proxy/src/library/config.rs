@@ -186,6 +186,10 @@ pub struct LibraryConfig {
     /// Origins Delivery Optimization clients may have the edge fetch from.
     pub do_hosts: Vec<HostPattern>,
     pub dns: DnsModeConfig,
+    /// The `Host` values the site library answers (IP literals, single-label
+    /// names, this machine's hostname, `library.allowed_hosts`): a page that
+    /// rebinds a name of its own to the edge gets 421.
+    pub allowed_hosts: crate::allowed_hosts::AllowedHosts,
 }
 
 impl Default for LibraryConfig {
@@ -195,6 +199,7 @@ impl Default for LibraryConfig {
             pac: PacConfig::default(),
             do_hosts: default_do_hosts(),
             dns: DnsModeConfig::default(),
+            allowed_hosts: crate::allowed_hosts::AllowedHosts::default().with_single_label_names(),
         }
     }
 }

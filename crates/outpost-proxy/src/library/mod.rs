@@ -131,7 +131,25 @@ async fn dispatch(
             dns_mode(&engine, req, origin, peer).await,
             LibraryWay::DnsMode,
         ),
-        Classified::Local => way(local(&engine, &library, req, peer).await, LibraryWay::Local),
+        Classified::Local => {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+            if let Some(host) = host
+                && !engine.config.library.allowed_hosts.allows(&host)
+            {
+                tracing::warn!(client = %peer, %host, "site library asked under a name not of this edge: 421");
+                return way(
+                    error_response(
+                        StatusCode::MISDIRECTED_REQUEST,
+                        "this edge's library answers only its own names: add this one to library.allowed_hosts",
+                    ),
+                    LibraryWay::Local,
+                );
+            }
+            way(local(&engine, &library, req, peer).await, LibraryWay::Local)
+        }
     }
 }
 

@@ -77,7 +77,10 @@ async fn stored_answers_serve_the_stored_copy_and_never_fetch() {
     let edge = library_edge(dir.path(), &origin, reverse(&origin)).await;
     let library = Client::new(edge.library.unwrap());
     // Not stored yet: 404, and the origin is not asked.
-    let reply = library.get("/files/pkg/app.msi", &[]).await.unwrap();
+    let reply = library
+        .get("/files/pkg/app.msi", &[("host", "edge")])
+        .await
+        .unwrap();
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(origin.count("/pkg/app.msi"), 0);
     // A PC fetches it through the proxy: stored once.
@@ -91,18 +94,24 @@ async fn stored_answers_serve_the_stored_copy_and_never_fetch() {
         .await
     );
     // The library serves those bytes, whole and by range, with its header.
-    let reply = library.get("/files/pkg/app.msi", &[]).await.unwrap();
+    let reply = library
+        .get("/files/pkg/app.msi", &[("host", "edge")])
+        .await
+        .unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body == body);
     assert_eq!(reply.header("x-library"), Some("stored"));
     let reply = library
-        .get("/files/pkg/app.msi", &[("range", "bytes=1000-1999")])
+        .get(
+            "/files/pkg/app.msi",
+            &[("host", "edge"), ("range", "bytes=1000-1999")],
+        )
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
     assert!(reply.body == body.slice(1000..2000));
     let reply = library
-        .request("HEAD", "/files/pkg/app.msi", &[])
+        .request("HEAD", "/files/pkg/app.msi", &[("host", "edge")])
         .await
         .unwrap();
     assert_eq!(reply.header("content-length"), Some("300000"));
@@ -111,7 +120,10 @@ async fn stored_answers_serve_the_stored_copy_and_never_fetch() {
     let key = crate::common::key(&origin, "/pkg/app.msi");
     edge.engine
         .set_quarantined(&key, Some("sha256 mismatch".into()));
-    let reply = library.get("/files/pkg/app.msi", &[]).await.unwrap();
+    let reply = library
+        .get("/files/pkg/app.msi", &[("host", "edge")])
+        .await
+        .unwrap();
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     edge.engine.set_quarantined(&key, None);
     // Changed at the origin: the library still never asks it.
@@ -119,7 +131,10 @@ async fn stored_answers_serve_the_stored_copy_and_never_fetch() {
         "/pkg/app.msi",
         Resource::new(content(10, 1)).no_cache_headers(),
     );
-    let reply = library.get("/files/pkg/app.msi", &[]).await.unwrap();
+    let reply = library
+        .get("/files/pkg/app.msi", &[("host", "edge")])
+        .await
+        .unwrap();
     assert!(reply.body == body);
     assert_eq!(origin.count("/pkg/app.msi"), 1);
     edge.stop().await;
@@ -255,4 +270,50 @@ async fn the_library_listener_is_not_a_proxy() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     edge.stop().await;
+}
+
+#[tokio::test]
+async fn the_site_library_answers_only_names_of_this_edge() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = reverse(&origin);
+    config.library.allowed_hosts =
+        outpost_proxy::allowed_hosts::AllowedHosts::new(vec!["Edge-7.Branch.example".into()])
+            .with_single_label_names();
+    let edge = library_edge(dir.path(), &origin, config).await;
+    let library = edge.library.unwrap();
+    let ask = |host: String| async move {
+        let request = format!("GET /echo HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        raw_exchange(library, request.as_bytes(), Duration::from_secs(5))
+            .await
+            .0
+    };
+    // A page that rebinds its own name to the edge reads nothing.
+    for host in [
+        "rebind.attacker.test",
+        "edge-7.branch.example.attacker.test",
+    ] {
+        let answer = ask(host.to_string()).await;
+        assert!(answer.starts_with("HTTP/1.1 421"), "{host}: {answer}");
+        assert!(answer.contains("library.allowed_hosts"), "{answer}");
+    }
+    // Its addresses, a NetBIOS name (a UNC path's) and configured names do.
+    for host in [
+        library.to_string(),
+        "EDGE".to_string(),
+        "edge:80".to_string(),
+        "edge-7.branch.example".to_string(),
+    ] {
+        let answer = ask(host.clone()).await;
+        assert!(answer.starts_with("HTTP/1.1 207"), "{host}: {answer}");
+    }
+    // The PAC file is for every PC, whatever name found it (wpad.DOMAIN).
+    let answer = raw_exchange(
+        library,
+        b"GET /wpad.dat HTTP/1.1\r\nhost: wpad.corp.example\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .0;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -20,13 +20,12 @@
 //! - Every answer is `Cache-Control: no-store`; every error is a JSON
 //!   [`outpost_protocol::ApiError`].
 
-mod host;
 mod metrics;
 mod routes;
 mod token;
 mod wccp_metrics;
 
-pub use host::AllowedHosts;
+pub use outpost_proxy::allowed_hosts::AllowedHosts;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -51,6 +51,7 @@ pub struct LibrarySection {
     pub pac_direct: S<Vec<Parsed<outpost_proxy::library::PacDirect>>>,
     pub pac_proxy: S<String>,
     pub do_hosts: S<Vec<Parsed<outpost_proxy::library::HostPattern>>>,
+    pub allowed_hosts: S<Vec<String>>,
     #[serde(default)]
     pub dns: LibraryDnsSection,
 }

@@ -87,8 +87,22 @@ pub(super) fn library_config(
              answers the edge for these names)",
         );
     }
+    let allowed_hosts = r
+        .get("library.allowed_hosts", &l.allowed_hosts)
+        .unwrap_or_default();
+    for host in &allowed_hosts {
+        if host.is_empty() || host.contains(['/', ':', ' ', '@']) {
+            let span = l.allowed_hosts.as_ref().map_or(0..0, |s| s.span.clone());
+            r.error_at(
+                &span,
+                format!("library.allowed_hosts: {host:?} must be a bare host name"),
+            );
+        }
+    }
     LibraryConfig {
         listen,
+        allowed_hosts: outpost_proxy::allowed_hosts::AllowedHosts::new(allowed_hosts)
+            .with_single_label_names(),
         pac: PacConfig {
             direct: pac_direct,
             proxy: pac_proxy,

@@ -1,5 +1,5 @@
-//! Which `Host` values the admin API answers: the defence against DNS
-//! rebinding.
+//! Which `Host` values the admin API and the site library answer: the
+//! defence against DNS rebinding.
 //!
 //! A web page open in a browser on the edge's host (or on a PC that can
 //! reach the admin port) can point a name of its own at 127.0.0.1 once
@@ -10,16 +10,22 @@
 //! never reads `/metrics` or anything else. An IP literal is safe to
 //! accept: rebinding needs a name the attacker controls.
 //!
+//! The site library also answers single-label names (`EDGE`): the
+//! Windows WebClient sends the NetBIOS name of a UNC path
+//! (`\\EDGE\DavWWWRoot`) as `Host`, and a name without a dot cannot be
+//! registered on the Internet for a page to rebind.
+//!
 //! A request without `Host` is let through: every browser sends one, so
 //! its absence says the client is not a page (an HTTP/1.0 probe, say).
 
 use std::net::IpAddr;
 
-/// The host names the admin API answers besides IP literals.
-#[derive(Debug, Clone)]
+/// The host names answered besides IP literals.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedHosts {
     /// Lowercase, without a trailing dot.
     names: Vec<String>,
+    single_label: bool,
 }
 
 impl Default for AllowedHosts {
@@ -43,7 +49,16 @@ impl AllowedHosts {
             .map(|n| normalize(&n))
             .filter(|n| !n.is_empty())
             .collect();
-        Self { names }
+        Self {
+            names,
+            single_label: false,
+        }
+    }
+
+    /// Also answers every name without a dot (a NetBIOS name).
+    pub fn with_single_label_names(mut self) -> Self {
+        self.single_label = true;
+        self
     }
 
     /// Whether a request with this `Host` header value is answered.
@@ -65,7 +80,7 @@ impl AllowedHosts {
             return true;
         }
         let name = normalize(name);
-        self.names.contains(&name)
+        (self.single_label && !name.is_empty() && !name.contains('.')) || self.names.contains(&name)
     }
 }
 
@@ -111,6 +126,32 @@ mod tests {
         ] {
             assert!(!hosts.allows(host), "{host}");
         }
+    }
+
+    #[test]
+    fn single_label_names_only_where_asked() {
+        let admin = AllowedHosts::default();
+        let library = AllowedHosts::default().with_single_label_names();
+        for host in ["EDGE", "edge:80", "branch-12-edge"] {
+            assert!(
+                !admin.allows(host) || host.starts_with(&hostname()),
+                "{host}"
+            );
+            assert!(library.allows(host), "{host}");
+        }
+        for host in ["edge.attacker.example", "a.b"] {
+            assert!(
+                !library.allows(host) || normalize(host).contains(&hostname()),
+                "{host}"
+            );
+        }
+    }
+
+    fn hostname() -> String {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .to_ascii_lowercase()
     }
 
     #[test]
