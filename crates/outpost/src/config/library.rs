@@ -87,18 +87,8 @@ pub(super) fn library_config(
              answers the edge for these names)",
         );
     }
-    let allowed_hosts = r
-        .get("library.allowed_hosts", &l.allowed_hosts)
-        .unwrap_or_default();
-    for host in &allowed_hosts {
-        if host.is_empty() || host.contains(['/', ':', ' ', '@']) {
-            let span = l.allowed_hosts.as_ref().map_or(0..0, |s| s.span.clone());
-            r.error_at(
-                &span,
-                format!("library.allowed_hosts: {host:?} must be a bare host name"),
-            );
-        }
-    }
+    let allowed_hosts =
+        super::resolve::bare_host_names(r, "library.allowed_hosts", &l.allowed_hosts);
     LibraryConfig {
         listen,
         allowed_hosts: outpost_proxy::allowed_hosts::AllowedHosts::new(allowed_hosts)

@@ -546,18 +546,7 @@ fn admin_config(
             _ => r.error(format!("--admin {listen} {rule}")),
         }
     }
-    let allowed_hosts = r
-        .get("admin.allowed_hosts", &a.allowed_hosts)
-        .unwrap_or_default();
-    for host in &allowed_hosts {
-        if host.is_empty() || host.contains(['/', ':', ' ', '@']) {
-            let span = a.allowed_hosts.as_ref().map_or(0..0, |s| s.span.clone());
-            r.error_at(
-                &span,
-                format!("admin.allowed_hosts: {host:?} must be a bare host name"),
-            );
-        }
-    }
+    let allowed_hosts = bare_host_names(r, "admin.allowed_hosts", &a.allowed_hosts);
     AdminConfig {
         listen,
         token_file,
@@ -583,4 +572,21 @@ fn admin_config(
             .map(|h| h.to_ascii_lowercase())
             .collect(),
     }
+}
+
+/// A list of host names for a `Host` check (`admin.allowed_hosts`,
+/// `library.allowed_hosts`): each a bare name, no port, path or user.
+pub(super) fn bare_host_names(
+    r: &mut Resolver<'_>,
+    key: &str,
+    setting: &Option<Setting<Vec<String>>>,
+) -> Vec<String> {
+    let names = r.get(key, setting).unwrap_or_default();
+    for host in &names {
+        if host.is_empty() || host.contains(['/', ':', ' ', '@']) {
+            let span = setting.as_ref().map_or(0..0, |s| s.span.clone());
+            r.error_at(&span, format!("{key}: {host:?} must be a bare host name"));
+        }
+    }
+    names
 }

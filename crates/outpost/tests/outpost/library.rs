@@ -37,6 +37,10 @@ fn check_config_refuses_bad_library_settings() {
             ":2:14: library.pac_direct: \"no way\" is not a host name",
         ),
         (
+            "[library]\nallowed_hosts = [\"edge.example\", \"edge.example:80\"]\n",
+            ":2:17: library.allowed_hosts: \"edge.example:80\" must be a bare host name",
+        ),
+        (
             "[library.dns]\nnames = [\"*.steamcontent.com\"]\n",
             ":2:9: library.dns.names: needs library.dns.upstreams",
         ),
