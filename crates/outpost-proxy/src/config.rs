@@ -153,7 +153,7 @@ pub struct ProxyConfig {
     /// `Cache-Control`; both are removed from what clients receive.
     pub targeted_cache_control: Option<http::HeaderName>,
     /// The library listener and what it serves (`[library]`).
-    pub library: crate::library::LibraryConfig,
+    pub library: crate::library::config::LibraryConfig,
 }
 
 /// Squid's `Safe_ports`, less the ports of protocols the edge does not
@@ -240,7 +240,7 @@ impl Default for ProxyConfig {
             forward_ports: default_forward_ports(),
             drain: Duration::from_secs(30),
             targeted_cache_control: None,
-            library: crate::library::LibraryConfig::default(),
+            library: crate::library::config::LibraryConfig::default(),
         }
     }
 }

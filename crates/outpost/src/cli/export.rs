@@ -7,8 +7,7 @@ use anyhow::Context;
 use http::Method;
 use outpost_protocol::ExportStatus;
 
-use super::show::print_json;
-use super::text::{human, query_value};
+use super::text::{human, print_json, query_value};
 use super::{Endpoint, Target};
 
 pub fn export(target: &Target, channel: &str, dir: &Path) -> anyhow::Result<()> {

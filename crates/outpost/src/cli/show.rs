@@ -6,18 +6,12 @@ use http::Method;
 use outpost_protocol::{
     ActionOutcome, CacheList, ChannelStatus, EdgeStatus, ObjectAction, ReloadReport, VerifyReport,
 };
-use serde::Serialize;
 
 use super::text::{
-    bar, eta_text, human, outcome_counts, query_value, rate_text, short_url, uptime_text,
+    bar, eta_text, human, outcome_counts, print_json, query_value, rate_text, short_url,
+    uptime_text,
 };
 use super::{Endpoint, Target};
-
-/// Prints `value` as the edge's JSON document, indented.
-pub(super) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
 
 /// Prints a line, cut to fit an 80-column terminal.
 macro_rules! line {

@@ -8,8 +8,7 @@ use anyhow::bail;
 use http::Method;
 use outpost_protocol::{ChannelStatus, RunPhase, RunSummary, SyncResult, SyncStarted};
 
-use super::show::print_json;
-use super::text::{eta_text, human, outcome_counts, query_value, rate_text};
+use super::text::{eta_text, human, outcome_counts, print_json, query_value, rate_text};
 use super::{Endpoint, Target};
 
 pub fn sync(target: &Target, name: Option<&str>) -> anyhow::Result<()> {

@@ -1,6 +1,13 @@
 //! How the CLI writes numbers for people: sizes (bytesize, binary units),
 //! rates (bytesize, bits per second), durations (humantime), bars,
-//! shortened URLs, and how it writes query values for the edge.
+//! shortened URLs, and how it writes query values for the edge; JSON for
+//! scripts.
+
+/// Prints `value` as the edge's JSON document, indented.
+pub(super) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
 
 /// A size for people, in binary units: "781.3 KiB".
 pub(super) fn human(bytes: u64) -> String {

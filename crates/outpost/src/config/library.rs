@@ -88,7 +88,7 @@ pub(super) fn library_config(
         );
     }
     let allowed_hosts =
-        super::resolve::bare_host_names(r, "library.allowed_hosts", &l.allowed_hosts);
+        super::resolver::bare_host_names(r, "library.allowed_hosts", &l.allowed_hosts);
     LibraryConfig {
         listen,
         allowed_hosts: outpost_proxy::allowed_hosts::AllowedHosts::new(allowed_hosts)

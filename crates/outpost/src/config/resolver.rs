@@ -146,3 +146,20 @@ pub(super) fn at_least<T: PartialOrd + Display + Copy>(
         }
     }
 }
+
+/// A list of host names for a `Host` check (`admin.allowed_hosts`,
+/// `library.allowed_hosts`): each a bare name, no port, path or user.
+pub(super) fn bare_host_names(
+    r: &mut Resolver<'_>,
+    key: &str,
+    setting: &Option<Setting<Vec<String>>>,
+) -> Vec<String> {
+    let names = r.get(key, setting).unwrap_or_default();
+    for host in &names {
+        if host.is_empty() || host.contains(['/', ':', ' ', '@']) {
+            let span = setting.as_ref().map_or(0..0, |s| s.span.clone());
+            r.error_at(&span, format!("{key}: {host:?} must be a bare host name"));
+        }
+    }
+    names
+}
