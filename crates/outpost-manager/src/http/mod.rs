@@ -13,7 +13,7 @@ mod edge;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::manager::Held;
 use crate::{Manager, ManagerError};
 
 pub type AppState = Arc<Manager>;
@@ -183,7 +184,7 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
         let manager = manager.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let _open = Counted::new(&manager.stats.connections_open);
+            let _open = Held::new(&manager.stats.connections_open);
             manager
                 .stats
                 .connections_accepted_total
@@ -196,7 +197,7 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
                         return;
                     };
                     let _http2 = (tls.get_ref().1.alpn_protocol() == Some(b"h2"))
-                        .then(|| Counted::new(&manager.stats.connections_http2_open));
+                        .then(|| Held::new(&manager.stats.connections_http2_open));
                     serve_connection(TokioIo::new(tls), router, peer, header_timeout, shutdown)
                         .await;
                 }
@@ -213,22 +214,6 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
     }
 }
 
-/// One in a gauge for as long as it lives.
-struct Counted<'a>(&'a AtomicI64);
-
-impl<'a> Counted<'a> {
-    fn new(gauge: &'a AtomicI64) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Self(gauge)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Requests a connection may carry at once over HTTP/2: an edge has its
 /// long poll, a heartbeat and a config fetch; a browser a few more.
 const MAX_STREAMS_PER_CONNECTION: u32 = 32;
@@ -240,20 +225,26 @@ const PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// When a connection last had nothing to do. HTTP/1.1 idleness is bounded
 /// by hyper's header timeout; HTTP/2 has no such timeout, so the server
 /// closes a connection that carried no request for as long.
-#[derive(Default)]
 struct Activity {
+    epoch: std::time::Instant,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` when the last request ended.
     last_done_ms: AtomicU64,
-    epoch: std::sync::OnceLock<std::time::Instant>,
 }
 
 struct InFlight(Arc<Activity>);
 
 impl Activity {
+    fn new() -> Self {
+        Self {
+            epoch: std::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
-        let epoch = self.epoch.get_or_init(std::time::Instant::now);
-        epoch.elapsed().as_millis() as u64
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
@@ -272,8 +263,9 @@ impl Activity {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let now = self.0.now_ms();
-        self.0.last_done_ms.store(now, Ordering::Release);
+        self.0
+            .last_done_ms
+            .store(self.0.now_ms(), Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -292,8 +284,7 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::default());
-    activity.now_ms();
+    let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
         router

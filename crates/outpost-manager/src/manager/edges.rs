@@ -334,16 +334,7 @@ impl Manager {
     /// from the edge's or an action after its last is waiting; else after
     /// [`Manager::long_poll_timeout`], or at once when the manager stops.
     pub async fn wait(&self, site: &str, wait: WaitFor) -> Result<HeartbeatReply> {
-        struct Open<'a>(&'a std::sync::atomic::AtomicI64);
-        impl Drop for Open<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        self.stats
-            .long_polls_open
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _open = Open(&self.stats.long_polls_open);
+        let _open = super::Held::new(&self.stats.long_polls_open);
         // Subscribed before the first check, so a publish between the check
         // and the wait is not lost.
         let mut wake = self.subscribe_wake();

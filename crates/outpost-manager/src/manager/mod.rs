@@ -65,6 +65,22 @@ pub struct ManagerOptions {
     pub validator: Validator,
 }
 
+/// One in a gauge of [`Stats`] for as long as it lives.
+pub(crate) struct Held<'a>(&'a AtomicI64);
+
+impl<'a> Held<'a> {
+    pub(crate) fn new(gauge: &'a AtomicI64) -> Self {
+        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Stats {
