@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{cli_command, outpost};
+use crate::support::{assert_check_config_refuses, cli_command, outpost};
 
 #[test]
 fn check_config_reports_key_and_line() {
@@ -64,13 +64,8 @@ fn check_config_refuses_what_serve_refuses() {
         ),
     ];
     for (text, expected) in cases {
-        let file = dir.path().join("outpost.toml");
-        std::fs::write(&file, text).unwrap();
-        let path = file.to_str().unwrap();
-        let checked = outpost(&["check-config", path]);
-        let err = String::from_utf8_lossy(&checked.stderr);
-        assert_eq!(checked.status.code(), Some(1), "{text}: {err}");
-        assert!(err.contains(&format!("{path}{expected}")), "{text}: {err}");
+        let path = assert_check_config_refuses(dir.path(), text, expected);
+        let path = path.as_str();
         let served = cli_command(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0", "--config", path])
             .arg("--cache-dir")

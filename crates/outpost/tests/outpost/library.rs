@@ -6,7 +6,7 @@ use std::process::Command;
 
 use outpost_testkit::{Client, Origin};
 
-use crate::support::{EdgeProcess, outpost};
+use crate::support::{EdgeProcess, assert_check_config_refuses, outpost};
 
 #[test]
 fn check_config_refuses_bad_library_settings() {
@@ -54,13 +54,7 @@ fn check_config_refuses_bad_library_settings() {
         ),
     ];
     for (text, expected) in cases {
-        let file = dir.path().join("outpost.toml");
-        std::fs::write(&file, text).unwrap();
-        let path = file.to_str().unwrap();
-        let checked = outpost(&["check-config", path]);
-        let err = String::from_utf8_lossy(&checked.stderr);
-        assert_eq!(checked.status.code(), Some(1), "{text}: {err}");
-        assert!(err.contains(&format!("{path}{expected}")), "{text}: {err}");
+        assert_check_config_refuses(dir.path(), text, expected);
     }
     // A wildcard proxy is fine once the PAC's proxy is named.
     let file = dir.path().join("outpost.toml");

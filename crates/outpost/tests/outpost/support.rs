@@ -279,6 +279,20 @@ pub fn outpost(args: &[&str]) -> std::process::Output {
         .expect("run outpost")
 }
 
+/// Writes `text` as `DIR/outpost.toml`, runs `outpost check-config` on it,
+/// and asserts it fails (status 1) with `PATH` + `expected` (a
+/// `:line:col: message`) in its stderr. Returns the file's path.
+pub fn assert_check_config_refuses(dir: &Path, text: &str, expected: &str) -> String {
+    let file = dir.join("outpost.toml");
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap().to_string();
+    let checked = outpost(&["check-config", &path]);
+    let err = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(1), "{text}: {err}");
+    assert!(err.contains(&format!("{path}{expected}")), "{text}: {err}");
+    path
+}
+
 pub fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
