@@ -124,32 +124,23 @@ fn check_real(dir: &Path, cache_dir: &Path) -> Result<PathBuf, ExportError> {
     Ok(real)
 }
 
-/// The tree path of `url` below the channel's folder `base`, or why not.
+/// The tree path of `url` below the channel's folder `base`, or why not:
+/// the site library's path of it ([`crate::library_path_of`], one
+/// decoding for both), for the channel's own folder only. Files a manifest
+/// names on other hosts stay out of the share: the library's `host:port`
+/// folders are not file names on every client.
 pub fn tree_path(base: &Url, url: &Url) -> Result<PathBuf, String> {
-    if url.scheme() != base.scheme()
-        || url.host_str() != base.host_str()
-        || url.port_or_known_default() != base.port_or_known_default()
-    {
+    let below = url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default()
+        && base.path().ends_with('/')
+        && url.path().starts_with(base.path());
+    if !below {
         return Err("not below the channel's folder".into());
     }
-    let Some(rest) = url.path().strip_prefix(base.path()) else {
-        return Err("not below the channel's folder".into());
-    };
-    let mut path = PathBuf::new();
-    for segment in rest.split('/') {
-        let bytes: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
-        let Ok(name) = String::from_utf8(bytes) else {
-            return Err(format!("{segment:?} is not UTF-8"));
-        };
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
-            return Err(format!("{segment:?} cannot be a file name"));
-        }
-        path.push(name);
-    }
-    if path.as_os_str().is_empty() {
-        return Err("names the folder itself".into());
-    }
-    Ok(path)
+    crate::library_path_of(base, url)
+        .map(PathBuf::from_iter)
+        .ok_or_else(|| "a segment is not a plain file name".into())
 }
 
 /// Builds a new version of the tree at `dir` from `entries`, swaps it in
@@ -433,8 +424,14 @@ mod tests {
             ok("http://files/pkgs/office/setup%20x64.msi").unwrap(),
             PathBuf::from("office/setup x64.msi")
         );
+        // A folder channel whose source lacks its trailing slash names no
+        // sibling folder's files.
+        let bare = Url::parse("http://files/pkgs").unwrap();
+        assert!(tree_path(&bare, &Url::parse("http://files/pkgsx/a").unwrap()).is_err());
         for bad in [
             "http://files/pkgs/a%2F..%2F..%2Fetc%2Fpasswd",
+            "http://files/pkgs/a%0Ab",
+            "http://files/pkgs/a%252e%252e",
             "http://files/pkgs/%2e%2e/x",
             "http://files/pkgs/a/%2E%2E%2F/x",
             "http://files/pkgs/a%5C..%5Cb",

@@ -298,35 +298,25 @@ pub fn library_path_of(base: &Url, url: &Url) -> Option<Vec<String>> {
 }
 
 impl Channels {
-    /// A copy of channel `name`'s files as the library shows them, or
-    /// `None` for a channel this edge does not have.
-    pub fn library_channel(&self, name: &str) -> Option<LibraryChannel> {
-        self.library_channel_under(name, &[])
-    }
-
     /// Channel `name`'s totals, from its database rows alone (no store
     /// lookups: the root of the library lists every channel): files, the
     /// bytes they hold and when the newest was synced.
     pub fn library_summary(&self, name: &str) -> Option<(LibraryFolder, String)> {
-        let copy = self.channel_rows(name)?;
-        let mut folder = LibraryFolder {
-            name: copy.config.name.clone(),
-            files: 0,
-            bytes: 0,
-            modified: None,
+        let (config, totals) = self.channel_totals(name)?;
+        let folder = LibraryFolder {
+            name: config.name.clone(),
+            files: totals.files,
+            bytes: totals.bytes,
+            modified: totals
+                .newest
+                .and_then(|s| u64::try_from(s).ok())
+                .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
         };
-        for row in &copy.rows {
-            folder.files += 1;
-            folder.bytes += row.len.unwrap_or(0);
-            let synced = u64::try_from(row.updated)
-                .ok()
-                .map(|s| UNIX_EPOCH + Duration::from_secs(s));
-            folder.modified = folder.modified.max(synced);
-        }
-        Some((folder, copy.config.source.to_string()))
+        Some((folder, config.source.to_string()))
     }
 
-    /// Like [`Channels::library_channel`], with only the files whose path
+    /// A copy of channel `name`'s files as the library shows them (`None`
+    /// for a channel this edge does not have), with only the files whose path
     /// starts with `under` (a folder's or a file's): a download or a
     /// folder page looks up the store for what it shows, not for the
     /// whole channel.

@@ -12,6 +12,15 @@ pub(crate) struct ChannelDb {
     conn: Connection,
 }
 
+/// A channel's rows counted: see [`ChannelDb::totals`].
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ChannelTotals {
+    pub files: u64,
+    pub bytes: u64,
+    /// Unix seconds of the newest row's `updated`.
+    pub newest: Option<i64>,
+}
+
 /// A file a channel has synced (or tried to).
 #[derive(Debug, Clone)]
 pub(crate) struct FileRow {
@@ -73,6 +82,20 @@ impl ChannelDb {
             [],
         );
         Ok(Self { conn })
+    }
+
+    /// The channel's files, the bytes they hold, its newest `updated`.
+    pub fn totals(&self, channel: &str) -> Result<ChannelTotals, ChannelError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(len), 0), MAX(updated) FROM channel_files WHERE channel = ?1",
+        )?;
+        Ok(stmt.query_row(params![channel], |r| {
+            Ok(ChannelTotals {
+                files: r.get::<_, i64>(0)? as u64,
+                bytes: r.get::<_, i64>(1)? as u64,
+                newest: r.get(2)?,
+            })
+        })?)
     }
 
     pub fn files(&self, channel: &str) -> Result<Vec<FileRow>, ChannelError> {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use outpost_http::CacheKey;
 
 use super::{ChannelConfig, Channels, lock};
-use crate::state::FileRow;
+use crate::state::{ChannelTotals, FileRow};
 
 /// A copy of one channel's state, taken under its locks and released.
 pub(crate) struct ChannelRows {
@@ -20,7 +20,7 @@ pub(crate) struct ChannelRows {
 
 impl Channels {
     pub(crate) fn channel_rows(&self, name: &str) -> Option<ChannelRows> {
-        let ch = self.live().into_iter().find(|c| c.config.name == name)?;
+        let ch = self.channel(name).ok()?;
         let rows = lock(&self.db).files(name).unwrap_or_default();
         let active = lock(&ch.run)
             .as_ref()
@@ -31,6 +31,15 @@ impl Channels {
             rows,
             active,
         })
+    }
+
+    /// Channel `name`'s configuration and its rows' totals (files, bytes,
+    /// newest sync), counted by SQLite: the library's root lists every
+    /// channel and needs no row of any.
+    pub(crate) fn channel_totals(&self, name: &str) -> Option<(ChannelConfig, ChannelTotals)> {
+        let ch = self.channel(name).ok()?;
+        let totals = lock(&self.db).totals(name).unwrap_or_default();
+        Some((ch.config.clone(), totals))
     }
 
     pub(crate) fn engine_store(&self) -> &outpost_store::Store {
