@@ -355,14 +355,8 @@ async fn serve_connection(
 }
 
 async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Response<EdgeBody> {
-    if engine.is_looping(req.headers()) {
-        // Our own Via: this request already went through this edge once
-        // (a proxy chain or a name that leads back here).
-        tracing::warn!(client = %conn.peer, uri = %req.uri(), "request carries this edge's Via: 508");
-        return error_response(
-            StatusCode::LOOP_DETECTED,
-            "request loop: it already passed through this edge",
-        );
+    if let Some(refusal) = crate::serve::loop_refusal(&engine, &req, conn.peer) {
+        return refusal;
     }
     if req.method() == Method::CONNECT {
         return connect(engine, req, conn).await;

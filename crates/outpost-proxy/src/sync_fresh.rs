@@ -40,14 +40,22 @@ impl FreshUntil {
     }
 }
 
-/// The grants, by stored key.
+/// The grants, by URL then by stored key (a URL's variants), so that a
+/// purge, which every invalidating POST/PUT/DELETE through the proxy
+/// makes, ends a URL's grants without looking at anyone else's.
 #[derive(Default)]
 pub(crate) struct SyncFreshness {
-    grants: Mutex<HashMap<CacheKey, FreshUntil>>,
+    grants: Mutex<HashMap<String, HashMap<CacheKey, FreshUntil>>>,
+}
+
+type Grants = HashMap<String, HashMap<CacheKey, FreshUntil>>;
+
+fn url_of(key: &CacheKey) -> &str {
+    outpost_http::vary::url_part(key.as_str())
 }
 
 impl SyncFreshness {
-    fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, FreshUntil>> {
+    fn grants(&self) -> std::sync::MutexGuard<'_, Grants> {
         self.grants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -55,22 +63,29 @@ impl SyncFreshness {
         let mut grants = self.grants();
         match until {
             Some(until) => {
-                grants.insert(key.clone(), until);
+                grants
+                    .entry(url_of(key).to_string())
+                    .or_default()
+                    .insert(key.clone(), until);
             }
             None => {
-                grants.remove(key);
+                if let Some(variants) = grants.get_mut(url_of(key)) {
+                    variants.remove(key);
+                    if variants.is_empty() {
+                        grants.remove(url_of(key));
+                    }
+                }
             }
         }
     }
 
     pub(crate) fn get(&self, key: &CacheKey) -> Option<FreshUntil> {
-        self.grants().get(key).copied()
+        self.grants().get(url_of(key))?.get(key).copied()
     }
 
     /// Ends the grants of every variant of `url_key`'s URL.
     pub(crate) fn end_url(&self, url_key: &str) {
-        self.grants()
-            .retain(|key, _| outpost_http::vary::url_part(key.as_str()) != url_key);
+        self.grants().remove(url_key);
     }
 }
 

@@ -289,11 +289,6 @@ impl Engine {
             .is_some_and(|until| until.covers(self.clock.now()))
     }
 
-    /// Until when a channel vouches for the copy stored under `key`.
-    pub fn sync_fresh_until(&self, key: &CacheKey) -> Option<crate::sync_fresh::FreshUntil> {
-        self.sync_fresh.get(key)
-    }
-
     /// Serves one routed request.
     pub async fn handle(
         self: &Arc<Self>,

@@ -43,15 +43,6 @@ impl LibraryWay {
         LibraryWay::Pac,
         LibraryWay::Local,
     ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LibraryWay::DeliveryOptimization => "delivery_optimization",
-            LibraryWay::DnsMode => "dns_mode",
-            LibraryWay::Pac => "pac",
-            LibraryWay::Local => "library",
-        }
-    }
 }
 
 /// The index of a byte source in [`ServedBytes::library_requests`].

@@ -94,12 +94,8 @@ async fn dispatch(
     req: Request<ReqBody>,
     peer: SocketAddr,
 ) -> Response<EdgeBody> {
-    if engine.is_looping(req.headers()) {
-        tracing::warn!(client = %peer, uri = %req.uri(), "library request carries this edge's Via: 508");
-        return error_response(
-            StatusCode::LOOP_DETECTED,
-            "request loop: it already passed through this edge",
-        );
+    if let Some(refusal) = crate::serve::loop_refusal(&engine, &req, peer) {
+        return refusal;
     }
     let classified = classify(
         req.method(),

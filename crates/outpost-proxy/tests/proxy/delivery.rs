@@ -178,7 +178,16 @@ async fn delivery_requests_outside_the_allowlist_or_guard_are_never_fetched() {
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
-    // Tricks on the parameter are refused before any lookup.
+    edge.stop().await;
+    // Tricks on the parameter are refused (400) before any lookup, even
+    // where the origin itself is allowlisted.
+    let edge = Edge::start_library(
+        dir.path(),
+        allowing(&origin, loopback_allowed()),
+        Arc::new(NoLocalSite),
+    )
+    .await;
+    let library = Client::new(edge.library.unwrap());
     for bad in [
         format!("/x.cab?cacheHostOrigin=user@{host}"),
         "/x.cab?cacheHostOrigin=%5B%3A%3A1%5D".to_string(),
@@ -186,7 +195,9 @@ async fn delivery_requests_outside_the_allowlist_or_guard_are_never_fetched() {
     ] {
         let reply = library.get(&bad, &[]).await.unwrap();
         assert!(reply.status.is_client_error(), "{bad}: {}", reply.status);
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+    assert_eq!(origin.count("/x.cab"), 0);
     edge.stop().await;
     // Allowlisted, but loopback is not an allowed destination: the guard
     // refuses it as it would a proxy request.

@@ -207,6 +207,12 @@ async fn a_name_that_resolves_back_to_the_edge_is_a_loop() {
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::LOOP_DETECTED);
+    // The loop guard's answer, not the Via check of a second hop.
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("DNS mode loop"),
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     edge.stop().await;
     // Loopback (not the edge, but not allowed either): also refused.
     let oport = origin.addr().port();
