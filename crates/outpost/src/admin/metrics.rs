@@ -202,12 +202,12 @@ fn load_usize(v: &AtomicUsize) -> u64 {
     v.load(Ordering::Relaxed) as u64
 }
 
-fn gauge_value(v: u64) -> i64 {
+pub(super) fn gauge_value(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// One metric without labels.
-fn single(
+pub(super) fn single(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -218,7 +218,7 @@ fn single(
 }
 
 /// One metric family: a value per label set.
-fn family<L: EncodeLabelSet, M: EncodeMetric>(
+pub(super) fn family<L: EncodeLabelSet, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,

@@ -28,27 +28,15 @@ struct DirectionLabels {
     direction: String,
 }
 
+use super::metrics::family;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
     service: String,
 }
 
-fn family<L: EncodeLabelSet, M: EncodeMetric>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    metric_type: MetricType,
-    values: impl IntoIterator<Item = (L, M)>,
-) -> fmt::Result {
-    let mut metric_encoder = encoder.encode_descriptor(name, help, None, metric_type)?;
-    for (labels, metric) in values {
-        metric.encode(metric_encoder.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
 fn gauge(v: usize) -> ConstGauge {
-    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
+    ConstGauge::new(super::metrics::gauge_value(v as u64))
 }
 
 impl Collector for WccpCollector {
