@@ -78,19 +78,9 @@ fn short_date(t: Option<SystemTime>) -> String {
     .unwrap_or_default()
 }
 
+/// A size for people, in binary units, as the CLI writes them.
 fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    bytesize::ByteSize(n).display().iec().to_string()
 }
 
 fn state_text(state: FileState) -> String {
