@@ -21,6 +21,9 @@
 #   PORT=              the manager's port (default: a free one)
 #   WORK=/tmp/outpost-fleet-bench   state, logs, result.json
 #   SIM_ARGS=          more fleet-sim flags (see fleet-sim --help)
+#   WRAP=              a command the manager runs under, e.g. "heaptrack -o
+#                      /tmp/m" to see where its memory goes (the CPU and
+#                      memory figures are then the wrapper's, not to quote)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 outpost=$root/target/release/outpost
@@ -58,7 +61,7 @@ if [ "$transport" = http ]; then
 else
   url=https://127.0.0.1:$port
 fi
-"${manager_pin[@]}" "$outpost" manager serve "${serve_flags[@]}" >"$work/manager.log" 2>&1 &
+"${manager_pin[@]}" ${WRAP:-} "$outpost" manager serve "${serve_flags[@]}" >"$work/manager.log" 2>&1 &
 manager_pid=$!
 cleanup() { kill -TERM "$manager_pid" 2>/dev/null || true; wait "$manager_pid" 2>/dev/null || true; }
 trap cleanup EXIT

@@ -230,6 +230,12 @@ impl Manager {
                 self.stats.long_polls_open.load(Ordering::Relaxed),
             ),
             (
+                "outpost_manager_sessions_open",
+                "gauge",
+                "Edge sessions open now (an edge's calls on one upgraded connection)",
+                self.stats.sessions_open.load(Ordering::Relaxed),
+            ),
+            (
                 "outpost_manager_connections_open",
                 "gauge",
                 "Client connections open now (an edge holds one over HTTPS)",

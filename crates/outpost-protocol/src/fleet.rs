@@ -10,6 +10,8 @@
 //! | `GET /edge/v1/wait?config_version=N&after_action=M` | - | [`HeartbeatReply`], as soon as the desired config version differs from N or an action after M is waiting, else when the long poll times out |
 //! | `GET /edge/v1/config` | - | [`DesiredConfig`] |
 //!
+//! | `GET /edge/v1/session` (HTTP/1.1 upgrade) | - | `101`, then the three calls above on one connection: see [`crate::session`] |
+//!
 //! Every call after enrolment carries `Authorization: Bearer <credential>`.
 //! A revoked edge is answered 403 with an [`crate::ApiError`] that says so.
 //! [`FLEET_PROTOCOL`] goes in the `Outpost-Fleet-Protocol` header both

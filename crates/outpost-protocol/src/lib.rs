@@ -15,6 +15,7 @@
 mod action;
 mod channel;
 mod fleet;
+pub mod session;
 mod status;
 
 pub use action::{

@@ -11,11 +11,12 @@ use super::{AppState, peer_text};
 use crate::{Actor, ManagerError};
 
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts
-        .headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    bearer_header(&parts.headers)
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer_header(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -30,15 +30,21 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// A connection to the manager.
+pub(crate) enum Stream {
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+    Plain(tokio::net::TcpStream),
+}
+
 #[derive(Clone)]
 pub struct Client {
     scheme_https: bool,
-    authority: http::uri::Authority,
+    pub(crate) authority: http::uri::Authority,
     host: String,
     tls: Option<Arc<rustls::ClientConfig>>,
-    bearer: Option<String>,
+    pub(crate) bearer: Option<String>,
     fleet_protocol: bool,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Client {
@@ -147,14 +153,6 @@ impl Client {
             url: self.url(),
             detail,
         };
-        let port = self
-            .authority
-            .port_u16()
-            .unwrap_or(if self.scheme_https { 443 } else { 80 });
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), port))
-            .await
-            .map_err(|e| connect(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -171,20 +169,37 @@ impl Client {
         let request = request
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| connect(e.to_string()))?;
-        let response = match &self.tls {
-            Some(config) => {
-                let name = rustls_pki_types::ServerName::try_from(self.host.clone())
-                    .map_err(|e| connect(e.to_string()))?;
-                let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| connect(format!("TLS: {e}")))?;
-                send(TokioIo::new(tls), request).await
-            }
-            None => send(TokioIo::new(tcp), request).await,
+        let response = match self.connect().await.map_err(connect)? {
+            Stream::Tls(tls) => send(TokioIo::new(tls), request).await,
+            Stream::Plain(tcp) => send(TokioIo::new(tcp), request).await,
         }
         .map_err(connect)?;
         Ok(response)
+    }
+
+    /// A connection to the manager, TLS as the URL says (HTTP/1.1 only:
+    /// no ALPN is offered).
+    pub(crate) async fn connect(&self) -> Result<Stream, String> {
+        let port = self
+            .authority
+            .port_u16()
+            .unwrap_or(if self.scheme_https { 443 } else { 80 });
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some(config) => {
+                let name = rustls_pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| e.to_string())?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                Ok(Stream::Tls(Box::new(tls)))
+            }
+            None => Ok(Stream::Plain(tcp)),
+        }
     }
 
     /// A JSON call: `Ok` for 2xx decoded as `T`, else the manager's error.

@@ -22,6 +22,10 @@ pub fn routes() -> Router<AppState> {
         .route("/edge/v1/heartbeat", post(heartbeat))
         .route("/edge/v1/wait", get(wait))
         .route("/edge/v1/config", get(config))
+        .route(
+            outpost_protocol::session::SESSION_PATH,
+            get(super::session::open),
+        )
         .layer(axum::middleware::map_response(protocol_header))
 }
 

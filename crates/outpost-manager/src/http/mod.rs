@@ -10,6 +10,8 @@ mod api;
 pub mod auth;
 pub mod client;
 mod edge;
+mod session;
+pub mod session_client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +29,6 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::manager::Held;
 use crate::{Manager, ManagerError};
 
 pub type AppState = Arc<Manager>;
@@ -183,8 +184,7 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
         let shutdown = shutdown.clone();
         let manager = manager.clone();
         tracker.spawn(async move {
-            let _permit = permit;
-            let _open = Held::new(&manager.stats.connections_open);
+            let mut guard = ConnectionGuard::new(permit, manager.clone());
             manager
                 .stats
                 .connections_accepted_total
@@ -196,14 +196,31 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
                     else {
                         return;
                     };
-                    let _http2 = (tls.get_ref().1.alpn_protocol() == Some(b"h2"))
-                        .then(|| Held::new(&manager.stats.connections_http2_open));
-                    serve_connection(TokioIo::new(tls), router, peer, header_timeout, shutdown)
-                        .await;
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        guard.http2();
+                    }
+                    let guard = Arc::new(guard);
+                    serve_connection(
+                        TokioIo::new(tls),
+                        router,
+                        peer,
+                        header_timeout,
+                        shutdown,
+                        guard,
+                    )
+                    .await;
                 }
                 None => {
-                    serve_connection(TokioIo::new(stream), router, peer, header_timeout, shutdown)
-                        .await
+                    let guard = Arc::new(guard);
+                    serve_connection(
+                        TokioIo::new(stream),
+                        router,
+                        peer,
+                        header_timeout,
+                        shutdown,
+                        guard,
+                    )
+                    .await
                 }
             }
         });
@@ -211,6 +228,47 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
     tracker.close();
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN:?}: closing them");
+    }
+}
+
+/// What an open connection holds: its place under `max_connections` and
+/// its count in the gauges. Shared with an edge session the connection
+/// became (`/edge/v1/session`), which outlives hyper's connection task.
+pub(crate) struct ConnectionGuard {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    manager: AppState,
+    http2: bool,
+}
+
+impl ConnectionGuard {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, manager: AppState) -> Self {
+        manager
+            .stats
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        Self {
+            _permit: permit,
+            manager,
+            http2: false,
+        }
+    }
+
+    fn http2(&mut self) {
+        if !self.http2 {
+            self.http2 = true;
+            let stats = &self.manager.stats;
+            stats.connections_http2_open.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let stats = &self.manager.stats;
+        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        if self.http2 {
+            stats.connections_http2_open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -281,6 +339,7 @@ async fn serve_connection<I>(
     peer: SocketAddr,
     idle_timeout: Duration,
     shutdown: tokio_util::sync::CancellationToken,
+    guard: Arc<ConnectionGuard>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -290,6 +349,7 @@ async fn serve_connection<I>(
         router
             .map_request(move |mut request: http::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(guard.clone());
                 request
             })
             .map_future(move |future| {
@@ -314,7 +374,7 @@ async fn serve_connection<I>(
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Some(PING_INTERVAL))
         .keep_alive_timeout(PING_TIMEOUT);
-    let connection = builder.serve_connection(io, service);
+    let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let check_every = idle_timeout
         .min(Duration::from_secs(30))

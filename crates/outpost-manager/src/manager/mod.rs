@@ -86,6 +86,8 @@ impl Drop for Held<'_> {
 pub struct Stats {
     pub heartbeats_total: AtomicU64,
     pub long_polls_open: AtomicI64,
+    /// Edge sessions open (`/edge/v1/session`).
+    pub sessions_open: AtomicI64,
     pub connections_open: AtomicI64,
     pub connections_accepted_total: AtomicU64,
     /// Connections that chose HTTP/2 by ALPN (edges over HTTPS).

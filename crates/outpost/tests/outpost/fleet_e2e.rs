@@ -249,18 +249,15 @@ async fn a_manager_and_three_edges_through_a_rollout() {
     // Each site brought the package over the WAN once.
     assert_eq!(fleet.package_origin.count("/apps/setup.msi"), 3);
 
-    // Each edge keeps one HTTP/2 connection for its long poll, heartbeats
-    // and fetches: heartbeats go on, and no edge connects again (only the
-    // admin client's own requests, one connection each, are accepted).
+    // Each edge keeps one session (an upgraded connection) for its long
+    // poll, heartbeats and fetches: heartbeats go on, and no edge connects
+    // again (only the admin client's own requests, one connection each,
+    // are accepted).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fleet
-        .manager_metric("outpost_manager_connections_http2_open")
-        .await
-        != 3
-    {
+    while fleet.manager_metric("outpost_manager_sessions_open").await != 3 {
         assert!(
             Instant::now() < deadline,
-            "edges are not on one HTTP/2 connection each"
+            "edges are not on one session each"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -294,9 +291,7 @@ async fn a_manager_and_three_edges_through_a_rollout() {
         "edges opened new connections"
     );
     assert_eq!(
-        fleet
-            .manager_metric("outpost_manager_connections_http2_open")
-            .await,
+        fleet.manager_metric("outpost_manager_sessions_open").await,
         3
     );
 
