@@ -1,12 +1,14 @@
 //! Connections to the manager, plain or TLS with the pinned fingerprint,
 //! from a chosen loopback source address.
 //!
-//! Over TLS a simulated edge does what the real edge's client does: it
-//! offers HTTP/2 by ALPN and, when the manager takes it, sends its long
-//! poll, heartbeats and config fetches over one connection (a [`Link`]
-//! shared by its two [`Conn`]s). Over plain HTTP, or with `--http1`, each
-//! simulated edge owns two HTTP/1.1 connections (one for its long poll,
-//! one for heartbeats and config fetches). Spreading the connections over several source
+//! A simulated edge does what the real edge's client does: it opens an
+//! edge session (`outpost_protocol::session`, one upgraded connection)
+//! and sends its long poll, heartbeats and config fetches on it (a
+//! [`Link`] shared by its two [`Conn`]s). With `--http2` (over TLS) the
+//! calls are HTTP/2 requests on one shared connection instead; with
+//! `--http1` each simulated edge owns two HTTP/1.1 connections (one for
+//! its long poll, one for heartbeats and config fetches). Enrolment is
+//! always a request. Spreading the connections over several source
 //! addresses keeps 20,000 of them to one `ip:port` clear of the ephemeral
 //! port range's limit (about 28,000 per source address).
 //!
@@ -24,6 +26,8 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use outpost_manager::http::session_client::{self, Session, SessionError};
+use outpost_protocol::session::{SessionCall, WaitArgs};
 use outpost_protocol::{FLEET_PROTOCOL, FLEET_PROTOCOL_HEADER};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpSocket;
@@ -36,12 +40,22 @@ pub struct Target {
     /// The `Host` header.
     pub authority: String,
     tls: Option<(TlsConnector, ServerName<'static>)>,
-    /// Offer HTTP/2 over TLS and share one connection per edge.
-    http2: bool,
+    transport: Transport,
     /// Connections in progress at once, so that 20,000 connects do not
     /// overflow the manager's accept backlog.
     connect_permits: Semaphore,
     pub counters: Counters,
+}
+
+/// How a simulated edge's calls travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// An edge session, as the real edge.
+    Session,
+    /// HTTP/2 requests on one connection per edge (over TLS).
+    Http2,
+    /// HTTP/1.1 requests on two connections per edge.
+    Http1,
 }
 
 #[derive(Default)]
@@ -57,7 +71,7 @@ impl Target {
         url: &str,
         fingerprint: Option<&str>,
         connect_concurrency: usize,
-        http2: bool,
+        transport: Transport,
     ) -> anyhow::Result<Self> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
             (true, rest)
@@ -73,7 +87,7 @@ impl Target {
         let tls = if tls {
             let fingerprint = fingerprint.context("an https manager needs --fingerprint")?;
             let mut config = crate::tls::pinned_client_config(fingerprint)?;
-            config.alpn_protocols = if http2 {
+            config.alpn_protocols = if transport == Transport::Http2 {
                 vec![b"h2".to_vec(), b"http/1.1".to_vec()]
             } else {
                 vec![b"http/1.1".to_vec()]
@@ -83,10 +97,14 @@ impl Target {
         } else {
             None
         };
+        let transport = match transport {
+            Transport::Http2 if tls.is_none() => Transport::Http1,
+            other => other,
+        };
         Ok(Self {
             addr,
             authority,
-            http2: http2 && tls.is_some(),
+            transport,
             tls,
             connect_permits: Semaphore::new(connect_concurrency.max(1)),
             counters: Counters::default(),
@@ -97,9 +115,10 @@ impl Target {
         self.tls.is_some()
     }
 
-    /// Whether an edge's calls share one HTTP/2 connection.
-    pub fn is_http2(&self) -> bool {
-        self.http2
+    /// Whether an edge's calls share one connection (a session or
+    /// HTTP/2).
+    pub fn shares_connection(&self) -> bool {
+        self.transport != Transport::Http1
     }
 
     /// Source addresses to spread connections over: 127.0.0.2 onwards when
@@ -142,13 +161,62 @@ impl Answer {
     }
 }
 
-/// One edge's HTTP/2 connection, shared by its long poll and its other
-/// calls; `None` until the first call or after it failed.
-pub type Link = Arc<tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>>;
+/// One edge's shared connection (its session, or HTTP/2), used by its
+/// long poll and its other calls; `None` until the first call or after it
+/// failed.
+pub type Link = Arc<tokio::sync::Mutex<Option<Shared>>>;
+
+#[derive(Clone)]
+pub enum Shared {
+    Session(Arc<Session>),
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Shared {
+    fn is_closed(&self) -> bool {
+        match self {
+            Shared::Session(s) => !s.is_open(),
+            Shared::Http2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// A path of the edge protocol as a session call and its payload.
+fn as_session_call(
+    path_and_query: &str,
+    body: Option<&Bytes>,
+) -> anyhow::Result<(SessionCall, Vec<u8>)> {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    match path {
+        "/edge/v1/heartbeat" => Ok((
+            SessionCall::Heartbeat,
+            body.map(|b| b.to_vec()).unwrap_or_default(),
+        )),
+        "/edge/v1/config" => Ok((SessionCall::Config, Vec::new())),
+        "/edge/v1/wait" => {
+            let mut args = WaitArgs {
+                config_version: 0,
+                after_action: 0,
+            };
+            for pair in query.split('&') {
+                match pair.split_once('=') {
+                    Some(("config_version", v)) => args.config_version = v.parse()?,
+                    Some(("after_action", v)) => args.after_action = v.parse()?,
+                    _ => {}
+                }
+            }
+            Ok((SessionCall::Wait, serde_json::to_vec(&args)?))
+        }
+        other => bail!("{other} is not a session call"),
+    }
+}
 
 enum Sender {
     Http1(http1::SendRequest<Full<Bytes>>),
     Http2(http2::SendRequest<Full<Bytes>>),
+    Session(Arc<Session>),
 }
 
 impl Sender {
@@ -156,6 +224,7 @@ impl Sender {
         match self {
             Sender::Http1(s) => s.is_closed(),
             Sender::Http2(s) => s.is_closed(),
+            Sender::Session(s) => !s.is_open(),
         }
     }
 }
@@ -264,25 +333,48 @@ impl Conn {
         body: Option<Bytes>,
     ) -> anyhow::Result<Answer> {
         let mut new_connection = false;
-        if let Some(link) = &self.link {
+        // A session is opened with the edge's credential: before enrolment
+        // (no credential) a call is a plain request.
+        let link = self
+            .link
+            .as_ref()
+            .filter(|_| bearer.is_some() || target.transport != Transport::Session);
+        if let Some(link) = link {
             let mut slot = link.lock().await;
             if slot.as_ref().is_none_or(|s| s.is_closed()) {
                 new_connection = true;
-                match connect(target, self.source).await? {
-                    Sender::Http2(sender) => *slot = Some(sender),
+                *slot = Some(match connect(target, self.source, bearer).await? {
+                    Sender::Http2(sender) => Shared::Http2(sender),
+                    Sender::Session(session) => Shared::Session(session),
                     Sender::Http1(_) => bail!("the manager did not take HTTP/2"),
-                }
+                });
             }
-            self.sender = slot.clone().map(Sender::Http2);
+            self.sender = slot.clone().map(|shared| match shared {
+                Shared::Http2(sender) => Sender::Http2(sender),
+                Shared::Session(session) => Sender::Session(session),
+            });
         } else if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             new_connection = true;
-            self.sender = Some(connect(target, self.source).await?);
+            self.sender = Some(connect(target, self.source, None).await?);
         }
         let sender = self
             .sender
             .as_mut()
             .ok_or_else(|| anyhow!("no connection"))?;
-        let uri = match (&self.link, target.is_tls()) {
+        if let Sender::Session(session) = sender {
+            let (call, payload) = as_session_call(path_and_query, body.as_ref())?;
+            // The caller's own timeout bounds it; this one only keeps the
+            // session from waiting for ever on a lost answer.
+            let (status, body) = session
+                .call(call, &payload, Duration::from_secs(120))
+                .await?;
+            return Ok(Answer {
+                status,
+                body: Bytes::from(body),
+                new_connection,
+            });
+        }
+        let uri = match (link, target.is_tls()) {
             // HTTP/2 wants the whole URI (its :scheme and :authority).
             (Some(_), true) => format!("https://{}{path_and_query}", target.authority),
             _ => path_and_query.to_owned(),
@@ -310,6 +402,7 @@ impl Conn {
                 sender.ready().await?;
                 sender.send_request(request).await?
             }
+            Sender::Session(_) => unreachable!("answered above"),
         };
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
@@ -321,10 +414,19 @@ impl Conn {
     }
 }
 
-async fn connect(target: &Target, source: Option<IpAddr>) -> anyhow::Result<Sender> {
+/// A new connection; a session where the target says so and `credential`
+/// is given (an enrolled edge's shared connection).
+async fn connect(
+    target: &Target,
+    source: Option<IpAddr>,
+    credential: Option<&str>,
+) -> anyhow::Result<Sender> {
     let _permit = target.connect_permits.acquire().await?;
     target.counters.connects.fetch_add(1, Ordering::Relaxed);
-    let result = connect_unlimited(target, source).await;
+    let session = (target.transport == Transport::Session)
+        .then_some(credential)
+        .flatten();
+    let result = connect_unlimited(target, source, session).await;
     if result.is_err() {
         target
             .counters
@@ -334,7 +436,11 @@ async fn connect(target: &Target, source: Option<IpAddr>) -> anyhow::Result<Send
     result
 }
 
-async fn connect_unlimited(target: &Target, source: Option<IpAddr>) -> anyhow::Result<Sender> {
+async fn connect_unlimited(
+    target: &Target,
+    source: Option<IpAddr>,
+    session: Option<&str>,
+) -> anyhow::Result<Sender> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -349,6 +455,24 @@ async fn connect_unlimited(target: &Target, source: Option<IpAddr>) -> anyhow::R
         .await
         .with_context(|| format!("connecting to {}", target.addr))?;
     stream.set_nodelay(true)?;
+    if let Some(credential) = session {
+        let request = session_client::session_request(&target.authority, Some(credential))?;
+        let session = match &target.tls {
+            None => session_client::upgrade(TokioIo::new(stream), request).await,
+            Some((connector, name)) => {
+                let stream = connector.connect(name.clone(), stream).await?;
+                session_client::upgrade(TokioIo::new(stream), request).await
+            }
+        };
+        return match session {
+            Ok(session) => Ok(Sender::Session(Arc::new(session))),
+            Err(SessionError::NotOffered { status, body }) => bail!(
+                "no session: {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ),
+            Err(e) => Err(e.into()),
+        };
+    }
     match &target.tls {
         None => handshake(TokioIo::new(stream)).await,
         Some((connector, name)) => {

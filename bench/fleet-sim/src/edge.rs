@@ -133,7 +133,7 @@ pub async fn enrol(
     join_token: &str,
     source: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(SimEdge, Duration)> {
-    let link = fleet.target.is_http2().then(Link::default);
+    let link = fleet.target.shares_connection().then(Link::default);
     let new_conn = |link: &Option<Link>| match link {
         Some(link) => Conn::shared(source, link.clone()),
         None => Conn::new(source),

@@ -36,6 +36,7 @@ use clap::Parser;
 use tokio::sync::Semaphore;
 
 use crate::admin::Admin;
+use crate::client::Transport;
 use crate::client::{Conn, Target};
 use crate::edge::{EdgeStats, Fleet};
 use crate::progress::Progress;
@@ -73,10 +74,16 @@ pub struct Args {
     /// Each interval is the base times 1 ± this.
     #[arg(long, default_value_t = 0.1)]
     jitter: f64,
-    /// HTTP/1.1 only (over TLS the simulated edges offer HTTP/2 by ALPN
-    /// and, as real edges do, share one connection for all their calls).
-    #[arg(long)]
+    /// HTTP/1.1 requests, no session: a long-poll connection and one for
+    /// heartbeats and config fetches (the edges' first behaviour).
+    #[arg(long, conflicts_with = "http2")]
     http1: bool,
+    /// HTTP/2 requests, no session: over TLS one connection per edge
+    /// shared by its calls (the edges' behaviour before sessions). By
+    /// default each simulated edge opens an edge session, as real edges
+    /// do.
+    #[arg(long)]
+    http2: bool,
     /// Over HTTP/1.1: close the heartbeat connection between heartbeats
     /// when the interval is at least this. The default (10 s) closes it at
     /// a 30 s interval: 10,000 long polls plus 10,000 idle heartbeat
@@ -178,7 +185,13 @@ async fn run(args: &Args) -> anyhow::Result<Summary> {
         &args.manager,
         args.fingerprint.as_deref(),
         args.connect_concurrency,
-        !args.http1,
+        if args.http1 {
+            Transport::Http1
+        } else if args.http2 {
+            Transport::Http2
+        } else {
+            Transport::Session
+        },
     )?;
     let fleet = Arc::new(Fleet {
         target,

@@ -76,7 +76,13 @@ mod tests {
         let (addr, fingerprint) = tls_server().await;
         let url = format!("https://{addr}");
 
-        let target = Target::new(&url, Some(&fingerprint.to_uppercase()), 4, false).unwrap();
+        let target = Target::new(
+            &url,
+            Some(&fingerprint.to_uppercase()),
+            4,
+            crate::client::Transport::Http1,
+        )
+        .unwrap();
         let mut conn = Conn::new(None);
         for _ in 0..2 {
             let answer = conn
@@ -102,7 +108,7 @@ mod tests {
         );
 
         let wrong = fingerprint_of(b"another certificate");
-        let target = Target::new(&url, Some(&wrong), 4, false).unwrap();
+        let target = Target::new(&url, Some(&wrong), 4, crate::client::Transport::Http1).unwrap();
         let error = Conn::new(None)
             .send(
                 &target,

@@ -79,6 +79,10 @@ pub struct Published {
     pub snapshot: Snapshot,
     /// Site -> its rendered document. Sites sharing layers share one.
     pub rendered: HashMap<String, Arc<Rendered>>,
+    /// The scopes whose layers make a document -> that document: 10,000
+    /// sites in a handful of groups hold a handful of documents, whether
+    /// they were rendered at publish or one by one as they enrolled.
+    by_layers: HashMap<Vec<String>, Arc<Rendered>>,
 }
 
 impl Published {
@@ -87,7 +91,28 @@ impl Published {
             version,
             snapshot,
             rendered: HashMap::new(),
+            by_layers: HashMap::new(),
         }
+    }
+
+    fn layers_key(&self, site: &str) -> Vec<String> {
+        self.snapshot
+            .layers_of(site)
+            .into_iter()
+            .map(|(scope, _)| scope)
+            .collect()
+    }
+
+    /// The document for `site`'s layers: the one already rendered for the
+    /// same layers, or a new one.
+    fn render_shared(&mut self, site: &str) -> Result<Arc<Rendered>, MergeError> {
+        let key = self.layers_key(site);
+        if let Some(doc) = self.by_layers.get(&key) {
+            return Ok(doc.clone());
+        }
+        let doc = Arc::new(render(&self.snapshot, site)?);
+        self.by_layers.insert(key, doc.clone());
+        Ok(doc)
     }
 
     /// Renders every site in `sites` (and in the snapshot), each distinct
@@ -97,25 +122,12 @@ impl Published {
         &mut self,
         sites: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), MergeError> {
-        let mut memo: HashMap<Vec<String>, Arc<Rendered>> = HashMap::new();
+        self.by_layers.clear();
         let mut all: Vec<String> = sites.into_iter().map(str::to_string).collect();
         all.extend(snapshot_sites(&self.snapshot));
         let mut rendered = HashMap::with_capacity(all.len());
         for site in all {
-            let key: Vec<String> = self
-                .snapshot
-                .layers_of(&site)
-                .into_iter()
-                .map(|(scope, _)| scope)
-                .collect();
-            let doc = match memo.get(&key) {
-                Some(doc) => doc.clone(),
-                None => {
-                    let doc = Arc::new(render(&self.snapshot, &site)?);
-                    memo.insert(key, doc.clone());
-                    doc
-                }
-            };
+            let doc = self.render_shared(&site)?;
             rendered.insert(site, doc);
         }
         self.rendered = rendered;
@@ -127,7 +139,7 @@ impl Published {
         if let Some(doc) = self.rendered.get(site) {
             return Ok(doc.clone());
         }
-        let doc = Arc::new(render(&self.snapshot, site)?);
+        let doc = self.render_shared(site)?;
         self.rendered.insert(site.to_string(), doc.clone());
         Ok(doc)
     }

@@ -43,18 +43,28 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
         .map_err(|e| ManagerError::BadRequest(format!("the body is not the expected JSON: {e}")))
 }
 
+/// An edge enrols once and then opens its session: the enrolment's
+/// connection is closed after the answer rather than kept idle (with its
+/// buffers) until the idle timeout, which a fleet enrolling at once would
+/// multiply by its size.
 async fn enrol(
     State(manager): State<AppState>,
     Peer(from): Peer,
     _: FleetProtocol,
     body: Bytes,
-) -> Result<Json<EnrolReply>, ManagerError> {
+) -> Result<
+    (
+        [(http::header::HeaderName, &'static str); 1],
+        Json<EnrolReply>,
+    ),
+    ManagerError,
+> {
     let enrol: EnrolRequest = json_body(&body)?;
     let manager2 = manager.clone();
     let reply = tokio::task::spawn_blocking(move || manager2.enrol(&enrol, &from))
         .await
         .map_err(|e| ManagerError::Internal(e.to_string()))??;
-    Ok(Json(reply))
+    Ok(([(http::header::CONNECTION, "close")], Json(reply)))
 }
 
 async fn heartbeat(

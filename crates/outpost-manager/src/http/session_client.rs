@@ -77,23 +77,7 @@ impl Client {
     }
 
     async fn open_session_inner(&self) -> Result<Session, SessionError> {
-        let mut request = Request::builder()
-            .method(Method::GET)
-            .uri(SESSION_PATH)
-            .header(header::HOST, self.authority.as_str())
-            .header(header::CONNECTION, "upgrade")
-            .header(header::UPGRADE, SESSION_UPGRADE)
-            .header(FLEET_PROTOCOL_HEADER, FLEET_PROTOCOL.to_string())
-            .header(
-                header::USER_AGENT,
-                concat!("outpost/", env!("CARGO_PKG_VERSION")),
-            );
-        if let Some(token) = &self.bearer {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| SessionError::Broken(e.to_string()))?;
+        let request = session_request(self.authority.as_str(), self.bearer.as_deref())?;
         match self.connect().await.map_err(SessionError::Broken)? {
             Stream::Tls(tls) => upgrade(TokioIo::new(tls), request).await,
             Stream::Plain(tcp) => upgrade(TokioIo::new(tcp), request).await,
@@ -101,7 +85,33 @@ impl Client {
     }
 }
 
-async fn upgrade<I>(io: I, request: Request<Empty<Bytes>>) -> Result<Session, SessionError>
+/// The upgrade request, with the edge's credential.
+pub fn session_request(
+    authority: &str,
+    credential: Option<&str>,
+) -> Result<Request<Empty<Bytes>>, SessionError> {
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(SESSION_PATH)
+        .header(header::HOST, authority)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, SESSION_UPGRADE)
+        .header(FLEET_PROTOCOL_HEADER, FLEET_PROTOCOL.to_string())
+        .header(
+            header::USER_AGENT,
+            concat!("outpost/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Some(token) = credential {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| SessionError::Broken(e.to_string()))
+}
+
+/// Asks for the upgrade on a connection the caller made (HTTP/1.1: no
+/// ALPN `h2`) and starts the session.
+pub async fn upgrade<I>(io: I, request: Request<Empty<Bytes>>) -> Result<Session, SessionError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
