@@ -84,7 +84,8 @@ impl Drop for GreHandle {
     }
 }
 
-const READ_TIMEOUT: Duration = Duration::from_millis(200);
+/// Also how stale the published counters can be when traffic stops.
+const READ_TIMEOUT: Duration = Duration::from_millis(50);
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -108,6 +109,14 @@ pub fn raw_gre_socket(address: Ipv4Addr) -> io::Result<Socket> {
     let _ = s.set_recv_buffer_size(4 << 20);
     s.set_read_timeout(Some(READ_TIMEOUT))?;
     Ok(s)
+}
+
+/// Creates (or reuses) a TUN interface and sets it up, nothing else (the
+/// test router's redirect and return interfaces).
+pub fn open_plain_tun(name: &str) -> io::Result<File> {
+    let tun = crate::sys::open_tun(name)?;
+    crate::sys::set_up(name)?;
+    Ok(tun)
 }
 
 /// Creates (or reuses) the TUN interface, gives it `address`/32, sets it
@@ -252,7 +261,9 @@ fn run(
             Some(id) => returns.get(&id).copied().unwrap_or(false),
             None => returns.values().any(|g| *g),
         };
-        match dp.handle(&buf[..n], Instant::now(), gre_return) {
+        let verdict = dp.handle(&buf[..n], Instant::now(), gre_return);
+        tracing::trace!(target: "wccp", len = n, ?verdict, "GRE packet");
+        match verdict {
             Verdict::Deliver(inner) => {
                 let len = inner.len();
                 if let Err(e) = tun.write(inner) {
