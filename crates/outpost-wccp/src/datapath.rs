@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::gre::{
-    self, Decapsulated, GreError, RedirectHeader, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
-};
+use crate::gre::{self, Decapsulated, GreError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// A flow with no packet for this long is forgotten.
 pub const FLOW_IDLE: Duration = Duration::from_secs(120);
@@ -418,7 +416,7 @@ impl Datapath {
         // return and does not redirect it again. We echo the header the
         // router sent (its service id and buckets); a packet that came
         // without one is returned as the standard web-cache's.
-        let rh = d.redirect.unwrap_or(RedirectHeader::default());
+        let rh = d.redirect.unwrap_or_default();
         self.counters
             .returned
             .entry(reason.name().into())
@@ -474,7 +472,7 @@ impl Datapath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gre::encapsulate;
+    use crate::gre::{RedirectHeader, encapsulate};
 
     const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
 

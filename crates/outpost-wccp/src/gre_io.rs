@@ -88,6 +88,7 @@ impl Drop for GreHandle {
 const READ_TIMEOUT: Duration = Duration::from_millis(50);
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
+const TUN_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// Opens the raw GRE socket bound to `address` (needs CAP_NET_RAW).
 pub fn raw_gre_socket(address: Ipv4Addr) -> io::Result<Socket> {
@@ -129,8 +130,19 @@ pub fn open_tunnel(name: &str, address: Ipv4Addr) -> io::Result<File> {
         Err(e) => return Err(e),
     }
     crate::sys::set_up(name)?;
+    // Reverse-path filtering off on the TUN: the PCs' packets arrive on it
+    // while the route back to them is on the LAN interface. Already 0
+    // (set by the admin, or a reused TUN): nothing to write, so a
+    // read-only /proc/sys is fine then.
     let conf = format!("/proc/sys/net/ipv4/conf/{name}/rp_filter");
-    std::fs::write(&conf, "0").map_err(|e| io::Error::new(e.kind(), format!("{conf}: {e}")))?;
+    if std::fs::read_to_string(&conf).map_or(true, |v| v.trim() != "0") {
+        std::fs::write(&conf, "0").map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{conf}: {e} (under systemd: ProtectKernelTunables=no, docs/wccp.md)"),
+            )
+        })?;
+    }
     // The kernel filters with max(conf/all, conf/NAME): strict (1) in
     // `all` drops every redirected packet (its source, the PC, is routed
     // through another interface). Loose (2) passes. We do not weaken the
@@ -269,9 +281,10 @@ fn run(
                 if let Err(e) = tun.write(inner) {
                     dp.delivery_failed(len);
                     log(format!("writing to {}: {e}", cfg.tunnel));
-                    if !matches!(e.kind(), io::ErrorKind::Interrupted) {
-                        std::thread::sleep(ERROR_PAUSE.min(Duration::from_millis(10)));
-                    }
+                    // A TUN that refuses writes (taken down by hand) must
+                    // not turn the loop into a spin: at most 100 packets
+                    // a second are tried until it recovers.
+                    std::thread::sleep(TUN_ERROR_PAUSE);
                 }
             }
             Verdict::Return {
