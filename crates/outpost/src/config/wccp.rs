@@ -367,6 +367,15 @@ pub(super) fn wccp_config(r: &mut Resolver<'_>, w: &WccpSection) -> Option<WccpC
     let max_redirected_flows = r
         .get("wccp.max_redirected_flows", &w.max_redirected_flows)
         .map(|n| n as usize);
+    if datapath == Datapath::Outpost
+        && forwarding == METHOD_L2
+        && let Some(setting) = &w.datapath
+    {
+        r.error_at(
+            &setting.span,
+            "wccp.datapath: \"outpost\" decapsulates GRE, but wccp.forwarding = \"l2\": no GRE would arrive (use \"auto\" or \"gre\")",
+        );
+    }
     if datapath == Datapath::Kernel {
         // Returning packets is a per-packet decision the kernel's tunnel
         // cannot make: these keys would silently do nothing.

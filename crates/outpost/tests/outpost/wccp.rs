@@ -218,6 +218,21 @@ max_redirected_flows = -1
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
 
+    // The edge's data path reads GRE: with L2 forwarding none arrives.
+    let l2 = dir.path().join("l2.toml");
+    std::fs::write(
+        &l2,
+        "[wccp]\nrouters = [\"10.0.0.1\"]\nforwarding = \"l2\"\ndatapath = \"outpost\"\n",
+    )
+    .unwrap();
+    let out = outpost(&["check-config", l2.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let want = format!(
+        "{}:4:12: wccp.datapath: \"outpost\" decapsulates GRE, but wccp.forwarding = \"l2\"",
+        l2.display()
+    );
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,

@@ -65,7 +65,13 @@ pub(crate) struct Lab {
     pub e_if: String,
     /// This namespace's end of the WAN link.
     pub wan_if: String,
+    /// Both labs use the same addresses in this namespace: one at a time
+    /// (CI runs the ignored tests with several threads). Released after
+    /// the cleanup in `drop`.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Lab {
     fn drop(&mut self) {
@@ -84,6 +90,7 @@ impl Lab {
         let id = std::process::id() % 10_000;
         let p = |role: &str| format!("wc{tag}{role}{id}");
         let lab = Lab {
+            _one_at_a_time: ONE_LAB.lock().unwrap_or_else(|e| e.into_inner()),
             client: p("c"),
             router: p("r"),
             edge: p("e"),

@@ -154,8 +154,12 @@ async fn gre_redirect_and_return_through_the_edges_own_data_path() {
     let serve = Serve::run(cmd);
     let port = serve.listening().port();
     let admin = serve.admin_listening();
+    // The data path starts after the listeners: a failure to set it up
+    // ends the edge, and this test, here.
     assert!(
-        serve.logged("decapsulating GRE in the edge"),
+        wait_until(Duration::from_secs(10), || serve
+            .logged("decapsulating GRE in the edge"))
+        .await,
         "the edge's GRE data path did not start: {}",
         serve.stderr()
     );
