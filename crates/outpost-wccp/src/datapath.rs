@@ -238,6 +238,9 @@ pub struct Datapath {
     flows: HashMap<FlowKey, Flow>,
     /// Accepted flows not closing: what the limit counts.
     accepted_open: usize,
+    /// Returned flows in the table (kept up to date, never counted by a
+    /// scan: this runs per packet).
+    returned_flows: usize,
     last_sweep: Option<Instant>,
     pub counters: DatapathCounters,
 }
@@ -248,6 +251,7 @@ impl Datapath {
             cfg,
             flows: HashMap::new(),
             accepted_open: 0,
+            returned_flows: 0,
             last_sweep: None,
             counters: DatapathCounters::default(),
         }
@@ -353,8 +357,10 @@ impl Datapath {
                     closing: closes,
                 },
             );
-            if state == FlowState::Accepted && !closes {
-                self.accepted_open += 1;
+            match state {
+                FlowState::Accepted if !closes => self.accepted_open += 1,
+                FlowState::Accepted => {}
+                FlowState::Returned(_) => self.returned_flows += 1,
             }
             self.publish_flows();
         }
@@ -431,11 +437,15 @@ impl Datapath {
 
     fn publish_flows(&mut self) {
         self.counters.flows_accepted = self.accepted_open as u64;
-        self.counters.flows_returned = self
-            .flows
-            .values()
-            .filter(|f| matches!(f.state, FlowState::Returned(_)))
-            .count() as u64;
+        self.counters.flows_returned = self.returned_flows as u64;
+        debug_assert_eq!(
+            self.returned_flows,
+            self.flows
+                .values()
+                .filter(|f| matches!(f.state, FlowState::Returned(_)))
+                .count(),
+            "the returned-flow count drifted from the table"
+        );
     }
 
     /// Forgets expired flows, at most once a second (and at once when the
@@ -449,15 +459,20 @@ impl Datapath {
         }
         self.last_sweep = Some(now);
         let before = self.flows.len();
-        let mut freed = 0;
+        let (mut freed, mut returned) = (0, 0);
         self.flows.retain(|_, f| {
             let keep = !f.expired(now);
-            if !keep && f.state == FlowState::Accepted && !f.closing {
-                freed += 1;
+            if !keep {
+                match f.state {
+                    FlowState::Accepted if !f.closing => freed += 1,
+                    FlowState::Accepted => {}
+                    FlowState::Returned(_) => returned += 1,
+                }
             }
             keep
         });
         self.accepted_open = self.accepted_open.saturating_sub(freed);
+        self.returned_flows = self.returned_flows.saturating_sub(returned);
         if self.flows.len() != before {
             self.publish_flows();
         }
@@ -655,6 +670,10 @@ mod tests {
             Verdict::Deliver(_)
         ));
         assert_eq!(d.tracked_flows(), 1);
+        assert_eq!(
+            (d.counters.flows_accepted, d.counters.flows_returned),
+            (1, 0)
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //! (c) GRE from a host that is not a router is dropped and counted;
 //! (d) overload: with `max_redirected_flows = 1` held by an open
 //!     connection, a second connection is returned and completes against
-//!     the origin.
+//!     the origin;
+//! (e) full-size packets (an upload; 1524 bytes with GRE, over the MTU)
+//!     reach the origin whole, through the edge and returned.
 //!
 //! It fails, not skips, if the userspace path cannot be set up here.
 
@@ -327,6 +329,57 @@ async fn gre_redirect_and_return_through_the_edges_own_data_path() {
     );
     drop(held);
 
+    // (e) Full-size packets: a PC's upload arrives in 1500-byte packets,
+    // 1524 with GRE, more than the links' MTU: the router's GRE is
+    // fragmented and reassembled before the edge's raw socket, and so are
+    // the edge's returns. Through the edge and returned, the origin gets
+    // every byte.
+    let upload = content(200_000, 19);
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, &upload).unwrap();
+    for (url, path) in [
+        ("http://10.99.3.2/up/served", "/up/served"),
+        ("http://10.99.3.3/up/returned", "/up/returned"),
+    ] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &client, "curl", "-sS", "--max-time", "20"])
+            .args(["-o", "/dev/null", "-w", "%{http_code}", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "upload to {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = origin.requests_for(path);
+        assert_eq!(got.len(), 1, "{url}");
+        assert!(
+            got[0].body == upload,
+            "{url}: the origin got {} bytes",
+            got[0].body.len()
+        );
+    }
+
+    // The uploads' packets were counted: over 200 kB delivered, and the
+    // returned upload's packets as bypass returns.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let m = metrics(&edge, admin);
+            sample(
+                &m,
+                r#"outpost_wccp_datapath_bytes_total{action="delivered",reason="redirected"}"#,
+            ) > 200_000
+                && sample(
+                    &m,
+                    r#"outpost_wccp_datapath_bytes_total{action="returned",reason="bypass"}"#,
+                ) > 200_000
+        })
+        .await,
+        "{}",
+        metrics(&edge, admin)
+    );
     let out = status();
     eprintln!("{out}");
     assert!(out.contains("datapath outpost"), "{out}");
