@@ -3,9 +3,14 @@
 //! records every request it receives; a minimal HTTP/1.1 client; and
 //! deterministic test content.
 //!
-//! Everything runs in-process on loopback sockets bound to port 0.
+//! Everything runs in-process on loopback sockets bound to port 0, except
+//! the root-only helpers for network-namespace tests: [`netns`] (run code
+//! inside a namespace) and [`gre_redirector`] (a router's WCCP GRE
+//! redirect and packet return, in userspace).
 
 mod client;
+pub mod gre_redirector;
+pub mod netns;
 mod origin;
 pub mod wccp_router;
 

@@ -352,6 +352,18 @@ impl SimRouter {
         Ok(SimRouter { addr, core, task })
     }
 
+    /// Runs on a socket bound elsewhere, e.g. inside a network namespace
+    /// ([`crate::netns::in_netns`]): the router's WCCP address is then the
+    /// one its GRE packets come from, as on a real router.
+    pub fn start_on(cfg: RouterConfig, socket: std::net::UdpSocket) -> std::io::Result<SimRouter> {
+        socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(socket)?;
+        let addr = socket.local_addr()?;
+        let core = Arc::new(Mutex::new(RouterCore::new(cfg)));
+        let task = tokio::spawn(run(socket, core.clone()));
+        Ok(SimRouter { addr, core, task })
+    }
+
     pub fn with<T>(&self, f: impl FnOnce(&RouterCore) -> T) -> T {
         f(&self.core.lock().unwrap_or_else(|e| e.into_inner()))
     }

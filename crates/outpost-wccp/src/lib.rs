@@ -11,16 +11,26 @@
 //!   next time it wants to be polled; the assignment arithmetic
 //!   ([`assign`]) is pure;
 //! - a thin tokio UDP adapter ([`udp`]) that drives one socket and its
-//!   groups.
+//!   groups;
+//! - the userspace GRE data path (`wccp.datapath = "outpost"`): WCCP's GRE
+//!   and redirect-header codec ([`gre`]) and the per-packet decisions
+//!   (deliver, return to the router, drop; flow table) ([`datapath`]),
+//!   both sans-io, and their I/O on a raw socket and a TUN interface
+//!   ([`gre_io`], with the TUN ioctls in the crate's one `unsafe` module).
 //!
 //! It never touches the proxy or the store: it decides which traffic the
-//! router sends here, not what happens to it. IPv4 only (WCCP 2.01's
+//! router sends here, and which packets go back, not what the proxy does
+//! with a connection. IPv4 only (WCCP 2.01's
 //! address table, used for IPv6, is refused).
 
 pub mod assign;
 pub mod component;
+pub mod datapath;
+pub mod gre;
+pub mod gre_io;
 pub mod group;
 pub mod message;
+mod sys;
 pub mod udp;
 mod wire;
 

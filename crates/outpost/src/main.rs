@@ -384,9 +384,13 @@ async fn run(
     }
     let wccp = match &resolved.wccp {
         Some(cfg) => {
-            let handle = wccp::start(cfg).await?;
-            admin.set_wccp(handle.status_cell(), cfg.tunnel.clone());
-            Some(handle)
+            let started = wccp::start(cfg).await?;
+            admin.set_wccp(
+                started.handle.status_cell(),
+                cfg.tunnel.clone(),
+                started.datapath.as_ref().map(|d| d.status_cell()),
+            );
+            Some(started)
         }
         None => None,
     };
@@ -441,10 +445,14 @@ async fn run(
         });
     }
     let first = stop_signals.recv().await;
-    if let Some(handle) = wccp {
+    // The GRE data path stays up through the drain: packets of the
+    // connections being drained still arrive through the router.
+    let mut _gre_datapath = None;
+    if let Some(started) = wccp {
         // Leave the service groups first: the routers stop redirecting to
         // us at once, so new connections go elsewhere during the drain.
-        handle.stop().await;
+        started.handle.stop().await;
+        _gre_datapath = started.datapath;
     }
     let drain = engine.config.drain;
     // Listeners close first: a new connection is refused at once (and a

@@ -1,13 +1,23 @@
 //! Wiring of `[wccp]`: builds the service groups from the resolved config
-//! and starts the WCCP adapter (crate `outpost-wccp`). A `[wccp]` change
-//! needs a restart.
+//! and starts the WCCP adapter (crate `outpost-wccp`), and with
+//! `datapath = "outpost"` the edge's own GRE data path (raw socket + TUN).
+//! A `[wccp]` change needs a restart.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
+use outpost_wccp::datapath::DatapathConfig;
+use outpost_wccp::gre_io::{self, GreConfig, GreHandle};
 use outpost_wccp::{AdapterConfig, GroupConfig, Password, WccpHandle};
 
-use crate::config::WccpConfig;
+use crate::config::{WccpConfig, WccpDatapath};
+
+/// The running WCCP pieces.
+pub struct Wccp {
+    pub handle: WccpHandle,
+    /// The edge's own GRE data path, with `datapath = "outpost"`.
+    pub datapath: Option<GreHandle>,
+}
 
 /// The address the kernel would use towards `router`: our identity in the
 /// group when `wccp.address` is not set and `wccp.listen` is a wildcard.
@@ -20,7 +30,7 @@ fn source_towards(router: SocketAddr) -> std::io::Result<Ipv4Addr> {
     }
 }
 
-pub async fn start(cfg: &WccpConfig) -> anyhow::Result<WccpHandle> {
+pub async fn start(cfg: &WccpConfig) -> anyhow::Result<Wccp> {
     let address = match (cfg.address, cfg.listen.ip()) {
         (Some(a), _) => a,
         (None, IpAddr::V4(v)) if !v.is_unspecified() => v,
@@ -76,7 +86,43 @@ pub async fn start(cfg: &WccpConfig) -> anyhow::Result<WccpHandle> {
         services = cfg.services.len(),
         "WCCP: joining the service groups"
     );
-    Ok(handle)
+    let datapath = match cfg.datapath {
+        WccpDatapath::Kernel => None,
+        WccpDatapath::Outpost => {
+            let tunnel = cfg
+                .tunnel
+                .clone()
+                .unwrap_or_else(|| crate::config::wccp_default_tunnel().to_string());
+            let gre = gre_io::start(
+                GreConfig {
+                    address,
+                    tunnel: tunnel.clone(),
+                    datapath: DatapathConfig {
+                        routers: routers.clone(),
+                        bypass_destinations: cfg.bypass_destinations.clone(),
+                        bypass_clients: cfg.bypass_clients.clone(),
+                        max_redirected_flows: cfg.max_redirected_flows,
+                    },
+                },
+                Some(handle.status_cell()),
+            )
+            .with_context(|| {
+                format!(
+                    "cannot start the GRE data path (wccp.datapath = \"outpost\": needs CAP_NET_RAW and CAP_NET_ADMIN, /dev/net/tun; docs/wccp.md) on {address}, tunnel {tunnel}"
+                )
+            })?;
+            tracing::info!(
+                %address,
+                %tunnel,
+                bypass_destinations = cfg.bypass_destinations.len(),
+                bypass_clients = cfg.bypass_clients.len(),
+                max_redirected_flows = ?cfg.max_redirected_flows,
+                "WCCP: decapsulating GRE in the edge (raw socket + TUN)"
+            );
+            Some(gre)
+        }
+    };
+    Ok(Wccp { handle, datapath })
 }
 
 /// The kernel's counters of the interface redirected packets arrive on:

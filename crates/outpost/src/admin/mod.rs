@@ -82,6 +82,8 @@ pub type WccpSlot = Arc<std::sync::OnceLock<WccpView>>;
 pub struct WccpView {
     pub status: Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>,
     pub tunnel: Option<String>,
+    /// The edge's own GRE data path (`wccp.datapath = "outpost"`).
+    pub datapath: Option<Arc<std::sync::Mutex<outpost_wccp::gre_io::DatapathStatus>>>,
 }
 
 /// Binds the admin listener with its token: the configured one, or the
@@ -307,12 +309,17 @@ impl Admin {
         &self,
         status: Arc<std::sync::Mutex<outpost_wccp::WccpStatus>>,
         tunnel: Option<String>,
+        datapath: Option<Arc<std::sync::Mutex<outpost_wccp::gre_io::DatapathStatus>>>,
     ) {
-        let _ = self.wccp.set(WccpView { status, tunnel });
+        let _ = self.wccp.set(WccpView {
+            status,
+            tunnel,
+            datapath,
+        });
     }
 
-    /// The `wccp` block of `/status`, when WCCP runs: the adapter's status
-    /// and the tunnel's kernel counters.
+    /// The `wccp` block of `/status`, when WCCP runs: the adapter's status,
+    /// the tunnel's kernel counters and the edge's own data path.
     fn wccp_status(&self) -> Option<serde_json::Value> {
         let view = self.wccp.get()?;
         let status = view
@@ -325,6 +332,12 @@ impl Admin {
             && let Ok(t) = serde_json::to_value(crate::wccp::tunnel_counters(name))
         {
             map.insert("tunnel".into(), t);
+        }
+        if let (Some(cell), Some(map)) = (&view.datapath, doc.as_object_mut()) {
+            let d = cell.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Ok(d) = serde_json::to_value(d) {
+                map.insert("datapath".into(), d);
+            }
         }
         Some(doc)
     }

@@ -1,7 +1,8 @@
 //! `/metrics` for WCCP: messages by direction and type, refused and
-//! foreign datagrams, and per service group the live routers, whether this
+//! foreign datagrams, per service group the live routers, whether this
 //! edge is the designated cache and how many buckets or mask values it
-//! serves. Read from the adapter's status at each scrape; nothing when
+//! serves, and with the edge's own GRE data path its packets and bytes by
+//! action and reason and its flows. Read from the adapter's status at each scrape; nothing when
 //! `[wccp]` is not set.
 
 use std::fmt;
@@ -21,6 +22,17 @@ pub(super) struct WccpCollector(pub(super) WccpSlot);
 struct MessageLabels {
     direction: String,
     r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +89,10 @@ impl Collector for WccpCollector {
                     values,
                 )?;
             }
+        }
+        if let Some(cell) = &view.datapath {
+            let d = cell.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            datapath(enc, &d.counters)?;
         }
         let messages = s
             .counters
@@ -159,4 +175,62 @@ impl Collector for WccpCollector {
                 .map(|g| (service(g), gauge(g.mask_values_owned))),
         )
     }
+}
+
+/// The edge's own GRE data path: `action` is delivered (to the TUN),
+/// returned (to the router), kept (would have been returned, but the
+/// negotiated return method is not GRE) or dropped; `reason` says why.
+fn datapath(
+    enc: &mut DescriptorEncoder,
+    c: &outpost_wccp::datapath::DatapathCounters,
+) -> fmt::Result {
+    let labels = |action: &str, reason: &str| ActionLabels {
+        action: action.into(),
+        reason: reason.into(),
+    };
+    let mut packets = vec![(labels("delivered", "redirected"), c.delivered.packets)];
+    let mut bytes = vec![(labels("delivered", "redirected"), c.delivered.bytes)];
+    for (reason, t) in &c.returned {
+        packets.push((labels("returned", reason), t.packets));
+        bytes.push((labels("returned", reason), t.bytes));
+    }
+    for (reason, n) in &c.kept_no_gre_return {
+        packets.push((labels("kept", reason), *n));
+    }
+    for (reason, n) in &c.dropped {
+        packets.push((labels("dropped", reason), *n));
+    }
+    family(
+        enc,
+        "wccp_datapath_packets",
+        "GRE packets through the edge's own data path, by action (delivered, returned, kept, dropped) and reason",
+        MetricType::Counter,
+        packets.into_iter().map(|(l, v)| (l, ConstCounter::new(v))),
+    )?;
+    family(
+        enc,
+        "wccp_datapath_bytes",
+        "Inner-packet bytes delivered to the tunnel or returned to the router",
+        MetricType::Counter,
+        bytes.into_iter().map(|(l, v)| (l, ConstCounter::new(v))),
+    )?;
+    family(
+        enc,
+        "wccp_datapath_flows",
+        "Flows the data path tracks: accepted and open (what max_redirected_flows limits), and returned",
+        MetricType::Gauge,
+        [
+            ("accepted", c.flows_accepted),
+            ("returned", c.flows_returned),
+        ]
+        .into_iter()
+        .map(|(state, v)| {
+            (
+                StateLabels {
+                    state: state.into(),
+                },
+                ConstGauge::new(super::metrics::gauge_value(v)),
+            )
+        }),
+    )
 }

@@ -5,6 +5,7 @@
 use anyhow::bail;
 use http::Method;
 use outpost_wccp::WccpStatus;
+use outpost_wccp::gre_io::DatapathStatus;
 
 use super::{Endpoint, Target};
 
@@ -23,6 +24,10 @@ pub fn wccp_status(target: &Target) -> anyhow::Result<()> {
         return Ok(());
     }
     let tunnel = value.get("tunnel").cloned();
+    let datapath = value
+        .get("datapath")
+        .cloned()
+        .and_then(|d| serde_json::from_value::<DatapathStatus>(d).ok());
     let s: WccpStatus = match serde_json::from_value(value) {
         Ok(s) => s,
         Err(e) => bail!("the edge's wccp status is not what this CLI understands: {e}"),
@@ -41,7 +46,86 @@ pub fn wccp_status(target: &Target) -> anyhow::Result<()> {
             ),
         }
     }
+    if let Some(d) = datapath {
+        print!("{}", render_datapath(&d));
+    }
     Ok(())
+}
+
+fn render_datapath(d: &DatapathStatus) -> String {
+    use std::fmt::Write;
+    let c = &d.counters;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\ndatapath {} (GRE decapsulated by the edge on {}, to TUN {})",
+        d.mode, d.address, d.tunnel
+    );
+    let _ = writeln!(
+        out,
+        "  delivered {} packets, {} bytes",
+        c.delivered.packets, c.delivered.bytes
+    );
+    let returned: std::collections::BTreeMap<String, u64> = c
+        .returned
+        .iter()
+        .map(|(k, t)| (k.clone(), t.packets))
+        .collect();
+    let _ = writeln!(out, "  returned  {}", counts(&returned));
+    if !c.kept_no_gre_return.is_empty() {
+        let _ = writeln!(
+            out,
+            "  kept      {} (return method is not GRE: served instead)",
+            counts(&c.kept_no_gre_return)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  dropped   {}{}",
+        counts(&c.dropped),
+        c.last_drop
+            .as_deref()
+            .map(|r| format!(" (last: {r})"))
+            .unwrap_or_default()
+    );
+    let limit = d
+        .max_redirected_flows
+        .map(|m| format!(" of {m}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  flows     {} accepted{limit}, {} returned",
+        c.flows_accepted, c.flows_returned
+    );
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "  bypass    destinations {}; clients {}",
+        list(&d.bypass_destinations),
+        list(&d.bypass_clients)
+    );
+    let services: Vec<String> = d
+        .gre_return_services
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let _ = writeln!(
+        out,
+        "  return    {}",
+        if services.is_empty() {
+            "not possible: no service negotiated GRE return (declined packets are served)"
+                .to_string()
+        } else {
+            format!("GRE for service(s) {}", services.join(", "))
+        }
+    );
+    out
 }
 
 fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {

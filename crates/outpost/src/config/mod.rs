@@ -41,7 +41,12 @@ pub use managed::{MANAGED_SERVER_KEYS, MANAGED_TABLES, check_managed};
 pub use manager::{JoinToken, ManagerConfig, normalize_fingerprint};
 pub use overlay::{Layered, MANAGED_FILE_NAME, load_layered, overlay, resolve_layered};
 pub use values::{AccessFormat, parse_origin};
-pub use wccp::WccpConfig;
+pub use wccp::{Datapath as WccpDatapath, WccpConfig};
+
+/// The TUN name of `wccp.datapath = "outpost"` unless `wccp.tunnel` is set.
+pub fn wccp_default_tunnel() -> &'static str {
+    wccp::DEFAULT_TUNNEL
+}
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:3180";
 /// The generated admin token's file name, in the cache directory.

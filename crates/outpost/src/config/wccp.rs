@@ -5,11 +5,14 @@
 //! protocol would otherwise refuse at run time: a password longer than the
 //! 8 bytes the MD5 security can carry, a mask with no bits or more than 7,
 //! an interval outside WCCP fast timers' 0.5-60 s, duplicate service ids, a
-//! dynamic service without a protocol.
+//! dynamic service without a protocol, a bypass prefix with host bits
+//! set, a bypass list or flow limit without the userspace data path that
+//! applies them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use outpost_wccp::datapath::Ipv4Prefix;
 use outpost_wccp::{
     ASSIGN_HASH, ASSIGN_MASK, FLAG_DST_IP_HASH, FLAG_DST_PORT_HASH, FLAG_PORTS_DEFINED,
     FLAG_PORTS_SOURCE, FLAG_SRC_IP_HASH, FLAG_SRC_PORT_HASH, METHOD_GRE, METHOD_L2, MaskElement,
@@ -38,6 +41,10 @@ pub struct WccpSection {
     pub address: S<Ipv4Addr>,
     pub interval: S<Dur>,
     pub tunnel: S<String>,
+    pub datapath: S<String>,
+    pub bypass_destinations: S<Vec<String>>,
+    pub bypass_clients: S<Vec<String>>,
+    pub max_redirected_flows: S<u32>,
     #[serde(default, rename = "service")]
     pub services: Vec<Spanned<WccpServiceSection>>,
 }
@@ -70,7 +77,47 @@ pub struct WccpConfig {
     /// The interface redirected packets arrive on (`wccp0` for GRE), whose
     /// kernel counters `/status` and `/metrics` show.
     pub tunnel: Option<String>,
+    /// Who decapsulates GRE: the kernel (an `ip tunnel` the admin set
+    /// up) or the edge itself (raw socket + TUN).
+    pub datapath: Datapath,
+    /// Returned to the router instead of served (the edge's data path
+    /// only).
+    pub bypass_destinations: Vec<Ipv4Prefix>,
+    pub bypass_clients: Vec<Ipv4Prefix>,
+    /// New flows beyond this many accepted at once are returned.
+    pub max_redirected_flows: Option<usize>,
     pub services: Vec<ServiceInfo>,
+}
+
+/// `wccp.datapath`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datapath {
+    /// The admin's `ip tunnel ... mode gre` (or L2): the edge only counts.
+    Kernel,
+    /// The edge decapsulates GRE itself and can return packets.
+    Outpost,
+}
+
+/// The tunnel name the edge's own data path uses unless `wccp.tunnel`
+/// says otherwise.
+pub const DEFAULT_TUNNEL: &str = "wccp0";
+
+fn prefixes(r: &mut Resolver<'_>, key: &str, s: &S<Vec<String>>) -> Vec<Ipv4Prefix> {
+    let mut out = Vec::new();
+    let Some(list) = r.get(key, s) else {
+        return out;
+    };
+    for text in &list {
+        match text.parse::<Ipv4Prefix>() {
+            Ok(p) => out.push(p),
+            Err(e) => {
+                if let Some(setting) = s {
+                    r.error_at(&setting.span, format!("{key}: {e}"));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn methods(r: &mut Resolver<'_>, key: &str, s: &S<String>) -> u32 {
@@ -303,6 +350,57 @@ pub(super) fn wccp_config(r: &mut Resolver<'_>, w: &WccpSection) -> Option<WccpC
     if w.services.is_empty() {
         services.push(ServiceInfo::web_cache());
     }
+    let datapath = match r
+        .checked("wccp.datapath", &w.datapath, |v| match v.as_str() {
+            "kernel" | "outpost" => Ok(()),
+            other => Err(format!(
+                "expected \"kernel\" (an ip tunnel you set up) or \"outpost\" (the edge decapsulates GRE itself), got {other:?}"
+            )),
+        })
+        .as_deref()
+    {
+        Some("outpost") => Datapath::Outpost,
+        _ => Datapath::Kernel,
+    };
+    let bypass_destinations = prefixes(r, "wccp.bypass_destinations", &w.bypass_destinations);
+    let bypass_clients = prefixes(r, "wccp.bypass_clients", &w.bypass_clients);
+    let max_redirected_flows = r
+        .get("wccp.max_redirected_flows", &w.max_redirected_flows)
+        .map(|n| n as usize);
+    if datapath == Datapath::Outpost
+        && forwarding == METHOD_L2
+        && let Some(setting) = &w.datapath
+    {
+        r.error_at(
+            &setting.span,
+            "wccp.datapath: \"outpost\" decapsulates GRE, but wccp.forwarding = \"l2\": no GRE would arrive (use \"auto\" or \"gre\")",
+        );
+    }
+    if datapath == Datapath::Kernel {
+        // Returning packets is a per-packet decision the kernel's tunnel
+        // cannot make: these keys would silently do nothing.
+        for (key, span) in [
+            (
+                "wccp.bypass_destinations",
+                w.bypass_destinations.as_ref().map(|s| s.span.clone()),
+            ),
+            (
+                "wccp.bypass_clients",
+                w.bypass_clients.as_ref().map(|s| s.span.clone()),
+            ),
+            (
+                "wccp.max_redirected_flows",
+                w.max_redirected_flows.as_ref().map(|s| s.span.clone()),
+            ),
+        ] {
+            if let Some(span) = span {
+                r.error_at(
+                    &span,
+                    format!("{key}: packets are returned only by the edge's own data path: set wccp.datapath = \"outpost\""),
+                );
+            }
+        }
+    }
     Some(WccpConfig {
         listen: r
             .get("wccp.listen", &w.listen)
@@ -316,22 +414,31 @@ pub(super) fn wccp_config(r: &mut Resolver<'_>, w: &WccpSection) -> Option<WccpC
         mask,
         weight: r.get("wccp.weight", &w.weight).unwrap_or(0),
         interval,
-        tunnel: r.checked("wccp.tunnel", &w.tunnel, |name| {
-            // It becomes a path under /sys/class/net: no separators, no dots alone.
-            let ok = (1..=15).contains(&name.len())
-                && name != "."
-                && name != ".."
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-            if ok {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{name:?} is not an interface name (1 to 15 letters, digits, '.', '_', '-')"
-                ))
-            }
-        }),
+        tunnel: tunnel(r, w)
+            .or_else(|| (datapath == Datapath::Outpost).then(|| DEFAULT_TUNNEL.to_string())),
+        datapath,
+        bypass_destinations,
+        bypass_clients,
+        max_redirected_flows,
         services,
+    })
+}
+
+fn tunnel(r: &mut Resolver<'_>, w: &WccpSection) -> Option<String> {
+    r.checked("wccp.tunnel", &w.tunnel, |name| {
+        // It becomes a path under /sys/class/net: no separators, no dots alone.
+        let ok = (1..=15).contains(&name.len())
+            && name != "."
+            && name != ".."
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name:?} is not an interface name (1 to 15 letters, digits, '.', '_', '-')"
+            ))
+        }
     })
 }

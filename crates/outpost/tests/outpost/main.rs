@@ -20,3 +20,4 @@ mod library;
 mod signals;
 mod wccp;
 mod wccp_datapath;
+mod wccp_gre;

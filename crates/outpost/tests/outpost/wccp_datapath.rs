@@ -24,7 +24,7 @@ use outpost_testkit::{Origin, Resource, content, wait_until};
 use crate::support::Serve;
 
 /// Runs a command, panicking with its output when it fails.
-fn sh(args: &[&str]) {
+pub(crate) fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -37,21 +37,45 @@ fn sh(args: &[&str]) {
     );
 }
 
-fn ns(name: &str, args: &[&str]) {
+pub(crate) fn ns(name: &str, args: &[&str]) {
     let mut full = vec!["ip", "netns", "exec", name];
     full.extend_from_slice(args);
     sh(&full);
 }
 
-/// The namespaces and the root namespace's veth; removed on drop.
-struct Lab {
-    names: [String; 3],
-    wan_if: String,
+/// Three namespaces and this one, wired as a branch:
+///
+/// ```text
+/// client (10.99.1.2) -- router (10.99.1.1 | 10.99.2.1 | 10.99.3.1) -- edge (10.99.2.2)
+///                                   `-- this namespace (10.99.3.2: origin, simulated WCCP router)
+/// ```
+///
+/// The router forwards, nobody filters reverse paths (the edge answers
+/// the client directly, so the router sees the origin's address arrive
+/// from the edge, and the edge sees the client's packets arrive on the
+/// tunnel: docs/wccp.md). Removed on drop.
+pub(crate) struct Lab {
+    pub client: String,
+    pub router: String,
+    pub edge: String,
+    /// The router's interfaces: towards the client, the edge, the WAN.
+    pub rc_if: String,
+    pub re_if: String,
+    /// The edge's interface.
+    pub e_if: String,
+    /// This namespace's end of the WAN link.
+    pub wan_if: String,
+    /// Both labs use the same addresses in this namespace: one at a time
+    /// (CI runs the ignored tests with several threads). Released after
+    /// the cleanup in `drop`.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for n in &self.names {
+        for n in [&self.client, &self.router, &self.edge] {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
         let _ = Command::new("ip")
@@ -60,9 +84,110 @@ impl Drop for Lab {
     }
 }
 
+impl Lab {
+    /// `tag` keeps the names of two tests' labs apart (one letter).
+    pub(crate) fn build(tag: &str) -> Lab {
+        let id = std::process::id() % 10_000;
+        let p = |role: &str| format!("wc{tag}{role}{id}");
+        let lab = Lab {
+            _one_at_a_time: ONE_LAB.lock().unwrap_or_else(|e| e.into_inner()),
+            client: p("c"),
+            router: p("r"),
+            edge: p("e"),
+            rc_if: format!("{}c", p("r")),
+            re_if: format!("{}e", p("r")),
+            e_if: format!("{}e", p("e")),
+            wan_if: p("w"),
+        };
+        for n in [&lab.client, &lab.router, &lab.edge] {
+            sh(&["ip", "netns", "add", n]);
+            ns(n, &["ip", "link", "set", "lo", "up"]);
+        }
+        let link = |a: &str, a_ns: Option<&str>, b: &str, b_ns: &str| {
+            sh(&["ip", "link", "add", a, "type", "veth", "peer", "name", b]);
+            if let Some(a_ns) = a_ns {
+                sh(&["ip", "link", "set", a, "netns", a_ns]);
+            }
+            sh(&["ip", "link", "set", b, "netns", b_ns]);
+        };
+        let c_if = format!("{}c", lab.client);
+        let rw_if = format!("{}w", lab.router);
+        link(&c_if, Some(&lab.client), &lab.rc_if, &lab.router);
+        link(&lab.e_if, Some(&lab.edge), &lab.re_if, &lab.router);
+        link(&lab.wan_if, None, &rw_if, &lab.router);
+        let addr = |n: Option<&str>, dev: &str, cidr: &str| {
+            let a = ["ip", "addr", "add", cidr, "dev", dev];
+            let up = ["ip", "link", "set", dev, "up"];
+            match n {
+                Some(n) => {
+                    ns(n, &a);
+                    ns(n, &up);
+                }
+                None => {
+                    sh(&a);
+                    sh(&up);
+                }
+            }
+        };
+        // Reverse-path filtering off before any interface (the tests' TUNs
+        // among them) is created: new interfaces take `default`.
+        for n in [&lab.router, &lab.edge] {
+            ns(n, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
+            ns(n, &["sysctl", "-qw", "net.ipv4.conf.default.rp_filter=0"]);
+        }
+        addr(Some(&lab.client), &c_if, "10.99.1.2/24");
+        addr(Some(&lab.router), &lab.rc_if, "10.99.1.1/24");
+        addr(Some(&lab.router), &lab.re_if, "10.99.2.1/24");
+        addr(Some(&lab.router), &rw_if, "10.99.3.1/24");
+        addr(Some(&lab.edge), &lab.e_if, "10.99.2.2/24");
+        addr(None, &lab.wan_if, "10.99.3.2/24");
+        ns(
+            &lab.client,
+            &["ip", "route", "add", "default", "via", "10.99.1.1"],
+        );
+        ns(
+            &lab.edge,
+            &["ip", "route", "add", "default", "via", "10.99.2.1"],
+        );
+        sh(&["ip", "route", "add", "10.99.0.0/16", "via", "10.99.3.1"]);
+        ns(&lab.router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // The router's redirect: TCP port 80 from the client is marked
+        // 0x57 and routed by table 57 (the tests add its default route).
+        nft(
+            &lab.router,
+            &format!(
+                "table ip wccp {{\n chain pre {{\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"{}\" tcp dport 80 meta mark set 0x57\n }}\n}}\n",
+                lab.rc_if
+            ),
+        );
+        ns(
+            &lab.router,
+            &["ip", "rule", "add", "fwmark", "0x57", "table", "57"],
+        );
+        lab
+    }
+}
+
+/// An origin as the client addresses it: `front:80` in this namespace,
+/// relayed to the fake origin on loopback.
+pub(crate) async fn origin_front(front: &str, backend: std::net::SocketAddr) {
+    let front = tokio::net::TcpListener::bind(format!("{front}:80"))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = front.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+}
+
 /// curl in the client namespace: response head plus "remote=IP:PORT", and
 /// the body it saved.
-fn curl(client: &str, out_file: &std::path::Path) -> (String, Vec<u8>) {
+pub(crate) fn curl(client: &str, url: &str, out_file: &std::path::Path) -> (String, Vec<u8>) {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -77,7 +202,7 @@ fn curl(client: &str, out_file: &std::path::Path) -> (String, Vec<u8>) {
         ])
         .args(["-w", "\nremote=%{remote_ip}:%{remote_port}\n", "-o"])
         .arg(out_file)
-        .arg("http://10.99.3.2/pkgs/tool.msi")
+        .arg(url)
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -89,7 +214,7 @@ fn curl(client: &str, out_file: &std::path::Path) -> (String, Vec<u8>) {
     (text, std::fs::read(out_file).unwrap())
 }
 
-fn nft(namespace: &str, rules: &str) {
+pub(crate) fn nft(namespace: &str, rules: &str) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", namespace, "nft", "-f", "-"])
         .stdin(std::process::Stdio::piped())
@@ -111,73 +236,10 @@ fn nft(namespace: &str, rules: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: creates network namespaces, GRE tunnels and nftables rules"]
 async fn redirected_port_80_is_served_by_the_edge_as_the_origin() {
-    let id = std::process::id() % 100_000;
-    let (client, router, edge) = (format!("wcc{id}"), format!("wcr{id}"), format!("wce{id}"));
-    let lab = Lab {
-        names: [client.clone(), router.clone(), edge.clone()],
-        wan_if: format!("wcw{id}"),
-    };
-    for n in &lab.names {
-        sh(&["ip", "netns", "add", n]);
-        ns(n, &["ip", "link", "set", "lo", "up"]);
-    }
-    // client (10.99.1.2) -- router (10.99.1.1 | 10.99.2.1 | 10.99.3.1) -- edge (10.99.2.2)
-    //                                   `-- this namespace (10.99.3.2: origin, simulated WCCP router)
-    let link = |a: &str, a_ns: Option<&str>, b: &str, b_ns: &str| {
-        sh(&["ip", "link", "add", a, "type", "veth", "peer", "name", b]);
-        if let Some(a_ns) = a_ns {
-            sh(&["ip", "link", "set", a, "netns", a_ns]);
-        }
-        sh(&["ip", "link", "set", b, "netns", b_ns]);
-    };
-    let c_if = format!("wcc{id}c");
-    let rc_if = format!("wcr{id}c");
-    let e_if = format!("wce{id}e");
-    let re_if = format!("wcr{id}e");
-    let rw_if = format!("wcr{id}w");
-    link(&c_if, Some(&client), &rc_if, &router);
-    link(&e_if, Some(&edge), &re_if, &router);
-    link(&lab.wan_if, None, &rw_if, &router);
-    let addr = |n: Option<&str>, dev: &str, cidr: &str| {
-        let mut a = vec!["ip", "addr", "add", cidr, "dev", dev];
-        let mut up = vec!["ip", "link", "set", dev, "up"];
-        match n {
-            Some(n) => {
-                ns(n, &a);
-                ns(n, &up);
-            }
-            None => {
-                sh(&a);
-                sh(&up);
-            }
-        }
-        a.clear();
-        up.clear();
-    };
-    addr(Some(&client), &c_if, "10.99.1.2/24");
-    addr(Some(&router), &rc_if, "10.99.1.1/24");
-    addr(Some(&router), &re_if, "10.99.2.1/24");
-    addr(Some(&router), &rw_if, "10.99.3.1/24");
-    addr(Some(&edge), &e_if, "10.99.2.2/24");
-    addr(None, &lab.wan_if, "10.99.3.2/24");
-    ns(
-        &client,
-        &["ip", "route", "add", "default", "via", "10.99.1.1"],
-    );
-    ns(
-        &edge,
-        &["ip", "route", "add", "default", "via", "10.99.2.1"],
-    );
-    sh(&["ip", "route", "add", "10.99.0.0/16", "via", "10.99.3.1"]);
-    ns(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    // The edge answers the client directly (plain IP, not back through the
-    // tunnel): the router sees replies from the origin's address arrive
-    // from the edge, and the edge sees the client's packets arrive on the
-    // tunnel. Both need loose or no reverse-path filtering (docs/wccp.md).
-    for n in [&router, &edge] {
-        ns(n, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
-        ns(n, &["sysctl", "-qw", "net.ipv4.conf.default.rp_filter=0"]);
-    }
+    let lab = Lab::build("k");
+    let (client, router, edge) = (lab.client.clone(), lab.router.clone(), lab.edge.clone());
+    let re_if = lab.re_if.clone();
+    let e_if = lab.e_if.clone();
 
     // The router's redirect: client TCP port 80 into GRE towards the edge,
     // or (no GRE in this kernel) routed to the edge as next hop.
@@ -197,16 +259,6 @@ async fn redirected_port_80_is_served_by_the_edge_as_the_origin() {
         } else {
             "L2 (this kernel has no GRE)"
         }
-    );
-    nft(
-        &router,
-        &format!(
-            "table ip wccp {{\n chain pre {{\n  type filter hook prerouting priority mangle; policy accept;\n  iifname \"{rc_if}\" tcp dport 80 meta mark set 0x57\n }}\n}}\n"
-        ),
-    );
-    ns(
-        &router,
-        &["ip", "rule", "add", "fwmark", "0x57", "table", "57"],
     );
     let redirected_in = if gre {
         ns(&router, &["ip", "link", "set", "wccp0", "up"]);
@@ -257,19 +309,7 @@ async fn redirected_port_80_is_served_by_the_edge_as_the_origin() {
     let origin = Origin::start().await;
     let body = content(300_000, 15);
     origin.put("/pkgs/tool.msi", Resource::new(body.clone()));
-    // The origin as the client addresses it: 10.99.3.2:80, relayed to the
-    // fake origin on loopback.
-    let front = tokio::net::TcpListener::bind("10.99.3.2:80").await.unwrap();
-    let backend = origin.addr();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = front.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut out) = tokio::net::TcpStream::connect(backend).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                }
-            });
-        }
-    });
+    origin_front("10.99.3.2", origin.addr()).await;
     let mut wccp = RouterConfig::new("10.99.3.2".parse().unwrap());
     wccp.interval = Duration::from_millis(500);
     let sim = SimRouter::start(wccp, "10.99.3.2:0".parse().unwrap())
@@ -323,7 +363,9 @@ async fn redirected_port_80_is_served_by_the_edge_as_the_origin() {
 
     let get = |n: u32| {
         let (client, out_file) = (client.clone(), dir.path().join(format!("got{n}")));
-        tokio::task::spawn_blocking(move || curl(&client, &out_file))
+        tokio::task::spawn_blocking(move || {
+            curl(&client, "http://10.99.3.2/pkgs/tool.msi", &out_file)
+        })
     };
     let (head, got) = get(1).await.unwrap();
     assert!(got == body, "the first body is not the origin's bytes");
