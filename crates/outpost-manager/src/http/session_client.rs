@@ -40,10 +40,13 @@ pub enum SessionError {
     Timeout(Duration),
 }
 
+/// An answer as read: its status and JSON body.
+type Answer = (u16, Vec<u8>);
+
 /// What the session's task and its handle share.
 #[derive(Default)]
 struct Shared {
-    pending: Mutex<HashMap<u64, oneshot::Sender<(u16, Vec<u8>)>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     open: AtomicBool,
     /// Woken when the handle gives up on the session.
     closing: tokio::sync::Notify,

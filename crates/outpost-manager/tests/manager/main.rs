@@ -11,5 +11,6 @@ mod dashboard_harness;
 mod dashboard_pages;
 mod edges;
 mod limits;
+mod session;
 mod support;
 mod traffic;
