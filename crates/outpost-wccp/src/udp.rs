@@ -151,6 +151,10 @@ async fn run(
             .min()
             .unwrap_or(now + Duration::from_secs(3600));
         let mut out = Vec::new();
+        // Whether the groups moved (a router's message, a timer): else only
+        // the refusal counters changed, and a flood of refused datagrams
+        // must not cost a rebuild of every group's status each.
+        let mut groups_moved = true;
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
@@ -161,6 +165,7 @@ async fn run(
                         let Some(ip) = v4(from.ip()) else { continue };
                         if !router_addr.contains_key(&ip) {
                             counters.foreign += 1;
+                            groups_moved = false;
                         } else {
                             *counters.received.entry(msg.kind.name().to_string()).or_default() += 1;
                             for g in &mut groups {
@@ -170,6 +175,7 @@ async fn run(
                     }
                     Err(e) => {
                         counters.refused += 1;
+                        groups_moved = false;
                         let text = format!("{from}: {e}");
                         // One line per second at most: a flood must not
                         // become a log flood.
@@ -201,8 +207,20 @@ async fn run(
         for o in &out {
             send(&socket, &router_addr, &cfg, o, &mut counters).await;
         }
-        publish(&status, &groups, &counters, Instant::now().into_std());
+        if groups_moved {
+            publish(&status, &groups, &counters, Instant::now().into_std());
+        } else {
+            publish_refusals(&status, &counters);
+        }
     }
+}
+
+/// Only the refusal counters, after a datagram that changed nothing else.
+fn publish_refusals(status: &Mutex<WccpStatus>, counters: &Counters) {
+    let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+    s.counters.refused = counters.refused;
+    s.counters.foreign = counters.foreign;
+    s.counters.last_refusal.clone_from(&counters.last_refusal);
 }
 
 async fn send(
