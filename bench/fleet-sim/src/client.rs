@@ -466,7 +466,7 @@ async fn connect_unlimited(
         };
         return match session {
             Ok(session) => Ok(Sender::Session(Arc::new(session))),
-            Err(SessionError::NotOffered { status, body }) => bail!(
+            Err(SessionError::NotOffered { status, body, .. }) => bail!(
                 "no session: {status}: {}",
                 String::from_utf8_lossy(&body[..body.len().min(300)])
             ),

@@ -183,8 +183,9 @@ pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptio
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         let manager = manager.clone();
+        let tasks = tracker.clone();
         tracker.spawn(async move {
-            let mut guard = ConnectionGuard::new(permit, manager.clone());
+            let mut guard = ConnectionGuard::new(permit, manager.clone(), tasks);
             manager
                 .stats
                 .connections_accepted_total
@@ -238,10 +239,17 @@ pub(crate) struct ConnectionGuard {
     _permit: tokio::sync::OwnedSemaphorePermit,
     manager: AppState,
     http2: bool,
+    /// The server's tasks: a session is one of them, so shutdown waits for
+    /// it (within [`DRAIN`]) as for any connection.
+    pub(crate) tracker: TaskTracker,
 }
 
 impl ConnectionGuard {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit, manager: AppState) -> Self {
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        manager: AppState,
+        tracker: TaskTracker,
+    ) -> Self {
         manager
             .stats
             .connections_open
@@ -250,6 +258,7 @@ impl ConnectionGuard {
             _permit: permit,
             manager,
             http2: false,
+            tracker,
         }
     }
 

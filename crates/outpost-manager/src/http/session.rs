@@ -37,9 +37,9 @@ pub(super) async fn open(
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case(SESSION_UPGRADE));
-    if !asks {
+    if !asks || request.version() != http::Version::HTTP_11 {
         return ManagerError::BadRequest(format!(
-            "a session needs Connection: upgrade and Upgrade: {SESSION_UPGRADE}"
+            "a session needs HTTP/1.1 with Connection: upgrade and Upgrade: {SESSION_UPGRADE}"
         ))
         .into_response();
     }
@@ -49,7 +49,8 @@ pub(super) async fn open(
     };
     let guard = request.extensions().get::<Arc<ConnectionGuard>>().cloned();
     let upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
+    let tasks = guard.as_ref().map(|g| g.tracker.clone());
+    let session = async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let idle =
@@ -59,7 +60,11 @@ pub(super) async fn open(
             Err(e) => tracing::debug!(%site, "session upgrade failed: {e}"),
         }
         drop(guard);
-    });
+    };
+    match tasks {
+        Some(tasks) => drop(tasks.spawn(session)),
+        None => drop(tokio::spawn(session)),
+    }
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -103,6 +108,35 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     (reader, result)
 }
 
+/// How long one answer may take to write: a peer that stops reading
+/// (its window full) must not hold the session's task, and with it its
+/// connection slot, for ever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Numbers sessions, so a session ending does not unregister its
+/// successor.
+static SESSION_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Registers the site's session; a session the site had is ended: an
+/// edge holds one (a reconnect after a silent NAT drop replaces the dead
+/// one at once), and one credential cannot pile up sessions.
+fn register(manager: &AppState, site: &str) -> (u64, tokio_util::sync::CancellationToken) {
+    let number = SESSION_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ended = tokio_util::sync::CancellationToken::new();
+    let mut sessions = manager.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, old)) = sessions.insert(site.to_string(), (number, ended.clone())) {
+        old.cancel();
+    }
+    (number, ended)
+}
+
+fn unregister(manager: &AppState, site: &str, number: u64) {
+    let mut sessions = manager.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    if sessions.get(site).is_some_and(|(n, _)| *n == number) {
+        sessions.remove(site);
+    }
+}
+
 type OpenWait = Pin<Box<dyn Future<Output = crate::error::Result<HeartbeatReply>> + Send>>;
 
 fn answer<T: serde::Serialize>(id: u64, result: crate::error::Result<T>) -> Vec<u8> {
@@ -135,6 +169,7 @@ where
     I: AsyncRead + AsyncWrite + Send + 'static,
 {
     let _open = Held::new(&manager.stats.sessions_open);
+    let (number, replaced) = register(&manager, &site);
     let (reader, mut writer) = tokio::io::split(io);
     let read = read_frame(reader, MAX_BODY);
     tokio::pin!(read);
@@ -157,9 +192,15 @@ where
                 last_frame = tokio::time::Instant::now();
                 let id = frame.head.id;
                 // Revoked or deleted since the last call: refused, closed.
-                if let Err(e) = manager.authenticate_edge(&credential) {
-                    let _ = writer.write_all(&refusal(id, &e)).await;
-                    break;
+                match manager.authenticate_edge(&credential) {
+                    Ok(now) if now == site => {}
+                    result => {
+                        let e = result.err().unwrap_or_else(|| {
+                            ManagerError::Unauthorized("the credential changed site".into())
+                        });
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&refusal(id, &e))).await;
+                        break;
+                    }
                 }
                 match SessionCall::from_code(frame.head.code) {
                     Some(SessionCall::Heartbeat) => {
@@ -215,10 +256,20 @@ where
                 break;
             }
             () = shutdown.cancelled(), if wait.is_none() => break,
+            () = replaced.cancelled() => {
+                tracing::debug!(%site, "session replaced by a newer one from the same edge");
+                break;
+            }
         };
-        if writer.write_all(&out).await.is_err() {
-            break;
+        match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::debug!(%site, "session closed: an answer not taken in {WRITE_TIMEOUT:?}");
+                break;
+            }
         }
     }
-    let _ = writer.shutdown().await;
+    unregister(&manager, &site, number);
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
 }

@@ -32,8 +32,18 @@ pub const MAX_ANSWER: usize = 4 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The upgrade was answered with `status`: no session here.
+    /// `from_manager`: the answer carries the fleet protocol header, which
+    /// the manager puts on every edge answer (a 403 from a proxy in front
+    /// is not the manager revoking the edge).
     #[error("the manager offers no session: {status}")]
-    NotOffered { status: StatusCode, body: Bytes },
+    NotOffered {
+        status: StatusCode,
+        body: Bytes,
+        from_manager: bool,
+    },
+    /// No connection (TCP or TLS): the manager is down or unreachable.
+    #[error("cannot connect to the manager: {0}")]
+    Connect(String),
     #[error("the session with the manager broke: {0}")]
     Broken(String),
     #[error("no answer from the manager within {0:?}")]
@@ -74,14 +84,21 @@ impl Client {
     /// Connects and upgrades to a session, with the client's bearer token
     /// as the edge credential, within the client's timeout.
     pub async fn open_session(&self) -> Result<Session, SessionError> {
-        tokio::time::timeout(self.timeout, self.open_session_inner())
+        let request = session_request(self.authority.as_str(), self.bearer.as_deref())?;
+        let stream = tokio::time::timeout(self.timeout, self.connect())
+            .await
+            .map_err(|_| SessionError::Connect(format!("no connection within {:?}", self.timeout)))?
+            .map_err(SessionError::Connect)?;
+        tokio::time::timeout(self.timeout, Self::open_on(stream, request))
             .await
             .map_err(|_| SessionError::Timeout(self.timeout))?
     }
 
-    async fn open_session_inner(&self) -> Result<Session, SessionError> {
-        let request = session_request(self.authority.as_str(), self.bearer.as_deref())?;
-        match self.connect().await.map_err(SessionError::Broken)? {
+    async fn open_on(
+        stream: Stream,
+        request: Request<Empty<Bytes>>,
+    ) -> Result<Session, SessionError> {
+        match stream {
             Stream::Tls(tls) => upgrade(TokioIo::new(tls), request).await,
             Stream::Plain(tcp) => upgrade(TokioIo::new(tcp), request).await,
         }
@@ -126,6 +143,7 @@ where
         let _ = connection.with_upgrades().await;
     });
     let mut response = sender.send_request(request).await.map_err(broken)?;
+    let from_manager = response.headers().contains_key(FLEET_PROTOCOL_HEADER);
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = response.status();
         let body = Limited::new(response.into_body(), 64 * 1024)
@@ -133,7 +151,21 @@ where
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        return Err(SessionError::NotOffered { status, body });
+        return Err(SessionError::NotOffered {
+            status,
+            body,
+            from_manager,
+        });
+    }
+    let upgraded_to_ours = response
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(SESSION_UPGRADE));
+    if !upgraded_to_ours {
+        return Err(SessionError::Broken(
+            "the connection was upgraded to something else than an edge session".into(),
+        ));
     }
     let upgraded = hyper::upgrade::on(&mut response).await.map_err(broken)?;
     Ok(Session::start(TokioIo::new(upgraded)))
@@ -176,12 +208,20 @@ impl Session {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.shared.pending).insert(id, tx);
-        if self
-            .frames
-            .send(session::encode(id, call as u16, payload))
-            .is_err()
+        // Removes the entry however this call ends (answered, timed out,
+        // or its future dropped by the caller).
+        let _entry = PendingEntry {
+            shared: &self.shared,
+            id,
+        };
+        // The task may have ended (and emptied the map) just before the
+        // insert: then nothing would ever answer.
+        if !self.is_open()
+            || self
+                .frames
+                .send(session::encode(id, call as u16, payload))
+                .is_err()
         {
-            lock(&self.shared.pending).remove(&id);
             return Err(SessionError::Broken("closed".into()));
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -191,7 +231,6 @@ impl Session {
             )),
             Ok(Err(_)) => Err(SessionError::Broken("the connection closed".into())),
             Err(_) => {
-                lock(&self.shared.pending).remove(&id);
                 // A call unanswered in time: the link is not to be trusted
                 // (a NAT may have dropped it silently). Start over.
                 self.shared.close();
@@ -200,6 +239,21 @@ impl Session {
         }
     }
 }
+
+struct PendingEntry<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).remove(&self.id);
+    }
+}
+
+/// How long one frame may take to write: a manager that stops reading
+/// must not keep a session's task (and socket) alive for ever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Drop for Session {
     fn drop(&mut self) {
@@ -225,8 +279,9 @@ where
             }
             frame = outgoing.recv() => {
                 let Some(frame) = frame else { break };
-                if writer.write_all(&frame).await.is_err() {
-                    break;
+                match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&frame)).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
                 }
             }
             () = shared.closing.notified() => {
@@ -237,6 +292,8 @@ where
         }
     }
     shared.open.store(false, Ordering::Release);
+    // No frame is queued after this; callers waiting get their error.
+    outgoing.close();
     lock(&shared.pending).clear();
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
 }

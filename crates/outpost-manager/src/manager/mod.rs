@@ -113,6 +113,10 @@ pub struct Manager {
     pub stats: Stats,
     alerts: std::sync::Mutex<alerts::OpenAlerts>,
     pub(crate) webhook: std::sync::OnceLock<tokio::sync::mpsc::Sender<AlertEvent>>,
+    /// Site -> its open edge session (a number, and what ends it): one per
+    /// site, a new one ends the old.
+    pub(crate) sessions:
+        std::sync::Mutex<std::collections::HashMap<String, (u64, CancellationToken)>>,
 }
 
 pub fn unix_ms() -> i64 {
@@ -150,6 +154,7 @@ impl Manager {
             stats: Stats::default(),
             alerts: std::sync::Mutex::new(open_alerts),
             webhook: std::sync::OnceLock::new(),
+            sessions: std::sync::Mutex::default(),
         }))
     }
 

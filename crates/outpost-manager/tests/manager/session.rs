@@ -327,3 +327,43 @@ async fn a_second_wait_replaces_the_first_and_shutdown_answers_the_open_one() {
     closed_by_peer(&mut tcp).await;
     assert!(stopping.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_new_session_from_the_same_edge_ends_the_old_one() {
+    let m = TestManager::start(true, Duration::from_secs(20)).await;
+    let edge = m.enrol("oslo").await;
+    let first = edge.client.open_session().await.unwrap();
+    let (status, _) = first
+        .call(SessionCall::Heartbeat, &heartbeat(0), CALL)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // Another edge's session is not touched.
+    let other = m.enrol("bergen").await;
+    let bergen = other.client.open_session().await.unwrap();
+
+    let second = edge.client.open_session().await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the first session to end",
+        || async { (!first.is_open()).then_some(()) },
+    )
+    .await;
+    assert!(
+        first
+            .call(SessionCall::Heartbeat, &heartbeat(0), CALL)
+            .await
+            .is_err()
+    );
+    for session in [&second, &bergen] {
+        let (status, _) = session
+            .call(SessionCall::Heartbeat, &heartbeat(0), CALL)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    eventually(Duration::from_secs(5), "one session per edge", || async {
+        (m.manager.stats.sessions_open.load(Ordering::Relaxed) == 2).then_some(())
+    })
+    .await;
+}

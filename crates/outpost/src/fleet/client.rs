@@ -52,7 +52,16 @@ struct SessionSlot {
     open: Option<Arc<Session>>,
     /// Refused: plain HTTP until then.
     not_before: Option<Instant>,
+    /// Sessions that failed to open in a row.
+    failures: u32,
 }
+
+/// After this many sessions failed to open in a row once connected (a
+/// proxy that swallows the upgrade, or mangles what follows), the edge
+/// uses plain HTTP calls for [`NO_SESSION_RETRY`]. A manager that is down
+/// (no connection) does not count: after its restart the edges come back
+/// on sessions.
+const SESSION_FAILURES_BEFORE_HTTP: u32 = 3;
 
 /// The error and every cause below it: hyper's "client error (Connect)"
 /// alone does not say that the certificate was not the pinned one.
@@ -121,11 +130,16 @@ impl ManagerClient {
                 let session = Arc::new(session);
                 slot.open = Some(session.clone());
                 slot.not_before = None;
+                slot.failures = 0;
                 Ok(Some(session))
             }
-            Err(SessionError::NotOffered { status, body })
-                if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
-            {
+            // The manager's own refusal (its protocol header is on every
+            // edge answer): revoked or unknown, as an HTTP call would hear.
+            Err(SessionError::NotOffered {
+                status,
+                body,
+                from_manager: true,
+            }) if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
                 Err(refusal(status, &body))
             }
             Err(SessionError::NotOffered { status, .. }) => {
@@ -133,7 +147,17 @@ impl ManagerClient {
                 slot.not_before = Some(Instant::now() + NO_SESSION_RETRY);
                 Ok(None)
             }
-            Err(e) => Err(CallError::Unreachable(e.to_string())),
+            Err(SessionError::Connect(e)) => Err(CallError::Unreachable(e)),
+            Err(e) => {
+                slot.failures += 1;
+                if slot.failures >= SESSION_FAILURES_BEFORE_HTTP {
+                    tracing::info!(manager = %self.base, error = %e, "{} edge sessions failed to open in a row: using HTTP calls (asking again in 10 minutes)", slot.failures);
+                    slot.failures = 0;
+                    slot.not_before = Some(Instant::now() + NO_SESSION_RETRY);
+                    return Ok(None);
+                }
+                Err(CallError::Unreachable(e.to_string()))
+            }
         }
     }
 

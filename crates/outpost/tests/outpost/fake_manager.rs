@@ -3,6 +3,10 @@
 //! rcgen, one join token, a desired config a test publishes, actions a test
 //! queues, revocation, and a record of every heartbeat. Not the real
 //! manager (crates/outpost-manager): it holds only what a test asserts on.
+//! It offers no edge session: `/edge/v1/session` answers 403 as a proxy
+//! or web filter in front of a manager might (without the fleet protocol
+//! header), so every edge test here also proves that the edge then makes
+//! plain HTTP calls and does not take the 403 for a revocation.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -235,6 +239,10 @@ impl FakeManager {
             .route("/edge/v1/heartbeat", post(heartbeat))
             .route("/edge/v1/wait", get(wait))
             .route("/edge/v1/config", get(config))
+            .route(
+                "/edge/v1/session",
+                get(|| async { (StatusCode::FORBIDDEN, "Upgrade is not allowed here") }),
+            )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
