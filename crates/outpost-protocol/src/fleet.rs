@@ -239,6 +239,32 @@ pub struct EdgeSummary {
     pub disk_used: Option<u64>,
     pub disk_limit: Option<u64>,
     pub hit_ratio_bytes: Option<f64>,
+    /// Traffic today and over the last 30 UTC days (today included), as
+    /// the manager has written it (at most a few seconds behind the
+    /// heartbeats); absent where no traffic was reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<SiteTraffic>,
+}
+
+/// A site's traffic by UTC day, summed from its heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteTraffic {
+    pub today: TrafficTotals,
+    pub last_30_days: TrafficTotals,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficTotals {
+    /// Body bytes written to LAN clients.
+    pub lan_bytes_out: u64,
+    /// Body bytes fetched over the WAN.
+    pub wan_bytes_in: u64,
+    /// LAN bytes served from the edge's copies minus the WAN bytes they
+    /// cost.
+    pub bytes_saved: u64,
+    /// LAN bytes served from the edge's copies (over `lan_bytes_out`: the
+    /// hit ratio by bytes).
+    pub bytes_from_cache: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

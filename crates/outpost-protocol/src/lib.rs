@@ -31,6 +31,7 @@ pub use fleet::{
     ChannelReport, ConfigRejection, DesiredConfig, EdgeList, EdgeReport, EdgeState, EdgeSummary,
     EnrolReply, EnrolRequest, FLEET_PROTOCOL, FLEET_PROTOCOL_HEADER, FleetAction, Heartbeat,
     HeartbeatReply, MAX_MISSING_LISTED, ManagerInit, Readiness, ReadinessState, SiteReadiness,
+    SiteTraffic, TrafficTotals,
 };
 pub use status::{
     ActiveFill, CacheUsage, EdgeStatus, ManagerLink, ManagerStatus, ModeTraffic, ProxyMode,

@@ -220,6 +220,7 @@ mod tests {
             disk_used: Some(50),
             disk_limit: Some(200),
             hit_ratio_bytes: Some(0.5),
+            traffic: None,
         }
     }
 

@@ -106,8 +106,14 @@ fn ok() -> Json<Value> {
     Json(json!({"ok": true}))
 }
 
-async fn edges(State(m): State<AppState>, _: Admin) -> Json<EdgeList> {
-    Json(m.edge_list())
+/// The edges from memory, each with its traffic by day from the database.
+async fn edges(State(m): State<AppState>, _: Admin) -> ApiResult<EdgeList> {
+    let mut list = m.edge_list();
+    let traffic = blocking(move || m.site_traffic(crate::manager::unix_secs())).await?;
+    for edge in &mut list.edges {
+        edge.traffic = traffic.get(&edge.site).map(|t| t.wire());
+    }
+    Ok(Json(list))
 }
 
 async fn edge(
@@ -115,7 +121,10 @@ async fn edge(
     _: Admin,
     Path(site): Path<String>,
 ) -> ApiResult<EdgeSummary> {
-    Ok(Json(m.edge(&site)?))
+    let mut edge = m.edge(&site)?;
+    let traffic = blocking(move || m.traffic_of(&site, crate::manager::unix_secs())).await?;
+    edge.traffic = (traffic != Default::default()).then(|| traffic.wire());
+    Ok(Json(edge))
 }
 
 async fn delete_edge(

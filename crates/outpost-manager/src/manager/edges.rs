@@ -433,6 +433,7 @@ impl Manager {
             disk_used: report.map(|r| r.disk_used),
             disk_limit: report.map(|r| r.disk_limit),
             hit_ratio_bytes: report.map(|r| r.hit_ratio_bytes),
+            traffic: None,
         }
     }
 

@@ -70,22 +70,57 @@ pub struct SiteTraffic {
     pub last_30_days: crate::model::traffic::Traffic,
 }
 
+impl SiteTraffic {
+    /// As the automation API gives it.
+    pub fn wire(&self) -> outpost_protocol::SiteTraffic {
+        let totals = |t: &crate::model::traffic::Traffic| outpost_protocol::TrafficTotals {
+            lan_bytes_out: t.lan_out,
+            wan_bytes_in: t.wan_in,
+            bytes_saved: t.saved,
+            bytes_from_cache: t.from_cache,
+        };
+        outpost_protocol::SiteTraffic {
+            today: totals(&self.today),
+            last_30_days: totals(&self.last_30_days),
+        }
+    }
+}
+
 impl Manager {
     /// Every site's [`SiteTraffic`] on the day of `now_secs`.
     pub fn site_traffic(
         &self,
         now_secs: i64,
     ) -> Result<std::collections::HashMap<String, SiteTraffic>> {
+        self.traffic_where(now_secs, None)
+    }
+
+    /// One site's [`SiteTraffic`] on the day of `now_secs`.
+    pub fn traffic_of(&self, site: &str, now_secs: i64) -> Result<SiteTraffic> {
+        Ok(self
+            .traffic_where(now_secs, Some(site))?
+            .remove(site)
+            .unwrap_or_default())
+    }
+
+    fn traffic_where(
+        &self,
+        now_secs: i64,
+        site: Option<&str>,
+    ) -> Result<std::collections::HashMap<String, SiteTraffic>> {
         let today = crate::model::traffic::day(now_secs);
         let conn = self.db().connection();
         let mut stmt = conn
-            .prepare_cached(
+            .prepare_cached(if site.is_some() {
                 "SELECT site, day, lan_out, wan_in, saved, from_cache FROM site_traffic
-                 WHERE day > ?1 - 30 AND day <= ?1",
-            )
+                 WHERE day > ?1 - 30 AND day <= ?1 AND site = ?2"
+            } else {
+                "SELECT site, day, lan_out, wan_in, saved, from_cache FROM site_traffic
+                 WHERE day > ?1 - 30 AND day <= ?1 AND ?2 IS NULL"
+            })
             .db("read traffic")?;
         let rows = stmt
-            .query_map([today], |r| {
+            .query_map(rusqlite::params![today, site], |r| {
                 let unsigned = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
                 Ok((
                     r.get::<_, String>(0)?,

@@ -56,6 +56,38 @@ async fn traffic_today_adds_what_the_counters_grew_by_across_edge_restarts() {
     assert_eq!(today.from_cache, 1000);
     assert_eq!(traffic["oslo"].last_30_days, today);
 
+    // The automation API gives the same figures, for the fleet and for
+    // the one site; a site with no traffic has none.
+    let bergen = m.enrol("bergen").await;
+    let _ = bergen;
+    let list: outpost_protocol::EdgeList = m.admin().get("/api/v1/edges").await.unwrap();
+    let wire = |e: &outpost_protocol::EdgeSummary| e.traffic;
+    let oslo_wire = list
+        .edges
+        .iter()
+        .find(|e| e.site == "oslo")
+        .and_then(wire)
+        .unwrap();
+    assert_eq!(
+        (
+            oslo_wire.today.lan_bytes_out,
+            oslo_wire.today.wan_bytes_in,
+            oslo_wire.today.bytes_saved,
+            oslo_wire.today.bytes_from_cache
+        ),
+        (1050, 50, 1000, 1000)
+    );
+    assert_eq!(oslo_wire.last_30_days, oslo_wire.today);
+    assert_eq!(
+        list.edges
+            .iter()
+            .find(|e| e.site == "bergen")
+            .and_then(wire),
+        None
+    );
+    let one: outpost_protocol::EdgeSummary = m.admin().get("/api/v1/edges/oslo").await.unwrap();
+    assert_eq!(one.traffic, Some(oslo_wire));
+
     // Kept across a manager restart.
     m.stop().await;
     m.serve(None).await;
