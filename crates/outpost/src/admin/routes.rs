@@ -282,15 +282,18 @@ async fn export(
 async fn status(State(admin): State<Arc<Admin>>) -> Response {
     // The `wccp` block is the edge's own (the manager's status model does
     // not carry it): added to the document, only when WCCP runs.
-    let wccp = admin.wccp_status();
-    match (serde_json::to_value(admin.status()), wccp) {
-        (Ok(mut doc), Some(w)) => {
+    let status = admin.status();
+    let Some(wccp) = admin.wccp_status() else {
+        return json(StatusCode::OK, &status);
+    };
+    match serde_json::to_value(&status) {
+        Ok(mut doc) => {
             if let Some(map) = doc.as_object_mut() {
-                map.insert("wccp".into(), w);
+                map.insert("wccp".into(), wccp);
             }
             json(StatusCode::OK, &doc)
         }
-        _ => json(StatusCode::OK, &admin.status()),
+        Err(_) => json(StatusCode::OK, &status),
     }
 }
 
