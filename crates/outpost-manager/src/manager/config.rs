@@ -57,6 +57,41 @@ fn parse_table(scope: &str, text: &str) -> Result<toml::Table> {
         .map_err(|e| ManagerError::BadRequest(format!("{scope}: not valid TOML: {e}")))
 }
 
+/// A scope's text for editing in place: comments, order and layout stay.
+fn parse_doc(scope: &str, text: &str) -> Result<toml_edit::DocumentMut> {
+    text.parse::<toml_edit::DocumentMut>()
+        .map_err(|e| ManagerError::BadRequest(format!("{scope}: not valid TOML: {e}")))
+}
+
+/// `table` as an `[[channel]]` table of the editable document, by way of
+/// its TOML text (the one conversion both crates agree on).
+fn channel_item(scope: &str, table: &toml::Table) -> Result<toml_edit::Table> {
+    let mut wrapper = toml::Table::new();
+    wrapper.insert(
+        "channel".into(),
+        toml::Value::Array(vec![toml::Value::Table(table.clone())]),
+    );
+    let text =
+        toml::to_string(&wrapper).map_err(|e| ManagerError::BadRequest(format!("{scope}: {e}")))?;
+    parse_doc(scope, &text)?
+        .get("channel")
+        .and_then(|c| c.as_array_of_tables())
+        .and_then(|a| a.get(0))
+        .cloned()
+        .ok_or_else(|| ManagerError::Internal("the channel did not render as [[channel]]".into()))
+}
+
+/// The `[[channel]]` list of a scope's document; `None` when `channel`
+/// is something else (an inline array, say): then the caller rewrites the
+/// scope from its parsed form, without its comments.
+fn channel_tables(doc: &mut toml_edit::DocumentMut) -> Option<&mut toml_edit::ArrayOfTables> {
+    doc.entry("channel")
+        .or_insert(toml_edit::Item::ArrayOfTables(
+            toml_edit::ArrayOfTables::new(),
+        ))
+        .as_array_of_tables_mut()
+}
+
 /// The channel's JSON body as a TOML table named `name`.
 pub fn channel_from_json(name: &str, body: serde_json::Value) -> Result<toml::Table> {
     let serde_json::Value::Object(map) = body else {
@@ -188,7 +223,37 @@ impl Manager {
         check_name("channel", name)?;
         let channel = channel_from_json(name, body)?;
         let scope_name = scope.to_string();
-        let mut doc = parse_table(&scope_name, &self.scope_text(scope)?)?;
+        let detail = serde_json::to_string(&channel).unwrap_or_default();
+        let current = self.scope_text(scope)?;
+        // In place, so the admin's comments and layout in the scope stay.
+        let mut edited = parse_doc(&scope_name, &current)?;
+        if let Some(tables) = channel_tables(&mut edited) {
+            let mut item = channel_item(&scope_name, &channel)?;
+            let existing = tables
+                .iter()
+                .position(|c| c.get("name").and_then(|n| n.as_str()) == Some(name));
+            match existing.and_then(|at| tables.get_mut(at)) {
+                // The document prints tables in their position order:
+                // a replacement takes the old one's place, a new one goes
+                // after everything.
+                Some(old) => {
+                    *item.decor_mut() = old.decor().clone();
+                    item.set_position(old.position());
+                    *old = item;
+                }
+                None => {
+                    item.set_position(None);
+                    tables.push(item);
+                }
+            }
+            self.put_scope_quiet(&scope_name, &edited.to_string())?;
+            return self.audit(
+                actor,
+                "channel put",
+                &format!("{scope_name} {name}: {detail}"),
+            );
+        }
+        let mut doc = parse_table(&scope_name, &current)?;
         let list = doc
             .entry("channel")
             .or_insert_with(|| toml::Value::Array(Vec::new()));
@@ -200,7 +265,6 @@ impl Manager {
         let existing = items
             .iter()
             .position(|c| c.get("name").and_then(|n| n.as_str()) == Some(name));
-        let detail = serde_json::to_string(&channel).unwrap_or_default();
         match existing {
             Some(at) => items[at] = toml::Value::Table(channel),
             None => items.push(toml::Value::Table(channel)),
@@ -217,7 +281,23 @@ impl Manager {
 
     pub fn delete_channel(&self, scope: &Scope, name: &str, actor: &Actor) -> Result<()> {
         let scope_name = scope.to_string();
-        let mut doc = parse_table(&scope_name, &self.scope_text(scope)?)?;
+        let current = self.scope_text(scope)?;
+        let mut edited = parse_doc(&scope_name, &current)?;
+        if let Some(tables) = channel_tables(&mut edited) {
+            let before = tables.len();
+            tables.retain(|c| c.get("name").and_then(|n| n.as_str()) != Some(name));
+            if tables.len() == before {
+                return Err(ManagerError::NotFound(format!(
+                    "{scope_name} has no channel {name}"
+                )));
+            }
+            if tables.is_empty() {
+                edited.remove("channel");
+            }
+            self.put_scope_quiet(&scope_name, &edited.to_string())?;
+            return self.audit(actor, "channel delete", &format!("{scope_name} {name}"));
+        }
+        let mut doc = parse_table(&scope_name, &current)?;
         let removed = match doc.get_mut("channel") {
             Some(toml::Value::Array(items)) => {
                 let before = items.len();

@@ -374,3 +374,73 @@ async fn bad_requests_are_answered_with_json_errors() {
         .unwrap();
     assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn putting_and_deleting_a_channel_keeps_the_scopes_comments_and_layout() {
+    let m = TestManager::start(false, Duration::from_secs(30)).await;
+    let written = "\
+# Owned by the desktop team: ask #desktop before changing.
+[wan]
+prepos_rate = \"2 Mbit/s\"   # the branch links are 10 Mbit/s
+
+# Office, monthly.
+[[channel]]
+name = \"office\"
+source = \"http://pkgs.example/office/\"
+
+# Drivers: replaced below.
+[[channel]]
+name = \"drivers\"
+source = \"http://pkgs.example/old-drivers/\"
+";
+    m.put_scope("global", written).await;
+    let text = || async {
+        let scope: Value = m.admin().get("/api/v1/scopes/global").await.unwrap();
+        scope["toml"].as_str().unwrap().to_string()
+    };
+
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/channels/drivers?scope=global",
+        json!({"source": "http://pkgs.example/drivers/", "schedule": "0 2 * * *"}),
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/channels/fonts?scope=global",
+        json!({"source": "http://pkgs.example/fonts/"}),
+    )
+    .await;
+    let after = text().await;
+    for kept in [
+        "# Owned by the desktop team: ask #desktop before changing.",
+        "prepos_rate = \"2 Mbit/s\"   # the branch links are 10 Mbit/s",
+        "# Office, monthly.",
+        "# Drivers: replaced below.",
+    ] {
+        assert!(after.contains(kept), "lost {kept:?}:\n{after}");
+    }
+    assert!(!after.contains("old-drivers"), "{after}");
+    assert!(after.contains("http://pkgs.example/drivers/"), "{after}");
+    assert!(after.contains("0 2 * * *"), "{after}");
+    assert!(after.contains("http://pkgs.example/fonts/"), "{after}");
+    // Still the order the admin wrote: office, drivers, then the new one.
+    let at = |s: &str| after.find(s).unwrap();
+    assert!(at("office/") < at("/drivers/") && at("/drivers/") < at("fonts/"));
+
+    let (status, _) = m
+        .admin()
+        .request(Method::DELETE, "/api/v1/channels/office?scope=global", None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let after = text().await;
+    assert!(!after.contains("office/"), "{after}");
+    assert!(after.contains("# Owned by the desktop team"), "{after}");
+    assert!(after.contains("# Drivers: replaced below."), "{after}");
+    // What is left is what the edge would read.
+    let parsed: toml::Table = after.parse().unwrap();
+    assert_eq!(parsed["channel"].as_array().unwrap().len(), 2);
+}
