@@ -164,12 +164,34 @@ fn wccp_status_says_when_wccp_is_not_configured() {
     );
 }
 
+/// Writes `text` as `name` in `dir`, runs check-config on it and returns
+/// its file name (as the messages print it) and, when it was refused, the
+/// messages; `None` when it passed.
+fn check(dir: &std::path::Path, name: &str, text: &str) -> (String, Option<String>) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let out = outpost(&["check-config", file.to_str().unwrap()]);
+    let shown = file.display().to_string();
+    (shown, (!out.status.success()).then(|| stderr(&out)))
+}
+
+/// Asserts that check-config refused `text` with every message of `want`
+/// (each after the file's name).
+fn refused_with(dir: &std::path::Path, name: &str, text: &str, want: &[&str]) {
+    let (file, err) = check(dir, name, text);
+    let err = err.unwrap_or_else(|| panic!("{name} passed check-config"));
+    for want in want {
+        let want = format!("{file}:{want}");
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
+
 #[test]
 fn check_config_reports_bad_data_path_keys_with_their_place() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
+    refused_with(
+        dir.path(),
+        "bad.toml",
         r#"[wccp]
 routers = ["10.0.0.1"]
 datapath = "ebpf"
@@ -177,68 +199,39 @@ bypass_destinations = ["10.0.0.1/8", "not-a-prefix"]
 bypass_clients = ["10.0.0.0/33"]
 max_redirected_flows = -1
 "#,
-    )
-    .unwrap();
-    let out = outpost(&["check-config", bad.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    let f = bad.display();
-    for want in [
-        format!("{f}:3:12: wccp.datapath: expected \"kernel\""),
-        format!(
-            "{f}:4:23: wccp.bypass_destinations: \"10.0.0.1/8\" has host bits set: did you mean 10.0.0.0/8?"
-        ),
-        format!("{f}:4:23: wccp.bypass_destinations: \"not-a-prefix\" is not an IPv4 prefix"),
-        format!(
-            "{f}:5:18: wccp.bypass_clients: \"10.0.0.0/33\": the prefix length must be 0 to 32"
-        ),
-        format!("{f}:6:24: wccp.max_redirected_flows:"),
-    ] {
-        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
-    }
+        &[
+            "3:12: wccp.datapath: expected \"kernel\"",
+            "4:23: wccp.bypass_destinations: \"10.0.0.1/8\" has host bits set: did you mean 10.0.0.0/8?",
+            "4:23: wccp.bypass_destinations: \"not-a-prefix\" is not an IPv4 prefix",
+            "5:18: wccp.bypass_clients: \"10.0.0.0/33\": the prefix length must be 0 to 32",
+            "6:24: wccp.max_redirected_flows:",
+        ],
+    );
 
     // Returning packets needs the edge's own data path: with the kernel's
     // tunnel the keys would silently do nothing.
-    let kernel = dir.path().join("kernel.toml");
-    std::fs::write(
-        &kernel,
+    refused_with(
+        dir.path(),
+        "kernel.toml",
         "[wccp]\nrouters = [\"10.0.0.1\"]\nbypass_clients = [\"10.1.0.0/16\"]\nmax_redirected_flows = 500\n",
-    )
-    .unwrap();
-    let out = outpost(&["check-config", kernel.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    let f = kernel.display();
-    for want in [
-        format!(
-            "{f}:3:18: wccp.bypass_clients: packets are returned only by the edge's own data path: set wccp.datapath = \"outpost\""
-        ),
-        format!("{f}:4:24: wccp.max_redirected_flows: packets are returned only"),
-    ] {
-        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
-    }
+        &[
+            "3:18: wccp.bypass_clients: packets are returned only by the edge's own data path: set wccp.datapath = \"outpost\"",
+            "4:24: wccp.max_redirected_flows: packets are returned only",
+        ],
+    );
 
     // The edge's data path reads GRE: with L2 forwarding none arrives.
-    let l2 = dir.path().join("l2.toml");
-    std::fs::write(
-        &l2,
+    refused_with(
+        dir.path(),
+        "l2.toml",
         "[wccp]\nrouters = [\"10.0.0.1\"]\nforwarding = \"l2\"\ndatapath = \"outpost\"\n",
-    )
-    .unwrap();
-    let out = outpost(&["check-config", l2.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let want = format!(
-        "{}:4:12: wccp.datapath: \"outpost\" decapsulates GRE, but wccp.forwarding = \"l2\"",
-        l2.display()
+        &["4:12: wccp.datapath: \"outpost\" decapsulates GRE, but wccp.forwarding = \"l2\""],
     );
-    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
 
-    let good = dir.path().join("good.toml");
-    std::fs::write(
-        &good,
+    let (_, err) = check(
+        dir.path(),
+        "good.toml",
         "[wccp]\nrouters = [\"10.0.0.1\"]\ndatapath = \"outpost\"\ntunnel = \"wccp7\"\nbypass_destinations = [\"192.0.2.0/24\", \"198.51.100.7\"]\nbypass_clients = [\"10.1.2.0/24\"]\nmax_redirected_flows = 2000\n",
-    )
-    .unwrap();
-    let out = outpost(&["check-config", good.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    );
+    assert_eq!(err, None);
 }
