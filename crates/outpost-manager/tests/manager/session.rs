@@ -28,6 +28,25 @@ fn heartbeat(applied: u64) -> Vec<u8> {
     .unwrap()
 }
 
+/// A heartbeat on `session` that the manager answers 200.
+async fn heartbeat_ok(session: &outpost_manager::http::session_client::Session) {
+    let (status, body) = session
+        .call(SessionCall::Heartbeat, &heartbeat(0), CALL)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+}
+
+/// Waits until the manager counts `n` open sessions.
+async fn sessions_open_becomes(m: &TestManager, n: i64) {
+    eventually(
+        Duration::from_secs(5),
+        &format!("{n} sessions open"),
+        || async { (m.manager.stats.sessions_open.load(Ordering::Relaxed) == n).then_some(()) },
+    )
+    .await;
+}
+
 fn accepted(m: &TestManager) -> u64 {
     m.manager
         .stats
@@ -74,11 +93,7 @@ async fn a_session_carries_heartbeats_the_long_poll_and_the_config_on_one_connec
         (m.manager.stats.long_polls_open.load(Ordering::Relaxed) == 1).then_some(())
     })
     .await;
-    let (status, _) = session
-        .call(SessionCall::Heartbeat, &heartbeat(0), CALL)
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::OK);
+    heartbeat_ok(&session).await;
     m.put_scope(
         "global",
         "[[channel]]\nname = \"apps\"\nsource = \"http://o/apps/\"\n",
@@ -108,10 +123,7 @@ async fn a_session_carries_heartbeats_the_long_poll_and_the_config_on_one_connec
         "the edge's calls opened connections"
     );
     drop(session);
-    eventually(Duration::from_secs(5), "the session to close", || async {
-        (m.manager.stats.sessions_open.load(Ordering::Relaxed) == 0).then_some(())
-    })
-    .await;
+    sessions_open_becomes(&m, 0).await;
 }
 
 #[tokio::test]
@@ -119,11 +131,7 @@ async fn a_revoked_edge_is_refused_on_its_open_session_which_then_closes() {
     let m = TestManager::start(false, Duration::from_secs(20)).await;
     let edge = m.enrol("oslo").await;
     let session = edge.client.open_session().await.unwrap();
-    let (status, _) = session
-        .call(SessionCall::Heartbeat, &heartbeat(0), CALL)
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::OK);
+    heartbeat_ok(&session).await;
 
     let _: serde_json::Value = m
         .admin()
@@ -282,15 +290,8 @@ async fn hostile_frames_are_answered_or_close_their_session_and_nothing_else() {
 
     // The manager still serves the edge, on a new session.
     let session = edge.client.open_session().await.unwrap();
-    let (status, _) = session
-        .call(SessionCall::Heartbeat, &heartbeat(0), CALL)
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::OK);
-    eventually(Duration::from_secs(5), "only one session left", || async {
-        (m.manager.stats.sessions_open.load(Ordering::Relaxed) == 1).then_some(())
-    })
-    .await;
+    heartbeat_ok(&session).await;
+    sessions_open_becomes(&m, 1).await;
 }
 
 #[tokio::test]
@@ -333,11 +334,7 @@ async fn a_new_session_from_the_same_edge_ends_the_old_one() {
     let m = TestManager::start(true, Duration::from_secs(20)).await;
     let edge = m.enrol("oslo").await;
     let first = edge.client.open_session().await.unwrap();
-    let (status, _) = first
-        .call(SessionCall::Heartbeat, &heartbeat(0), CALL)
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::OK);
+    heartbeat_ok(&first).await;
     // Another edge's session is not touched.
     let other = m.enrol("bergen").await;
     let bergen = other.client.open_session().await.unwrap();
@@ -362,8 +359,5 @@ async fn a_new_session_from_the_same_edge_ends_the_old_one() {
             .unwrap();
         assert_eq!(status, StatusCode::OK);
     }
-    eventually(Duration::from_secs(5), "one session per edge", || async {
-        (m.manager.stats.sessions_open.load(Ordering::Relaxed) == 2).then_some(())
-    })
-    .await;
+    sessions_open_becomes(&m, 2).await;
 }
