@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::Admin;
-use super::edge::json_body;
+use super::json_body;
 use crate::manager::{
     Alert, AuditEntry, DiffReply, GroupInfo, HistoryEntry, NewToken, SiteConfig, TokenInfo,
 };

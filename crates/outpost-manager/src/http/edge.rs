@@ -7,8 +7,8 @@ use bytes::Bytes;
 use outpost_protocol::{DesiredConfig, EnrolReply, EnrolRequest, Heartbeat, HeartbeatReply};
 use serde::Deserialize;
 
-use super::AppState;
 use super::auth::{EdgeSite, FleetProtocol, Peer};
+use super::{AppState, json_body};
 use crate::ManagerError;
 use crate::manager::WaitFor;
 
@@ -36,11 +36,6 @@ async fn protocol_header(mut response: axum::response::Response) -> axum::respon
         http::HeaderValue::from(outpost_protocol::FLEET_PROTOCOL),
     );
     response
-}
-
-pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ManagerError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ManagerError::BadRequest(format!("the body is not the expected JSON: {e}")))
 }
 
 /// An edge enrols once and then opens its session: the enrolment's

@@ -153,6 +153,13 @@ async fn errors_as_json(response: Response) -> Response {
     (parts.status, axum::Json(ApiError { error: text })).into_response()
 }
 
+/// An edge call's JSON body, or the 400 that says why not (the HTTP calls
+/// and the session's frames alike).
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ManagerError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ManagerError::BadRequest(format!("the body is not the expected JSON: {e}")))
+}
+
 /// Serves until the manager's shutdown token is cancelled.
 pub async fn serve(manager: AppState, listener: TcpListener, options: ServeOptions) {
     let router = router(manager.clone(), options.extra_routes);

@@ -204,13 +204,13 @@ where
                 }
                 match SessionCall::from_code(frame.head.code) {
                     Some(SessionCall::Heartbeat) => {
-                        match super::edge::json_body::<Heartbeat>(&frame.payload) {
+                        match super::json_body::<Heartbeat>(&frame.payload) {
                             Ok(heartbeat) => answer(id, manager.heartbeat(&site, heartbeat)),
                             Err(e) => refusal(id, &e),
                         }
                     }
                     Some(SessionCall::Config) => answer(id, manager.desired_config(&site)),
-                    Some(SessionCall::Wait) => match super::edge::json_body::<WaitArgs>(&frame.payload) {
+                    Some(SessionCall::Wait) => match super::json_body::<WaitArgs>(&frame.payload) {
                         Ok(args) => {
                             let m = manager.clone();
                             let s = site.clone();
