@@ -529,21 +529,3 @@ impl ObjectStream {
         Ok(body.map_err(std::io::Error::other).boxed_unsync())
     }
 }
-
-/// The answer to a request that carries this edge's own `Via` (it already
-/// passed through this edge once: a proxy chain, or a name that leads
-/// back here), logged; `None` for any other.
-pub(crate) fn loop_refusal(
-    engine: &crate::engine::Engine,
-    req: &http::Request<crate::h1::ReqBody>,
-    peer: std::net::SocketAddr,
-) -> Option<http::Response<EdgeBody>> {
-    if !engine.is_looping(req.headers()) {
-        return None;
-    }
-    tracing::warn!(client = %peer, uri = %req.uri(), "request carries this edge's Via: 508");
-    Some(error_response(
-        http::StatusCode::LOOP_DETECTED,
-        "request loop: it already passed through this edge",
-    ))
-}

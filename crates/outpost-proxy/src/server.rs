@@ -355,7 +355,7 @@ async fn serve_connection(
 }
 
 async fn dispatch(engine: Arc<Engine>, req: Request<ReqBody>, conn: Conn) -> Response<EdgeBody> {
-    if let Some(refusal) = crate::serve::loop_refusal(&engine, &req, conn.peer) {
+    if let Some(refusal) = engine.loop_refusal(&req, conn.peer) {
         return refusal;
     }
     if req.method() == Method::CONNECT {

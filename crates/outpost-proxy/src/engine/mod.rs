@@ -195,6 +195,24 @@ impl Engine {
         via_names(headers).any(|name| name == self.via_name)
     }
 
+    /// The answer to a request that carries this edge's own `Via` (it
+    /// already passed through this edge once: a proxy chain, or a name
+    /// that leads back here), logged; `None` for any other.
+    pub(crate) fn loop_refusal(
+        &self,
+        req: &http::Request<crate::h1::ReqBody>,
+        peer: std::net::SocketAddr,
+    ) -> Option<Response<EdgeBody>> {
+        if !self.is_looping(req.headers()) {
+            return None;
+        }
+        tracing::warn!(client = %peer, uri = %req.uri(), "request carries this edge's Via: 508");
+        Some(error_response(
+            http::StatusCode::LOOP_DETECTED,
+            "request loop: it already passed through this edge",
+        ))
+    }
+
     /// Logs every request from now on (set once, at startup).
     pub fn set_access_log(&self, log: Arc<crate::access_log::AccessLog>) {
         let _ = self.access_log.set(log);

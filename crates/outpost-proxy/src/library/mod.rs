@@ -94,7 +94,7 @@ async fn dispatch(
     req: Request<ReqBody>,
     peer: SocketAddr,
 ) -> Response<EdgeBody> {
-    if let Some(refusal) = crate::serve::loop_refusal(&engine, &req, peer) {
+    if let Some(refusal) = engine.loop_refusal(&req, peer) {
         return refusal;
     }
     let classified = classify(
