@@ -108,9 +108,9 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     (reader, result)
 }
 
-/// How long one answer may take to write: a peer that stops reading
-/// (its window full) must not hold the session's task, and with it its
-/// connection slot, for ever.
+/// How long one answer may take to write (or the idle timeout, if
+/// shorter): a peer that stops reading (its window full) must not hold the
+/// session's task, and with it its connection slot, for ever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Numbers sessions, so a session ending does not unregister its
@@ -169,6 +169,7 @@ where
     I: AsyncRead + AsyncWrite + Send + 'static,
 {
     let _open = Held::new(&manager.stats.sessions_open);
+    let write_timeout = idle.min(WRITE_TIMEOUT);
     let (number, replaced) = register(&manager, &site);
     let (reader, mut writer) = tokio::io::split(io);
     let read = read_frame(reader, MAX_BODY);
@@ -198,7 +199,7 @@ where
                         let e = result.err().unwrap_or_else(|| {
                             ManagerError::Unauthorized("the credential changed site".into())
                         });
-                        let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&refusal(id, &e))).await;
+                        let _ = tokio::time::timeout(write_timeout, writer.write_all(&refusal(id, &e))).await;
                         break;
                     }
                 }
@@ -261,15 +262,15 @@ where
                 break;
             }
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await {
+        match tokio::time::timeout(write_timeout, writer.write_all(&out)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break,
             Err(_) => {
-                tracing::debug!(%site, "session closed: an answer not taken in {WRITE_TIMEOUT:?}");
+                tracing::debug!(%site, "session closed: an answer not taken in {write_timeout:?}");
                 break;
             }
         }
     }
     unregister(&manager, &site, number);
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
+    let _ = tokio::time::timeout(write_timeout, writer.shutdown()).await;
 }

@@ -361,3 +361,63 @@ async fn a_new_session_from_the_same_edge_ends_the_old_one() {
     }
     sessions_open_becomes(&m, 2).await;
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_loses_its_session_and_its_slot() {
+    // Heartbeat 1 s: the session's idle timeout, and so its write
+    // deadline, is the floor of 10 s.
+    let m = TestManager::start(false, Duration::from_secs(1)).await;
+    let edge = m.enrol("oslo").await;
+    // A config of about 120 kB, so a few answers fill every buffer.
+    let patterns: Vec<String> = (0..3000)
+        .map(|i| format!("\"pattern-{i:05}-abcdefghijklmnop/*.msi\""))
+        .collect();
+    m.put_scope(
+        "global",
+        &format!(
+            "[[channel]]\nname = \"apps\"\nsource = \"http://o/apps/\"\ninclude = [{}]\n",
+            patterns.join(", ")
+        ),
+    )
+    .await;
+    m.publish().await.unwrap();
+
+    let addr: std::net::SocketAddr = m.url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /edge/v1/session HTTP/1.1\r\nHost: {addr}\r\nConnection: upgrade\r\nUpgrade: outpost-fleet/1\r\nOutpost-Fleet-Protocol: 1\r\nAuthorization: Bearer {}\r\n\r\n",
+        edge.reply.credential
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    sessions_open_becomes(&m, 1).await;
+    // 100 config calls, about 12 MB of answers, and nothing read.
+    let mut calls = Vec::new();
+    for id in 1..=100u64 {
+        calls.extend(session::encode(id, SessionCall::Config as u16, b""));
+    }
+    tcp.write_all(&calls).await.unwrap();
+    let stalled = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "the stalled session to close",
+        || async { (m.manager.stats.sessions_open.load(Ordering::Relaxed) == 0).then_some(()) },
+    )
+    .await;
+    let after = stalled.elapsed();
+    assert!(
+        after >= Duration::from_secs(5),
+        "closed after {after:?}: too early to be the deadline"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "its connection slot to be free",
+        || async { (m.manager.stats.connections_open.load(Ordering::Relaxed) == 0).then_some(()) },
+    )
+    .await;
+    // The edge itself is not refused: a new session works.
+    let session = edge.client.open_session().await.unwrap();
+    heartbeat_ok(&session).await;
+    drop(tcp);
+}
