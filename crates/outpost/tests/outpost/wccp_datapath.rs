@@ -346,10 +346,20 @@ async fn redirected_port_80_is_served_by_the_edge_as_the_origin() {
     .arg(&config);
     let serve = Serve::run(cmd);
     let port = serve.listening().port();
+    // With L2 forwarding the edge declines a destination (the bypass list
+    // of docs/wccp.md) by not redirecting it: forwarding on, the kernel
+    // sends the packet back to the router with only the frame's address
+    // changed, which is WCCP's L2 return. 10.99.3.3 is bypassed.
+    let bypass = if gre {
+        String::new()
+    } else {
+        ns(&edge, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        "  ip daddr 10.99.3.3 accept\n".to_string()
+    };
     nft(
         &edge,
         &format!(
-            "table ip outpost {{\n chain prerouting {{\n  type nat hook prerouting priority dstnat; policy accept;\n  iifname \"{redirected_in}\" tcp dport 80 redirect to :{port}\n }}\n}}\n"
+            "table ip outpost {{\n chain prerouting {{\n  type nat hook prerouting priority dstnat; policy accept;\n{bypass}  iifname \"{redirected_in}\" tcp dport 80 redirect to :{port}\n }}\n}}\n"
         ),
     );
     let edge_ip: std::net::Ipv4Addr = "10.99.2.2".parse().unwrap();
@@ -395,6 +405,32 @@ async fn redirected_port_80_is_served_by_the_edge_as_the_origin() {
         1,
         "the hit went to the origin"
     );
+
+    if !gre {
+        // L2 return of a bypassed destination: each request reaches the
+        // origin itself, through the router, not the edge.
+        sh(&["ip", "addr", "add", "10.99.3.3/24", "dev", &lab.wan_if]);
+        origin_front("10.99.3.3", origin.addr()).await;
+        for n in 0..2u32 {
+            let (client, out_file) = (client.clone(), dir.path().join(format!("bypassed{n}")));
+            let (head, got) = tokio::task::spawn_blocking(move || {
+                curl(&client, "http://10.99.3.3/pkgs/tool.msi", &out_file)
+            })
+            .await
+            .unwrap();
+            assert!(got == body, "the bypassed body is not the origin's bytes");
+            assert!(head.contains("remote=10.99.3.3:80"), "{head}");
+            assert!(
+                !head.to_ascii_lowercase().contains("via: 1.1 outpost"),
+                "a bypassed destination went through the edge: {head}"
+            );
+        }
+        assert_eq!(
+            origin.count("/pkgs/tool.msi"),
+            3,
+            "each bypassed request reaches the origin"
+        );
+    }
     drop(serve);
     drop(lab);
 }
