@@ -30,7 +30,7 @@ use url::Url;
 use crate::ChannelError;
 use crate::cron::CronSchedule;
 use crate::filter::PathFilter;
-use crate::state::ChannelDb;
+use crate::state::{ChannelDb, FileRow};
 
 pub use freshness::{DEFAULT_GRACE, Revalidate};
 
@@ -212,8 +212,11 @@ impl Channels {
         let mut resume = Vec::new();
         let mut channels = Vec::new();
         for config in configs {
-            this.restore_file_states(&config.name)?;
-            this.restore_freshness(&config);
+            // One read of the channel's rows serves both: digests and
+            // quarantines, then freshness grants.
+            let rows = lock(&this.db).files(&config.name)?;
+            this.restore_file_states(&rows);
+            this.restore_freshness_from(&config, &rows);
             if lock(&this.db).take_interrupted(&config.name, now_secs())? {
                 resume.push(config.name.clone());
             }
@@ -230,10 +233,10 @@ impl Channels {
         Ok(this)
     }
 
-    /// Re-applies what the database says of a channel's files to the
-    /// store: expected digests and quarantines.
-    fn restore_file_states(&self, name: &str) -> Result<(), ChannelError> {
-        for row in lock(&self.db).files(name)? {
+    /// Re-applies what the database says of a channel's files (`rows`) to
+    /// the store: expected digests and quarantines.
+    fn restore_file_states(&self, rows: &[FileRow]) {
+        for row in rows {
             if let Some(expected) = &row.expected_sha256 {
                 // A manifest's digest binds every copy of the file the
                 // edge stores, PCs' fills included, across restarts.
@@ -248,7 +251,6 @@ impl Channels {
                 );
             }
         }
-        Ok(())
     }
 
     /// A channel with its shaper bucket: `previous`'s (a replacement), a
