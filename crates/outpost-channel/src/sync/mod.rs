@@ -102,6 +102,43 @@ impl Default for ChannelLimits {
 }
 
 impl ChannelConfig {
+    /// A channel with the defaults of a `[[channel]]` table that gives only
+    /// `name` and `source`: a listing if the source ends in `/`, else a
+    /// manifest; everything included, no schedule, no rate limit or
+    /// window, digests verified, two files at once, default limits,
+    /// `revalidate = "sync"` with [`DEFAULT_GRACE`], no export, not
+    /// managed. Set other fields with struct update syntax
+    /// (`ChannelConfig { concurrency: 8, ..ChannelConfig::new(name, url) }`).
+    ///
+    /// One difference from the file: `limits.max_bytes` is `None` here,
+    /// while the configuration bounds it by default to half the cache,
+    /// which a channel alone does not know.
+    pub fn new(name: impl Into<String>, source: Url) -> Self {
+        let kind = if source.path().ends_with('/') {
+            SourceKind::Listing
+        } else {
+            SourceKind::Manifest
+        };
+        Self {
+            name: name.into(),
+            source,
+            kind,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            schedule: None,
+            rate: Rate::UNLIMITED,
+            window: None,
+            verify: true,
+            aliases: Vec::new(),
+            concurrency: 2,
+            limits: ChannelLimits::default(),
+            managed: false,
+            revalidate: Revalidate::Sync,
+            revalidate_grace: DEFAULT_GRACE,
+            export: None,
+        }
+    }
+
     /// How the source may be reached: a managed channel's through the
     /// destination guard.
     pub fn reach(&self) -> outpost_proxy::upstream::Reach {
