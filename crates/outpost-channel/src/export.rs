@@ -65,6 +65,13 @@ pub enum ExportError {
     },
     #[error(transparent)]
     Channel(#[from] crate::ChannelError),
+    /// The export's blocking task did not finish (it panicked).
+    #[error("export {dir}: the export task failed: {source}")]
+    Task {
+        dir: PathBuf,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {

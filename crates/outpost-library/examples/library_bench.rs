@@ -12,10 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outpost_channel::{ChannelConfig, ChannelLimits, Channels, SourceKind};
+use outpost_channel::{ChannelConfig, Channels};
 use outpost_library::Library;
 use outpost_proxy::{Engine, ProxyConfig, Server};
-use outpost_shaper::Rate;
 use outpost_store::{Store, StoreConfig};
 use outpost_testkit::{Origin, Resource, content};
 use tokio::io::AsyncReadExt;
@@ -74,22 +73,8 @@ async fn main() -> anyhow::Result<()> {
     let proxy = server.local_addrs()[0];
     let library = server.library_addr().expect("library listener");
     let channel = ChannelConfig {
-        name: "bench".into(),
-        source: url::Url::parse(&origin.url("/bench/"))?,
-        kind: SourceKind::Listing,
-        include: Vec::new(),
-        exclude: Vec::new(),
-        schedule: None,
-        rate: Rate::UNLIMITED,
-        window: None,
-        verify: true,
-        aliases: Vec::new(),
-        managed: false,
         concurrency: 8,
-        limits: ChannelLimits::default(),
-        revalidate: outpost_channel::Revalidate::Sync,
-        revalidate_grace: outpost_channel::DEFAULT_GRACE,
-        export: None,
+        ..ChannelConfig::new("bench", url::Url::parse(&origin.url("/bench/"))?)
     };
     let channels = Channels::start(engine.clone(), vec![channel], &dir)?;
     let started = Instant::now();

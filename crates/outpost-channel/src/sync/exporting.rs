@@ -15,7 +15,11 @@ use crate::export::{ExportEntry, ExportError, tree_path, write_tree};
 impl Channels {
     /// Writes the files `name` holds as a tree at `dir`, once no sync of
     /// the channel is running.
-    pub async fn export(&self, name: &str, dir: &Path) -> Result<ExportStatus, ExportError> {
+    pub async fn export(
+        self: &Arc<Self>,
+        name: &str,
+        dir: &Path,
+    ) -> Result<ExportStatus, ExportError> {
         let ch = self.channel(name)?;
         ch.idle().await;
         self.export_channel(&ch, dir).await
@@ -24,7 +28,7 @@ impl Channels {
     /// After a run: a channel with `export` exports what a complete sync
     /// left; after any other result the previous tree stays, since it is
     /// the last complete one.
-    pub(super) async fn export_after(&self, ch: &Arc<Channel>, summary: &RunSummary) {
+    pub(super) async fn export_after(self: &Arc<Self>, ch: &Arc<Channel>, summary: &RunSummary) {
         let Some(dir) = ch.config.export.clone() else {
             return;
         };
@@ -35,26 +39,61 @@ impl Channels {
         let _ = self.export_channel(ch, &dir).await;
     }
 
+    /// Runs the export on the blocking pool: it reads the channel's rows
+    /// and the store's index (SQLite), links or copies every file and
+    /// records the result, none of which may hold a runtime worker (the
+    /// edge serves PCs' hits on the same runtime).
     async fn export_channel(
-        &self,
+        self: &Arc<Self>,
         ch: &Arc<Channel>,
         dir: &Path,
     ) -> Result<ExportStatus, ExportError> {
-        let name = ch.config.name.clone();
-        let (entries, mut skipped) = self.export_entries(ch)?;
-        let cache_dir = self.engine.store.config().dir.clone();
-        let dir_owned = dir.to_path_buf();
         let now = now_secs();
-        let written =
-            tokio::task::spawn_blocking(move || write_tree(&entries, &dir_owned, &cache_dir, now))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(ExportError::Io {
-                        path: dir.to_path_buf(),
-                        source: std::io::Error::other(e.to_string()),
-                    })
+        let work = {
+            let (this, ch, dir) = (Arc::clone(self), Arc::clone(ch), dir.to_path_buf());
+            move || this.export_blocking(&ch, &dir, now)
+        };
+        match tokio::task::spawn_blocking(work).await {
+            Ok(done) => done,
+            // The export panicked (a bug): recorded as a failed export, so
+            // status does not go on showing the previous one as the last
+            // (one row, written here as sync/ writes its rows).
+            Err(source) => {
+                let failed = Err(ExportError::Task {
+                    dir: dir.to_path_buf(),
+                    source,
                 });
-        let status = match &written {
+                self.record_export(&ch.config.name, dir, now, &failed, Vec::new());
+                failed
+            }
+        }
+    }
+
+    /// The export itself, on a blocking thread.
+    fn export_blocking(
+        &self,
+        ch: &Channel,
+        dir: &Path,
+        now: i64,
+    ) -> Result<ExportStatus, ExportError> {
+        let (entries, skipped) = self.export_entries(ch)?;
+        let cache_dir = &self.engine.store.config().dir;
+        let written = write_tree(&entries, dir, cache_dir, now);
+        let status = self.record_export(&ch.config.name, dir, now, &written, skipped);
+        written.map(|_| status)
+    }
+
+    /// Logs and records an export's result (`skipped`: the files left out
+    /// before the tree was written), and returns the status recorded.
+    fn record_export(
+        &self,
+        name: &str,
+        dir: &Path,
+        now: i64,
+        written: &Result<ExportStatus, ExportError>,
+        mut skipped: Vec<String>,
+    ) -> ExportStatus {
+        let status = match written {
             Ok(status) => {
                 let mut status = status.clone();
                 skipped.append(&mut status.skipped);
@@ -80,10 +119,10 @@ impl Channels {
             }
         };
         let json = serde_json::to_string(&status).unwrap_or_default();
-        if let Err(e) = lock(&self.db).put_export(&name, &json) {
+        if let Err(e) = lock(&self.db).put_export(name, &json) {
             tracing::error!(channel = %name, error = %e, "cannot record the export");
         }
-        written.map(|_| status)
+        status
     }
 
     /// The channel's files held complete in the store, with their tree

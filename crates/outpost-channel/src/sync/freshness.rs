@@ -16,6 +16,7 @@ use outpost_http::CacheKey;
 use outpost_proxy::sync_fresh::FreshUntil;
 
 use super::{ChannelConfig, Channels, lock};
+use crate::state::FileRow;
 
 /// Who a PC's request for a channel file is checked with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,10 +67,18 @@ impl ChannelConfig {
 
 impl Channels {
     /// Grants (or, for `revalidate = "origin"`, ends) freshness for every
-    /// file the channel holds, from the time each was last synced: at
-    /// startup, and when a channel is added or replaced.
+    /// file the channel holds, from the time each was last synced, when a
+    /// channel is added or replaced (start-up, which also needs the rows
+    /// for quarantines, reads them once and calls
+    /// [`Channels::restore_freshness_from`]).
     pub(super) fn restore_freshness(&self, config: &ChannelConfig) {
         let rows = lock(&self.db).files(&config.name).unwrap_or_default();
+        self.restore_freshness_from(config, &rows);
+    }
+
+    /// [`Channels::restore_freshness`] from the channel's rows, already
+    /// read.
+    pub(super) fn restore_freshness_from(&self, config: &ChannelConfig, rows: &[FileRow]) {
         for row in rows.iter().filter(|r| r.state == "ok") {
             let key = CacheKey::from_stored(row.key.clone());
             self.engine

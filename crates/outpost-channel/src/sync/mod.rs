@@ -30,7 +30,7 @@ use url::Url;
 use crate::ChannelError;
 use crate::cron::CronSchedule;
 use crate::filter::PathFilter;
-use crate::state::ChannelDb;
+use crate::state::{ChannelDb, FileRow};
 
 pub use freshness::{DEFAULT_GRACE, Revalidate};
 
@@ -102,6 +102,43 @@ impl Default for ChannelLimits {
 }
 
 impl ChannelConfig {
+    /// A channel with the defaults of a `[[channel]]` table that gives only
+    /// `name` and `source`: a listing if the source ends in `/`, else a
+    /// manifest; everything included, no schedule, no rate limit or
+    /// window, digests verified, two files at once, default limits,
+    /// `revalidate = "sync"` with [`DEFAULT_GRACE`], no export, not
+    /// managed. Set other fields with struct update syntax
+    /// (`ChannelConfig { concurrency: 8, ..ChannelConfig::new(name, url) }`).
+    ///
+    /// One difference from the file: `limits.max_bytes` is `None` here,
+    /// while the configuration bounds it by default to half the cache,
+    /// which a channel alone does not know.
+    pub fn new(name: impl Into<String>, source: Url) -> Self {
+        let kind = if source.path().ends_with('/') {
+            SourceKind::Listing
+        } else {
+            SourceKind::Manifest
+        };
+        Self {
+            name: name.into(),
+            source,
+            kind,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            schedule: None,
+            rate: Rate::UNLIMITED,
+            window: None,
+            verify: true,
+            aliases: Vec::new(),
+            concurrency: 2,
+            limits: ChannelLimits::default(),
+            managed: false,
+            revalidate: Revalidate::Sync,
+            revalidate_grace: DEFAULT_GRACE,
+            export: None,
+        }
+    }
+
     /// How the source may be reached: a managed channel's through the
     /// destination guard.
     pub fn reach(&self) -> outpost_proxy::upstream::Reach {
@@ -212,8 +249,11 @@ impl Channels {
         let mut resume = Vec::new();
         let mut channels = Vec::new();
         for config in configs {
-            this.restore_file_states(&config.name)?;
-            this.restore_freshness(&config);
+            // One read of the channel's rows serves both: digests and
+            // quarantines, then freshness grants.
+            let rows = lock(&this.db).files(&config.name)?;
+            this.restore_file_states(&rows);
+            this.restore_freshness_from(&config, &rows);
             if lock(&this.db).take_interrupted(&config.name, now_secs())? {
                 resume.push(config.name.clone());
             }
@@ -230,10 +270,10 @@ impl Channels {
         Ok(this)
     }
 
-    /// Re-applies what the database says of a channel's files to the
-    /// store: expected digests and quarantines.
-    fn restore_file_states(&self, name: &str) -> Result<(), ChannelError> {
-        for row in lock(&self.db).files(name)? {
+    /// Re-applies what the database says of a channel's files (`rows`) to
+    /// the store: expected digests and quarantines.
+    fn restore_file_states(&self, rows: &[FileRow]) {
+        for row in rows {
             if let Some(expected) = &row.expected_sha256 {
                 // A manifest's digest binds every copy of the file the
                 // edge stores, PCs' fills included, across restarts.
@@ -248,7 +288,6 @@ impl Channels {
                 );
             }
         }
-        Ok(())
     }
 
     /// A channel with its shaper bucket: `previous`'s (a replacement), a

@@ -88,6 +88,69 @@ async fn a_digest_mismatch_is_quarantined_never_served_and_cleared_when_fixed() 
     assert_eq!(reply.header("x-cache"), Some("HIT"));
 }
 
+/// Start-up reads a channel's rows once and rebuilds both what they say
+/// of the store and the channel's freshness grants from that one read: a
+/// quarantined file is still refused without asking the origin, and a
+/// synced file is still served without asking it either.
+#[tokio::test]
+async fn a_restart_restores_quarantines_and_freshness_grants_from_the_rows() {
+    let origin = Origin::start().await;
+    let good = content(200_000, 31);
+    let corrupt = content(200_000, 32);
+    // Stale at once, with a validator and no digest in the manifest (a
+    // digest-bound copy is served whatever its freshness): without the
+    // channel's grant a PC's request would be a conditional request to the
+    // origin.
+    origin.put(
+        "/lib/good.msi",
+        Resource::new(good.clone())
+            .header("cache-control", "max-age=0")
+            .etag("\"g\""),
+    );
+    origin.put(
+        "/lib/bad.msi",
+        Resource::new(corrupt.clone()).no_cache_headers(),
+    );
+    origin.put(
+        "/lib/SHA256SUMS",
+        Resource::new(Bytes::from(format!(
+            "good.msi\n{}  bad.msi\n",
+            sha256_hex(&good)
+        )))
+        .no_cache_headers(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = channel(&origin, "/lib/SHA256SUMS");
+    let site = Site::start(dir.path(), vec![config.clone()], 1 << 30).await;
+    let summary = site.sync("lib").await;
+    assert_eq!(
+        (summary.fetched, summary.quarantined),
+        (1, 1),
+        "{summary:?}"
+    );
+    drop(site);
+
+    let site = Site::start(dir.path(), vec![config], 1 << 30).await;
+    let client = Client::new(site.addr);
+    let (good_before, bad_before) = (origin.count("/lib/good.msi"), origin.count("/lib/bad.msi"));
+    let reply = client.get(&origin.url("/lib/bad.msi"), &[]).await.unwrap();
+    assert_eq!(reply.status, http::StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        origin.count("/lib/bad.msi"),
+        bad_before,
+        "the quarantine was not restored"
+    );
+    let reply = client.get(&origin.url("/lib/good.msi"), &[]).await.unwrap();
+    assert_eq!(reply.body, good);
+    assert_eq!(
+        origin.count("/lib/good.msi"),
+        good_before,
+        "the freshness grant was not restored: {:?}",
+        origin.requests_for("/lib/good.msi")
+    );
+    assert_eq!(site.channels.status()[0].quarantined.len(), 1);
+}
+
 #[tokio::test]
 async fn a_dropped_transfer_resumes_where_it_stopped() {
     let origin = Origin::start().await;

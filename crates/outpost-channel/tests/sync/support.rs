@@ -3,10 +3,9 @@
 //! edge in front of it, and channels over that edge's store.
 
 use bytes::Bytes;
-use outpost_channel::{ChannelConfig, ChannelLimits, Channels, RunSummary, SourceKind};
+use outpost_channel::{ChannelConfig, ChannelLimits, Channels, RunSummary};
 use outpost_http::CacheKey;
 use outpost_proxy::{Engine, ProxyConfig, Server};
-use outpost_shaper::Rate;
 use outpost_store::{Store, StoreConfig};
 use outpost_testkit::{Origin, Resource, content};
 use std::collections::BTreeMap;
@@ -228,29 +227,7 @@ impl Drop for Site {
 }
 
 pub fn channel(origin: &Origin, source: &str) -> ChannelConfig {
-    let source = url::Url::parse(&origin.url(source)).unwrap();
-    ChannelConfig {
-        name: "lib".into(),
-        kind: if source.path().ends_with('/') {
-            SourceKind::Listing
-        } else {
-            SourceKind::Manifest
-        },
-        source,
-        include: Vec::new(),
-        exclude: Vec::new(),
-        schedule: None,
-        rate: Rate::UNLIMITED,
-        window: None,
-        verify: true,
-        aliases: Vec::new(),
-        managed: false,
-        concurrency: 2,
-        limits: ChannelLimits::default(),
-        revalidate: outpost_channel::Revalidate::Sync,
-        revalidate_grace: outpost_channel::DEFAULT_GRACE,
-        export: None,
-    }
+    ChannelConfig::new("lib", url::Url::parse(&origin.url(source)).unwrap())
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

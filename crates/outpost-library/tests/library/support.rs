@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use outpost_channel::{ChannelConfig, ChannelLimits, Channels, SourceKind};
+use outpost_channel::{ChannelConfig, Channels};
 use outpost_library::Library;
 use outpost_proxy::{Engine, ProxyConfig, Server};
-use outpost_shaper::Rate;
 use outpost_store::{Store, StoreConfig};
 use outpost_testkit::{Origin, Resource, content};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,27 +118,13 @@ impl Site {
         let mut server = Server::bind(engine.clone()).await.expect("bind");
         let proxy = server.local_addrs()[0];
         let addr = server.library_addr().expect("a library listener");
-        let channel = |name: &str, source: &str, kind| ChannelConfig {
-            name: name.into(),
-            source: url::Url::parse(&origin.url(source)).unwrap(),
-            kind,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            schedule: None,
-            rate: Rate::UNLIMITED,
-            window: None,
-            verify: true,
-            aliases: Vec::new(),
-            managed: false,
-            concurrency: 2,
-            limits: ChannelLimits::default(),
-            revalidate: outpost_channel::Revalidate::Sync,
-            revalidate_grace: outpost_channel::DEFAULT_GRACE,
-            export: None,
+        let channel = |name: &str, source: &str| {
+            ChannelConfig::new(name, origin.url(source).parse().unwrap())
         };
         let configs = vec![
-            channel("packages", "/pkgs/", SourceKind::Listing),
-            channel("tools", "/tools/SHA256SUMS", SourceKind::Manifest),
+            // A listing and a manifest (by the trailing '/').
+            channel("packages", "/pkgs/"),
+            channel("tools", "/tools/SHA256SUMS"),
         ];
         let channels = Channels::start(engine.clone(), configs, dir.path()).expect("channels");
         for name in ["packages", "tools"] {

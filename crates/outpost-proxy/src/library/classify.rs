@@ -181,21 +181,24 @@ fn strip_param(query: &str, name: &str) -> Option<String> {
     Some(kept.join("&"))
 }
 
+/// `text` percent-decoded, or `None` for a malformed escape (a `%` not
+/// followed by two hex digits: `%G1`, a truncated `%4`) or a result that
+/// is not UTF-8. `percent-encoding` passes a malformed escape through as
+/// text; here it is refused, since no host name holds a `%` of its own.
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = text.split('%').skip(1).all(|after| {
+        after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]
@@ -290,6 +293,9 @@ mod tests {
             "/x?cacheHostOrigin=au.download.windowsupdate.com%40evil",
             "/x?cacheHostOrigin=127.0.0.1%2Fx",
             "/x?cacheHostOrigin=%zz",
+            "/x?cacheHostOrigin=%G1",
+            "/x?cacheHostOrigin=au.download.windowsupdate.com%4",
+            "/x?cacheHostOrigin=%4",
             "/x?cacheHostOrigin=[::1]",
         ] {
             assert!(
@@ -308,6 +314,35 @@ mod tests {
             ),
             Classified::Refused(..)
         ));
+    }
+
+    #[test]
+    fn percent_decoding_refuses_malformed_escapes_and_non_utf8() {
+        let decoded = |t: &str| percent_decode(t);
+        assert_eq!(
+            decoded("au.download.windowsupdate.com").as_deref(),
+            Some("au.download.windowsupdate.com")
+        );
+        assert_eq!(decoded("%41%62c").as_deref(), Some("Abc"));
+        assert_eq!(decoded("%c3%A9.example").as_deref(), Some("é.example"));
+        // Decoded once: an encoded '%' stays a '%'.
+        assert_eq!(decoded("%2541").as_deref(), Some("%41"));
+        // NUL and '/' decode; the authority parse after it refuses them.
+        assert_eq!(decoded("a%00b").as_deref(), Some("a\0b"));
+        assert_eq!(decoded("127.0.0.1%2Fx").as_deref(), Some("127.0.0.1/x"));
+        for bad in [
+            "%G1", "%4", "a%4", "%", "a%", "%e", "%zz", "%%41", "%+1", "%é1", // malformed
+            "%ff", "%c3", "%c3%28", // not UTF-8
+        ] {
+            assert_eq!(decoded(bad), None, "{bad}");
+        }
+        // A Host with a malformed escape is no Delivery Optimization host.
+        for host in [
+            "au.download.windowsupdate.com%G1",
+            "au.download.windowsupdate.com%4",
+        ] {
+            assert_eq!(classify_get("/x", Some(host)), Classified::Local, "{host}");
+        }
     }
 
     #[test]

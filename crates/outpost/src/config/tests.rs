@@ -526,3 +526,25 @@ fn channel_export_must_stay_out_of_the_cache_and_is_never_set_centrally() {
     .to_string();
     assert!(err.contains("channel.export: not set centrally"), "{err}");
 }
+
+/// `ChannelConfig::new` (what tests, examples and benches build channels
+/// with) gives what a `[[channel]]` table of only a name and a source
+/// resolves to, but for the byte limit the file bounds by the cache size.
+#[test]
+fn a_bare_channel_table_resolves_to_channel_config_new() {
+    let r = resolved(
+        "[cache]\nmax_size = \"10 GiB\"\n[[channel]]\nname = \"a\"\nsource = \"http://h/a/\"\n[[channel]]\nname = \"b\"\nsource = \"http://h/b/SHA256SUMS\"\n",
+    );
+    for (got, (name, source)) in r
+        .channels
+        .iter()
+        .zip([("a", "http://h/a/"), ("b", "http://h/b/SHA256SUMS")])
+    {
+        let mut new = outpost_channel::ChannelConfig::new(name, source.parse().unwrap());
+        assert_eq!(new.limits.max_bytes, None);
+        new.limits.max_bytes = Some(5 << 30);
+        assert_eq!(got, &new);
+    }
+    assert_eq!(r.channels[0].kind, SourceKind::Listing);
+    assert_eq!(r.channels[1].kind, SourceKind::Manifest);
+}
