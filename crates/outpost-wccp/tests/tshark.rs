@@ -11,46 +11,29 @@ use std::process::Command;
 use common::*;
 use outpost_wccp::*;
 
-/// A classic pcap (microsecond, Ethernet) with one UDP/IPv4 datagram per
-/// payload, 10.20.0.1:2048 -> 10.20.0.11:2048.
-fn write_pcap(path: &std::path::Path, payloads: &[Vec<u8>]) {
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&0i32.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes());
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
-    for (i, p) in payloads.iter().enumerate() {
-        let mut frame = Vec::new();
-        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x0b, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
-        let total = (20 + 8 + p.len()) as u16;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip.extend_from_slice(&Ipv4Addr::new(10, 20, 0, 1).octets());
-        ip.extend_from_slice(&Ipv4Addr::new(10, 20, 0, 11).octets());
-        let mut sum: u32 = ip
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        frame.extend_from_slice(&ip);
-        frame.extend_from_slice(&2048u16.to_be_bytes());
-        frame.extend_from_slice(&2048u16.to_be_bytes());
-        frame.extend_from_slice(&((8 + p.len()) as u16).to_be_bytes());
-        frame.extend_from_slice(&0u16.to_be_bytes()); // no UDP checksum (IPv4 allows it)
-        frame.extend_from_slice(p);
-        f.extend_from_slice(&(1_796_000_000u32 + i as u32).to_le_bytes());
-        f.extend_from_slice(&0u32.to_le_bytes());
-        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        f.extend_from_slice(&frame);
-    }
-    std::fs::write(path, f).unwrap();
+/// A classic pcap (Ethernet) with one UDP/IPv4 datagram per payload,
+/// 10.20.0.1:2048 -> 10.20.0.11:2048.
+fn write_udp_pcap(path: &std::path::Path, payloads: &[Vec<u8>]) {
+    let frames: Vec<Vec<u8>> = payloads
+        .iter()
+        .map(|p| {
+            let mut udp = Vec::new();
+            udp.extend_from_slice(&2048u16.to_be_bytes());
+            udp.extend_from_slice(&2048u16.to_be_bytes());
+            udp.extend_from_slice(&((8 + p.len()) as u16).to_be_bytes());
+            udp.extend_from_slice(&0u16.to_be_bytes()); // no UDP checksum (IPv4 allows it)
+            udp.extend_from_slice(p);
+            let mut frame = vec![0x02, 0, 0, 0, 0, 0x0b, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
+            frame.extend(ipv4(
+                Ipv4Addr::new(10, 20, 0, 1),
+                Ipv4Addr::new(10, 20, 0, 11),
+                17,
+                &udp,
+            ));
+            frame
+        })
+        .collect();
+    write_pcap(path, 1, &frames);
 }
 
 const FIELDS: &[&str] = &[
@@ -82,7 +65,7 @@ fn wireshark_decodes_every_fixture_without_warnings() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("wccp.pcap");
-    write_pcap(&pcap, &fixtures);
+    write_udp_pcap(&pcap, &fixtures);
 
     let mut cmd = Command::new("tshark");
     cmd.env("HOME", dir.path()) // no user preferences

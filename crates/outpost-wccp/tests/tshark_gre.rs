@@ -6,27 +6,17 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use outpost_wccp::gre::{RedirectHeader, encapsulate};
+mod common;
 
-fn checksum(ip: &mut [u8]) {
-    ip[10] = 0;
-    ip[11] = 0;
-    let mut sum: u32 = ip
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-}
+use common::{ipv4, ipv4_checksum, write_pcap};
+use outpost_wccp::gre::{RedirectHeader, encapsulate};
 
 /// A TCP SYN 10.99.1.2:40000 -> 10.99.3.2:80.
 fn syn() -> Vec<u8> {
     let mut p = vec![
         0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 99, 1, 2, 10, 99, 3, 2,
     ];
-    checksum(&mut p[..20]);
+    ipv4_checksum(&mut p[..20]);
     p.extend_from_slice(&[0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02]);
     p.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
     p
@@ -34,30 +24,19 @@ fn syn() -> Vec<u8> {
 
 /// A classic pcap, raw IPv4 link type, one GRE packet per payload from
 /// the router 10.99.2.1 to the edge 10.99.2.2.
-fn write_pcap(path: &std::path::Path, payloads: &[Vec<u8>]) {
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&0i32.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes());
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&228u32.to_le_bytes()); // LINKTYPE_IPV4
-    for (i, gre) in payloads.iter().enumerate() {
-        let total = (20 + gre.len()) as u16;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 47, 0, 0];
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip.extend_from_slice(&Ipv4Addr::new(10, 99, 2, 1).octets());
-        ip.extend_from_slice(&Ipv4Addr::new(10, 99, 2, 2).octets());
-        checksum(&mut ip);
-        ip.extend_from_slice(gre);
-        f.extend_from_slice(&(1_796_000_000u32 + i as u32).to_le_bytes());
-        f.extend_from_slice(&0u32.to_le_bytes());
-        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
-        f.extend_from_slice(&ip);
-    }
-    std::fs::write(path, f).unwrap();
+fn write_gre_pcap(path: &std::path::Path, payloads: &[Vec<u8>]) {
+    let frames: Vec<Vec<u8>> = payloads
+        .iter()
+        .map(|gre| {
+            ipv4(
+                Ipv4Addr::new(10, 99, 2, 1),
+                Ipv4Addr::new(10, 99, 2, 2),
+                47,
+                gre,
+            )
+        })
+        .collect();
+    write_pcap(path, 228, &frames); // LINKTYPE_IPV4
 }
 
 const FIELDS: &[&str] = &[
@@ -96,7 +75,7 @@ fn wireshark_reads_our_gre_redirect_header_as_we_wrote_it() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("gre.pcap");
-    write_pcap(&pcap, &payloads);
+    write_gre_pcap(&pcap, &payloads);
     let mut cmd = Command::new("tshark");
     cmd.env("HOME", dir.path())
         .args(["-n", "-r"])

@@ -10,6 +10,53 @@ use outpost_wccp::*;
 
 pub const PASSWORD: &str = "s3cret";
 
+/// Sets an IPv4 header's checksum (the header is the whole slice).
+pub fn ipv4_checksum(header: &mut [u8]) {
+    header[10] = 0;
+    header[11] = 0;
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    header[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// An IPv4 packet from `src` to `dst` carrying `payload` as `protocol`.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, protocol, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ipv4_checksum(&mut ip);
+    ip.extend_from_slice(payload);
+    ip
+}
+
+/// Writes a classic pcap (microseconds) of `frames` with `linktype` (1:
+/// Ethernet, 228: raw IPv4), one a second, for tshark to read.
+pub fn write_pcap(path: &std::path::Path, linktype: u32, frames: &[Vec<u8>]) {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&0i32.to_le_bytes());
+    f.extend_from_slice(&0u32.to_le_bytes());
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&linktype.to_le_bytes());
+    for (i, frame) in frames.iter().enumerate() {
+        f.extend_from_slice(&(1_796_000_000u32 + i as u32).to_le_bytes());
+        f.extend_from_slice(&0u32.to_le_bytes());
+        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        f.extend_from_slice(frame);
+    }
+    std::fs::write(path, f).unwrap();
+}
+
 pub fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 20, 0, last)
 }
