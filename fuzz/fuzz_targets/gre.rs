@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use outpost_wccp::datapath::{Datapath, DatapathConfig, Verdict};
+use outpost_wccp::datapath::{Datapath, DatapathConfig, RedirectedService, Verdict};
 use outpost_wccp::gre;
 
 const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
@@ -41,6 +41,8 @@ fuzz_target!(|data: &[u8]| {
         bypass_destinations: vec!["10.9.0.0/16".parse().unwrap()],
         bypass_clients: vec!["10.1.0.66/32".parse().unwrap()],
         max_redirected_flows: Some(1),
+        services: vec![RedirectedService::of(&outpost_wccp::ServiceInfo::web_cache())],
+        local: std::net::Ipv4Addr::new(10, 2, 0, 2),
     });
     let now = Instant::now();
     let wrapped = from_router(data);

@@ -9,7 +9,9 @@
 //! returned, so every later packet of a returned flow goes back too and a
 //! flow accepted before an overload keeps coming in. A new flow is a TCP
 //! SYN without ACK. Entries expire after [`FLOW_IDLE`] without a packet,
-//! or [`FLOW_CLOSING`] after the client's FIN or RST; the table holds at
+//! or [`FLOW_CLOSING`] after the client's FIN or RST or while the client
+//! has sent nothing but its SYN (a bare SYN must not hold a place under
+//! the flow limit for two minutes); the table holds at
 //! most [`FLOW_TABLE_SIZE`] entries (a new flow that finds it full is
 //! returned as overload: the table is a resource like any other).
 //!
@@ -106,6 +108,75 @@ pub struct DatapathConfig {
     pub bypass_clients: Vec<Ipv4Prefix>,
     /// New flows beyond this many accepted at once are returned.
     pub max_redirected_flows: Option<usize>,
+    /// The services this edge joined: an inner packet must be one they
+    /// redirect (protocol and port), else it is dropped. GRE is taken only
+    /// from a router's address, but a PC on the router's segment can forge
+    /// that address one way; this keeps what it could inject to what the
+    /// router itself would send.
+    pub services: Vec<RedirectedService>,
+    /// The edge's own address: never an inner source or destination.
+    pub local: Ipv4Addr,
+}
+
+/// What a joined service redirects (from its [`crate::ServiceInfo`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectedService {
+    pub id: u8,
+    /// IP protocol (6: TCP).
+    pub protocol: u8,
+    /// The ports it redirects; `None`: every port of the protocol.
+    pub ports: Option<Vec<u16>>,
+    /// The ports are source ports (else destination ports).
+    pub source_ports: bool,
+}
+
+impl RedirectedService {
+    pub fn of(service: &crate::ServiceInfo) -> Self {
+        if service.kind == crate::ServiceType::Standard {
+            // The standard web-cache: TCP to port 80.
+            return RedirectedService {
+                id: service.id,
+                protocol: 6,
+                ports: Some(vec![80]),
+                source_ports: false,
+            };
+        }
+        let defined = service.flags & crate::FLAG_PORTS_DEFINED != 0;
+        RedirectedService {
+            id: service.id,
+            protocol: service.protocol,
+            ports: defined.then(|| service.ports.iter().copied().filter(|p| *p != 0).collect()),
+            source_ports: service.flags & crate::FLAG_PORTS_SOURCE != 0,
+        }
+    }
+
+    fn redirects(&self, protocol: u8, src_port: Option<u16>, dst_port: Option<u16>) -> bool {
+        if protocol != self.protocol {
+            return false;
+        }
+        match &self.ports {
+            None => true,
+            Some(ports) => {
+                let port = if self.source_ports {
+                    src_port
+                } else {
+                    dst_port
+                };
+                port.is_some_and(|p| ports.contains(&p))
+            }
+        }
+    }
+}
+
+/// An address no redirected packet has as source or destination: the
+/// edge's own, loopback, multicast, broadcast, link-local, "this network".
+fn unroutable(ip: Ipv4Addr, local: Ipv4Addr) -> bool {
+    ip == local
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_link_local()
+        || ip.octets()[0] == 0
 }
 
 /// Why a packet goes back to the router.
@@ -129,6 +200,9 @@ impl ReturnReason {
 pub enum DropReason {
     NotFromRouter,
     Malformed,
+    /// An inner packet no joined service redirects, or with an address no
+    /// redirected packet has (forged, or a router misconfigured).
+    NotRedirectable,
     TunWrite,
     ReturnSend,
 }
@@ -138,6 +212,7 @@ impl DropReason {
         match self {
             DropReason::NotFromRouter => "not_from_router",
             DropReason::Malformed => "malformed",
+            DropReason::NotRedirectable => "not_redirectable",
             DropReason::TunWrite => "tun_write",
             DropReason::ReturnSend => "return_send",
         }
@@ -218,11 +293,14 @@ struct Flow {
     state: FlowState,
     last_seen: Instant,
     closing: bool,
+    /// The client sent more than its SYN (an ACK): a connection, not a
+    /// bare SYN that would hold a place under the flow limit for long.
+    confirmed: bool,
 }
 
 impl Flow {
     fn expired(&self, now: Instant) -> bool {
-        let idle = if self.closing {
+        let idle = if self.closing || !self.confirmed {
             FLOW_CLOSING
         } else {
             FLOW_IDLE
@@ -285,8 +363,28 @@ impl Datapath {
             Ok(d) => d,
             Err(e) => return self.malformed(Some(outer.src), e),
         };
-        let may_return = gre_return(d.redirect.map(|r| r.service_id));
         let s = d.summary;
+        let service_ok = match d.redirect {
+            // The router named the service: it must be one we joined, and
+            // redirect this packet.
+            Some(r) => self.cfg.services.iter().any(|sv| {
+                sv.id == r.service_id && sv.redirects(s.protocol, s.src_port, s.dst_port)
+            }),
+            None => self
+                .cfg
+                .services
+                .iter()
+                .any(|sv| sv.redirects(s.protocol, s.src_port, s.dst_port)),
+        };
+        if !service_ok || unroutable(s.src, self.cfg.local) || unroutable(s.dst, self.cfg.local) {
+            self.counters.last_drop = Some(format!(
+                "{}: inner {} -> {} (protocol {}) is nothing a joined service redirects",
+                outer.src, s.src, s.dst, s.protocol
+            ));
+            self.counters.drop(DropReason::NotRedirectable);
+            return Verdict::Drop(DropReason::NotRedirectable);
+        }
+        let may_return = gre_return(d.redirect.map(|r| r.service_id));
         let key = match (s.protocol, s.src_port, s.dst_port) {
             (6, Some(src_port), Some(dst_port)) => Some(FlowKey {
                 src: s.src,
@@ -306,6 +404,9 @@ impl Datapath {
             && let Some(f) = self.flows.get_mut(&k)
         {
             f.last_seen = now;
+            if flags & TCP_ACK != 0 {
+                f.confirmed = true;
+            }
             if closes && !f.closing {
                 f.closing = true;
                 if f.state == FlowState::Accepted {
@@ -355,6 +456,7 @@ impl Datapath {
                     state,
                     last_seen: now,
                     closing: closes,
+                    confirmed: false,
                 },
             );
             match state {
@@ -448,13 +550,15 @@ impl Datapath {
         );
     }
 
-    /// Forgets expired flows, at most once a second (and at once when the
-    /// table is full).
+    /// Forgets expired flows, at most once a second, full table or not: a
+    /// scan of 65,536 flows for every packet would let a SYN flood that
+    /// fills the table cap the whole data path (new flows meanwhile are
+    /// returned as overload, not recorded).
     fn sweep(&mut self, now: Instant) {
         let due = self
             .last_sweep
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
-        if !due && self.flows.len() < FLOW_TABLE_SIZE {
+        if !due {
             return;
         }
         self.last_sweep = Some(now);
@@ -525,6 +629,8 @@ mod tests {
             bypass_destinations: vec!["10.9.0.0/16".parse().unwrap()],
             bypass_clients: vec!["10.1.0.66".parse().unwrap()],
             max_redirected_flows: max,
+            services: vec![RedirectedService::of(&crate::ServiceInfo::web_cache())],
+            local: Ipv4Addr::new(10, 2, 0, 2),
         })
     }
 
@@ -674,6 +780,105 @@ mod tests {
             (d.counters.flows_accepted, d.counters.flows_returned),
             (1, 0)
         );
+    }
+
+    #[test]
+    fn a_bare_syn_holds_its_place_only_briefly_a_connection_for_long() {
+        let mut d = dp(Some(1));
+        let now = Instant::now();
+        // A SYN and nothing more (a flood's SYN, or a PC that gave up).
+        let bare = tcp(CLIENT, 2000, ORIGIN, TCP_SYN);
+        assert!(matches!(
+            d.handle(&outer(ROUTER, &bare), now, |_| true),
+            Verdict::Deliver(_)
+        ));
+        let soon = now + FLOW_CLOSING + Duration::from_secs(1);
+        let next = tcp(CLIENT, 2001, ORIGIN, TCP_SYN);
+        assert!(
+            matches!(
+                d.handle(&outer(ROUTER, &next), soon, |_| true),
+                Verdict::Deliver(_)
+            ),
+            "a bare SYN still held the only place after {FLOW_CLOSING:?}"
+        );
+        // This one is a connection: its place holds well past that.
+        let ack = tcp(CLIENT, 2001, ORIGIN, TCP_ACK);
+        assert!(matches!(
+            d.handle(&outer(ROUTER, &ack), soon, |_| true),
+            Verdict::Deliver(_)
+        ));
+        let later = soon + Duration::from_secs(60);
+        let third = tcp(CLIENT, 2002, ORIGIN, TCP_SYN);
+        assert!(matches!(
+            d.handle(&outer(ROUTER, &third), later, |_| true),
+            Verdict::Return {
+                reason: ReturnReason::Overload,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn only_what_a_joined_service_redirects_reaches_the_tun() {
+        let mut d = dp(None);
+        let now = Instant::now();
+        let not_redirectable = |d: &mut Datapath, packet: Vec<u8>| {
+            matches!(
+                d.handle(&packet, now, |_| true),
+                Verdict::Drop(DropReason::NotRedirectable)
+            )
+        };
+        // Another port than the web-cache's 80 (here 22), or UDP.
+        let mut ssh = tcp(CLIENT, 3000, ORIGIN, TCP_SYN);
+        ssh[22..24].copy_from_slice(&22u16.to_be_bytes());
+        assert!(not_redirectable(&mut d, outer(ROUTER, &ssh)));
+        let mut udp = tcp(CLIENT, 3000, ORIGIN, 0);
+        udp[9] = 17;
+        assert!(not_redirectable(&mut d, outer(ROUTER, &udp)));
+        // Addresses no redirected packet has: the edge itself, loopback,
+        // multicast, broadcast, link-local, as destination or source.
+        for dst in [
+            [10, 2, 0, 2],
+            [127, 0, 0, 1],
+            [224, 0, 0, 1],
+            [255, 255, 255, 255],
+            [169, 254, 169, 254],
+            [0, 0, 0, 0],
+        ] {
+            assert!(
+                not_redirectable(&mut d, outer(ROUTER, &tcp(CLIENT, 3001, dst, TCP_SYN))),
+                "{dst:?}"
+            );
+            assert!(
+                not_redirectable(&mut d, outer(ROUTER, &tcp(dst, 3001, ORIGIN, TCP_SYN))),
+                "{dst:?}"
+            );
+        }
+        // A redirect header naming a service this edge did not join.
+        let gre = encapsulate(
+            Some(RedirectHeader {
+                service_id: 90,
+                ..Default::default()
+            }),
+            &tcp(CLIENT, 3002, ORIGIN, TCP_SYN),
+        );
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 47, 0, 0];
+        p[2..4].copy_from_slice(&((20 + gre.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&ROUTER.octets());
+        p.extend_from_slice(&[10, 2, 0, 2]);
+        p.extend_from_slice(&gre);
+        assert!(not_redirectable(&mut d, p));
+        assert_eq!(d.counters.dropped.get("not_redirectable"), Some(&15));
+        assert_eq!(d.tracked_flows(), 0, "a dropped packet made state");
+        // And the web-cache's own traffic still comes in.
+        assert!(matches!(
+            d.handle(
+                &outer(ROUTER, &tcp(CLIENT, 3003, ORIGIN, TCP_SYN)),
+                now,
+                |_| true
+            ),
+            Verdict::Deliver(_)
+        ));
     }
 
     #[test]

@@ -102,6 +102,12 @@ pub async fn start(cfg: &WccpConfig) -> anyhow::Result<Wccp> {
                         bypass_destinations: cfg.bypass_destinations.clone(),
                         bypass_clients: cfg.bypass_clients.clone(),
                         max_redirected_flows: cfg.max_redirected_flows,
+                        services: cfg
+                            .services
+                            .iter()
+                            .map(outpost_wccp::datapath::RedirectedService::of)
+                            .collect(),
+                        local: address,
                     },
                 },
                 Some(handle.status_cell()),

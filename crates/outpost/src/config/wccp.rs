@@ -376,6 +376,25 @@ pub(super) fn wccp_config(r: &mut Resolver<'_>, w: &WccpSection) -> Option<WccpC
             "wccp.datapath: \"outpost\" decapsulates GRE, but wccp.forwarding = \"l2\": no GRE would arrive (use \"auto\" or \"gre\")",
         );
     }
+    if datapath == Datapath::Outpost
+        && let Some(setting) = &w.datapath
+    {
+        // The edge's own data path reads GRE from the routers and returns
+        // packets to them: a router at a loopback address or at the edge's
+        // own would feed its returns back to itself, for ever.
+        let own = r.get("wccp.address", &w.address);
+        for router in &routers {
+            let ip = router.ip();
+            if ip.is_loopback() || ip.is_unspecified() || Some(ip) == own.map(IpAddr::V4) {
+                r.error_at(
+                    &setting.span,
+                    format!(
+                        "wccp.datapath: \"outpost\" with router {ip}: GRE from a loopback or the edge's own address would loop returned packets (name the router's real address)"
+                    ),
+                );
+            }
+        }
+    }
     if datapath == Datapath::Kernel {
         // Returning packets is a per-packet decision the kernel's tunnel
         // cannot make: these keys would silently do nothing.

@@ -228,6 +228,23 @@ max_redirected_flows = -1
         &["4:12: wccp.datapath: \"outpost\" decapsulates GRE, but wccp.forwarding = \"l2\""],
     );
 
+    // Returns to a router at a loopback (or the edge's own) address would
+    // come straight back.
+    refused_with(
+        dir.path(),
+        "loop.toml",
+        "[wccp]\nrouters = [\"127.0.0.1\"]\ndatapath = \"outpost\"\n",
+        &[
+            "3:12: wccp.datapath: \"outpost\" with router 127.0.0.1: GRE from a loopback or the edge's own address would loop",
+        ],
+    );
+    refused_with(
+        dir.path(),
+        "own.toml",
+        "[wccp]\nrouters = [\"10.0.0.5\"]\naddress = \"10.0.0.5\"\ndatapath = \"outpost\"\n",
+        &["4:12: wccp.datapath: \"outpost\" with router 10.0.0.5"],
+    );
+
     let (_, err) = check(
         dir.path(),
         "good.toml",
