@@ -111,12 +111,19 @@ pub async fn start(cfg: &WccpConfig) -> anyhow::Result<Wccp> {
                     },
                 },
                 Some(handle.status_cell()),
-            )
-            .with_context(|| {
-                format!(
-                    "cannot start the GRE data path (wccp.datapath = \"outpost\": needs CAP_NET_RAW and CAP_NET_ADMIN, /dev/net/tun; docs/wccp.md) on {address}, tunnel {tunnel}"
-                )
-            })?;
+            );
+            let gre = match gre {
+                Ok(gre) => gre,
+                Err(e) => {
+                    // Leave the groups at once (a removal, not silence):
+                    // the routers must not redirect to an edge whose data
+                    // path never opened until they time it out.
+                    handle.stop().await;
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "cannot start the GRE data path (wccp.datapath = \"outpost\": needs CAP_NET_RAW and CAP_NET_ADMIN, /dev/net/tun; docs/wccp.md) on {address}, tunnel {tunnel}"
+                    )));
+                }
+            };
             tracing::info!(
                 %address,
                 %tunnel,
