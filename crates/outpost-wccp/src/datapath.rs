@@ -122,6 +122,9 @@ pub struct DatapathConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectedService {
     pub id: u8,
+    /// A dynamic service (the redirect header's D bit), not the standard
+    /// web-cache.
+    pub dynamic: bool,
     /// IP protocol (6: TCP).
     pub protocol: u8,
     /// The ports it redirects; `None`: every port of the protocol.
@@ -136,6 +139,7 @@ impl RedirectedService {
             // The standard web-cache: TCP to port 80.
             return RedirectedService {
                 id: service.id,
+                dynamic: false,
                 protocol: 6,
                 ports: Some(vec![80]),
                 source_ports: false,
@@ -144,6 +148,7 @@ impl RedirectedService {
         let defined = service.flags & crate::FLAG_PORTS_DEFINED != 0;
         RedirectedService {
             id: service.id,
+            dynamic: true,
             protocol: service.protocol,
             ports: defined.then(|| service.ports.iter().copied().filter(|p| *p != 0).collect()),
             source_ports: service.flags & crate::FLAG_PORTS_SOURCE != 0,
@@ -364,27 +369,27 @@ impl Datapath {
             Err(e) => return self.malformed(Some(outer.src), e),
         };
         let s = d.summary;
-        let service_ok = match d.redirect {
-            // The router named the service: it must be one we joined, and
-            // redirect this packet.
-            Some(r) => self.cfg.services.iter().any(|sv| {
-                sv.id == r.service_id && sv.redirects(s.protocol, s.src_port, s.dst_port)
-            }),
-            None => self
-                .cfg
-                .services
-                .iter()
-                .any(|sv| sv.redirects(s.protocol, s.src_port, s.dst_port)),
+        // The joined service this packet belongs to: the one the router
+        // named (which must also redirect it), or for a packet without a
+        // redirect header the first that redirects it.
+        let service = self.cfg.services.iter().find(|sv| {
+            d.redirect.is_none_or(|r| r.service_id == sv.id)
+                && sv.redirects(s.protocol, s.src_port, s.dst_port)
+        });
+        let Some(service) = service.cloned() else {
+            return self.not_redirectable(outer.src, &s);
         };
-        if !service_ok || unroutable(s.src, self.cfg.local) || unroutable(s.dst, self.cfg.local) {
-            self.counters.last_drop = Some(format!(
-                "{}: inner {} -> {} (protocol {}) is nothing a joined service redirects",
-                outer.src, s.src, s.dst, s.protocol
-            ));
-            self.counters.drop(DropReason::NotRedirectable);
-            return Verdict::Drop(DropReason::NotRedirectable);
+        if unroutable(s.src, self.cfg.local) || unroutable(s.dst, self.cfg.local) {
+            return self.not_redirectable(outer.src, &s);
         }
-        let may_return = gre_return(d.redirect.map(|r| r.service_id));
+        let may_return = gre_return(Some(service.id));
+        // What a returned packet carries: the router's own header, or ours
+        // for the service the packet belongs to.
+        let header = d.redirect.unwrap_or(gre::RedirectHeader {
+            dynamic: service.dynamic,
+            service_id: service.id,
+            ..Default::default()
+        });
         let key = match (s.protocol, s.src_port, s.dst_port) {
             (6, Some(src_port), Some(dst_port)) => Some(FlowKey {
                 src: s.src,
@@ -416,7 +421,9 @@ impl Datapath {
             let state = f.state;
             self.publish_flows();
             return match state {
-                FlowState::Returned(reason) if may_return => self.give_back(outer.src, &d, reason),
+                FlowState::Returned(reason) if may_return => {
+                    self.give_back(outer.src, &d, header, reason)
+                }
                 FlowState::Returned(reason) => self.keep(&d, reason),
                 FlowState::Accepted => self.deliver(&d),
             };
@@ -467,7 +474,7 @@ impl Datapath {
             self.publish_flows();
         }
         match verdict_reason {
-            Some(reason) if may_return => self.give_back(outer.src, &d, reason),
+            Some(reason) if may_return => self.give_back(outer.src, &d, header, reason),
             Some(reason) => self.keep(&d, reason),
             None => self.deliver(&d),
         }
@@ -513,18 +520,27 @@ impl Datapath {
         self.deliver(d)
     }
 
+    fn not_redirectable<'a>(&mut self, from: Ipv4Addr, s: &gre::InnerSummary) -> Verdict<'a> {
+        self.counters.last_drop = Some(format!(
+            "{from}: inner {} -> {} (protocol {}) is nothing a joined service redirects",
+            s.src, s.dst, s.protocol
+        ));
+        self.counters.drop(DropReason::NotRedirectable);
+        Verdict::Drop(DropReason::NotRedirectable)
+    }
+
     fn give_back<'a>(
         &mut self,
         router: Ipv4Addr,
         d: &Decapsulated<'a>,
+        rh: gre::RedirectHeader,
         reason: ReturnReason,
     ) -> Verdict<'a> {
         // The drafts: a returned packet is GRE-encapsulated with protocol
         // 0x883E and a redirect header, so the router knows it for a
         // return and does not redirect it again. We echo the header the
         // router sent (its service id and buckets); a packet that came
-        // without one is returned as the standard web-cache's.
-        let rh = d.redirect.unwrap_or_default();
+        // without one is returned as the service it belongs to.
         self.counters
             .returned
             .entry(reason.name().into())
@@ -878,6 +894,68 @@ mod tests {
                 |_| true
             ),
             Verdict::Deliver(_)
+        ));
+    }
+
+    #[test]
+    fn a_packet_without_a_redirect_header_goes_back_as_the_service_it_belongs_to() {
+        let web = crate::ServiceInfo::web_cache();
+        let mut dynamic = crate::ServiceInfo::web_cache();
+        dynamic.kind = crate::ServiceType::Dynamic;
+        dynamic.id = 90;
+        dynamic.protocol = 6;
+        dynamic.flags = crate::FLAG_PORTS_DEFINED;
+        dynamic.ports = [8080, 0, 0, 0, 0, 0, 0, 0];
+        let mut d = Datapath::new(DatapathConfig {
+            routers: vec![ROUTER],
+            bypass_destinations: vec!["10.9.0.0/16".parse().unwrap()],
+            bypass_clients: vec![],
+            max_redirected_flows: None,
+            services: vec![RedirectedService::of(&web), RedirectedService::of(&dynamic)],
+            local: Ipv4Addr::new(10, 2, 0, 2),
+        });
+        let headerless = |inner: &[u8]| {
+            let gre = encapsulate(None, inner);
+            let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 47, 0, 0];
+            p[2..4].copy_from_slice(&((20 + gre.len()) as u16).to_be_bytes());
+            p.extend_from_slice(&ROUTER.octets());
+            p.extend_from_slice(&[10, 2, 0, 2]);
+            p.extend_from_slice(&gre);
+            p
+        };
+        let mut to_8080 = tcp(CLIENT, 4000, [10, 9, 0, 1], TCP_SYN);
+        to_8080[22..24].copy_from_slice(&8080u16.to_be_bytes());
+        let asked = std::cell::Cell::new(None);
+        let packet = headerless(&to_8080);
+        let verdict = d.handle(&packet, Instant::now(), |id| {
+            asked.set(id);
+            true
+        });
+        assert_eq!(
+            asked.get(),
+            Some(90),
+            "the return method asked for another service"
+        );
+        let Verdict::Return { gre, .. } = verdict else {
+            panic!("not returned: {verdict:?}")
+        };
+        let back = gre::decapsulate(&gre).unwrap();
+        let rh = back.redirect.expect("a return carries a redirect header");
+        assert_eq!((rh.service_id, rh.dynamic), (90, true));
+        // Port 80: the standard web-cache's, not dynamic.
+        let to_80 = tcp(CLIENT, 4001, [10, 9, 0, 1], TCP_SYN);
+        let Verdict::Return { gre, .. } = d.handle(&headerless(&to_80), Instant::now(), |_| true)
+        else {
+            panic!("not returned")
+        };
+        let rh = gre::decapsulate(&gre).unwrap().redirect.unwrap();
+        assert_eq!((rh.service_id, rh.dynamic), (0, false));
+        // Neither service redirects port 8081.
+        let mut to_8081 = tcp(CLIENT, 4002, [10, 9, 0, 1], TCP_SYN);
+        to_8081[22..24].copy_from_slice(&8081u16.to_be_bytes());
+        assert!(matches!(
+            d.handle(&headerless(&to_8081), Instant::now(), |_| true),
+            Verdict::Drop(DropReason::NotRedirectable)
         ));
     }
 
