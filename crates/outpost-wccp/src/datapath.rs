@@ -376,18 +376,19 @@ impl Datapath {
             d.redirect.is_none_or(|r| r.service_id == sv.id)
                 && sv.redirects(s.protocol, s.src_port, s.dst_port)
         });
-        let Some(service) = service.cloned() else {
+        // Only its id and kind are kept: no copy of its ports per packet.
+        let Some((service_id, dynamic)) = service.map(|sv| (sv.id, sv.dynamic)) else {
             return self.not_redirectable(outer.src, &s);
         };
         if unroutable(s.src, self.cfg.local) || unroutable(s.dst, self.cfg.local) {
             return self.not_redirectable(outer.src, &s);
         }
-        let may_return = gre_return(Some(service.id));
+        let may_return = gre_return(Some(service_id));
         // What a returned packet carries: the router's own header, or ours
         // for the service the packet belongs to.
         let header = d.redirect.unwrap_or(gre::RedirectHeader {
-            dynamic: service.dynamic,
-            service_id: service.id,
+            dynamic,
+            service_id,
             ..Default::default()
         });
         let key = match (s.protocol, s.src_port, s.dst_port) {
