@@ -81,15 +81,34 @@ fn channel_item(scope: &str, table: &toml::Table) -> Result<toml_edit::Table> {
         .ok_or_else(|| ManagerError::Internal("the channel did not render as [[channel]]".into()))
 }
 
-/// The `[[channel]]` list of a scope's document; `None` when `channel`
-/// is something else (an inline array, say): then the caller rewrites the
-/// scope from its parsed form, without its comments.
-fn channel_tables(doc: &mut toml_edit::DocumentMut) -> Option<&mut toml_edit::ArrayOfTables> {
-    doc.entry("channel")
-        .or_insert(toml_edit::Item::ArrayOfTables(
-            toml_edit::ArrayOfTables::new(),
-        ))
-        .as_array_of_tables_mut()
+/// The `[[channel]]` list of a scope's document (created empty when the
+/// scope has none; an inline `channel = [{...}]` array becomes one), or
+/// the error for a `channel` that is something else.
+fn channel_tables<'d>(
+    scope: &str,
+    doc: &'d mut toml_edit::DocumentMut,
+) -> Result<&'d mut toml_edit::ArrayOfTables> {
+    use toml_edit::{ArrayOfTables, Item, Value};
+    let item = doc
+        .entry("channel")
+        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
+    if !item.is_array_of_tables() {
+        *item = match std::mem::take(item) {
+            Item::Value(Value::Array(a)) if a.is_empty() => {
+                Item::ArrayOfTables(ArrayOfTables::new())
+            }
+            other => other
+                .into_array_of_tables()
+                .map(Item::ArrayOfTables)
+                .map_err(|_| {
+                    ManagerError::BadRequest(format!(
+                        "{scope}: channel is not a list of [[channel]] tables"
+                    ))
+                })?,
+        };
+    }
+    item.as_array_of_tables_mut()
+        .ok_or_else(|| ManagerError::Internal("channel list lost".into()))
 }
 
 /// The channel's JSON body as a TOML table named `name`.
@@ -227,51 +246,26 @@ impl Manager {
         let current = self.scope_text(scope)?;
         // In place, so the admin's comments and layout in the scope stay.
         let mut edited = parse_doc(&scope_name, &current)?;
-        if let Some(tables) = channel_tables(&mut edited) {
-            let mut item = channel_item(&scope_name, &channel)?;
-            let existing = tables
-                .iter()
-                .position(|c| c.get("name").and_then(|n| n.as_str()) == Some(name));
-            match existing.and_then(|at| tables.get_mut(at)) {
-                // The document prints tables in their position order:
-                // a replacement takes the old one's place, a new one goes
-                // after everything.
-                Some(old) => {
-                    *item.decor_mut() = old.decor().clone();
-                    item.set_position(old.position());
-                    *old = item;
-                }
-                None => {
-                    item.set_position(None);
-                    tables.push(item);
-                }
-            }
-            self.put_scope_quiet(&scope_name, &edited.to_string())?;
-            return self.audit(
-                actor,
-                "channel put",
-                &format!("{scope_name} {name}: {detail}"),
-            );
-        }
-        let mut doc = parse_table(&scope_name, &current)?;
-        let list = doc
-            .entry("channel")
-            .or_insert_with(|| toml::Value::Array(Vec::new()));
-        let toml::Value::Array(items) = list else {
-            return Err(ManagerError::BadRequest(format!(
-                "{scope_name}: channel is not a list of [[channel]] tables"
-            )));
-        };
-        let existing = items
+        let tables = channel_tables(&scope_name, &mut edited)?;
+        let mut item = channel_item(&scope_name, &channel)?;
+        let existing = tables
             .iter()
             .position(|c| c.get("name").and_then(|n| n.as_str()) == Some(name));
-        match existing {
-            Some(at) => items[at] = toml::Value::Table(channel),
-            None => items.push(toml::Value::Table(channel)),
+        match existing.and_then(|at| tables.get_mut(at)) {
+            // The document prints tables in their position order: a
+            // replacement takes the old one's place, a new one goes after
+            // everything.
+            Some(old) => {
+                *item.decor_mut() = old.decor().clone();
+                item.set_position(old.position());
+                *old = item;
+            }
+            None => {
+                item.set_position(None);
+                tables.push(item);
+            }
         }
-        let text = toml::to_string(&doc)
-            .map_err(|e| ManagerError::BadRequest(format!("{scope_name}: {e}")))?;
-        self.put_scope_quiet(&scope_name, &text)?;
+        self.put_scope_quiet(&scope_name, &edited.to_string())?;
         self.audit(
             actor,
             "channel put",
@@ -283,41 +277,18 @@ impl Manager {
         let scope_name = scope.to_string();
         let current = self.scope_text(scope)?;
         let mut edited = parse_doc(&scope_name, &current)?;
-        if let Some(tables) = channel_tables(&mut edited) {
-            let before = tables.len();
-            tables.retain(|c| c.get("name").and_then(|n| n.as_str()) != Some(name));
-            if tables.len() == before {
-                return Err(ManagerError::NotFound(format!(
-                    "{scope_name} has no channel {name}"
-                )));
-            }
-            if tables.is_empty() {
-                edited.remove("channel");
-            }
-            self.put_scope_quiet(&scope_name, &edited.to_string())?;
-            return self.audit(actor, "channel delete", &format!("{scope_name} {name}"));
-        }
-        let mut doc = parse_table(&scope_name, &current)?;
-        let removed = match doc.get_mut("channel") {
-            Some(toml::Value::Array(items)) => {
-                let before = items.len();
-                items.retain(|c| c.get("name").and_then(|n| n.as_str()) != Some(name));
-                let removed = items.len() != before;
-                if items.is_empty() {
-                    doc.remove("channel");
-                }
-                removed
-            }
-            _ => false,
-        };
-        if !removed {
+        let tables = channel_tables(&scope_name, &mut edited)?;
+        let before = tables.len();
+        tables.retain(|c| c.get("name").and_then(|n| n.as_str()) != Some(name));
+        if tables.len() == before {
             return Err(ManagerError::NotFound(format!(
                 "{scope_name} has no channel {name}"
             )));
         }
-        let text = toml::to_string(&doc)
-            .map_err(|e| ManagerError::BadRequest(format!("{scope_name}: {e}")))?;
-        self.put_scope_quiet(&scope_name, &text)?;
+        if tables.is_empty() {
+            edited.remove("channel");
+        }
+        self.put_scope_quiet(&scope_name, &edited.to_string())?;
         self.audit(actor, "channel delete", &format!("{scope_name} {name}"))
     }
 

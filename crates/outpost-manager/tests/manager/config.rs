@@ -443,4 +443,27 @@ source = \"http://pkgs.example/old-drivers/\"
     // What is left is what the edge would read.
     let parsed: toml::Table = after.parse().unwrap();
     assert_eq!(parsed["channel"].as_array().unwrap().len(), 2);
+
+    // Channels written as an inline array are a list too.
+    m.put_scope(
+        "group:east",
+        "channel = [{ name = \"a\", source = \"http://pkgs.example/a/\" }]\n",
+    )
+    .await;
+    ok(
+        &m,
+        Method::PUT,
+        "/api/v1/channels/b?scope=group:east",
+        json!({"source": "http://pkgs.example/b/"}),
+    )
+    .await;
+    let scope: Value = m.admin().get("/api/v1/scopes/group:east").await.unwrap();
+    let parsed: toml::Table = scope["toml"].as_str().unwrap().parse().unwrap();
+    let names: Vec<&str> = parsed["channel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
 }
