@@ -51,20 +51,8 @@ impl Client {
     /// `base`: `http(s)://host:port`; `fingerprint`: pin the manager's
     /// certificate (else the system's roots check it).
     pub fn new(base: &str, fingerprint: Option<&str>) -> Result<Self, ClientError> {
-        let bad = || ClientError::BadUrl(base.to_string());
-        let uri: Uri = base.trim_end_matches('/').parse().map_err(|_| bad())?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(bad()),
-        };
-        let authority = uri.authority().cloned().ok_or_else(bad)?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let tls = if https {
+        let mut client = Self::plain(base)?;
+        if client.scheme_https {
             let config = match fingerprint {
                 Some(fp) => crate::pinned_tls::client_config(fp)?,
                 None => {
@@ -81,15 +69,42 @@ impl Client {
                     .with_no_client_auth()
                 }
             };
-            Some(Arc::new(config))
-        } else {
-            None
+            client.tls = Some(Arc::new(config));
+        }
+        Ok(client)
+    }
+
+    /// As [`Client::new`], with a TLS configuration the caller built (the
+    /// edge's, pinned or from the system's roots: built once for its HTTP
+    /// client and its sessions). Ignored for an `http://` URL.
+    pub fn with_tls_config(base: &str, tls: rustls::ClientConfig) -> Result<Self, ClientError> {
+        let mut client = Self::plain(base)?;
+        if client.scheme_https {
+            client.tls = Some(Arc::new(tls));
+        }
+        Ok(client)
+    }
+
+    /// The URL's parts, no TLS configuration yet.
+    fn plain(base: &str) -> Result<Self, ClientError> {
+        let bad = || ClientError::BadUrl(base.to_string());
+        let uri: Uri = base.trim_end_matches('/').parse().map_err(|_| bad())?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad()),
         };
+        let authority = uri.authority().cloned().ok_or_else(bad)?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         Ok(Self {
             scheme_https: https,
             authority,
             host,
-            tls,
+            tls: None,
             bearer: None,
             fleet_protocol: false,
             timeout: Duration::from_secs(60),

@@ -202,9 +202,6 @@ impl Session {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>), SessionError> {
-        if !self.is_open() {
-            return Err(SessionError::Broken("closed".into()));
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.shared.pending).insert(id, tx);

@@ -87,17 +87,20 @@ impl ManagerClient {
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(tls.clone())
             .https_or_http()
-            // HTTP/2 where the manager offers it (ALPN): the long poll,
-            // heartbeats and config fetches then share one connection.
+            // HTTP/2 where the manager offers it (ALPN): without a session
+            // (a proxy that drops Upgrade) the long poll, heartbeats and
+            // config fetches then still share one connection.
             .enable_all_versions()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         let base = url.as_str().trim_end_matches('/').to_string();
-        let connector = outpost_manager::http::client::Client::new(&base, pin)
+        // Sessions: the same trust, built once (no second read of the
+        // system's roots).
+        let connector = outpost_manager::http::client::Client::with_tls_config(&base, tls)
             .map_err(|e| e.to_string())?
             .timeout(CALL_TIMEOUT);
         Ok(Self {
