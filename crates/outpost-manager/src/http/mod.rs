@@ -74,19 +74,25 @@ impl Default for ServeOptions {
     }
 }
 
+/// An error as every edge and API answer carries it (HTTP or session
+/// frame): its status and body; a server error is logged.
+pub(crate) fn error_answer(error: &ManagerError) -> (http::StatusCode, ApiError) {
+    let status = error.status();
+    if status.is_server_error() {
+        tracing::error!("{error}");
+    }
+    (
+        status,
+        ApiError {
+            error: error.to_string(),
+        },
+    )
+}
+
 impl IntoResponse for ManagerError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!("{self}");
-        }
-        (
-            status,
-            axum::Json(ApiError {
-                error: self.to_string(),
-            }),
-        )
-            .into_response()
+        let (status, body) = error_answer(&self);
+        (status, axum::Json(body)).into_response()
     }
 }
 

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use outpost_protocol::session::{self, HEAD_LEN, Head, SESSION_UPGRADE, SessionCall, WaitArgs};
-use outpost_protocol::{ApiError, Heartbeat, HeartbeatReply};
+use outpost_protocol::{Heartbeat, HeartbeatReply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::auth::EdgeSite;
@@ -151,14 +151,8 @@ fn answer<T: serde::Serialize>(id: u64, result: crate::error::Result<T>) -> Vec<
 }
 
 fn refusal(id: u64, error: &ManagerError) -> Vec<u8> {
-    let status = error.status();
-    if status.is_server_error() {
-        tracing::error!("{error}");
-    }
-    let body = serde_json::to_vec(&ApiError {
-        error: error.to_string(),
-    })
-    .unwrap_or_default();
+    let (status, body) = super::error_answer(error);
+    let body = serde_json::to_vec(&body).unwrap_or_default();
     session::encode(id, status.as_u16(), &body)
 }
 
