@@ -185,6 +185,32 @@ pub(crate) async fn origin_front(front: &str, backend: std::net::SocketAddr) {
     });
 }
 
+/// `outpost serve` in the edge namespace with `config` as its file (and a
+/// cache) under `dir`: any port, admin on loopback.
+pub(crate) fn serve_in(edge: &str, dir: &std::path::Path, config: &str) -> Serve {
+    let file = dir.join("edge.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        edge,
+        env!("CARGO_BIN_EXE_outpost"),
+        "serve",
+    ])
+    .args([
+        "--listen",
+        "0.0.0.0:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--cache-dir",
+    ])
+    .arg(dir.join("cache"))
+    .arg("--config")
+    .arg(&file);
+    Serve::run(cmd)
+}
+
 /// curl in the client namespace: response head plus "remote=IP:PORT", and
 /// the body it saved.
 pub(crate) fn curl(client: &str, url: &str, out_file: &std::path::Path) -> (String, Vec<u8>) {
@@ -317,34 +343,14 @@ async fn redirected_port_80_is_served_by_the_edge_as_the_origin() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let serve = serve_in(
+        &edge,
+        dir.path(),
+        &format!(
             "[wccp]\nrouters = [\"{}\"]\nlisten = \"10.99.2.2:0\"\ninterval = \"500ms\"\n",
             sim.addr
         ),
-    )
-    .unwrap();
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        &edge,
-        env!("CARGO_BIN_EXE_outpost"),
-        "serve",
-    ])
-    .args([
-        "--listen",
-        "0.0.0.0:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--cache-dir",
-    ])
-    .arg(dir.path().join("cache"))
-    .arg("--config")
-    .arg(&config);
-    let serve = Serve::run(cmd);
+    );
     let port = serve.listening().port();
     // With L2 forwarding the edge declines a destination (the bypass list
     // of docs/wccp.md) by not redirecting it: forwarding on, the kernel

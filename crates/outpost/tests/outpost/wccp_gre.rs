@@ -34,7 +34,6 @@ use outpost_testkit::netns::in_netns;
 use outpost_testkit::wccp_router::{RouterConfig, SimRouter};
 use outpost_testkit::{Origin, Resource, content, wait_until};
 
-use crate::support::Serve;
 use crate::wccp_datapath::{Lab, curl, nft, ns, origin_front};
 
 const EDGE: Ipv4Addr = Ipv4Addr::new(10, 99, 2, 2);
@@ -125,35 +124,15 @@ async fn gre_redirect_and_return_through_the_edges_own_data_path() {
     let sim = SimRouter::start_on(wccp, socket).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let serve = crate::wccp_datapath::serve_in(
+        &edge,
+        dir.path(),
+        &format!(
             "[wccp]\nrouters = [\"{}\"]\nlisten = \"10.99.2.2:0\"\ninterval = \"500ms\"\ndatapath = \"outpost\"\nbypass_destinations = [\"10.99.3.3\"]\nmax_redirected_flows = 1\n",
             sim.addr
         ),
-    )
-    .unwrap();
+    );
     let cache = dir.path().join("cache");
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        &edge,
-        env!("CARGO_BIN_EXE_outpost"),
-        "serve",
-    ])
-    .args([
-        "--listen",
-        "0.0.0.0:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--cache-dir",
-    ])
-    .arg(&cache)
-    .arg("--config")
-    .arg(&config);
-    let serve = Serve::run(cmd);
     let port = serve.listening().port();
     let admin = serve.admin_listening();
     // The data path starts after the listeners: a failure to set it up
