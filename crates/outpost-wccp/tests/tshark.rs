@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use common::*;
 use outpost_wccp::*;
@@ -67,31 +66,7 @@ fn wireshark_decodes_every_fixture_without_warnings() {
     let pcap = dir.path().join("wccp.pcap");
     write_udp_pcap(&pcap, &fixtures);
 
-    let mut cmd = Command::new("tshark");
-    cmd.env("HOME", dir.path()) // no user preferences
-        .args(["-n", "-r"])
-        .arg(&pcap)
-        .args(["-d", "udp.port==2048,wccp", "-T", "fields"])
-        .args([
-            "-E",
-            "separator=\t",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-        ]);
-    for f in FIELDS {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd
-        .output()
-        .expect("tshark is not installed (Debian: apt-get install tshark; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = tshark_fields(&pcap, &["-d", "udp.port==2048,wccp"], FIELDS);
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), samples.len(), "one row per packet:\n{text}");
 

@@ -4,11 +4,10 @@
 //! the inner IPv4/TCP packet dissected after it; no malformed packet.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 mod common;
 
-use common::{ipv4, ipv4_checksum, write_pcap};
+use common::{ipv4, ipv4_checksum, tshark_fields, write_pcap};
 use outpost_wccp::gre::{RedirectHeader, encapsulate};
 
 /// A TCP SYN 10.99.1.2:40000 -> 10.99.3.2:80.
@@ -76,24 +75,7 @@ fn wireshark_reads_our_gre_redirect_header_as_we_wrote_it() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("gre.pcap");
     write_gre_pcap(&pcap, &payloads);
-    let mut cmd = Command::new("tshark");
-    cmd.env("HOME", dir.path())
-        .args(["-n", "-r"])
-        .arg(&pcap)
-        .args(["-T", "fields", "-E", "separator=\t", "-E", "occurrence=a"])
-        .args(["-E", "aggregator=,"]);
-    for f in FIELDS {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd
-        .output()
-        .expect("tshark is not installed (Debian: apt-get install tshark; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = tshark_fields(&pcap, &[], FIELDS);
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), headers.len(), "one row per packet:\n{text}");
     let col = |row: &[&str], name: &str| -> String {

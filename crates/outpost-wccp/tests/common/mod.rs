@@ -36,6 +36,32 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u
     ip
 }
 
+/// Runs tshark on `pcap` (with `extra` arguments, such as a decode-as)
+/// and gives its `fields` of every packet, one row each, tab-separated,
+/// several occurrences joined by commas. Without user preferences: HOME
+/// is the pcap's directory.
+pub fn tshark_fields(pcap: &std::path::Path, extra: &[&str], fields: &[&str]) -> String {
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.env("HOME", pcap.parent().unwrap())
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .args(extra)
+        .args(["-T", "fields", "-E", "separator=\t", "-E", "occurrence=a"])
+        .args(["-E", "aggregator=,"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd
+        .output()
+        .expect("tshark is not installed (Debian: apt-get install tshark; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Writes a classic pcap (microseconds) of `frames` with `linktype` (1:
 /// Ethernet, 228: raw IPv4), one a second, for tshark to read.
 pub fn write_pcap(path: &std::path::Path, linktype: u32, frames: &[Vec<u8>]) {
