@@ -58,8 +58,7 @@ async fn traffic_today_adds_what_the_counters_grew_by_across_edge_restarts() {
 
     // The automation API gives the same figures, for the fleet and for
     // the one site; a site with no traffic has none.
-    let bergen = m.enrol("bergen").await;
-    let _ = bergen;
+    m.enrol("bergen").await;
     let list: outpost_protocol::EdgeList = m.admin().get("/api/v1/edges").await.unwrap();
     let wire = |e: &outpost_protocol::EdgeSummary| e.traffic;
     let oslo_wire = list
